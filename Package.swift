@@ -1,0 +1,45 @@
+// swift-tools-version: 6.0
+//
+// kdcache — offline knowledge distillation over LMDB caches.
+//
+// Layers (each imports only the ones below it; see README "Architecture"):
+//   CLMDB, CZlib   system-library shims (Debian liblmdb-dev, zlib1g-dev)
+//   LMDB           a safe LMDB wrapper that knows nothing about distillation
+//   KDStore        record codecs, manifests, featurizers, the dataset and soft-label stores
+//   kdcache        the command-line tool: one file per subcommand, no library logic
+import PackageDescription
+
+let package = Package(
+    name: "kdcache",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "kdcache", targets: ["kdcache"]),
+        .library(name: "KDStore", targets: ["KDStore"]),
+        .library(name: "LMDB", targets: ["LMDB"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+    ],
+    targets: [
+        .systemLibrary(name: "CLMDB", pkgConfig: "lmdb",
+                       providers: [.apt(["liblmdb-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib",
+                       providers: [.apt(["zlib1g-dev"])]),
+        .target(name: "LMDB", dependencies: ["CLMDB"]),
+        .target(name: "KDStore", dependencies: [
+            "LMDB", "CZlib",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .executableTarget(name: "kdcache", dependencies: [
+            "KDStore",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "kdcache-bench", dependencies: ["KDStore", "LMDB"],
+                          path: "Sources/Benchmarks"),
+        .testTarget(name: "LMDBTests", dependencies: ["LMDB"]),
+        .testTarget(name: "KDStoreTests", dependencies: ["KDStore"]),
+        .testTarget(name: "CLITests", dependencies: ["KDStore"]),
+    ],
+    swiftLanguageModes: [.v6]
+)
