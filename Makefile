@@ -1,0 +1,66 @@
+# kdcache — `make demo` and `make test` do their own set-up on a fresh Debian machine.
+SHELL := /bin/bash
+SWIFT ?= swift
+VENV := .build-venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES := liblmdb-dev zlib1g-dev pkg-config gcc
+BIN := .build/debug/kdcache
+RELEASE_BIN := .build/release/kdcache
+DEMO := .build-demo
+
+.PHONY: deps system-deps venv build test demo bench clean fixtures
+
+## deps: Debian packages (only the missing ones) and the Python venv for interop tests and benchmarks.
+deps: system-deps venv
+
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: tools/requirements.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r tools/requirements.txt
+	touch $@
+
+build: deps
+	$(SWIFT) build
+
+## test: Swift unit and end-to-end CLI tests, then the Python interop tests.
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test
+	KDCACHE_BIN=$(CURDIR)/$(BIN) $(PY) -m pytest -q tools/python/tests
+
+## demo: the main job on the bundled fortunes dataset.
+demo: deps
+	$(SWIFT) build -c release
+	@rm -rf $(DEMO) && mkdir -p $(DEMO)
+	$(RELEASE_BIN) prep fixtures/fortunes/fortunes.csv --out $(DEMO)/fortunes.lmdb \
+	  --text-column text --label-column label --id-column id --seed 7
+	$(RELEASE_BIN) verify $(DEMO)/fortunes.lmdb
+	$(RELEASE_BIN) info $(DEMO)/fortunes.lmdb
+	$(RELEASE_BIN) prep fixtures/digits/digits.csv --out $(DEMO)/digits.lmdb \
+	  --feature-columns 'px*' --label-column label --id-column id
+	$(RELEASE_BIN) verify $(DEMO)/digits.lmdb
+
+## bench: release-build benchmarks, each printed as a ratio against a baseline run side by side.
+bench: deps
+	$(SWIFT) build -c release
+	gcc -O2 -o .build/lmdb-c-bench tools/bench/lmdb_c_bench.c -llmdb
+	$(PY) tools/bench/run_bench.py --swift .build/release/kdcache-bench --c .build/lmdb-c-bench --kdcache $(RELEASE_BIN)
+
+## fixtures: regenerate the bundled datasets from their sources (see fixtures/*/SOURCE.md).
+fixtures:
+	$(SUDO) apt-get install -y -qq fortunes >/dev/null
+	python3 tools/fixtures/make_fortunes.py fixtures/fortunes/fortunes.csv
+	python3 -m venv .build-fixtures && .build-fixtures/bin/pip install -q scikit-learn
+	.build-fixtures/bin/python tools/fixtures/make_digits.py fixtures/digits/digits.csv
+
+clean:
+	rm -rf .build $(VENV) $(DEMO) .build-fixtures

@@ -1,0 +1,157 @@
+import CZlib
+
+/// Appends little-endian fixed-width values to a byte array (the record payload convention of
+/// FORMAT.md; keys are big-endian and built by ``SampleKey``).
+struct ByteWriter {
+    var bytes: [UInt8]
+
+    init(capacity: Int = 0) { bytes = []; bytes.reserveCapacity(capacity) }
+
+    mutating func append(_ v: UInt8) { bytes.append(v) }
+    mutating func append(_ v: UInt16) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
+    mutating func append(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
+    mutating func append(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
+    mutating func append(_ v: Float) { append(v.bitPattern) }
+    mutating func append(_ v: Float16) { append(v.bitPattern) }
+    mutating func append(contentsOf other: some Sequence<UInt8>) { bytes.append(contentsOf: other) }
+    /// A `u32` length followed by the bytes.
+    mutating func appendLengthPrefixed(_ other: [UInt8]) { append(UInt32(other.count)); bytes.append(contentsOf: other) }
+
+    /// Overwrites four bytes at `offset` with `v`, little-endian.
+    mutating func set(_ v: UInt32, at offset: Int) {
+        withUnsafeBytes(of: v.littleEndian) { for i in 0..<4 { bytes[offset + i] = $0[i] } }
+    }
+}
+
+/// Reads little-endian values from a borrowed buffer with bounds checks: short input is a thrown
+/// ``RecordError``, never a trap.
+struct ByteReader {
+    let buffer: UnsafeRawBufferPointer
+    var offset = 0
+
+    init(_ buffer: UnsafeRawBufferPointer) { self.buffer = buffer }
+
+    var remaining: Int { buffer.count - offset }
+
+    mutating func read<T: FixedWidthInteger>(_: T.Type) throws(RecordError) -> T {
+        let size = MemoryLayout<T>.size
+        guard remaining >= size else { throw .truncated(needed: offset + size, had: buffer.count) }
+        defer { offset += size }
+        return T(littleEndian: buffer.loadUnaligned(fromByteOffset: offset, as: T.self))
+    }
+
+    mutating func skip(_ count: Int) throws(RecordError) {
+        guard remaining >= count else { throw .truncated(needed: offset + count, had: buffer.count) }
+        offset += count
+    }
+}
+
+/// A record that cannot be decoded.
+public enum RecordError: Error, Equatable, CustomStringConvertible {
+    case truncated(needed: Int, had: Int)
+    case badVersion(UInt8)
+    case badChecksum(stored: UInt32, computed: UInt32)
+    case badLength(expected: Int, had: Int)
+    case badField(String)
+
+    public var description: String {
+        switch self {
+        case let .truncated(needed, had): "record is truncated: needs \(needed) bytes, has \(had)"
+        case let .badVersion(v): "unknown record version \(v)"
+        case let .badChecksum(stored, computed):
+            "CRC-32 mismatch: stored \(hex(stored)), computed \(hex(computed))"
+        case let .badLength(expected, had): "record length \(had), expected \(expected)"
+        case let .badField(what): what
+        }
+    }
+}
+
+func hex(_ v: UInt32) -> String {
+    let s = String(v, radix: 16)
+    return "0x" + String(repeating: "0", count: 8 - s.count) + s
+}
+
+/// CRC-32 (IEEE 802.3, zlib's `crc32`; Python `zlib.crc32`) of `bytes`, continuing from `crc`.
+@inline(__always)
+public func crc32(_ bytes: UnsafeRawBufferPointer, continuing crc: UInt32 = 0) -> UInt32 {
+    guard let base = bytes.baseAddress, bytes.count > 0 else { return crc }
+    return UInt32(CZlib.crc32(UInt(crc), base.assumingMemoryBound(to: Bytef.self), UInt32(bytes.count)))
+}
+
+/// CRC-32 of a record whose four checksum bytes at `offset` are left out: `crc32(r[..<offset] ‖ r[offset+4...])`.
+@inline(__always)
+func recordChecksum(_ record: UnsafeRawBufferPointer, skipping offset: Int) -> UInt32 {
+    let head = crc32(UnsafeRawBufferPointer(rebasing: record[0..<offset]))
+    return crc32(UnsafeRawBufferPointer(rebasing: record[(offset + 4)...]), continuing: head)
+}
+
+/// zlib (RFC 1950) compression, as Python's `zlib.compress` / `zlib.decompress` read and write.
+public enum Zlib {
+    /// Compresses `bytes` at `level` (0–9, default 6).
+    public static func compress(_ bytes: [UInt8], level: Int32 = 6) -> [UInt8] {
+        var bound = compressBound(UInt(bytes.count))
+        var out = [UInt8](repeating: 0, count: Int(bound))
+        let rc = out.withUnsafeMutableBufferPointer { o in
+            bytes.withUnsafeBufferPointer { i in compress2(o.baseAddress, &bound, i.baseAddress, UInt(bytes.count), level) }
+        }
+        precondition(rc == Z_OK, "compress2 cannot fail with a compressBound-sized buffer")
+        out.removeSubrange(Int(bound)...)
+        return out
+    }
+
+    /// Decompresses a zlib stream; `nil` when it is corrupt.
+    public static func decompress(_ bytes: UnsafeRawBufferPointer) -> [UInt8]? {
+        var stream = z_stream()
+        guard inflateInit_(&stream, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else { return nil }
+        defer { inflateEnd(&stream) }
+        stream.next_in = UnsafeMutablePointer(mutating: bytes.baseAddress?.assumingMemoryBound(to: Bytef.self))
+        stream.avail_in = UInt32(bytes.count)
+        var out: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: max(256, bytes.count * 4))
+        while true {
+            let rc = chunk.withUnsafeMutableBufferPointer { c -> Int32 in
+                stream.next_out = c.baseAddress
+                stream.avail_out = UInt32(c.count)
+                return inflate(&stream, Z_NO_FLUSH)
+            }
+            out.append(contentsOf: chunk[0..<(chunk.count - Int(stream.avail_out))])
+            if rc == Z_STREAM_END { return out }
+            if rc != Z_OK { return nil }
+        }
+    }
+}
+
+/// Big-endian keys: memcmp order equals numeric order, so cursor order is index order and
+/// `MDB_APPEND` bulk loads work.
+public enum SampleKey {
+    /// The 8-byte key of a dataset sample: `u64` big-endian sample index.
+    @inline(__always)
+    public static func dataset(_ index: Int) -> UInt64 { UInt64(index).bigEndian }
+
+    /// The 8-byte key of a soft-label record: `u32` big-endian sample index ‖ `u32` big-endian view.
+    @inline(__always)
+    public static func softLabel(sample: Int, view: Int) -> UInt64 {
+        (UInt64(UInt32(sample)) << 32 | UInt64(UInt32(view))).bigEndian
+    }
+
+    /// Decodes a soft-label key into (sample, view).
+    public static func decodeSoftLabel(_ key: UnsafeRawBufferPointer) -> (sample: Int, view: Int)? {
+        guard key.count == 8 else { return nil }
+        let v = UInt64(bigEndian: key.loadUnaligned(as: UInt64.self))
+        return (Int(v >> 32), Int(v & 0xffff_ffff))
+    }
+
+    /// Decodes a dataset key into a sample index.
+    public static func decodeDataset(_ key: UnsafeRawBufferPointer) -> Int? {
+        guard key.count == 8 else { return nil }
+        return Int(UInt64(bigEndian: key.loadUnaligned(as: UInt64.self)))
+    }
+}
+
+extension UInt64 {
+    /// Lends the 8 bytes of this value (as stored in memory) to `body`.
+    @inline(__always)
+    func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try withUnsafeBytes(of: self, body)
+    }
+}

@@ -1,0 +1,345 @@
+import Foundation
+import LMDB
+
+/// Who produced a teacher's records.
+public struct TeacherIdentity: Codable, Equatable, Sendable {
+    /// A short name, unique within a cache (`[A-Za-z0-9._-]+`); the records live in `teacher/NAME`.
+    public var name: String
+    public var description: String
+    /// A content hash of the teacher's weights, or of its command and inputs.
+    public var contentHash: String
+
+    public init(name: String, description: String, contentHash: String) {
+        self.name = name; self.description = description; self.contentHash = contentHash
+    }
+}
+
+/// One teacher's entry in a soft-label manifest.
+public struct TeacherManifest: Codable, Equatable, Sendable {
+    public var identity: TeacherIdentity
+    /// T_w: the records hold `log_softmax(z / T_w)`.
+    public var writeTemperature: Double
+    /// `f32` or `f16`.
+    public var dtype: String
+    /// 0 for dense records, else the number of top classes kept.
+    public var topK: Int
+    /// Views per sample; view v of sample i is under key `u32be(i) ‖ u32be(v)`.
+    public var views: Int
+    /// Half-open sample ranges `[start, end)` whose every view is written, sorted and disjoint.
+    public var completed: [[Int]]
+    /// Free-form numbers the teacher reported (e.g. `valid_accuracy`).
+    public var metrics: [String: Double]
+    public var created: String
+    public var toolVersion: String
+
+    public var logProbDType: LogProbDType { LogProbDType(name: dtype) ?? .float32 }
+    /// The completed ranges as Swift ranges.
+    public var completedRanges: [Range<Int>] { completed.map { $0[0]..<$0[1] } }
+    /// The number of samples whose views are all written.
+    public var completedSamples: Int { completedRanges.reduce(0) { $0 + $1.count } }
+}
+
+/// The soft-label cache manifest: JSON under `manifest` in `meta` (FORMAT.md §3.1).
+public struct SoftLabelManifest: Codable, Equatable, Sendable {
+    public static let formatName = "kdcache-softlabels"
+    public static let currentSchemaVersion = 1
+
+    public var format = formatName
+    public var schemaVersion = currentSchemaVersion
+    public var toolVersion = kdcacheVersion
+    public var created: String
+    /// The fingerprint of the dataset store the records are keyed against.
+    public var datasetFingerprint: String
+    public var featurizerSignature: String
+    public var labels: [String]
+    /// Samples in that dataset.
+    public var sampleCount: Int
+    public var teachers: [String: TeacherManifest]
+}
+
+/// The shape of the records a teacher writes.
+public struct SoftLabelLayout: Equatable, Sendable {
+    public var writeTemperature: Double
+    public var dtype: LogProbDType
+    public var topK: Int
+    public var views: Int
+
+    public init(writeTemperature: Double = 1, dtype: LogProbDType = .float16, topK: Int = 0, views: Int = 1) {
+        self.writeTemperature = writeTemperature; self.dtype = dtype; self.topK = topK; self.views = views
+    }
+}
+
+/// Adds half-open `range` to sorted disjoint `ranges`, merging neighbours.
+func insertRange(_ range: Range<Int>, into ranges: [Range<Int>]) -> [Range<Int>] {
+    let all = (ranges + [range]).filter { !$0.isEmpty }.sorted { $0.lowerBound < $1.lowerBound }
+    var out: [Range<Int>] = []
+    for r in all {
+        if let last = out.last, r.lowerBound <= last.upperBound {
+            out[out.count - 1] = last.lowerBound..<max(last.upperBound, r.upperBound)
+        } else {
+            out.append(r)
+        }
+    }
+    return out
+}
+
+/// Writes one teacher's records into a soft-label cache, creating the cache or resuming it.
+///
+/// Each ``write(_:completing:)`` is one LMDB transaction that stores the records *and* the
+/// manifest's updated `completed` ranges, so a crash leaves exactly the committed batches and a
+/// rerun resumes after them (``pendingRanges``).
+public final class SoftLabelWriter {
+    public let path: String
+    public let environment: Environment
+    public private(set) var manifest: SoftLabelManifest
+    public let teacherName: String
+    public let layout: SoftLabelLayout
+    let meta: Database
+    let records: Database
+    let classCount: Int
+
+    /// Opens (or creates) the cache at `path` for `teacher`, keyed against `dataset`.
+    ///
+    /// An existing cache must match the dataset's fingerprint and labels; an existing entry for
+    /// the same teacher name must match its identity and layout (then the run resumes).
+    public init(path: String, dataset: DatasetManifest, teacher: TeacherIdentity, layout: SoftLabelLayout) throws {
+        guard teacher.name.range(of: "^[A-Za-z0-9._-]+$", options: .regularExpression) != nil else {
+            throw StoreError(path: path, message: "teacher name '\(teacher.name)' has characters outside A-Z a-z 0-9 . _ -")
+        }
+        guard layout.writeTemperature > 0, layout.writeTemperature.isFinite else {
+            throw StoreError(path: path, message: "write temperature must be positive, got \(layout.writeTemperature)")
+        }
+        guard layout.views >= 1, layout.topK >= 0, layout.topK <= dataset.labels.count, layout.topK <= Int(UInt16.max) else {
+            throw StoreError(path: path, message: "views must be ≥ 1 and top-k within 0…\(dataset.labels.count)")
+        }
+        let exists = FileManager.default.fileExists(atPath: path)
+        let env: Environment
+        if exists {
+            let (e, kind, bytes) = try openStoreFile(path, writable: true)
+            guard kind == .softLabels else { throw StoreError(path: path, message: "is a dataset store, not a soft-label cache") }
+            env = e
+            manifest = try ManifestCoding.decode(SoftLabelManifest.self, from: bytes)
+            try SoftLabelStore.checkCompatible(manifest, with: dataset, path: path)
+        } else {
+            env = try Environment(path: path, maxDatabases: 64)
+            manifest = SoftLabelManifest(created: iso8601Now(), datasetFingerprint: dataset.fingerprint,
+                                         featurizerSignature: dataset.featurizer.signature, labels: dataset.labels,
+                                         sampleCount: dataset.sampleCount, teachers: [:])
+        }
+        let entry = TeacherManifest(identity: teacher, writeTemperature: layout.writeTemperature, dtype: layout.dtype.name,
+                                    topK: layout.topK, views: layout.views, completed: [], metrics: [:],
+                                    created: iso8601Now(), toolVersion: kdcacheVersion)
+        if let existing = manifest.teachers[teacher.name] {
+            let sameLayout = existing.writeTemperature == layout.writeTemperature && existing.dtype == layout.dtype.name
+                && existing.topK == layout.topK && existing.views == layout.views
+            guard existing.identity == teacher, sameLayout else {
+                throw StoreError(path: path, message: "teacher '\(teacher.name)' is already in the cache with another identity or layout (T_w \(existing.writeTemperature), \(existing.dtype), top-k \(existing.topK), \(existing.views) views, hash \(existing.identity.contentHash))",
+                                 hint: "Use another --teacher-name, or write to a new --out")
+            }
+        } else {
+            manifest.teachers[teacher.name] = entry
+        }
+        let encoded = try ManifestCoding.encode(manifest)
+        (meta, records) = try env.write { txn throws in
+            let meta = try txn.openDatabase(named: DatabaseName.meta, create: true)
+            let records = try txn.openDatabase(named: DatabaseName.teacher(teacher.name), create: true)
+            try txn.put(encoded, forKey: DatabaseName.manifestKey, in: meta)
+            return (meta, records)
+        }
+        self.path = path
+        self.environment = env
+        self.teacherName = teacher.name
+        self.layout = layout
+        self.classCount = dataset.labels.count
+    }
+
+    /// This teacher's manifest entry as committed so far.
+    public var teacher: TeacherManifest { manifest.teachers[teacherName]! }
+
+    /// Sample ranges of `0..<sampleCount` not yet completed.
+    public var pendingRanges: [Range<Int>] {
+        var pending: [Range<Int>] = []
+        var cursor = 0
+        for r in teacher.completedRanges {
+            if r.lowerBound > cursor { pending.append(cursor..<min(r.lowerBound, manifest.sampleCount)) }
+            cursor = max(cursor, r.upperBound)
+        }
+        if cursor < manifest.sampleCount { pending.append(cursor..<manifest.sampleCount) }
+        return pending
+    }
+
+    /// One record to write: log-probabilities at T_w over all classes.
+    public struct Entry {
+        public var sample: Int
+        public var view: Int
+        public var logProbs: [Float]
+        public init(sample: Int, view: Int, logProbs: [Float]) { self.sample = sample; self.view = view; self.logProbs = logProbs }
+    }
+
+    /// Writes `entries` and marks `range` complete, in one transaction.
+    ///
+    /// Entries are sorted by key; when they all follow the last stored key they are appended
+    /// (`MDB_APPEND`), otherwise put normally. An entry that disagrees with an existing record is
+    /// overwritten only if its range was not complete (a complete range is never rewritten).
+    public func write(_ entries: [Entry], completing range: Range<Int>, metrics: [String: Double] = [:]) throws {
+        for e in entries {
+            guard e.logProbs.count == classCount else {
+                throw StoreError(path: path, message: "sample \(e.sample) view \(e.view): \(e.logProbs.count) values, the dataset has \(classCount) classes")
+            }
+            guard (0..<manifest.sampleCount).contains(e.sample), (0..<layout.views).contains(e.view) else {
+                throw StoreError(path: path, message: "sample \(e.sample) view \(e.view) is outside 0..<\(manifest.sampleCount) × 0..<\(layout.views)")
+            }
+            guard e.logProbs.allSatisfy({ !$0.isNaN && $0 != .infinity }) else {
+                throw StoreError(path: path, message: "sample \(e.sample) view \(e.view): NaN or +inf among the log-probabilities")
+            }
+        }
+        let sorted = entries.sorted { ($0.sample, $0.view) < ($1.sample, $1.view) }
+        var updated = manifest
+        var entry = updated.teachers[teacherName]!
+        entry.completed = insertRange(range, into: entry.completedRanges).map { [$0.lowerBound, $0.upperBound] }
+        for (k, v) in metrics { entry.metrics[k] = v }
+        updated.teachers[teacherName] = entry
+        let encoded = try ManifestCoding.encode(updated)
+        let size = SoftLabelRecord.size(classCount: classCount, dtype: layout.dtype, topK: layout.topK)
+        let (records, meta, layout) = (self.records, self.meta, self.layout)
+        try environment.write { txn throws in
+            var appending = true
+            if let first = sorted.first {
+                let lastKey: UInt64? = try txn.withCursor(in: records) { c in
+                    try c.last().map { UInt64(bigEndian: $0.key.loadUnaligned(as: UInt64.self)) }
+                }
+                let firstKey = UInt64(bigEndian: SampleKey.softLabel(sample: first.sample, view: first.view))
+                appending = lastKey.map { $0 < firstKey } ?? true
+            }
+            var previous: UInt64? = nil
+            for e in sorted {
+                var key = SampleKey.softLabel(sample: e.sample, view: e.view)
+                if previous == key { throw StoreError(path: self.path, message: "sample \(e.sample) view \(e.view) appears twice in one batch") }
+                previous = key
+                try withUnsafeBytes(of: &key) { k in
+                    try txn.putReserving(count: size, forKey: k, in: records, flags: appending ? .append : []) { buffer in
+                        SoftLabelRecord.encode(logProbs: e.logProbs, dtype: layout.dtype, topK: layout.topK, into: buffer)
+                    }
+                }
+            }
+            try txn.put(encoded, forKey: DatabaseName.manifestKey, in: meta)
+        }
+        manifest = updated
+    }
+
+    /// Flushes to disk (records are durable after each commit already; this is for `.noSync` use).
+    public func sync() throws { try environment.sync() }
+}
+
+/// A soft-label cache opened for reading (FORMAT.md §3).
+public final class SoftLabelStore: @unchecked Sendable {
+    public let path: String
+    public let environment: Environment
+    public let manifest: SoftLabelManifest
+    let teacherDatabases: [String: Database]
+
+    public init(path: String) throws {
+        let (env, kind, bytes) = try openStoreFile(path)
+        guard kind == .softLabels else {
+            throw StoreError(path: path, message: "is a dataset store, not a soft-label cache", hint: "Pass the file written by kdcache teach or import")
+        }
+        let manifest: SoftLabelManifest
+        do { manifest = try ManifestCoding.decode(SoftLabelManifest.self, from: bytes) } catch {
+            throw StoreError(path: path, message: "unreadable soft-label manifest: \(error)")
+        }
+        guard manifest.schemaVersion <= SoftLabelManifest.currentSchemaVersion else {
+            throw StoreError(path: path, message: "soft-label schema version \(manifest.schemaVersion) is newer than this kdcache reads", hint: "Upgrade kdcache")
+        }
+        var dbs: [String: Database] = [:]
+        for name in manifest.teachers.keys {
+            do { dbs[name] = try env.openDatabase(named: DatabaseName.teacher(name)) } catch {
+                throw StoreError(path: path, message: "teacher '\(name)' is in the manifest but its records are missing")
+            }
+        }
+        self.path = path; self.environment = env; self.manifest = manifest; self.teacherDatabases = dbs
+    }
+
+    public var classCount: Int { manifest.labels.count }
+
+    /// The named teacher, or the only one when `name` is nil.
+    public func teacher(_ name: String? = nil) throws -> TeacherManifest {
+        if let name {
+            guard let t = manifest.teachers[name] else {
+                throw StoreError(path: path, message: "no teacher '\(name)'", hint: "The cache has: \(manifest.teachers.keys.sorted().joined(separator: ", "))")
+            }
+            return t
+        }
+        guard manifest.teachers.count == 1, let only = manifest.teachers.values.first else {
+            throw StoreError(path: path, message: manifest.teachers.isEmpty ? "the cache holds no teacher" : "the cache holds several teachers",
+                             hint: "Name one of: \(manifest.teachers.keys.sorted().joined(separator: ", "))")
+        }
+        return only
+    }
+
+    /// Throws unless `manifest` was written against `dataset` (fingerprint, labels, featurizer).
+    static func checkCompatible(_ manifest: SoftLabelManifest, with dataset: DatasetManifest, path: String) throws {
+        if manifest.labels != dataset.labels {
+            throw StoreError(path: path, message: "label set differs from the dataset's (cache: \(manifest.labels.prefix(5).joined(separator: ","))…, dataset: \(dataset.labels.prefix(5).joined(separator: ","))…)")
+        }
+        if manifest.featurizerSignature != dataset.featurizer.signature {
+            throw StoreError(path: path, message: "featurizer differs (cache: \(manifest.featurizerSignature), dataset: \(dataset.featurizer.signature))")
+        }
+        if manifest.datasetFingerprint != dataset.fingerprint {
+            throw StoreError(path: path, message: "dataset fingerprint differs (cache: \(manifest.datasetFingerprint), dataset: \(dataset.fingerprint))",
+                             hint: "The cache was written for another version of the data; recompute it")
+        }
+    }
+
+    /// Throws unless this cache was written against `dataset`; the message says which part differs.
+    public func checkCompatible(with dataset: DatasetManifest) throws {
+        try Self.checkCompatible(manifest, with: dataset, path: path)
+    }
+
+    /// Lends the record of (sample, view) of a teacher as a checked zero-copy view; `nil` if absent.
+    public func withRecord<R>(sample: Int, view: Int = 0, teacher: String? = nil, _ body: (SoftLabelView) throws -> R) throws -> R? {
+        let name = try self.teacher(teacher).identity.name
+        let db = teacherDatabases[name]!
+        return try environment.read { txn throws in
+            var key = SampleKey.softLabel(sample: sample, view: view)
+            return try withUnsafeBytes(of: &key) { k in
+                try txn.withValue(forKey: k, in: db) { bytes in
+                    do { return try body(try SoftLabelView(bytes, classCount: classCount)) } catch let e as RecordError {
+                        throw StoreError(path: path, message: "teacher \(name) sample \(sample) view \(view): \(e)", hint: "Run kdcache verify")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Log-probabilities of (sample, view), re-tempered to `temperature` when given
+    /// (`log_softmax((T_w/T) · log p_{T_w})`, exact for dense records).
+    public func logProbs(sample: Int, view: Int = 0, teacher: String? = nil, temperature: Float? = nil) throws -> [Float]? {
+        let t = try self.teacher(teacher)
+        guard let stored = try withRecord(sample: sample, view: view, teacher: teacher, { v -> [Float] in
+            var out = [Float](repeating: 0, count: classCount); v.decode(into: &out); return out
+        }) else { return nil }
+        guard let temperature else { return stored }
+        return retemper(stored, from: Float(t.writeTemperature), to: temperature)
+    }
+
+    /// Visits every record of a teacher in key order (sample, then view), inside one read transaction.
+    /// Undecodable records are passed as the error instead of a view, so a verifier can name them.
+    public func scanRaw(teacher: String, _ body: (_ sample: Int, _ view: Int, Result<SoftLabelView, RecordError>) throws -> Bool) throws {
+        guard let db = teacherDatabases[teacher] else { throw StoreError(path: path, message: "no teacher '\(teacher)'") }
+        try environment.read { txn throws in
+            try txn.forEach(in: db) { key, value in
+                guard let (sample, view) = SampleKey.decodeSoftLabel(key) else {
+                    return try body(-1, -1, .failure(.badField("malformed key of \(key.count) bytes")))
+                }
+                do { return try body(sample, view, .success(try SoftLabelView(value, classCount: classCount))) }
+                catch let e as RecordError { return try body(sample, view, .failure(e)) }
+            }
+        }
+    }
+
+    /// Record count of a teacher's database.
+    public func recordCount(teacher: String) throws -> Int {
+        guard let db = teacherDatabases[teacher] else { return 0 }
+        return try environment.read { txn throws in try txn.statistics(of: db).entries }
+    }
+}

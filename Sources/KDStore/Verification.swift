@@ -1,0 +1,180 @@
+import Foundation
+import LMDB
+
+/// The outcome of checking a store: what was checked and every problem found, by key.
+public struct VerificationReport: Sendable {
+    public var path: String
+    public var kind: StoreKind
+    /// Lines describing what passed (for the summary).
+    public var checked: [String] = []
+    /// One line per problem, naming the sample / view / teacher.
+    public var problems: [String] = []
+    /// Problems beyond `problemLimit` are counted, not listed.
+    public var unlistedProblems = 0
+
+    public var isValid: Bool { problems.isEmpty && unlistedProblems == 0 }
+    static let problemLimit = 50
+
+    mutating func fail(_ message: String) {
+        if problems.count < Self.problemLimit { problems.append(message) } else { unlistedProblems += 1 }
+    }
+}
+
+/// Checks every record of a store: structure, CRC, keys, counts against the manifest, and (for
+/// dataset stores) the fingerprint; for soft-label caches, coverage of the dataset when given.
+public enum StoreVerifier {
+    public static func verify(path: String, dataset datasetPath: String? = nil) throws -> VerificationReport {
+        let (_, kind, _) = try openStoreFile(path)
+        switch kind {
+        case .dataset: return try verifyDataset(try DatasetStore(path: path))
+        case .softLabels: return try verifySoftLabels(try SoftLabelStore(path: path), dataset: try datasetPath.map { try DatasetStore(path: $0) })
+        }
+    }
+
+    static func verifyDataset(_ store: DatasetStore) throws -> VerificationReport {
+        var report = VerificationReport(path: store.path, kind: .dataset)
+        let m = store.manifest
+        var expected = 0
+        var badRecords = 0
+        var splitCounts = [Int](repeating: 0, count: 3)
+        var classCounts = [[Int]](repeating: [Int](repeating: 0, count: m.labels.count), count: 3)
+        try store.environment.read { txn throws in
+            try txn.forEach(in: store.samples) { key, value in
+                guard let index = SampleKey.decodeDataset(key) else {
+                    report.fail("malformed key of \(key.count) bytes in samples"); return true
+                }
+                if index != expected { report.fail("samples \(expected)..<\(index) are missing") }
+                expected = index + 1
+                do {
+                    let view = try SampleView(value, classCount: m.labels.count)
+                    splitCounts[Int(view.split.rawValue)] += 1
+                    classCounts[Int(view.split.rawValue)][view.label] += 1
+                    if view.kind == .sparse, view.count > 0 {
+                        let dim = UInt32(m.featurizer.dimension)
+                        for j in 0..<view.count where view.index(at: j) >= dim || (j > 0 && view.index(at: j) <= view.index(at: j - 1)) {
+                            report.fail("sample \(index): bucket indices unsorted or ≥ \(dim)"); break
+                        }
+                    } else if view.kind == .dense, view.count != m.featurizer.dimension {
+                        report.fail("sample \(index): \(view.count) features, manifest says \(m.featurizer.dimension)")
+                    }
+                } catch let e as RecordError {
+                    report.fail("sample \(index): \(e)")
+                    badRecords += 1
+                }
+                guard let id = try txn.withValue(forKey: key, in: store.indexToID, { String(decoding: $0, as: UTF8.self) }) else {
+                    report.fail("sample \(index): no id"); return true
+                }
+                let back = try txn.value(forKey: Array(id.utf8), in: store.idToIndex).flatMap { $0.withUnsafeBytes { SampleKey.decodeDataset($0) } }
+                if back != index { report.fail("sample \(index): id '\(id)' maps back to \(back.map(String.init) ?? "nothing")") }
+                if m.hasText {
+                    let ok = try txn.withValue(forKey: key, in: store.texts) { Zlib.decompress($0) != nil }
+                    if ok != true { report.fail("sample \(index): raw text \(ok == nil ? "missing" : "corrupt")") }
+                }
+                return true
+            }
+        }
+        if expected != m.sampleCount { report.fail("the manifest says \(m.sampleCount) samples, the store holds keys up to \(expected)") }
+        // Counts are only comparable when every record decoded; a damaged record is reported once.
+        if badRecords == 0 {
+            report.checked.append("\(expected) sample records: structure and CRC-32")
+            for s in Split.allCases where m.splitCounts[s.name] != splitCounts[Int(s.rawValue)] {
+                report.fail("split \(s.name): manifest says \(m.splitCounts[s.name] ?? 0) samples, records hold \(splitCounts[Int(s.rawValue)])")
+            }
+            for s in Split.allCases where (m.classCounts[s.name] ?? []) != classCounts[Int(s.rawValue)] {
+                report.fail("split \(s.name): class counts differ from the manifest's")
+            }
+        }
+        if report.isValid { report.checked.append("ids map both ways" + (m.hasText ? "; raw texts decompress" : "")) }
+        if report.isValid {
+            let fingerprint = try DatasetFingerprint.compute(store)
+            if fingerprint == m.fingerprint {
+                report.checked.append("fingerprint \(fingerprint) matches")
+            } else {
+                report.fail("fingerprint mismatch: manifest \(m.fingerprint), content \(fingerprint)")
+            }
+        }
+        return report
+    }
+
+    static func verifySoftLabels(_ store: SoftLabelStore, dataset: DatasetStore?) throws -> VerificationReport {
+        var report = VerificationReport(path: store.path, kind: .softLabels)
+        let m = store.manifest
+        if let dataset {
+            do {
+                try store.checkCompatible(with: dataset.manifest)
+                report.checked.append("dataset fingerprint, labels and featurizer match \(dataset.path)")
+            } catch let e as StoreError { report.fail(e.message) }
+        }
+        for name in m.teachers.keys.sorted() {
+            let t = m.teachers[name]!
+            let problemsAtStart = report.problems.count + report.unlistedProblems
+            var seen = 0
+            var coverage: [Range<Int>] = []
+            var runStart = -1, runEnd = -1, viewsInSample = 0, currentSample = -1
+            func closeSample() {
+                guard currentSample >= 0 else { return }
+                if viewsInSample == t.views {
+                    if currentSample == runEnd { runEnd += 1 } else {
+                        if runStart >= 0 { coverage.append(runStart..<runEnd) }
+                        runStart = currentSample; runEnd = currentSample + 1
+                    }
+                }
+            }
+            try store.scanRaw(teacher: name) { sample, view, result in
+                seen += 1
+                if sample != currentSample { closeSample(); currentSample = sample; viewsInSample = 0 }
+                switch result {
+                case .failure(let e): report.fail("teacher \(name) sample \(sample) view \(view): \(e)")
+                case .success(let v):
+                    if sample >= m.sampleCount || view >= t.views {
+                        report.fail("teacher \(name) sample \(sample) view \(view): outside \(m.sampleCount) samples × \(t.views) views")
+                    } else if v.dtype != t.logProbDType || v.topK != t.topK {
+                        report.fail("teacher \(name) sample \(sample) view \(view): dtype/top-k differ from the manifest")
+                    } else {
+                        viewsInSample += 1
+                        if !recordIsNormalized(v) { report.fail("teacher \(name) sample \(sample) view \(view): probabilities do not sum to 1") }
+                    }
+                }
+                return true
+            }
+            closeSample()
+            if runStart >= 0 { coverage.append(runStart..<runEnd) }
+            let claimed = t.completedRanges
+            for r in claimed where !coverage.contains(where: { $0.lowerBound <= r.lowerBound && r.upperBound <= $0.upperBound }) {
+                report.fail("teacher \(name): manifest marks samples \(r.lowerBound)..<\(r.upperBound) complete but some of their records are missing or damaged")
+            }
+            let covered = coverage.reduce(0) { $0 + $1.count }
+            let recordsValid = report.problems.count + report.unlistedProblems == problemsAtStart
+            if recordsValid { report.checked.append("teacher \(name): \(seen) records (T_w \(t.writeTemperature), \(t.dtype)\(t.topK > 0 ? ", top-\(t.topK)" : "")), structure and CRC-32; \(covered)/\(m.sampleCount) samples with all \(t.views) view(s)") }
+            if dataset != nil, covered < m.sampleCount {
+                let gaps = gapsOf(coverage, total: m.sampleCount)
+                report.fail("teacher \(name): \(m.sampleCount - covered) samples of the dataset have no soft labels: \(describe(gaps))")
+            }
+        }
+        return report
+    }
+
+    /// Σ exp(log p) ≈ 1 within float16 rounding (dense), or with the tail mass (top-k).
+    static func recordIsNormalized(_ v: SoftLabelView) -> Bool {
+        var total: Double = 0
+        if v.topK == 0 {
+            for c in 0..<v.classCount { total += exp(Double(v.logProb(ofClass: c))) }
+        } else {
+            let (_, values, tail) = v.topEntries
+            total = values.reduce(0) { $0 + exp(Double($1)) } + exp(Double(tail))
+        }
+        return abs(total - 1) < (v.dtype == .float16 ? 0.02 : 1e-3)
+    }
+
+    static func gapsOf(_ coverage: [Range<Int>], total: Int) -> [Range<Int>] {
+        var gaps: [Range<Int>] = [], cursor = 0
+        for r in coverage { if r.lowerBound > cursor { gaps.append(cursor..<r.lowerBound) }; cursor = r.upperBound }
+        if cursor < total { gaps.append(cursor..<total) }
+        return gaps
+    }
+
+    static func describe(_ ranges: [Range<Int>]) -> String {
+        let shown = ranges.prefix(5).map { $0.count == 1 ? "\($0.lowerBound)" : "\($0.lowerBound)..<\($0.upperBound)" }
+        return shown.joined(separator: ", ") + (ranges.count > 5 ? ", … (\(ranges.count) gaps)" : "")
+    }
+}

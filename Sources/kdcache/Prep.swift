@@ -1,0 +1,113 @@
+import ArgumentParser
+import Foundation
+import KDStore
+
+struct Prep: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Turn a CSV / TSV / JSONL (optionally .gz) dataset into an LMDB dataset store.",
+        discussion: """
+        Text datasets get hashed word n-gram features (--text-column); numeric ones dense float32
+        features (--feature-columns, names or globs such as 'px*'). Rows go to train / valid / test by
+        --split-column, or by a seeded hash of the id. The store is written under a temporary name and
+        renamed only when complete.
+        """)
+
+    @Argument(help: "The input file (.csv, .tsv, .jsonl, each optionally .gz).")
+    var input: String
+
+    @Option(help: "The dataset store to write.")
+    var out: String
+
+    @Option(help: "Input format when the extension does not say: csv, tsv or jsonl.")
+    var format: String?
+
+    @Option(help: "The column holding the text (hashed n-gram features).")
+    var textColumn: String?
+
+    @Option(help: "Numeric feature columns: comma-separated names or globs, e.g. 'px*'.")
+    var featureColumns: String?
+
+    @Option(help: "The column holding the class label.")
+    var labelColumn: String
+
+    @Option(help: "The column holding a unique sample id (default: the row number).")
+    var idColumn: String?
+
+    @Option(help: "A column of train / valid / test (default: split by a hash of the id).")
+    var splitColumn: String?
+
+    @Option(help: "A separate file of test rows, with the same columns.")
+    var test: String?
+
+    @Option(help: "Fraction of rows hashed into the test split.")
+    var testFraction: Double = 0.1
+
+    @Option(help: "Fraction of rows hashed into the valid split.")
+    var validFraction: Double = 0.1
+
+    @Option(help: "Seed of the hash split.")
+    var seed: UInt64 = 0
+
+    @Option(help: "log2 of the number of hash buckets for text features.")
+    var hashBits: Int = 18
+
+    @Option(help: "Largest word n-gram length (1 = unigrams, 2 = unigrams + bigrams).")
+    var ngrams: Int = 2
+
+    @Option(help: "A fixed class order, comma-separated (default: order of first appearance).")
+    var labels: String?
+
+    @Flag(help: "Skip and count invalid rows instead of stopping at the first.")
+    var skipInvalid = false
+
+    @Flag(help: "Replace --out if it exists.")
+    var force = false
+
+    @Flag(help: "No progress bar.")
+    var quiet = false
+
+    func validate() throws {
+        guard (textColumn == nil) != (featureColumns == nil) else {
+            throw ValidationError("Pass exactly one of --text-column and --feature-columns.")
+        }
+        guard (0...1).contains(testFraction), (0...1).contains(validFraction), testFraction + validFraction < 1 else {
+            throw ValidationError("--test-fraction and --valid-fraction must be in [0, 1] and sum to less than 1.")
+        }
+        guard (1...30).contains(hashBits) else { throw ValidationError("--hash-bits must be in 1…30.") }
+        guard (1...5).contains(ngrams) else { throw ValidationError("--ngrams must be in 1…5.") }
+        if let format, InputFormat(rawValue: format) == nil { throw ValidationError("--format must be csv, tsv or jsonl.") }
+    }
+
+    func run() throws {
+        var options = PrepOptions(input: input, labelColumn: labelColumn)
+        options.format = format.flatMap(InputFormat.init(rawValue:))
+        options.testInput = test
+        options.textColumn = textColumn
+        options.featureColumns = featureColumns?.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        options.idColumn = idColumn
+        options.splitColumn = splitColumn
+        options.testFraction = testFraction
+        options.validFraction = validFraction
+        options.seed = seed
+        options.hashBits = hashBits
+        options.ngramOrders = Array(1...ngrams)
+        options.labels = labels?.split(separator: ",").map(String.init)
+        options.skipInvalid = skipInvalid
+        let bar = ProgressBar(label: "prep", quiet: quiet)
+        let started = Date()
+        let summary = try DatasetPreparer(options: options).run(output: out, overwrite: force) { p in
+            bar.update(done: p.bytesRead, total: p.bytesTotal, items: p.rows, unit: "rows")
+        }
+        bar.finish()
+        let m = summary.manifest
+        let seconds = Date().timeIntervalSince(started)
+        let splits = Split.allCases.map { "\($0.name) \(m.splitCounts[$0.name] ?? 0)" }.joined(separator: ", ")
+        print("wrote \(out): \(m.sampleCount) samples (\(splits)), \(m.labels.count) classes, \(formatBytes(summary.fileBytes)), \(String(format: "%.1f", seconds)) s")
+        print("features: \(m.featurizer.signature)")
+        if !m.skippedRows.isEmpty {
+            let total = m.skippedRows.values.reduce(0, +)
+            print("skipped \(total) invalid rows: " + m.skippedRows.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", "))
+        }
+        print("fingerprint: \(m.fingerprint)")
+    }
+}

@@ -1,0 +1,137 @@
+import Foundation
+import Testing
+@testable import KDStore
+
+@Suite struct SampleRecordTests {
+    static let cases: [SampleRecord] = [
+        SampleRecord(split: .train, label: 3, kind: .sparse, indices: [1, 7, 4000], values: [1, 2, 1]),
+        SampleRecord(split: .test, label: 0, kind: .sparse, indices: [], values: []),
+        SampleRecord(split: .valid, label: 9, kind: .dense, indices: [], values: [0.5, -1, 16, 0]),
+    ]
+
+    @Test(arguments: cases) func roundTrips(_ record: SampleRecord) throws {
+        let bytes = record.encoded()
+        #expect(bytes.count == SampleRecord.headerSize + record.values.count * (record.kind == .sparse ? 8 : 4))
+        let decoded = try bytes.withUnsafeBytes { try SampleRecord.decode($0, classCount: 10) }
+        #expect(decoded == record)
+    }
+
+    @Test func aFlippedByteFailsTheChecksum() {
+        var bytes = Self.cases[0].encoded()
+        bytes[20] ^= 1
+        #expect(throws: RecordError.self) { try bytes.withUnsafeBytes { try SampleRecord.decode($0) } }
+        let error = bytes.withUnsafeBytes { b in Result { try SampleView(b) } }
+        guard case .failure(let e as RecordError) = error, case .badChecksum = e else { Issue.record("expected a checksum error"); return }
+    }
+
+    @Test(arguments: [0, 5, 15, 27]) func truncatedRecordsThrowNotTrap(_ length: Int) {
+        let bytes = Array(Self.cases[0].encoded().prefix(length))
+        #expect(throws: RecordError.self) { try bytes.withUnsafeBytes { try SampleView($0) } }
+    }
+
+    @Test func labelOutOfRangeIsAnError() {
+        let bytes = Self.cases[0].encoded()
+        #expect(throws: RecordError.badField("label 3 out of range 0..<3")) { try bytes.withUnsafeBytes { try SampleView($0, classCount: 3) } }
+    }
+}
+
+@Suite struct SoftLabelRecordTests {
+    let logits: [Float] = [2.0, -1.0, 0.5, 3.0, -4.0]
+
+    @Test(arguments: LogProbDType.allCases) func denseRoundTrip(_ dtype: LogProbDType) throws {
+        let lp = logSoftmax(logits, temperature: 2)
+        let bytes = SoftLabelRecord.encode(logProbs: lp, dtype: dtype)
+        #expect(bytes.count == 8 + 5 * dtype.byteWidth)
+        var out = [Float](repeating: 0, count: 5)
+        try bytes.withUnsafeBytes { try SoftLabelView($0, classCount: 5).decode(into: &out) }
+        for (a, b) in zip(out, lp) { #expect(abs(a - b) <= (dtype == .float32 ? 0 : 2e-3)) }
+    }
+
+    @Test func float16IsBitExactAfterRounding() throws {
+        let lp = logSoftmax(logits)
+        let bytes = SoftLabelRecord.encode(logProbs: lp, dtype: .float16)
+        var out = [Float](repeating: 0, count: 5)
+        try bytes.withUnsafeBytes { try SoftLabelView($0, classCount: 5).decode(into: &out) }
+        #expect(out == lp.map { Float(Float16($0)) })
+    }
+
+    @Test func topKKeepsTheLargestAndTheTailMass() throws {
+        let lp = logSoftmax(logits)
+        let bytes = SoftLabelRecord.encode(logProbs: lp, dtype: .float32, topK: 2)
+        #expect(bytes.count == SoftLabelRecord.size(classCount: 5, dtype: .float32, topK: 2))
+        let (classes, values, tail) = try bytes.withUnsafeBytes { b in try SoftLabelView(b, classCount: 5).topEntries }
+        #expect(classes == [3, 0])
+        #expect(values == [lp[3], lp[0]])
+        let expectedTail = log([1, 2, 4].map { exp(Double(lp[$0])) }.reduce(0, +))
+        #expect(abs(Double(tail) - expectedTail) < 1e-5)
+    }
+
+    @Test func thousandClassFloat16RecordStaysInline() {
+        #expect(SoftLabelRecord.size(classCount: 1000, dtype: .float16, topK: 0) <= 2022)
+    }
+
+    @Test func aFlippedByteFailsTheChecksum() {
+        var bytes = SoftLabelRecord.encode(logProbs: logSoftmax(logits), dtype: .float32)
+        bytes[12] ^= 0x10
+        #expect(throws: RecordError.self) { try bytes.withUnsafeBytes { try SoftLabelView($0, classCount: 5) } }
+    }
+
+    @Test(arguments: [0.5, 1, 3, 8] as [Float]) func retemperingIsExact(_ target: Float) {
+        let stored = logSoftmax(logits, temperature: 2)
+        let direct = logSoftmax(logits, temperature: target)
+        let retempered = retemper(stored, from: 2, to: target)
+        for (a, b) in zip(retempered, direct) { #expect(abs(a - b) < 1e-5) }
+    }
+
+    @Test func logSoftmaxIsStableForHugeLogits() {
+        let lp = logSoftmax([1000, 999, -1000])
+        #expect(lp.allSatisfy { $0.isFinite || $0 == -.infinity })
+        #expect(abs(lp[0] - (-0.3132617)) < 1e-5)
+    }
+}
+
+@Suite struct FeaturizerTests {
+    @Test func fnv1a64MatchesPublishedVectors() {
+        #expect(TextFeaturizer.fnv1a64([UInt8]()) == 0xcbf2_9ce4_8422_2325)
+        #expect(TextFeaturizer.fnv1a64("a".utf8) == 0xaf63_dc4c_8601_ec8c)
+        #expect(TextFeaturizer.fnv1a64("foobar".utf8) == 0x8594_4171_f739_67e8)
+    }
+
+    @Test(arguments: [
+        ("Hello, WORLD!", ["hello", "world"]),
+        ("it's 3rd-rate", ["it", "s", "3rd", "rate"]),
+        ("ÇA VA? Ελληνικά", ["ça", "va", "ελληνικά"]),
+        ("  ", []),
+        ("naïve café", ["naïve", "café"]),
+    ]) func tokenizes(_ text: String, _ expected: [String]) {
+        #expect(TextFeaturizer().tokens(text) == expected)
+    }
+
+    @Test func ngramsAreHashedAsSpaceJoinedTokens() {
+        let f = TextFeaturizer(bits: 20, ngramOrders: [1, 2])
+        let (indices, values) = f.features("a b a")
+        let bucket = { (s: String) in UInt32(TextFeaturizer.fnv1a64(s.utf8) & ((1 << 20) - 1)) }
+        let expected: [UInt32: Float] = [bucket("a"): 2, bucket("b"): 1, bucket("a b"): 1, bucket("b a"): 1]
+        #expect(Dictionary(uniqueKeysWithValues: zip(indices, values)) == expected)
+        #expect(indices == indices.sorted())
+    }
+
+    @Test func hashSplitIsDeterministicAndNearTheFractions() {
+        let splitter = HashSplitter(testFraction: 0.1, validFraction: 0.2, seed: 42)
+        let ids = (0..<20_000).map { "item-\($0)" }
+        let splits = ids.map(splitter.split(forID:))
+        #expect(splits == ids.map(splitter.split(forID:)))
+        let test = Double(splits.filter { $0 == .test }.count) / 20_000
+        let valid = Double(splits.filter { $0 == .valid }.count) / 20_000
+        #expect(abs(test - 0.1) < 0.015)
+        #expect(abs(valid - 0.2) < 0.015)
+        let other = HashSplitter(testFraction: 0.1, validFraction: 0.2, seed: 43)
+        #expect(ids.map(other.split(forID:)) != splits)
+    }
+
+    @Test func rangesMerge() {
+        #expect(insertRange(5..<10, into: [0..<5, 12..<15]) == [0..<10, 12..<15])
+        #expect(insertRange(11..<12, into: [0..<10, 12..<15]) == [0..<10, 11..<15])
+        #expect(insertRange(3..<4, into: []) == [3..<4])
+    }
+}
