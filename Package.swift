@@ -6,6 +6,7 @@
 //   CLMDB, CZlib   system-library shims (Debian liblmdb-dev, zlib1g-dev)
 //   LMDB           a safe LMDB wrapper that knows nothing about distillation
 //   KDStore        record codecs, manifests, featurizers, the dataset and soft-label stores
+//   KDTrain        students, losses, optimizers, sweeps, built-in teachers
 //   kdcache        the command-line tool: one file per subcommand, no library logic
 import PackageDescription
 
@@ -31,14 +32,16 @@ let package = Package(
             "LMDB", "CZlib",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
+        .target(name: "KDTrain", dependencies: ["KDStore"]),
         .executableTarget(name: "kdcache", dependencies: [
-            "KDStore",
+            "KDStore", "KDTrain",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "kdcache-bench", dependencies: ["KDStore", "LMDB"],
                           path: "Sources/Benchmarks"),
         .testTarget(name: "LMDBTests", dependencies: ["LMDB"]),
         .testTarget(name: "KDStoreTests", dependencies: ["KDStore"]),
+        .testTarget(name: "KDTrainTests", dependencies: ["KDTrain"]),
         .testTarget(name: "CLITests", dependencies: ["KDStore"]),
     ],
     swiftLanguageModes: [.v6]

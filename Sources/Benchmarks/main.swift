@@ -1,1 +1,18 @@
-print("bench")
+// kdcache-bench: the Swift side of `make bench`, the same workloads as tools/bench/lmdb_c_bench.c
+// through the LMDB wrapper, and through the KDStore record codecs.
+//
+//   kdcache-bench write PATH N SIZE         bulk load: 8-byte big-endian keys, MDB_APPEND, 100k per txn
+//   kdcache-bench scan  PATH                cursor over every record, summing one byte of each value
+//   kdcache-bench get   PATH N COUNT SEED   COUNT random gets, each copied into a batch row
+//   kdcache-bench decode PATH               cursor over every record, reading it as u32 words and summing them
+//   kdcache-bench softlabels PATH N C       write N dense f16 C-class soft-label records (SoftLabelWriter)
+//
+// Prints "<seconds> <checksum>"; tools/bench/run_bench.py compares it with the C and Python runs.
+import Foundation
+
+let arguments = CommandLine.arguments
+guard arguments.count >= 3 else {
+    FileHandle.standardError.write(Data("usage: see the header of main.swift\n".utf8))
+    exit(2)
+}
+try Workloads.run(arguments)

@@ -85,6 +85,39 @@ func recordChecksum(_ record: UnsafeRawBufferPointer, skipping offset: Int) -> U
     return crc32(UnsafeRawBufferPointer(rebasing: record[(offset + 4)...]), continuing: head)
 }
 
+/// A reusable zlib (RFC 1950) compressor: one `z_stream` reset between inputs, which for short
+/// texts is several times faster than `compress2` (that allocates and clears ~256 KiB per call).
+public final class ZlibCompressor {
+    private var stream = z_stream()
+    private var output: [UInt8] = []
+
+    public init(level: Int32 = 1) {
+        let rc = deflateInit_(&stream, level, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size))
+        precondition(rc == Z_OK, "deflateInit failed: \(rc)")
+    }
+
+    deinit { deflateEnd(&stream) }
+
+    /// Compresses `bytes` into one complete zlib stream.
+    public func compress(_ bytes: [UInt8]) -> [UInt8] {
+        deflateReset(&stream)
+        let bound = Int(deflateBound(&stream, UInt(bytes.count)))
+        if output.count < bound { output = [UInt8](repeating: 0, count: bound) }
+        let produced = bytes.withUnsafeBufferPointer { input in
+            output.withUnsafeMutableBufferPointer { out -> Int in
+                stream.next_in = UnsafeMutablePointer(mutating: input.baseAddress)
+                stream.avail_in = UInt32(input.count)
+                stream.next_out = out.baseAddress
+                stream.avail_out = UInt32(out.count)
+                let rc = deflate(&stream, Z_FINISH)
+                precondition(rc == Z_STREAM_END, "deflate with a deflateBound-sized buffer must finish")
+                return out.count - Int(stream.avail_out)
+            }
+        }
+        return Array(output[0..<produced])
+    }
+}
+
 /// zlib (RFC 1950) compression, as Python's `zlib.compress` / `zlib.decompress` read and write.
 public enum Zlib {
     /// Compresses `bytes` at `level` (0–9, default 6).

@@ -117,6 +117,7 @@ private struct PrepJob {
     var denseColumns: [String]?
     var statistics: RunningStatistics?
     var rowsRead = 0
+    let compressor = ZlibCompressor(level: 1)
 
     init(options: PrepOptions, path: String) throws {
         self.options = options
@@ -233,7 +234,7 @@ private struct PrepJob {
             InputError(file: file, line: row.line, column: column, message: message, hint: hint)
         }
         let skipHint = "Fix the row, or pass --skip-invalid to skip such rows"
-        guard let labelText = row.values[0], !labelText.trimmingCharacters(in: .whitespaces).isEmpty else {
+        guard let labelText = row.values[0], labelText.contains(where: { !$0.isWhitespace }) else {
             throw fail(options.labelColumn, row.values[0] == nil ? "missing label" : "empty label", skipHint)
         }
         let label: Int
@@ -288,7 +289,7 @@ private struct PrepJob {
         guard !batch.isEmpty else { return }
         let start = nextIndex
         let skipInvalid = options.skipInvalid
-        let (samples, texts, idToIndex, indexToID) = (self.samples, self.texts, self.idToIndex, self.indexToID)
+        let (samples, texts, idToIndex, indexToID, compressor) = (self.samples, self.texts, self.idToIndex, self.indexToID, self.compressor)
         let accepted: [Int] = try environment.write { txn throws in
             var accepted: [Int] = []
             accepted.reserveCapacity(batch.count)
@@ -309,7 +310,7 @@ private struct PrepJob {
                     try row.record.withUnsafeBytes { try txn.put($0, forKey: k, in: samples, flags: .append) }
                     try idBytes.withUnsafeBytes { try txn.put($0, forKey: k, in: indexToID, flags: .append) }
                     if let text = row.text {
-                        try Zlib.compress(text).withUnsafeBytes { try txn.put($0, forKey: k, in: texts, flags: .append) }
+                        try compressor.compress(text).withUnsafeBytes { try txn.put($0, forKey: k, in: texts, flags: .append) }
                     }
                 }
                 accepted.append(i)

@@ -21,6 +21,12 @@ public struct FeaturizerConfig: Codable, Equatable, Sendable {
     /// standardizes x' = (x − mean) / std (std 0 is stored as 1).
     public var mean: [Double]?
     public var std: [Double]?
+
+    public init(kind: String, signature: String, dimension: Int, bits: Int? = nil, ngrams: [Int]? = nil,
+                textColumn: String? = nil, columns: [String]? = nil, mean: [Double]? = nil, std: [Double]? = nil) {
+        self.kind = kind; self.signature = signature; self.dimension = dimension; self.bits = bits; self.ngrams = ngrams
+        self.textColumn = textColumn; self.columns = columns; self.mean = mean; self.std = std
+    }
 }
 
 /// How samples were assigned to splits.
@@ -32,6 +38,12 @@ public struct SplitConfig: Codable, Equatable, Sendable {
     public var validFraction: Double?
     public var seed: UInt64?
     public var testFile: String?
+
+    public init(method: String, column: String? = nil, testFraction: Double? = nil, validFraction: Double? = nil,
+                seed: UInt64? = nil, testFile: String? = nil) {
+        self.method = method; self.column = column; self.testFraction = testFraction
+        self.validFraction = validFraction; self.seed = seed; self.testFile = testFile
+    }
 }
 
 /// The dataset store's manifest: JSON under key `manifest` of the `meta` database (FORMAT.md §2.1).
@@ -60,6 +72,14 @@ public struct DatasetManifest: Codable, Equatable, Sendable {
     public var fingerprint: String
     /// Rows skipped with `--skip-invalid`, per reason.
     public var skippedRows: [String: Int]
+
+    public init(created: String, sourceFiles: [String], featurizer: FeaturizerConfig, labels: [String], sampleCount: Int,
+                splitCounts: [String: Int], classCounts: [String: [Int]], split: SplitConfig, hasText: Bool,
+                fingerprint: String, skippedRows: [String: Int]) {
+        self.created = created; self.sourceFiles = sourceFiles; self.featurizer = featurizer; self.labels = labels
+        self.sampleCount = sampleCount; self.splitCounts = splitCounts; self.classCounts = classCounts; self.split = split
+        self.hasText = hasText; self.fingerprint = fingerprint; self.skippedRows = skippedRows
+    }
 }
 
 /// JSON coding shared by all manifests: snake_case keys, sorted, so the bytes are deterministic.

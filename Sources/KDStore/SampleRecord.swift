@@ -80,7 +80,7 @@ public struct SampleRecord: Equatable, Sendable {
 /// A checked, zero-copy view of an encoded ``SampleRecord`` that lives in the LMDB map.
 ///
 /// Valid only while the transaction that lent the bytes lives.
-public struct SampleView {
+public struct SampleView: @unchecked Sendable {
     public let bytes: UnsafeRawBufferPointer
     public let split: Split
     public let label: Int

@@ -75,7 +75,7 @@ public enum SoftLabelRecord {
 }
 
 /// A checked, zero-copy view of a soft-label record in the LMDB map; valid while its transaction lives.
-public struct SoftLabelView {
+public struct SoftLabelView: @unchecked Sendable {
     public let bytes: UnsafeRawBufferPointer
     public let dtype: LogProbDType
     /// 0 for dense records.

@@ -63,19 +63,50 @@ public struct TextFeaturizer: Sendable, Equatable {
     }
 
     /// The sparse features of `text` (steps 3–5): ascending buckets and their counts.
+    ///
+    /// Works on UTF-8 bytes and token byte ranges, hashing n-grams in place without building
+    /// strings; ASCII text (the common case) skips Unicode case mapping, which is exact for it.
     public func features(_ text: String) -> (indices: [UInt32], values: [Float]) {
-        let tokenBytes = tokens(text).map { Array($0.utf8) }
+        var lowered: [UInt8] = []
+        var ranges: [Range<Int>] = []
+        let ascii = text.utf8.withContiguousStorageIfAvailable { bytes -> Bool in
+            guard bytes.allSatisfy({ $0 < 0x80 }) else { return false }
+            lowered = bytes.map { $0 >= 0x41 && $0 <= 0x5A ? $0 | 0x20 : $0 }
+            var start = -1
+            for (i, b) in lowered.enumerated() {
+                let isToken = (b >= 0x30 && b <= 0x39) || (b >= 0x61 && b <= 0x7A)
+                if isToken { if start < 0 { start = i } } else if start >= 0 { ranges.append(start..<i); start = -1 }
+            }
+            if start >= 0 { ranges.append(start..<lowered.count) }
+            return true
+        } ?? false
+        if !ascii {
+            let lower = text.lowercased()
+            lowered = Array(lower.utf8)
+            var offset = 0, start = -1
+            for scalar in lower.unicodeScalars {
+                if Self.isTokenScalar(scalar) { if start < 0 { start = offset } } else if start >= 0 { ranges.append(start..<offset); start = -1 }
+                offset += scalar.utf8.count
+            }
+            if start >= 0 { ranges.append(start..<offset) }
+        }
+        return hashNgrams(lowered, tokens: ranges)
+    }
+
+    private func hashNgrams(_ bytes: [UInt8], tokens: [Range<Int>]) -> (indices: [UInt32], values: [Float]) {
         let mask = (UInt64(1) << UInt64(bits)) - 1
         var buckets: [UInt32] = []
-        buckets.reserveCapacity(tokenBytes.count * ngramOrders.count)
-        for n in ngramOrders where tokenBytes.count >= n {
-            for start in 0...(tokenBytes.count - n) {
-                var h = Self.fnv1a64(tokenBytes[start])
-                for j in (start + 1)..<(start + n) {
-                    h = Self.fnv1a64(CollectionOfOne(UInt8(0x20)), seed: h)
-                    h = Self.fnv1a64(tokenBytes[j], seed: h)
+        buckets.reserveCapacity(tokens.count * ngramOrders.count)
+        bytes.withUnsafeBufferPointer { b in
+            for n in ngramOrders where tokens.count >= n {
+                for start in 0...(tokens.count - n) {
+                    var h = Self.fnv1a64(UnsafeBufferPointer(rebasing: b[tokens[start]]))
+                    for j in (start + 1)..<(start + n) {
+                        h = (h ^ 0x20) &* 0x0000_0100_0000_01b3
+                        h = Self.fnv1a64(UnsafeBufferPointer(rebasing: b[tokens[j]]), seed: h)
+                    }
+                    buckets.append(UInt32(h & mask))
                 }
-                buckets.append(UInt32(h & mask))
             }
         }
         buckets.sort()

@@ -30,6 +30,14 @@ public struct Transaction: ~Copyable {
         self.isReadOnly = readOnly
     }
 
+    /// A non-owning view of a transaction that a ``ReadSnapshot`` owns.
+    init(borrowing handle: OpaquePointer, environment: Environment) {
+        self.handle = handle
+        self.environment = environment
+        self.isReadOnly = true
+        self.isFinished = true
+    }
+
     deinit { if !isFinished { mdb_txn_abort(handle) } }
 
     /// Commits (`mdb_txn_commit`). LMDB frees the transaction even when the commit fails.

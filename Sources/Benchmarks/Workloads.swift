@@ -1,0 +1,113 @@
+import Foundation
+import KDStore
+import LMDB
+
+/// The workloads, outside main.swift so that their closures are not main-actor isolated (top-level
+/// code is, and Swift then checks the executor on every closure call).
+enum Workloads {
+    static func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) * 1e-9 }
+
+    static func run(_ args: [String]) throws {
+        let mode = args[1], path = args[2]
+
+        switch mode {
+        case "write":
+            let n = Int(args[3])!, size = Int(args[4])!
+            unlink(path); unlink(path + "-lock")
+            let env = try Environment(path: path, mapSize: 64 << 30)
+            let db = try env.openDatabase(named: "bench", create: true)
+            var value = [UInt8](repeating: 0, count: size)
+            let t0 = now()
+            var i = 0
+            while i < n {
+                let end = min(n, i + 100_000)
+                try env.write { txn throws in
+                    for j in i..<end {
+                        value.withUnsafeMutableBytes { _ = memset($0.baseAddress!, Int32(j & 0xff), size) }
+                        var key = UInt64(j).bigEndian
+                        try withUnsafeBytes(of: &key) { k in try value.withUnsafeBytes { try txn.put($0, forKey: k, in: db, flags: .append) } }
+                    }
+                }
+                i = end
+            }
+            print(String(format: "%.6f %d", now() - t0, n))
+
+        case "scan":
+            let env = try Environment(path: path, options: .readOnly)
+            let t0 = now()
+            let db = try env.openDatabase(named: "bench")
+            var sum: UInt64 = 0
+            try env.read { txn throws in
+                try txn.forEach(in: db) { _, value in
+                    sum &+= UInt64(value[value.count - 1]) &+ UInt64(value.count)
+                    return true
+                }
+            }
+            print(String(format: "%.6f %llu", now() - t0, sum))
+
+        case "decode":
+            let env = try Environment(path: path, options: .readOnly)
+            let t0 = now()
+            let db = try env.openDatabase(named: "bench")
+            var sum: UInt64 = 0
+            try env.read { txn throws in
+                try txn.forEach(in: db) { _, value in
+                    var i = 0
+                    while i + 4 <= value.count {
+                        sum &+= UInt64(UInt32(littleEndian: value.loadUnaligned(fromByteOffset: i, as: UInt32.self)))
+                        i += 4
+                    }
+                    return true
+                }
+            }
+            print(String(format: "%.6f %llu", now() - t0, sum))
+
+        case "get":
+            let n = UInt64(args[3])!, count = Int(args[4])!
+            var state = UInt64(args[5])! &* 0x9E37_79B9_7F4A_7C15 &+ 1
+            let env = try Environment(path: path, options: .readOnly)
+            let batch = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
+            let t0 = now()
+            let db = try env.openDatabase(named: "bench")
+            var sum: UInt64 = 0
+            try env.read { txn throws in
+                for i in 0..<count {
+                    state ^= state << 13; state ^= state >> 7; state ^= state << 17
+                    var key = (state % n).bigEndian
+                    let row = (i % 256) * 4096
+                    try withUnsafeBytes(of: &key) { k in
+                        _ = try txn.withValue(forKey: k, in: db) { v in
+                            let m = min(v.count, 4096)
+                            UnsafeMutableRawBufferPointer(rebasing: batch[row..<(row + m)]).copyMemory(from: UnsafeRawBufferPointer(rebasing: v[0..<m]))
+                            sum &+= UInt64(batch[row]) &+ UInt64(v.count)
+                        }
+                    }
+                }
+            }
+            print(String(format: "%.6f %llu", now() - t0, sum))
+
+        case "softlabels":
+            let n = Int(args[3])!, classes = Int(args[4])!
+            unlink(path); unlink(path + "-lock")
+            let dataset = DatasetManifest(created: "", sourceFiles: [], featurizer: FeaturizerConfig(kind: "dense", signature: "bench", dimension: 1),
+                                          labels: (0..<classes).map { "c\($0)" }, sampleCount: n, splitCounts: [:], classCounts: [:],
+                                          split: SplitConfig(method: "hash"), hasText: false, fingerprint: "sha256:bench", skippedRows: [:])
+            let writer = try SoftLabelWriter(path: path, dataset: dataset,
+                                             teacher: TeacherIdentity(name: "bench", description: "", contentHash: ""),
+                                             layout: SoftLabelLayout(writeTemperature: 1, dtype: .float16))
+            let logProbs = logSoftmax((0..<classes).map { Float($0 % 7) })
+            let t0 = now()
+            var i = 0
+            while i < n {
+                let end = min(n, i + 100_000)
+                try writer.write((i..<end).map { SoftLabelWriter.Entry(sample: $0, view: 0, logProbs: logProbs) }, completing: i..<end)
+                i = end
+            }
+            print(String(format: "%.6f %d", now() - t0, n))
+
+        default:
+            FileHandle.standardError.write(Data("unknown mode \(mode)\n".utf8)); exit(2)
+        }
+
+    }
+}

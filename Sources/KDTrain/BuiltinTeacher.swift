@@ -1,0 +1,183 @@
+import Crypto
+import Foundation
+import KDStore
+
+/// Features a built-in teacher computes from the raw text the dataset store keeps: richer than
+/// the student's hashed word n-grams, which is what lets a teacher beat a student of the same kind.
+///
+/// Word 1–2-grams (as in the dataset store) plus character 2–5-grams of each token wrapped as
+/// `<token>` (fastText's subwords), hashed with FNV-1a-64 into 2^bits buckets (character n-grams
+/// in their own namespace: the hash starts from FNV-1a-64 of the byte `0x01`), weighted
+/// `(1 + log tf) · idf` with `idf = log((1 + N) / (1 + df)) + 1` over the train split, L2-normalized.
+public struct RichTextFeaturizer: Sendable {
+    public var bits: Int
+    public var charOrders: ClosedRange<Int>
+
+    public init(bits: Int = 20, charOrders: ClosedRange<Int> = 2...5) { self.bits = bits; self.charOrders = charOrders }
+
+    func rawCounts(_ text: String, words: TextFeaturizer) -> [UInt32: Float] {
+        var counts: [UInt32: Float] = [:]
+        let mask = (UInt64(1) << UInt64(bits)) - 1
+        let (wi, wv) = TextFeaturizer(bits: bits, ngramOrders: [1, 2]).features(text)
+        for (i, v) in zip(wi, wv) { counts[i, default: 0] += v }
+        let charSeed = TextFeaturizer.fnv1a64([UInt8(1)])
+        for token in words.tokens(text) {
+            let scalars = Array(("<" + token + ">").unicodeScalars)
+            for n in charOrders where scalars.count >= n {
+                for start in 0...(scalars.count - n) {
+                    var h = charSeed
+                    for s in scalars[start..<(start + n)] { h = TextFeaturizer.fnv1a64(String(s).utf8, seed: h) }
+                    counts[UInt32(h & mask), default: 0] += 1
+                }
+            }
+        }
+        return counts
+    }
+
+    /// TF-IDF rows for every sample of `store`, idf from the samples in `train`.
+    public func matrix(for store: DatasetStore, train: [Int]) throws -> SparseMatrix {
+        let words = TextFeaturizer()
+        var rows: [[UInt32: Float]] = []
+        rows.reserveCapacity(store.count)
+        for i in 0..<store.count {
+            guard let text = try store.text(of: i) else {
+                throw TrainingError(message: "\(store.path): sample \(i) has no raw text; a text teacher needs a store prepped from text")
+            }
+            rows.append(rawCounts(text, words: words))
+        }
+        var df: [UInt32: Int] = [:]
+        for i in train { for k in rows[i].keys { df[k, default: 0] += 1 } }
+        let n = Double(train.count)
+        var m = SparseMatrix(dimension: 1 << bits)
+        for row in rows {
+            let keys = row.keys.sorted()
+            var values = keys.map { k -> Float in
+                let idf = Foundation.log((1 + n) / Double(1 + (df[k] ?? 0))) + 1
+                return Float((1 + Foundation.log(Double(row[k]!))) * idf)
+            }
+            let norm = values.reduce(0) { $0 + $1 * $1 }.squareRoot()
+            if norm > 0 { values = values.map { $0 / norm } }
+            m.append(indices: keys, values: values)
+        }
+        return m
+    }
+}
+
+/// How the built-in teacher is trained.
+public struct BuiltinTeacherOptions: Sendable {
+    /// `linear` or `mlp:hidden=H` over the teacher's features.
+    public var architecture = Architecture(kind: .linear)
+    public var epochs = 20
+    public var batchSize = 16
+    public var learningRate: Float = 0.05
+    public var weightDecay: Float = 0
+    public var seed: UInt64 = 0
+    /// Models with different seeds whose probabilities are averaged (Hinton et al. 2015).
+    public var ensemble = 3
+    /// Train-split samples get out-of-fold predictions from K models that did not see them, so
+    /// their soft labels are not memorized one-hot vectors (0 or 1: no cross-fitting).
+    public var crossFitFolds = 5
+    /// Text datasets: train on word + character n-gram TF-IDF of the raw text (else the store's features).
+    public var richTextFeatures = true
+    public var richBits = 20
+    public var workers = 2
+
+    public init() {}
+
+    /// Identity of the teacher for the cache manifest: a hash of everything that determines its output.
+    public func identity(dataset: DatasetManifest, name: String) -> TeacherIdentity {
+        let description = "built-in \(architecture) over \(richTextFeatures && dataset.hasText ? "word+char n-gram TF-IDF (2^\(richBits))" : "the store's features"), ensemble \(ensemble), cross-fit \(crossFitFolds), \(epochs) epochs, Adam lr \(learningRate), seed \(seed)"
+        let hash = SHA256.hash(data: Data((description + "|" + dataset.fingerprint + "|wd=\(weightDecay)|bs=\(batchSize)").utf8))
+        return TeacherIdentity(name: name, description: description,
+                               contentHash: "sha256:" + hash.map { String(format: "%02x", $0) }.joined())
+    }
+}
+
+/// What the teacher achieved.
+public struct TeacherReport: Sendable {
+    public var validAccuracy: Double?
+    public var testAccuracy: Double?
+    public var models: Int
+}
+
+/// Trains the built-in teacher and returns, for every sample, its ensemble log-probabilities at T = 1.
+///
+/// The ensemble's distribution is the mean of its members' probabilities; its "logits" for
+/// softening are those mean log-probabilities, so `log_softmax(log p̄ / T_w)` is what is cached.
+public final class BuiltinTeacher {
+    public let options: BuiltinTeacherOptions
+    public init(options: BuiltinTeacherOptions) { self.options = options }
+
+    public func predict(dataset store: DatasetStore, progress: (@Sendable (String) -> Void)? = nil) throws -> (logProbs: [[Float]], report: TeacherReport) {
+        let base = try TrainingData(dataset: store)
+        var data = base
+        if options.richTextFeatures && store.manifest.hasText {
+            progress?("featurizing raw text (word + char n-grams)")
+            data = base.with(train: base.train, valid: base.valid,
+                             features: try RichTextFeaturizer(bits: options.richBits).matrix(for: store, train: base.train))
+        }
+        let C = data.classes, N = store.count
+        let folds = max(1, options.crossFitFolds)
+        // Fold of each train sample: a seeded shuffle cut into `folds` parts.
+        var rng = SplitMix64(seed: options.seed, stream: 10)
+        let shuffled = rng.permutation(data.train.count).map { data.train[$0] }
+        let foldOf = Dictionary(uniqueKeysWithValues: shuffled.enumerated().map { ($1, $0 % folds) })
+        var jobList: [(fold: Int, member: Int)] = []
+        for f in 0..<folds { for e in 0..<options.ensemble { jobList.append((f, e)) } }
+        let jobs = jobList
+        var optimizerConfig = OptimizerConfig()
+        optimizerConfig.learningRate = options.learningRate
+        optimizerConfig.weightDecay = options.weightDecay
+        let optimizer = optimizerConfig
+        let options = self.options, features = data
+        // Each job: one model trained without its fold, predicting its fold's train samples
+        // (out-of-fold) and every valid / test sample.
+        let predictions: [[(Int, [Float])]] = try parallelMap(jobs.count, workers: options.workers) { j in
+            let (fold, member) = jobs[j]
+            let trainSet = folds > 1 ? features.train.filter { foldOf[$0] != fold } : features.train
+            let config = StudentConfig(architecture: options.architecture, loss: DistillationLoss(alpha: 0, temperature: 1),
+                                       optimizer: optimizer, batchSize: options.batchSize, epochs: options.epochs,
+                                       seed: options.seed &+ UInt64(member) &* 1000 &+ UInt64(fold))
+            let subset = features.with(train: trainSet, valid: [])
+            var trained: Network?
+            _ = try GroupTrainer(data: subset).train([config]) { _, net in trained = net }
+            let net = trained!
+            let decoder = InputDecoder(capacity: 512)
+            var z = [Float](repeating: 0, count: C), p = z
+            var local: [(Int, [Float])] = []
+            for s in 0..<N {
+                if folds > 1, let f = foldOf[s], f != fold { continue }
+                decoder.load(sample: s, data: subset)
+                let input = decoder.input(for: net.architecture.kind, sparse: subset.sparse)
+                z.withUnsafeMutableBufferPointer { zp in p.withUnsafeMutableBufferPointer { pp in
+                    net.forward(input, logits: zp.baseAddress!)
+                    Softmax.softmax(zp.baseAddress!, C, into: pp.baseAddress!)
+                } }
+                local.append((s, p))
+            }
+            progress?("trained teacher model \(j + 1)/\(jobs.count)")
+            return local
+        }
+        // Summed in job order: the same bytes whatever the number of workers.
+        var sums = [Double](repeating: 0, count: N * C)
+        var counts = [Int](repeating: 0, count: N)
+        for job in predictions {
+            for (s, p) in job {
+                for c in 0..<C { sums[s * C + c] += Double(p[c]) }
+                counts[s] += 1
+            }
+        }
+        var logProbs: [[Float]] = []
+        logProbs.reserveCapacity(N)
+        for s in 0..<N {
+            let k = Double(max(1, counts[s]))
+            logProbs.append((0..<C).map { c in Float(Foundation.log(max(sums[s * C + c] / k, 1e-30))) })
+        }
+        func accuracy(_ samples: [Int]) -> Double? {
+            guard !samples.isEmpty else { return nil }
+            return Double(samples.filter { argmax(logProbs[$0]) == data.labels[$0] }.count) / Double(samples.count)
+        }
+        return (logProbs, TeacherReport(validAccuracy: accuracy(data.valid), testAccuracy: accuracy(data.test), models: jobs.count))
+    }
+}
+

@@ -1,0 +1,188 @@
+import Foundation
+import KDStore
+
+/// The grid a sweep explores. α = 0 ignores the temperature, so it runs once per (student, lr,
+/// seed), not once per temperature.
+public struct SweepGrid: Sendable {
+    public var students: [Architecture]
+    public var temperatures: [Float]
+    public var alphas: [Float]
+    public var learningRates: [Float]
+    public var seeds: [UInt64]
+    public var loss: DistillationLoss.Kind = .kd
+    public var optimizer = OptimizerConfig()
+    public var batchSize = 32
+    public var epochs = 10
+    public var patience = 0
+
+    public init(students: [Architecture], temperatures: [Float], alphas: [Float], learningRates: [Float], seeds: [UInt64]) {
+        self.students = students; self.temperatures = temperatures; self.alphas = alphas
+        self.learningRates = learningRates; self.seeds = seeds
+    }
+
+    /// Every configuration, in a fixed order (student, lr, α, T, seed).
+    public func configurations() -> [StudentConfig] {
+        var out: [StudentConfig] = []
+        for student in students {
+            for lr in learningRates {
+                for alpha in alphas {
+                    for T in (alpha == 0 ? [temperatures.first ?? 1] : temperatures) {
+                        for seed in seeds {
+                            var opt = optimizer
+                            opt.learningRate = lr
+                            out.append(StudentConfig(architecture: student, loss: DistillationLoss(kind: loss, alpha: alpha, temperature: T),
+                                                     optimizer: opt, batchSize: batchSize, epochs: epochs, seed: seed, patience: patience))
+                        }
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    /// `trials` configurations drawn without replacement from the grid with `seed`, each with all seeds.
+    public func randomConfigurations(trials: Int, seed: UInt64) -> [StudentConfig] {
+        let all = configurations()
+        var byPoint: [String: [StudentConfig]] = [:]
+        var points: [String] = []
+        for c in all {
+            var k = c; k.seed = 0
+            let key = k.key
+            if byPoint[key] == nil { points.append(key) }
+            byPoint[key, default: []].append(c)
+        }
+        var rng = SplitMix64(seed: seed, stream: 20)
+        let chosen = rng.permutation(points.count).prefix(trials).sorted()
+        return chosen.flatMap { byPoint[points[$0]]! }
+    }
+}
+
+/// Runs configurations in groups that share passes over the data, on `workers` threads, appending
+/// each finished result to `results.jsonl` so that an interrupted sweep resumes where it stopped.
+public final class SweepRunner {
+    public let data: TrainingData
+    public let directory: String
+    public let workers: Int
+
+    public init(data: TrainingData, directory: String, workers: Int) {
+        self.data = data; self.directory = directory; self.workers = workers
+    }
+
+    public var resultsPath: String { directory + "/results.jsonl" }
+
+    /// Results already in `results.jsonl` (a truncated last line from a crash is ignored).
+    public func finishedResults() -> [String: RunResult] {
+        guard let text = try? String(contentsOfFile: resultsPath, encoding: .utf8) else { return [:] }
+        var out: [String: RunResult] = [:]
+        let decoder = JSONDecoder()
+        for line in text.split(separator: "\n") {
+            if let r = try? decoder.decode(RunResult.self, from: Data(line.utf8)) { out[r.config.key] = r }
+        }
+        return out
+    }
+
+    /// Trains every configuration not yet finished; returns all results in `configs` order.
+    /// `onGroupDone` reports progress (finished, total).
+    public func run(_ configs: [StudentConfig], keepNetwork: ((StudentConfig) -> Bool)? = nil,
+                    networkSink: (@Sendable (StudentConfig, Network) -> Void)? = nil,
+                    onProgress: (@Sendable (Int, Int) -> Void)? = nil) throws -> [RunResult] {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let done = finishedResults()
+        let pending = configs.filter { done[$0.key] == nil }
+        // Groups share a data order: same seed and batch size; split by architecture so that the
+        // two workers get balanced work.
+        var groupsByKey: [String: [StudentConfig]] = [:]
+        var order: [String] = []
+        for c in pending {
+            let k = "\(c.seed)|\(c.batchSize)|\(c.architecture)"
+            if groupsByKey[k] == nil { order.append(k) }
+            groupsByKey[k, default: []].append(c)
+        }
+        let groups = order.map { groupsByKey[$0]! }
+        let writer = try ResultWriter(path: resultsPath)
+        let total = configs.count
+        let progress = Progress(done: configs.count - pending.count)
+        let data = self.data
+        onProgress?(progress.value, total)
+        _ = try parallelMap(groups.count, workers: workers) { g in
+            let results = try GroupTrainer(data: data).train(groups[g]) { i, net in networkSink?(groups[g][i], net) }
+            try writer.append(results)
+            onProgress?(progress.add(results.count), total)
+        }
+        let all = finishedResults()
+        return configs.compactMap { all[$0.key] }
+    }
+}
+
+final class Progress: @unchecked Sendable {
+    private var count: Int
+    private let lock = NSLock()
+    init(done: Int) { count = done }
+    var value: Int { lock.lock(); defer { lock.unlock() }; return count }
+    func add(_ n: Int) -> Int { lock.lock(); defer { lock.unlock() }; count += n; return count }
+}
+
+/// Appends JSON lines under a lock, flushing each, so a kill loses at most the group in flight.
+final class ResultWriter: @unchecked Sendable {
+    private let handle: FileHandle
+    private let lock = NSLock()
+
+    init(path: String) throws {
+        if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
+        handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        try handle.seekToEnd()
+    }
+
+    deinit { try? handle.close() }
+
+    func append(_ results: [RunResult]) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        var bytes = Data()
+        for r in results { bytes += try encoder.encode(r); bytes += Data("\n".utf8) }
+        lock.lock(); defer { lock.unlock() }
+        try handle.write(contentsOf: bytes)
+        try handle.synchronize()
+    }
+}
+
+/// Results of one grid point averaged over seeds.
+public struct AggregatedResult: Sendable {
+    public var point: StudentConfig      // seed set to the first seed
+    public var runs: [RunResult]
+    public var testAccuracy: (mean: Double, sd: Double)
+    public var validAccuracy: (mean: Double, sd: Double)
+    public var macroF1: Double
+    public var agreement: Double?
+    public var kl: Double?
+    public var ece: Double
+
+    public var isBaseline: Bool { point.loss.alpha == 0 }
+}
+
+public func aggregate(_ results: [RunResult]) -> [AggregatedResult] {
+    var groups: [String: [RunResult]] = [:]
+    var order: [String] = []
+    for r in results {
+        var k = r.config; k.seed = 0
+        if groups[k.key] == nil { order.append(k.key) }
+        groups[k.key, default: []].append(r)
+    }
+    func meanSD(_ x: [Double]) -> (Double, Double) {
+        let m = x.reduce(0, +) / Double(x.count)
+        let v = x.count > 1 ? x.reduce(0) { $0 + ($1 - m) * ($1 - m) } / Double(x.count - 1) : 0
+        return (m, v.squareRoot())
+    }
+    return order.map { key in
+        let runs = groups[key]!
+        let mean = { (f: (RunResult) -> Double) in runs.map(f).reduce(0, +) / Double(runs.count) }
+        let agreements = runs.compactMap(\.test.teacherAgreement), kls = runs.compactMap(\.test.teacherKL)
+        return AggregatedResult(point: runs[0].config, runs: runs,
+                                testAccuracy: meanSD(runs.map(\.test.accuracy)),
+                                validAccuracy: meanSD(runs.map { $0.valid?.accuracy ?? $0.test.accuracy }),
+                                macroF1: mean { $0.test.macroF1 },
+                                agreement: agreements.isEmpty ? nil : agreements.reduce(0, +) / Double(agreements.count),
+                                kl: kls.isEmpty ? nil : kls.reduce(0, +) / Double(kls.count),
+                                ece: mean { $0.test.ece })
+    }
+}

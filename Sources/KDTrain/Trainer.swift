@@ -1,0 +1,255 @@
+import Foundation
+import KDStore
+
+/// One student configuration of a sweep.
+public struct StudentConfig: Codable, Hashable, Sendable {
+    public var architecture: Architecture
+    public var loss: DistillationLoss
+    public var optimizer: OptimizerConfig
+    public var batchSize: Int
+    public var epochs: Int
+    public var seed: UInt64
+    /// Stop after this many epochs without a better validation accuracy (0: never).
+    public var patience: Int
+
+    public init(architecture: Architecture, loss: DistillationLoss, optimizer: OptimizerConfig,
+                batchSize: Int = 32, epochs: Int = 10, seed: UInt64 = 0, patience: Int = 0) {
+        self.architecture = architecture; self.loss = loss; self.optimizer = optimizer
+        self.batchSize = batchSize; self.epochs = epochs; self.seed = seed; self.patience = patience
+    }
+
+    /// A stable, human-readable identity (also the key that lets an interrupted sweep skip it).
+    public var key: String {
+        "\(architecture)|\(loss.kind.rawValue)|T=\(loss.temperature)|a=\(loss.alpha)|\(optimizer.kind.rawValue)|lr=\(optimizer.learningRate)|wd=\(optimizer.weightDecay)|\(optimizer.schedule.rawValue)|bs=\(batchSize)|ep=\(epochs)|pat=\(patience)|seed=\(seed)"
+    }
+}
+
+/// Classification quality of one model on one split.
+public struct Metrics: Codable, Equatable, Sendable {
+    public var accuracy: Double
+    public var macroF1: Double
+    /// Fraction of samples where the model's argmax equals the teacher's (nil without a teacher).
+    public var teacherAgreement: Double?
+    /// Mean KL(p_teacher ‖ p_model) at T = 1, in nats (nil without a teacher).
+    public var teacherKL: Double?
+    /// Expected calibration error over 15 equal-width confidence bins.
+    public var ece: Double
+}
+
+/// The outcome of training one configuration.
+public struct RunResult: Codable, Sendable {
+    public var config: StudentConfig
+    public var test: Metrics
+    public var valid: Metrics?
+    public var epochsRun: Int
+    public var bestEpoch: Int
+    public var wallSeconds: Double
+    public var samplesPerSecond: Double
+    /// Validation accuracy after each epoch (training-set loss when there is no valid split).
+    public var curve: [Double]
+    public var trainLoss: [Double]
+}
+
+/// Trains configurations that share passes over the data: every configuration of a group sees the
+/// same shuffled order (same seed and batch size), so each record is decoded once per step for
+/// all of them, and the teacher's distribution once per distinct temperature.
+public final class GroupTrainer {
+    let data: TrainingData
+    public init(data: TrainingData) { self.data = data }
+
+    /// Teacher distribution of `sample`/`view` at temperature T, averaged over the teachers
+    /// (probabilities averaged, then logged): written into `probs` and `logProbs`.
+    func teacherDistribution(sample: Int, view: Int, temperature T: Float, scratch: inout [Float],
+                             probs: UnsafeMutablePointer<Float>, logProbs: UnsafeMutablePointer<Float>) {
+        let C = data.classes
+        for c in 0..<C { probs[c] = 0 }
+        for (k, table) in data.teachers.enumerated() {
+            table.records[sample * table.views + min(view, table.views - 1)].decode(into: &scratch)
+            scratch.withUnsafeMutableBufferPointer { s in
+                Softmax.softmax(s.baseAddress!, C, temperature: T / data.writeTemperatures[k], into: logProbs)
+            }
+            for c in 0..<C { probs[c] += logProbs[c] }
+        }
+        let inv = 1 / Float(data.teachers.count)
+        for c in 0..<C { probs[c] *= inv; logProbs[c] = probs[c] > 0 ? Foundation.log(probs[c]) : -.infinity }
+    }
+
+    /// Trains every configuration of `group` (same seed and batch size) and returns their results
+    /// in the same order. Deterministic: the result depends only on the configurations and data.
+    public func train(_ group: [StudentConfig], trainedNetworks: ((Int, Network) -> Void)? = nil) throws -> [RunResult] {
+        guard let first = group.first else { return [] }
+        precondition(group.allSatisfy { $0.seed == first.seed && $0.batchSize == first.batchSize })
+        for c in group { try c.optimizer.validate() }
+        let C = data.classes
+        let started = Date()
+        var nets: [Network] = [], opts: [Optimizer] = []
+        for (i, config) in group.enumerated() {
+            var rng = SplitMix64(seed: config.seed, stream: 1, UInt64(i))
+            var initRng = SplitMix64(seed: config.seed, stream: 2)
+            _ = rng.next()
+            let net = Network(architecture: config.architecture, inputDim: data.inputDim, classes: C, sparseInput: data.sparse, rng: &initRng)
+            nets.append(net)
+            opts.append(Optimizer(config: config.optimizer, network: net))
+        }
+        let maxEpochs = group.map(\.epochs).max()!
+        let batch = first.batchSize
+        let stepsPerEpoch = (data.train.count + batch - 1) / batch
+        let temperatures = Array(Set(group.filter { $0.loss.alpha > 0 }.map(\.loss.temperature))).sorted()
+        let needsTeacher = !temperatures.isEmpty || group.contains { $0.loss.alpha > 0 }
+        if needsTeacher && data.teachers.isEmpty { throw TrainingError(message: "α > 0 needs a teacher cache") }
+
+        let decoder = InputDecoder(capacity: 256)
+        var logits = [Float](repeating: 0, count: C), grad = [Float](repeating: 0, count: C)
+        var tProbs = [[Float]](repeating: [Float](repeating: 0, count: C), count: temperatures.count)
+        var tLog = tProbs
+        var rawLog = [Float](repeating: 0, count: C)
+        var scratch = [Float](repeating: 0, count: C)
+        let workspace = DistillationLoss.Workspace(classes: C)
+        var active = [Bool](repeating: true, count: group.count)
+        var best = [(accuracy: Double, epoch: Int, weights: [[Float]])?](repeating: nil, count: group.count)
+        var curves = [[Double]](repeating: [], count: group.count)
+        var losses = [[Double]](repeating: [], count: group.count)
+        var epochsRun = [Int](repeating: 0, count: group.count)
+        var seen = 0
+
+        for epoch in 0..<maxEpochs {
+            for i in group.indices where epochsRun[i] >= group[i].epochs { active[i] = false }
+            guard active.contains(true) else { break }
+            var order = SplitMix64(seed: first.seed, stream: 3, UInt64(epoch))
+            let perm = order.permutation(data.train.count)
+            var viewRng = SplitMix64(seed: first.seed, stream: 4, UInt64(epoch))
+            var epochLoss = [Double](repeating: 0, count: group.count)
+            for step in 0..<stepsPerEpoch {
+                let lo = step * batch, hi = min(data.train.count, lo + batch)
+                let scale = 1 / Float(hi - lo)
+                for p in lo..<hi {
+                    let sample = data.train[perm[p]]
+                    let view = data.views > 1 ? Int(viewRng.next() % UInt64(data.views)) : 0
+                    decoder.load(sample: sample, data: data)
+                    for (t, T) in temperatures.enumerated() {
+                        tProbs[t].withUnsafeMutableBufferPointer { pp in tLog[t].withUnsafeMutableBufferPointer { lp in
+                            teacherDistribution(sample: sample, view: view, temperature: T, scratch: &scratch, probs: pp.baseAddress!, logProbs: lp.baseAddress!)
+                        } }
+                    }
+                    if group.contains(where: { $0.loss.kind == .mseLogits && $0.loss.alpha > 0 }), let table = data.teachers.first {
+                        table.records[sample * table.views + min(view, table.views - 1)].decode(into: &rawLog)
+                    }
+                    let label = data.labels[sample]
+                    for i in group.indices where active[i] {
+                        let config = group[i], net = nets[i]
+                        let input = decoder.input(for: config.architecture.kind, sparse: data.sparse)
+                        logits.withUnsafeMutableBufferPointer { z in
+                            grad.withUnsafeMutableBufferPointer { g in
+                                net.forward(input, logits: z.baseAddress!)
+                                let t = temperatures.firstIndex(of: config.loss.temperature)
+                                let l: Float
+                                if config.loss.kind == .mseLogits {
+                                    l = rawLog.withUnsafeBufferPointer { r in
+                                        config.loss.evaluate(logits: z.baseAddress!, classes: C, label: label, teacherProbs: nil,
+                                                             teacherLogProbs: config.loss.alpha > 0 ? r.baseAddress : nil,
+                                                             writeTemperature: data.writeTemperatures.first ?? 1, scale: scale,
+                                                             grad: g.baseAddress!, workspace: workspace)
+                                    }
+                                } else if let t {
+                                    l = tProbs[t].withUnsafeBufferPointer { pp in tLog[t].withUnsafeBufferPointer { lp in
+                                        config.loss.evaluate(logits: z.baseAddress!, classes: C, label: label, teacherProbs: pp.baseAddress,
+                                                             teacherLogProbs: lp.baseAddress, writeTemperature: 1, scale: scale,
+                                                             grad: g.baseAddress!, workspace: workspace)
+                                    } }
+                                } else {
+                                    l = config.loss.evaluate(logits: z.baseAddress!, classes: C, label: label, teacherProbs: nil,
+                                                             teacherLogProbs: nil, writeTemperature: 1, scale: scale,
+                                                             grad: g.baseAddress!, workspace: workspace)
+                                }
+                                epochLoss[i] += Double(l)
+                                net.backward(input, logitGrad: g.baseAddress!)
+                            }
+                        }
+                    }
+                    seen += 1
+                }
+                for i in group.indices where active[i] {
+                    let total = stepsPerEpoch * group[i].epochs
+                    opts[i].apply(to: nets[i], lr: group[i].optimizer.rate(step: epoch * stepsPerEpoch + step, totalSteps: total))
+                }
+            }
+            for i in group.indices where active[i] {
+                epochsRun[i] = epoch + 1
+                losses[i].append(epochLoss[i] / Double(data.train.count))
+                let score = data.valid.isEmpty ? -losses[i].last! : evaluate(nets[i], on: data.valid).accuracy
+                curves[i].append(score)
+                if best[i] == nil || score > best[i]!.accuracy {
+                    best[i] = (score, epoch + 1, group[i].patience > 0 ? [nets[i].first, nets[i].firstBias, nets[i].output, nets[i].outputBias] : [])
+                } else if group[i].patience > 0 && epoch + 1 - best[i]!.epoch >= group[i].patience {
+                    active[i] = false
+                }
+            }
+        }
+        let seconds = Date().timeIntervalSince(started)
+        var results: [RunResult] = []
+        for (i, config) in group.enumerated() {
+            let net = nets[i]
+            if config.patience > 0, let b = best[i], !b.weights.isEmpty {
+                net.first = b.weights[0]; net.firstBias = b.weights[1]; net.output = b.weights[2]; net.outputBias = b.weights[3]
+            }
+            trainedNetworks?(i, net)
+            results.append(RunResult(config: config, test: evaluate(net, on: data.test),
+                                     valid: data.valid.isEmpty ? nil : evaluate(net, on: data.valid),
+                                     epochsRun: epochsRun[i], bestEpoch: best[i]?.epoch ?? epochsRun[i],
+                                     wallSeconds: seconds / Double(group.count),
+                                     samplesPerSecond: Double(seen) / max(seconds, 1e-9), curve: curves[i], trainLoss: losses[i]))
+        }
+        return results
+    }
+
+    /// Accuracy, macro-F1, agreement and KL with the teacher (T = 1), and ECE of `net` on `samples`.
+    public func evaluate(_ net: Network, on samples: [Int]) -> Metrics {
+        let C = data.classes
+        let decoder = InputDecoder(capacity: 256)
+        var logits = [Float](repeating: 0, count: C), probs = logits, tp = logits, tl = logits, scratch = logits
+        var correct = 0, agree = 0
+        var kl = 0.0
+        var tpCount = [Int](repeating: 0, count: C), fpCount = tpCount, fnCount = tpCount
+        var binConfidence = [Double](repeating: 0, count: 15), binCorrect = binConfidence, binCount = binConfidence
+        for s in samples {
+            decoder.load(sample: s, data: data)
+            let input = decoder.input(for: net.architecture.kind, sparse: data.sparse)
+            logits.withUnsafeMutableBufferPointer { z in
+                probs.withUnsafeMutableBufferPointer { p in
+                    net.forward(input, logits: z.baseAddress!)
+                    Softmax.softmax(z.baseAddress!, C, into: p.baseAddress!)
+                }
+            }
+            let predicted = argmax(probs), label = data.labels[s]
+            if predicted == label { correct += 1; tpCount[label] += 1 } else { fpCount[predicted] += 1; fnCount[label] += 1 }
+            let confidence = Double(probs[predicted])
+            let bin = min(14, Int(confidence * 15))
+            binConfidence[bin] += confidence; binCount[bin] += 1; binCorrect[bin] += predicted == label ? 1 : 0
+            if !data.teachers.isEmpty {
+                tp.withUnsafeMutableBufferPointer { pp in tl.withUnsafeMutableBufferPointer { lp in
+                    teacherDistribution(sample: s, view: 0, temperature: 1, scratch: &scratch, probs: pp.baseAddress!, logProbs: lp.baseAddress!)
+                } }
+                if argmax(tp) == predicted { agree += 1 }
+                for c in 0..<C where tp[c] > 0 { kl += Double(tp[c]) * (Double(tl[c]) - Foundation.log(max(Double(probs[c]), 1e-30))) }
+            }
+        }
+        let n = Double(max(1, samples.count))
+        var f1 = 0.0
+        for c in 0..<C {
+            let denominator = Double(2 * tpCount[c] + fpCount[c] + fnCount[c])
+            f1 += denominator > 0 ? Double(2 * tpCount[c]) / denominator : 0
+        }
+        var ece = 0.0
+        for b in 0..<15 where binCount[b] > 0 { ece += abs(binCorrect[b] - binConfidence[b]) / n }
+        return Metrics(accuracy: Double(correct) / n, macroF1: f1 / Double(C),
+                       teacherAgreement: data.teachers.isEmpty ? nil : Double(agree) / n,
+                       teacherKL: data.teachers.isEmpty ? nil : kl / n, ece: ece)
+    }
+}
+
+@inline(__always)
+func argmax(_ x: [Float]) -> Int {
+    var best = 0
+    for i in 1..<x.count where x[i] > x[best] { best = i }
+    return best
+}

@@ -1,0 +1,252 @@
+#!/usr/bin/env python3
+"""`make bench`: kdcache's storage layer against named baselines, measured side by side in one run.
+
+Every figure is a ratio against a baseline run in the same invocation, interleaved
+(baseline, candidate, baseline, candidate, ...) after a warm-up, reported as the median of the
+per-repetition ratios (PERF-NOTES.md: absolute numbers drift up to 1.5x between runs here).
+
+  1. LMDB layer: bulk write (MDB_APPEND), cursor scan, random get+copy, for 64 B and 2000 B
+     values: Swift wrapper vs LMDB's C API vs py-lmdb.        targets: Swift <= 1.25x C; >= 20x py-lmdb on scans
+  2. Soft-label writes: 10-class float16 records through SoftLabelWriter vs the C API writing
+     records of the same size.                                  target: <= 1.25x C
+  3. prep: rows/s of `kdcache prep` vs tools/bench/prep_python.py on the same JSONL.
+  4. Peak memory (max RSS) of `kdcache prep` on 1,000,000 JSONL rows.   target: < 500 MB
+"""
+import argparse
+import os
+import random
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import lmdb
+
+HERE = Path(__file__).resolve().parent
+REPS = int(os.environ.get("BENCH_REPS", "5"))
+
+
+def run(cmd):
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.split()
+    return float(out[0]), out[1]
+
+
+def py_write(path, n, size):
+    if os.path.exists(path):
+        os.unlink(path)
+    env = lmdb.open(path, subdir=False, map_size=64 << 30, max_dbs=4)
+    db = env.open_db(b"bench")
+    t0 = time.perf_counter()
+    i = 0
+    while i < n:
+        end = min(n, i + 100_000)
+        with env.begin(write=True, db=db) as txn:
+            for j in range(i, end):
+                txn.put(struct.pack(">Q", j), bytes([j & 0xFF]) * size, append=True)
+        i = end
+    env.close()
+    return time.perf_counter() - t0, str(n)
+
+
+def py_scan(path, buffers=False):
+    """py-lmdb's cursor loop; by default values arrive as bytes (a copy), as most code uses it."""
+    env = lmdb.open(path, subdir=False, readonly=True, lock=False, max_dbs=4)
+    t0 = time.perf_counter()
+    db = env.open_db(b"bench", create=False)
+    total = 0
+    with env.begin(db=db, buffers=buffers) as txn:
+        for _, v in txn.cursor():
+            total += v[len(v) - 1] + len(v)
+    env.close()
+    return time.perf_counter() - t0, str(total)
+
+
+def py_decode(path):
+    """The scan a Python trainer does: each record to numpy (np.frombuffer), then reduced."""
+    import numpy as np
+    env = lmdb.open(path, subdir=False, readonly=True, lock=False, max_dbs=4)
+    t0 = time.perf_counter()
+    db = env.open_db(b"bench", create=False)
+    total = 0
+    with env.begin(db=db, buffers=True) as txn:
+        for _, v in txn.cursor():
+            total += int(np.frombuffer(v, dtype="<u4").sum(dtype=np.uint64))
+    env.close()
+    return time.perf_counter() - t0, str(total)
+
+
+def py_get(path, n, count, seed):
+    env = lmdb.open(path, subdir=False, readonly=True, lock=False, max_dbs=4)
+    mask = (1 << 64) - 1
+    state = (seed * 0x9E3779B97F4A7C15 + 1) & mask
+    batch = bytearray(1 << 20)
+    t0 = time.perf_counter()
+    db = env.open_db(b"bench", create=False)
+    total = 0
+    with env.begin(db=db, buffers=True) as txn:
+        get = txn.get
+        for i in range(count):
+            state ^= (state << 13) & mask
+            state ^= state >> 7
+            state ^= (state << 17) & mask
+            v = get(struct.pack(">Q", state % n))
+            m = min(len(v), 4096)
+            row = (i % 256) * 4096
+            batch[row:row + m] = v[:m]
+            total += batch[row] + len(v)
+    env.close()
+    return time.perf_counter() - t0, str(total)
+
+
+def median_ratio(pairs):
+    return statistics.median(c / b for b, c in pairs)
+
+
+def side_by_side(name, baseline, candidates, reps=REPS):
+    """Warm up once, then interleave; returns {candidate: median(candidate_time / baseline_time)}."""
+    baseline()
+    for c in candidates.values():
+        c()
+    times = {k: [] for k in candidates}
+    base_times = []
+    for _ in range(reps):
+        b, bsum = baseline()
+        base_times.append(b)
+        for k, c in candidates.items():
+            t, csum = c()
+            if csum != bsum:
+                raise SystemExit(f"{name}: {k} computed {csum}, the baseline {bsum}: not the same work")
+            times[k].append(t)
+    return statistics.median(base_times), {k: (statistics.median(v), median_ratio(zip(base_times, v))) for k, v in times.items()}
+
+
+def report(title, unit_count, unit, base_name, base, results):
+    print(f"  {title}: {base_name} {unit_count / base / 1e3:,.0f} k{unit}/s")
+    for k, (t, ratio) in results.items():
+        print(f"      {k:<16} {unit_count / t / 1e3:>10,.0f} k{unit}/s   time ratio vs {base_name}: {ratio:5.2f}x")
+
+
+def lmdb_section(args, tmp):
+    print("1. LMDB layer, 8-byte big-endian keys (ratio = time / C time; < 1 is faster than C)")
+    verdicts = []
+    for n, size in [(1_000_000, 64), (200_000, 2000)]:
+        c_path, s_path, p_path = (str(tmp / f"{k}-{size}.lmdb") for k in "csp")
+        base, res = side_by_side("write", lambda: run([args.c, "write", c_path, str(n), str(size)]), {
+            "swift": lambda: run([args.swift, "write", s_path, str(n), str(size)]),
+            "py-lmdb": lambda: py_write(p_path, n, size)})
+        report(f"bulk write {n:,} x {size} B, MDB_APPEND", n, "rec", "C", base, res)
+        verdicts.append((f"write {size} B: Swift/C", res["swift"][1], 1.25))
+        base, res = side_by_side("scan", lambda: run([args.c, "scan", c_path]), {
+            "swift": lambda: run([args.swift, "scan", c_path]), "py-lmdb": lambda: py_scan(c_path),
+            "py-lmdb buffers": lambda: py_scan(c_path, buffers=True)})
+        report(f"cursor scan {n:,} x {size} B", n, "rec", "C", base, res)
+        verdicts.append((f"scan {size} B: Swift/C", res["swift"][1], 1.25))
+        verdicts.append((f"scan {size} B: py-lmdb/Swift", res["py-lmdb"][1] / res["swift"][1], -20))
+        verdicts.append((f"scan {size} B: py-lmdb (buffers=True)/Swift", res["py-lmdb buffers"][1] / res["swift"][1], -20))
+        base, res = side_by_side("decode", lambda: run([args.c, "decode", c_path]), {
+            "swift": lambda: run([args.swift, "decode", c_path]), "py-lmdb+numpy": lambda: py_decode(c_path)})
+        report(f"scan + decode {n:,} x {size} B (values as u32 words, summed)", n, "rec", "C", base, res)
+        verdicts.append((f"scan+decode {size} B: Swift/C", res["swift"][1], 1.25))
+        verdicts.append((f"scan+decode {size} B: py-lmdb+numpy/Swift", res["py-lmdb+numpy"][1] / res["swift"][1], -20))
+        count = 1_000_000
+        base, res = side_by_side("get", lambda: run([args.c, "get", c_path, str(n), str(count), "7"]), {
+            "swift": lambda: run([args.swift, "get", c_path, str(n), str(count), "7"]),
+            "py-lmdb": lambda: py_get(c_path, n, count, 7)})
+        report(f"random get + copy, {count:,} of {n:,} x {size} B", count, "get", "C", base, res)
+        verdicts.append((f"get {size} B: Swift/C", res["swift"][1], 1.25))
+    return verdicts
+
+
+def softlabel_section(args, tmp):
+    print("2. Soft-label cache writes: 10-class float16 dense records (28 B) through SoftLabelWriter")
+    n = 1_000_000
+    size = 8 + 10 * 2
+    base, res = side_by_side("softlabels", lambda: run([args.c, "write", str(tmp / "c-sl.lmdb"), str(n), str(size)]), {
+        "swift": lambda: run([args.swift, "softlabels", str(tmp / "s-sl.lmdb"), str(n), "10"])})
+    report(f"{n:,} records (encode + CRC + put + manifest per 100k)", n, "rec", "C put of same-size values", base, res)
+    return [("soft-label write: Swift/C", res["swift"][1], 1.25)]
+
+
+def prep_section(args, tmp):
+    print("3. prep throughput on synthetic JSONL (fortunes vocabulary), hashed uni+bigrams, 2^18 buckets")
+    rows = 50_000
+    src = tmp / "prep.jsonl"
+    subprocess.run([sys.executable, str(HERE / "make_jsonl.py"), str(src), str(rows)], check=True)
+
+    def swift():
+        t0 = time.perf_counter()
+        subprocess.run([args.kdcache, "prep", str(src), "--out", str(tmp / "prep-swift.lmdb"), "--text-column", "text",
+                        "--label-column", "label", "--id-column", "id", "--force", "--quiet"], check=True, capture_output=True)
+        return time.perf_counter() - t0, "same"
+
+    def python():
+        out = tmp / "prep-python.lmdb"
+        if out.exists():
+            out.unlink()
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, str(HERE / "prep_python.py"), str(src), str(out)], check=True, capture_output=True)
+        return time.perf_counter() - t0, "same"
+
+    base, res = side_by_side("prep", python, {"kdcache": swift}, reps=3)
+    report(f"{rows:,} rows", rows, "rows", "Python", base, res)
+    return [("prep: kdcache speed-up over Python", 1 / res["kdcache"][1], -1)]
+
+
+def memory_section(args, tmp):
+    print("4. Peak memory of kdcache prep on 1,000,000 JSONL rows")
+    src = tmp / "million.jsonl"
+    subprocess.run([sys.executable, str(HERE / "make_jsonl.py"), str(src), "1000000"], check=True)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([args.kdcache, "prep", str(src), "--out", str(tmp / "million.lmdb"), "--text-column", "text",
+                             "--label-column", "label", "--id-column", "id", "--force", "--quiet"], stdout=subprocess.DEVNULL)
+    # VmHWM counts the store's memory-mapped pages (page cache, reclaimable) as well as the heap;
+    # RssAnon, sampled, is the process's own memory: the part that must not grow with the input.
+    peak_anon, samples = 0, []
+    while proc.poll() is None:
+        try:
+            fields = dict(line.split(":", 1) for line in open(f"/proc/{proc.pid}/status"))
+            anon = int(fields["RssAnon"].split()[0]) / 1024
+            peak_anon = max(peak_anon, anon)
+            samples.append(anon)
+        except (OSError, KeyError, ValueError):
+            pass
+        time.sleep(0.05)
+    _, status, usage = os.wait4(proc.pid, 0) if proc.returncode is None else (0, proc.returncode, None)
+    if proc.returncode not in (0, None) or status != 0:
+        raise SystemExit("prep of 1M rows failed")
+    quarter = len(samples) // 4
+    early, late = (max(samples[:quarter]), max(samples[-quarter:])) if quarter else (peak_anon, peak_anon)
+    print(f"  {src.stat().st_size / 1e6:,.0f} MB input, {time.perf_counter() - t0:.1f} s")
+    print(f"  peak anonymous memory (heap) {peak_anon:,.0f} MB; first quarter of the run {early:,.0f} MB, last quarter {late:,.0f} MB")
+    return [("prep 1M rows: peak anonymous memory MB", peak_anon, 500)]
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--swift", required=True)
+    p.add_argument("--c", required=True)
+    p.add_argument("--kdcache", required=True)
+    p.add_argument("--only", choices=["lmdb", "softlabels", "prep", "memory"])
+    args = p.parse_args()
+    sections = {"lmdb": lmdb_section, "softlabels": softlabel_section, "prep": prep_section, "memory": memory_section}
+    verdicts = []
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as d:
+        for name, section in sections.items():
+            if args.only in (None, name):
+                verdicts += section(args, Path(d))
+                print()
+    print("Targets (median ratio of interleaved runs):")
+    for name, value, target in verdicts:
+        if target > 0:
+            ok = value <= target
+            print(f"  {'PASS' if ok else 'MISS'}  {name} = {value:.2f} (target <= {target})")
+        else:
+            ok = value >= -target
+            print(f"  {'PASS' if ok else 'MISS'}  {name} = {value:.2f}x (target >= {-target}x)")
+
+
+if __name__ == "__main__":
+    main()
