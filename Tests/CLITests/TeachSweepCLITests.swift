@@ -1,0 +1,67 @@
+import Foundation
+import Testing
+
+/// teach → sweep through the built binary on a small text dataset, with fast settings.
+@Suite struct TeachSweepCLITests {
+    func preparedDataset() throws -> String {
+        let dir = temporaryDirectory()
+        var csv = "id,label,text\n"
+        let topics = [["apple", "pie", "sugar", "bake", "oven"], ["kernel", "panic", "code", "bug", "compile"], ["court", "judge", "law", "order", "appeal"]]
+        for i in 0..<120 {
+            let t = i % 3
+            csv += "r\(i),\(["food", "computers", "law"][t]),\((0..<6).map { topics[($0 + i) % 7 == 0 ? (t + 1) % 3 : t][($0 * 7 + i) % 5] }.joined(separator: " "))\n"
+        }
+        writeFile(dir + "/d.csv", Array(csv.utf8))
+        let r = try kdcache(["prep", dir + "/d.csv", "--out", dir + "/d.lmdb", "--text-column", "text", "--label-column", "label",
+                             "--id-column", "id", "--hash-bits", "12", "--test-fraction", "0.2", "--valid-fraction", "0.2"])
+        precondition(r.status == 0, r.output)
+        return dir
+    }
+
+    @Test func teachThenSweepThenResume() throws {
+        let dir = try preparedDataset()
+        let teach = ["teach", "--data", dir + "/d.lmdb", "--out", dir + "/t.lmdb", "--teacher", "linear", "--epochs", "3",
+                     "--ensemble", "1", "--lr", "0.1", "--quiet"]
+        let t = try kdcache(teach)
+        #expect(t.status == 0, "\(t.output)")
+        #expect(t.stdout.contains("wrote 120 samples"))
+        #expect(t.stdout.contains("teacher accuracy: valid"))
+        let again = try kdcache(teach)
+        #expect(again.stdout.contains("already complete"), "\(again.output)")
+        let verify = try kdcache(["verify", dir + "/t.lmdb", "--data", dir + "/d.lmdb"])
+        #expect(verify.status == 0, "\(verify.output)")
+
+        let sweep = ["sweep", "--data", dir + "/d.lmdb", "--logits", dir + "/t.lmdb", "--temperature", "1,4", "--alpha", "0,0.5",
+                     "--lr", "0.1", "--student", "linear,fasttext:dim=4", "--epochs", "2", "--seeds", "2", "--out", dir + "/runs", "--quiet"]
+        let s = try kdcache(sweep)
+        #expect(s.status == 0, "\(s.output)")
+        #expect(s.stdout.contains("12 runs in"))
+        #expect(s.stdout.contains("verdict: best student"))
+        let csv = try String(contentsOfFile: dir + "/runs/results.csv", encoding: .utf8)
+        #expect(csv.split(separator: "\n").count == 13)
+        let html = try String(contentsOfFile: dir + "/runs/report.html", encoding: .utf8)
+        #expect(html.contains("<svg") && html.contains("Temperature × α"))
+        let jsonl = try String(contentsOfFile: dir + "/runs/results.jsonl", encoding: .utf8)
+        let rerun = try kdcache(sweep)
+        #expect(rerun.status == 0)
+        #expect(try String(contentsOfFile: dir + "/runs/results.jsonl", encoding: .utf8) == jsonl, "finished configurations are not run again")
+    }
+
+    @Test func sweepRefusesACacheOfAnotherDataset() throws {
+        let a = try preparedDataset(), b = temporaryDirectory()
+        writeFile(b + "/d.csv", Array("label,text\nx,one two\ny,three four\nx,five\n".utf8))
+        #expect(try kdcache(["prep", b + "/d.csv", "--out", b + "/d.lmdb", "--text-column", "text", "--label-column", "label", "--hash-bits", "12"]).status == 0)
+        #expect(try kdcache(["teach", "--data", a + "/d.lmdb", "--out", a + "/t.lmdb", "--teacher", "linear", "--epochs", "1", "--ensemble", "1", "--quiet"]).status == 0)
+        let r = try kdcache(["sweep", "--data", b + "/d.lmdb", "--logits", a + "/t.lmdb", "--out", b + "/runs", "--quiet"])
+        #expect(r.status == 1)
+        #expect(r.stderr.contains("t.lmdb: label set differs from the dataset's"), "\(r.stderr)")
+    }
+
+    @Test func badSweepFlagsAreUsageErrors() throws {
+        let r = try kdcache(["sweep", "--data", "d", "--logits", "l", "--out", "o", "--student", "transformer"])
+        #expect(r.status == 64)
+        #expect(r.stderr.contains("--student: cannot read 'transformer'."))
+        let t = try kdcache(["sweep", "--data", "d", "--logits", "l", "--out", "o", "--alpha", "1.5"])
+        #expect(t.stderr.contains("--alpha: cannot read '1.5'."))
+    }
+}

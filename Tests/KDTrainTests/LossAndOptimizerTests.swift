@@ -1,0 +1,165 @@
+import Foundation
+import Testing
+@testable import KDTrain
+
+let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+
+/// Cases computed by tools/reference/kd_reference.py (numpy, float64), independently of the Swift code.
+struct ReferenceCases: Decodable {
+    struct LossCase: Decodable {
+        var kind: String, alpha: Float, temperature: Float, write_temperature: Float
+        var logits: [Float], label: Int, teacher_log_probs: [Float], loss: Double, grad: [Double]
+    }
+    struct OptimizerCase: Decodable {
+        var kind: String, lr: Float, weight_decay: Float, start: [Float], grads: [[Float]], end: [Double]
+    }
+    var loss: [LossCase]
+    var optimizer: [OptimizerCase]
+
+    static let shared: ReferenceCases = try! JSONDecoder().decode(
+        ReferenceCases.self, from: Data(contentsOf: URL(fileURLWithPath: repositoryRoot + "/fixtures/reference/kd_cases.json")))
+}
+
+/// Evaluates the loss as the trainer does: teacher distribution re-tempered from log p_{T_w}.
+func evaluate(_ loss: DistillationLoss, logits: [Float], label: Int, teacherLogProbsAtTw lw: [Float], writeTemperature tw: Float) -> (Float, [Float]) {
+    let C = logits.count
+    var pt = [Float](repeating: 0, count: C), lt = pt, grad = pt
+    lw.withUnsafeBufferPointer { l in
+        Softmax.logSoftmax(l.baseAddress!, C, temperature: loss.temperature / tw, into: &lt)
+    }
+    for c in 0..<C { pt[c] = exp(lt[c]) }
+    let ws = DistillationLoss.Workspace(classes: C)
+    let value = logits.withUnsafeBufferPointer { z in
+        grad.withUnsafeMutableBufferPointer { g in
+            loss.evaluate(logits: z.baseAddress!, classes: C, label: label,
+                          teacherProbs: loss.kind == .kd ? pt : nil, teacherLogProbs: loss.kind == .kd ? lt : lw,
+                          writeTemperature: tw, scale: 1, grad: g.baseAddress!, workspace: ws)
+        }
+    }
+    return (value, grad)
+}
+
+@Suite struct LossTests {
+    @Test(arguments: ReferenceCases.shared.loss.indices) func matchesTheNumpyReference(_ i: Int) {
+        let c = ReferenceCases.shared.loss[i]
+        let loss = DistillationLoss(kind: DistillationLoss.Kind(rawValue: c.kind)!, alpha: c.alpha, temperature: c.temperature)
+        let (value, grad) = evaluate(loss, logits: c.logits, label: c.label, teacherLogProbsAtTw: c.teacher_log_probs, writeTemperature: c.write_temperature)
+        #expect(abs(Double(value) - c.loss) < 1e-4 * max(1, abs(c.loss)), "loss \(value) vs \(c.loss)")
+        for (a, b) in zip(grad, c.grad) { #expect(abs(Double(a) - b) < 1e-4, "grad \(grad) vs \(c.grad)") }
+    }
+
+    @Test(arguments: [(DistillationLoss.Kind.kd, Float(0.7), Float(3)), (.kd, 1, 1), (.kd, 0.3, 0.5), (.mseLogits, 0.6, 1)])
+    func gradientMatchesFiniteDifferences(_ kind: DistillationLoss.Kind, _ alpha: Float, _ T: Float) {
+        let loss = DistillationLoss(kind: kind, alpha: alpha, temperature: T)
+        let z: [Float] = [0.3, -1.2, 2.0, 0.1, -0.4]
+        let teacher = KDStoreLogSoftmax([1.5, -0.5, 0.2, 2.2, -1.0], 2)
+        let (_, grad) = evaluate(loss, logits: z, label: 2, teacherLogProbsAtTw: teacher, writeTemperature: 2)
+        let h: Float = 1e-2
+        for c in z.indices {
+            var up = z, down = z
+            up[c] += h; down[c] -= h
+            let numeric = (evaluate(loss, logits: up, label: 2, teacherLogProbsAtTw: teacher, writeTemperature: 2).0
+                - evaluate(loss, logits: down, label: 2, teacherLogProbsAtTw: teacher, writeTemperature: 2).0) / (2 * h)
+            #expect(abs(numeric - grad[c]) < 2e-3, "class \(c): numeric \(numeric), analytic \(grad[c])")
+        }
+    }
+
+    @Test func fastExpIsAccurate() {
+        for x in stride(from: Float(-80), through: 0, by: 0.37) {
+            let rel = abs(Softmax.fastExp(x) - exp(x)) / exp(x)
+            #expect(rel < 1e-6, "x = \(x)")
+        }
+        #expect(Softmax.fastExp(-100) == 0)
+    }
+}
+
+func KDStoreLogSoftmax(_ x: [Float], _ T: Float) -> [Float] {
+    var out = [Float](repeating: 0, count: x.count)
+    x.withUnsafeBufferPointer { Softmax.logSoftmax($0.baseAddress!, x.count, temperature: T, into: &out) }
+    return out
+}
+
+@Suite struct OptimizerTests {
+    @Test(arguments: ReferenceCases.shared.optimizer.indices) func stepsMatchTheNumpyReference(_ i: Int) {
+        let c = ReferenceCases.shared.optimizer[i]
+        var rng = SplitMix64(seed: 1)
+        // A linear "network" whose output-bias vector holds the parameters under test.
+        let net = Network(architecture: Architecture(kind: .linear), inputDim: 1, classes: c.start.count, sparseInput: true, rng: &rng)
+        net.outputBias = c.start
+        var config = OptimizerConfig()
+        config.kind = OptimizerConfig.Kind(rawValue: c.kind)!
+        config.weightDecay = c.weight_decay
+        let optimizer = Optimizer(config: config, network: net)
+        for g in c.grads {
+            net.outputBiasGrad = g
+            optimizer.apply(to: net, lr: c.lr)
+        }
+        for (a, b) in zip(net.outputBias, c.end) { #expect(abs(Double(a) - b) < 1e-5, "\(net.outputBias) vs \(c.end)") }
+        #expect(net.outputBiasGrad.allSatisfy { $0 == 0 }, "gradients are cleared after a step")
+    }
+
+    @Test func scheduleWarmsUpThenDecays() {
+        var c = OptimizerConfig()
+        c.learningRate = 1; c.warmupFraction = 0.1
+        #expect(c.rate(step: 0, totalSteps: 100) == 0.1)
+        #expect(c.rate(step: 9, totalSteps: 100) == 1)
+        #expect(abs(c.rate(step: 55, totalSteps: 100) - 0.5) < 1e-6)
+        c.schedule = .cosine
+        #expect(abs(c.rate(step: 55, totalSteps: 100) - 0.5) < 1e-6)
+        #expect(c.rate(step: 99, totalSteps: 100) < 0.01)
+    }
+
+    @Test func badHyperParametersAreNamed() {
+        var c = OptimizerConfig()
+        c.learningRate = -1
+        #expect(throws: TrainingError.self) { try c.validate() }
+    }
+}
+
+@Suite struct NetworkGradientTests {
+    /// L = Σ_c w_c z_c for fixed w: dL/dθ from backward must equal the finite difference of forward.
+    @Test(arguments: [Architecture(kind: .linear), Architecture(kind: .fasttext, width: 4), Architecture(kind: .mlp, width: 5)])
+    func backwardMatchesFiniteDifferences(_ architecture: Architecture) {
+        var rng = SplitMix64(seed: 7)
+        let C = 3
+        let net = Network(architecture: architecture, inputDim: 10, classes: C, sparseInput: true, rng: &rng)
+        for i in net.output.indices { net.output[i] = rng.uniform(0.5) }
+        for i in net.first.indices { net.first[i] = rng.uniform(0.5) }
+        for i in net.firstBias.indices { net.firstBias[i] = rng.uniform(0.5) }
+        let w: [Float] = [0.7, -1.3, 0.4]
+        let indices: [UInt32] = [1, 4, 9], values: [Float] = [0.5, 0.25, 0.8]
+        func loss() -> Float {
+            indices.withUnsafeBufferPointer { i in values.withUnsafeBufferPointer { v in
+                var z = [Float](repeating: 0, count: C)
+                z.withUnsafeMutableBufferPointer { net.forward(Input(indices: i, values: v), logits: $0.baseAddress!) }
+                return zip(z, w).map(*).reduce(0, +)
+            } }
+        }
+        _ = loss()
+        indices.withUnsafeBufferPointer { i in values.withUnsafeBufferPointer { v in
+            w.withUnsafeBufferPointer { net.backward(Input(indices: i, values: v), logitGrad: $0.baseAddress!) }
+        } }
+        let h: Float = 1e-2
+        // First-layer rows of the used features.
+        let rowGrad = Dictionary(uniqueKeysWithValues: net.firstGrad.touched.enumerated().map { ($1, $0) })
+        for row in [1, 4, 9] {
+            for k in 0..<net.width {
+                let p = row * net.width + k
+                let saved = net.first[p]
+                net.first[p] = saved + h; let up = loss()
+                net.first[p] = saved - h; let down = loss()
+                net.first[p] = saved
+                let analytic = net.firstGrad.values[rowGrad[row]! * net.width + k]
+                #expect(abs((up - down) / (2 * h) - analytic) < 2e-3, "\(architecture) first[\(row), \(k)]")
+            }
+        }
+        for p in net.output.indices {
+            let saved = net.output[p]
+            net.output[p] = saved + h; let up = loss()
+            net.output[p] = saved - h; let down = loss()
+            net.output[p] = saved
+            #expect(abs((up - down) / (2 * h) - net.outputGrad[p]) < 2e-3, "\(architecture) output[\(p)]")
+        }
+        #expect(net.firstGrad.touched.sorted() == [1, 4, 9], "only the rows of present features get gradients")
+    }
+}

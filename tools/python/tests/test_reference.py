@@ -1,0 +1,13 @@
+"""The reference numbers the Swift loss and optimizer tests use must be what the numpy script computes."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_reference_fixture_is_current():
+    fresh = subprocess.run([sys.executable, str(ROOT / "tools/reference/kd_reference.py"), "-"],
+                           check=True, capture_output=True, text=True).stdout
+    assert json.loads(fresh) == json.loads((ROOT / "fixtures/reference/kd_cases.json").read_text())
