@@ -37,17 +37,18 @@ test: deps
 	$(SWIFT) test
 	KDCACHE_BIN=$(CURDIR)/$(BIN) $(PY) -m pytest -q tools/python/tests
 
-## demo: the main job on the bundled fortunes dataset.
+## demo: the main job on the bundled fortunes dataset: prep → built-in teacher → sweep → report.
 demo: deps
-	$(SWIFT) build -c release
+	$(SWIFT) build -c release --product kdcache
 	@rm -rf $(DEMO) && mkdir -p $(DEMO)
 	$(RELEASE_BIN) prep fixtures/fortunes/fortunes.csv --out $(DEMO)/fortunes.lmdb \
-	  --text-column text --label-column label --id-column id --seed 7
-	$(RELEASE_BIN) verify $(DEMO)/fortunes.lmdb
-	$(RELEASE_BIN) info $(DEMO)/fortunes.lmdb
-	$(RELEASE_BIN) prep fixtures/digits/digits.csv --out $(DEMO)/digits.lmdb \
-	  --feature-columns 'px*' --label-column label --id-column id
-	$(RELEASE_BIN) verify $(DEMO)/digits.lmdb
+	  --text-column text --label-column label --id-column id --seed 7 --quiet
+	$(RELEASE_BIN) teach --data $(DEMO)/fortunes.lmdb --out $(DEMO)/teacher.lmdb --temperature 2
+	$(RELEASE_BIN) verify $(DEMO)/teacher.lmdb --data $(DEMO)/fortunes.lmdb
+	$(RELEASE_BIN) sweep --data $(DEMO)/fortunes.lmdb --logits $(DEMO)/teacher.lmdb \
+	  --student linear,fasttext:dim=16 --temperature 2,4 --alpha 0,0.5,0.9 --lr 0.1,0.3 \
+	  --epochs 15 --seeds 3 --workers 2 --out $(DEMO)/sweep --quiet
+	@echo "report: $(CURDIR)/$(DEMO)/sweep/report.html"
 
 ## bench: release-build benchmarks, each printed as a ratio against a baseline run side by side.
 bench: deps

@@ -66,17 +66,17 @@ public struct RichTextFeaturizer: Sendable {
 /// How the built-in teacher is trained.
 public struct BuiltinTeacherOptions: Sendable {
     /// `linear` or `mlp:hidden=H` over the teacher's features.
-    public var architecture = Architecture(kind: .linear)
-    public var epochs = 20
+    public var architecture = Architecture(kind: .mlp, width: 128)
+    public var epochs = 10
     public var batchSize = 16
-    public var learningRate: Float = 0.05
+    public var learningRate: Float = 0.01
     public var weightDecay: Float = 0
     public var seed: UInt64 = 0
     /// Models with different seeds whose probabilities are averaged (Hinton et al. 2015).
     public var ensemble = 3
     /// Train-split samples get out-of-fold predictions from K models that did not see them, so
     /// their soft labels are not memorized one-hot vectors (0 or 1: no cross-fitting).
-    public var crossFitFolds = 5
+    public var crossFitFolds = 1
     /// Text datasets: train on word + character n-gram TF-IDF of the raw text (else the store's features).
     public var richTextFeatures = true
     public var richBits = 20
@@ -155,7 +155,7 @@ public final class BuiltinTeacher {
                 } }
                 local.append((s, p))
             }
-            progress?("trained teacher model \(j + 1)/\(jobs.count)")
+            progress?("trained teacher model \(j + 1) of \(jobs.count)")
             return local
         }
         // Summed in job order: the same bytes whatever the number of workers.

@@ -83,7 +83,7 @@ public final class SweepRunner {
 
     /// Trains every configuration not yet finished; returns all results in `configs` order.
     /// `onGroupDone` reports progress (finished, total).
-    public func run(_ configs: [StudentConfig], keepNetwork: ((StudentConfig) -> Bool)? = nil,
+    public func run(_ configs: [StudentConfig],
                     networkSink: (@Sendable (StudentConfig, Network) -> Void)? = nil,
                     onProgress: (@Sendable (Int, Int) -> Void)? = nil) throws -> [RunResult] {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -127,9 +127,15 @@ final class ResultWriter: @unchecked Sendable {
     private let handle: FileHandle
     private let lock = NSLock()
 
+    /// Opens `path` for appending; a partial last line (a crash mid-write) is cut off first.
     init(path: String) throws {
         if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
+        let existing = try Data(contentsOf: URL(fileURLWithPath: path))
         handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        if let last = existing.last, last != UInt8(ascii: "\n") {
+            let keep = existing.lastIndex(of: UInt8(ascii: "\n")).map { $0 + 1 } ?? 0
+            try handle.truncate(atOffset: UInt64(keep))
+        }
         try handle.seekToEnd()
     }
 

@@ -15,6 +15,10 @@ struct Teach: ParsableCommand {
 
     @Option(help: "The dataset store (from kdcache prep).") var data: String
     @Option(help: "The soft-label cache to write or resume.") var out: String
+    @Option(help: "An external teacher command speaking the protocol of tools/teachers/TEACHERS.md.") var exec: String?
+    @Option(help: "Samples per request to an external teacher.") var batchSize: Int = 256
+    @Option(help: "Samples per committed transaction (work lost at most on a crash).") var commitEvery: Int = 4096
+    @Option(help: "Seconds to wait for an external teacher's answer.") var timeout: Double = 300
     @Option(help: "Teacher model: mlp or linear.") var teacher: String = "mlp"
     @Option(help: "Hidden units of an mlp teacher.") var hidden: Int = 128
     @Option(help: "Training epochs of each teacher model.") var epochs: Int = 10
@@ -25,7 +29,7 @@ struct Teach: ParsableCommand {
     @Option(help: "Write temperature T_w.") var temperature: Double = 2
     @Option(help: "Stored precision: f16 or f32.") var dtype: String = "f16"
     @Option(help: "Keep only the k most probable classes (0: all).") var topK: Int = 0
-    @Option(help: "The teacher's name inside the cache.") var name: String = "builtin"
+    @Option(help: "The teacher's name inside the cache (default: builtin, or the name an external teacher gives).") var name: String?
     @Option(help: "Write only part i of N of the samples (e.g. 0/4); defaults from Slurm / Kubernetes variables.") var shard: String?
     @Flag(help: "Train on the store's own features instead of richer text features.") var storeFeatures = false
     @Option(help: "Worker threads.") var workers: Int = 2
@@ -35,31 +39,66 @@ struct Teach: ParsableCommand {
         guard ["linear", "mlp"].contains(teacher) else { throw ValidationError("--teacher must be linear or mlp.") }
         guard LogProbDType(name: dtype) != nil else { throw ValidationError("--dtype must be f16 or f32.") }
         guard temperature > 0 else { throw ValidationError("--temperature must be > 0.") }
+        guard batchSize >= 1, commitEvery >= 1, timeout > 0 else { throw ValidationError("--batch-size, --commit-every and --timeout must be positive.") }
         guard ensemble >= 1, crossFit >= 1, epochs >= 1, workers >= 1 else { throw ValidationError("--ensemble, --cross-fit, --epochs and --workers must be ≥ 1.") }
         if let shard, Shard(parsing: shard) == nil { throw ValidationError("--shard must look like i/N with 0 ≤ i < N, e.g. 0/4.") }
     }
 
     func run() throws {
         let store = try DatasetStore(path: data)
+        let layout = SoftLabelLayout(writeTemperature: temperature, dtype: LogProbDType(name: dtype)!, topK: topK, views: 1)
+        let shardChoice = shard.flatMap(Shard.init(parsing:)) ?? Shard.fromEnvironment()
+        try DiskSpace.check(path: out, needed: SoftLabelPlan(samples: store.count, classes: store.classCount, layout: layout).bytes)
+        let started = Date()
+        if let exec {
+            try runExternal(exec, store: store, layout: layout, shard: shardChoice, started: started)
+        } else {
+            try runBuiltin(store: store, layout: layout, shard: shardChoice, started: started)
+        }
+    }
+
+    func alreadyComplete(_ writer: SoftLabelWriter, _ shard: Shard?, _ total: Int) -> Bool {
+        let allowed = shard?.range(of: total) ?? 0..<total
+        guard writer.pendingRanges.allSatisfy({ $0.clamped(to: allowed).isEmpty }) else { return false }
+        print("\(out): teacher '\(writer.teacherName)' already complete for samples \(allowed.lowerBound)..<\(allowed.upperBound); nothing to do")
+        return true
+    }
+
+    func runExternal(_ command: String, store: DatasetStore, layout: SoftLabelLayout, shard: Shard?, started: Date) throws {
+        let teacher = try ExternalTeacher(command: command, dataset: store.manifest, timeout: timeout)
+        let identity = teacher.identity(name: name)
+        let writer = try SoftLabelWriter(path: out, dataset: store.manifest, teacher: identity, layout: layout)
+        if alreadyComplete(writer, shard, store.count) { try teacher.finish(); return }
+        let bar = ProgressBar(label: "teach", quiet: quiet)
+        let written = try TeacherOutput.write(writer, shard: shard, batchSize: commitEvery, produce: { range in
+            var rows: [[[Float]]] = []
+            var start = range.lowerBound
+            while start < range.upperBound {
+                let chunk = start..<min(range.upperBound, start + batchSize)
+                rows += try teacher.outputs(for: chunk, store: store).map { [$0] }
+                start = chunk.upperBound
+            }
+            return rows
+        }, progress: { done, total in bar.update(done: done, total: total, items: done, unit: "samples") })
+        bar.finish()
+        try teacher.finish()
+        print("teacher '\(identity.name)': \(identity.description)")
+        print("wrote \(written) samples to \(out)\(shard.map { " (shard \($0))" } ?? "") in \(String(format: "%.1f", Date().timeIntervalSince(started))) s, T_w \(temperature), \(dtype)")
+    }
+
+    func runBuiltin(store: DatasetStore, layout: SoftLabelLayout, shard: Shard?, started: Date) throws {
         var options = BuiltinTeacherOptions()
         options.architecture = teacher == "mlp" ? Architecture(kind: .mlp, width: hidden) : Architecture(kind: .linear)
         options.epochs = epochs; options.learningRate = lr; options.ensemble = ensemble
         options.crossFitFolds = crossFit; options.seed = seed; options.workers = workers
         options.richTextFeatures = !storeFeatures
-        let layout = SoftLabelLayout(writeTemperature: temperature, dtype: LogProbDType(name: dtype)!, topK: topK, views: 1)
-        let shardChoice = shard.flatMap(Shard.init(parsing:)) ?? Shard.fromEnvironment()
+        let name = self.name ?? "builtin"
         let identity = options.identity(dataset: store.manifest, name: name)
-        try DiskSpace.check(path: out, needed: SoftLabelPlan(samples: store.count, classes: store.classCount, layout: layout).bytes)
         let writer = try SoftLabelWriter(path: out, dataset: store.manifest, teacher: identity, layout: layout)
-        let allowed = shardChoice?.range(of: store.count) ?? 0..<store.count
-        if writer.pendingRanges.allSatisfy({ $0.clamped(to: allowed).isEmpty }) {
-            print("\(out): teacher '\(name)' already complete for samples \(allowed.lowerBound)..<\(allowed.upperBound); nothing to do")
-            return
-        }
-        let started = Date()
+        if alreadyComplete(writer, shard, store.count) { return }
         let log: @Sendable (String) -> Void = { [quiet] message in if !quiet { printError("teach: \(message)") } }
         let (logProbs, report) = try BuiltinTeacher(options: options).predict(dataset: store, progress: log)
-        let written = try TeacherOutput.write(writer, shard: shardChoice) { range in range.map { [logProbs[$0]] } }
+        let written = try TeacherOutput.write(writer, shard: shard, batchSize: commitEvery) { range in range.map { [logProbs[$0]] } }
         var metrics: [String: Double] = [:]
         if let v = report.validAccuracy { metrics["valid_accuracy"] = v }
         if let t = report.testAccuracy { metrics["test_accuracy"] = t }
@@ -68,6 +107,6 @@ struct Teach: ParsableCommand {
             .compactMap { $0 }.joined(separator: ", ")
         print("teacher '\(name)': \(identity.description)")
         print("teacher accuracy: \(accuracy.isEmpty ? "no valid or test split" : accuracy) (\(report.models) models)")
-        print("wrote \(written) samples to \(out)\(shardChoice.map { " (shard \($0))" } ?? "") in \(String(format: "%.1f", Date().timeIntervalSince(started))) s, T_w \(temperature), \(dtype)")
+        print("wrote \(written) samples to \(out)\(shard.map { " (shard \($0))" } ?? "") in \(String(format: "%.1f", Date().timeIntervalSince(started))) s, T_w \(temperature), \(dtype)")
     }
 }

@@ -1,0 +1,48 @@
+import ArgumentParser
+import Foundation
+import KDStore
+import KDTrain
+
+struct Import: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "import",
+        abstract: "Write a teacher's outputs from .npy, .safetensors, JSONL or CSV into a soft-label cache.",
+        discussion: """
+        .npy / .safetensors hold an array [samples, classes] in dataset order (or in the order of --ids).
+        JSONL holds {"id": …, "logits": […]} per line; CSV a header id,c0,c1,… . --kind and --temperature
+        say what the numbers are; the cache stores log_softmax(z / T_w) with T_w = --write-temperature.
+        """)
+
+    @Argument(help: "The teacher output file.") var file: String
+    @Option(help: "The dataset store the outputs belong to.") var data: String
+    @Option(help: "The soft-label cache to write.") var out: String
+    @Option(help: "What the numbers are: logits, logprobs or probs.") var kind: String = "logits"
+    @Option(help: "The temperature logprobs / probs were produced at.") var temperature: Float = 1
+    @Option(help: "The temperature T_w the cache stores.") var writeTemperature: Double = 1
+    @Option(help: "A file of sample ids, one per row of an .npy / .safetensors array.") var ids: String?
+    @Option(help: "The tensor to read from a .safetensors file holding several.") var tensor: String?
+    @Option(help: "Stored precision: f16 or f32.") var dtype: String = "f16"
+    @Option(help: "Keep only the k most probable classes (0: all).") var topK: Int = 0
+    @Option(help: "The teacher's name inside the cache.") var name: String = "imported"
+    @Option(help: "A description of the teacher (model, checkpoint).") var description: String?
+
+    func validate() throws {
+        guard TeacherOutputKind(rawValue: kind) != nil else { throw ValidationError("--kind must be logits, logprobs or probs.") }
+        guard LogProbDType(name: dtype) != nil else { throw ValidationError("--dtype must be f16 or f32.") }
+        guard temperature > 0, writeTemperature > 0 else { throw ValidationError("temperatures must be > 0.") }
+    }
+
+    func run() throws {
+        let store = try DatasetStore(path: data)
+        let outputKind = TeacherOutputKind(rawValue: kind)!
+        let rows = try TeacherImporter(dataset: store).read(path: file, ids: ids, tensor: tensor)
+        try validateTeacherRows(rows, kind: outputKind, file: file)
+        let identity = TeacherIdentity(name: name, description: description ?? "imported from \((file as NSString).lastPathComponent) (\(kind) at T \(temperature))",
+                                       contentHash: try TeacherImporter.contentHash(of: file))
+        let layout = SoftLabelLayout(writeTemperature: writeTemperature, dtype: LogProbDType(name: dtype)!, topK: topK)
+        try DiskSpace.check(path: out, needed: SoftLabelPlan(samples: store.count, classes: store.classCount, layout: layout).bytes)
+        let writer = try SoftLabelWriter(path: out, dataset: store.manifest, teacher: identity, layout: layout)
+        let written = try TeacherOutput.write(writer) { range in range.map { [outputKind.toLogits(rows[$0], temperature: temperature)] } }
+        print("imported \(written) samples × \(store.classCount) classes from \(file) into \(out) as teacher '\(name)' (T_w \(writeTemperature), \(dtype))")
+    }
+}

@@ -1,0 +1,118 @@
+"""kdcache import from .npy, .safetensors, JSONL and CSV written by Python; Python reads the cache
+back (FORMAT.md reader) and gets log_softmax(z / T_w), re-tempered exactly to any T."""
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import kdcache  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[3]
+BIN = os.environ.get("KDCACHE_BIN", str(ROOT / ".build/debug/kdcache"))
+
+
+def run(*args, check=True):
+    r = subprocess.run([BIN, *map(str, args)], capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise AssertionError(r.stdout + r.stderr)
+    return r
+
+
+def log_softmax(z, axis=-1):
+    z = z - z.max(axis=axis, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    d = tmp_path_factory.mktemp("imp")
+    run("prep", ROOT / "fixtures/digits/digits.csv", "--out", d / "d.lmdb", "--feature-columns", "px*", "--label-column", "label",
+        "--id-column", "id", "--quiet")
+    rng = np.random.default_rng(5)
+    logits = rng.normal(0, 3, (1797, 10)).astype(np.float32)
+    ids = [kdcache.open(str(d / "d.lmdb")).id(i) for i in range(1797)]
+    return d, logits, ids
+
+
+def write_safetensors(path, array):
+    header = {"logits": {"dtype": "F32", "shape": list(array.shape), "data_offsets": [0, array.nbytes]}, "__metadata__": {"by": "test"}}
+    h = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(h)) + h + array.astype("<f4").tobytes())
+
+
+@pytest.mark.parametrize("form", ["npy", "npy-f16", "npy-ids", "safetensors", "jsonl", "csv"])
+def test_import_round_trip(setup, tmp_path, form):
+    d, logits, ids = setup
+    src = tmp_path / "x"
+    extra = []
+    expected = logits.astype(np.float64)
+    if form == "npy":
+        src = tmp_path / "x.npy"; np.save(src, logits)
+    elif form == "npy-f16":
+        src = tmp_path / "x.npy"; np.save(src, logits.astype(np.float16)); expected = logits.astype(np.float16).astype(np.float64)
+    elif form == "npy-ids":
+        order = np.random.default_rng(1).permutation(1797)
+        src = tmp_path / "x.npy"; np.save(src, logits[order])
+        (tmp_path / "ids.txt").write_text("\n".join(ids[i] for i in order) + "\n")
+        extra = ["--ids", tmp_path / "ids.txt"]
+    elif form == "safetensors":
+        src = tmp_path / "x.safetensors"; write_safetensors(src, logits)
+    elif form == "jsonl":
+        src = tmp_path / "x.jsonl"
+        src.write_text("".join(json.dumps({"id": ids[i], "logits": logits[i].tolist()}) + "\n" for i in reversed(range(1797))))
+    elif form == "csv":
+        src = tmp_path / "x.csv"
+        src.write_text("id," + ",".join(f"c{c}" for c in range(10)) + "\n" +
+                       "".join(ids[i] + "," + ",".join(repr(float(v)) for v in logits[i]) + "\n" for i in range(1797)))
+    out = tmp_path / "c.lmdb"
+    run("import", src, "--data", d / "d.lmdb", "--out", out, "--dtype", "f32", "--write-temperature", "2", *extra)
+    assert run("verify", out, "--data", d / "d.lmdb").returncode == 0
+    cache = kdcache.open(str(out))
+    stored = np.array([cache.log_probs(i) for i in range(1797)])
+    np.testing.assert_allclose(stored, log_softmax(expected / 2), atol=2e-5)
+    at4 = np.array([cache.log_probs(i, temperature=4) for i in (0, 77, 1796)])
+    np.testing.assert_allclose(at4, log_softmax(expected[[0, 77, 1796]] / 4), atol=2e-5)
+
+
+def test_probs_at_a_temperature_are_re_tempered_exactly(setup, tmp_path):
+    d, logits, _ = setup
+    probs = np.exp(log_softmax(logits.astype(np.float64) / 3))
+    np.save(tmp_path / "p.npy", probs)
+    out = tmp_path / "c.lmdb"
+    run("import", tmp_path / "p.npy", "--data", d / "d.lmdb", "--out", out, "--kind", "probs", "--temperature", "3",
+        "--dtype", "f32", "--write-temperature", "1")
+    cache = kdcache.open(str(out))
+    np.testing.assert_allclose(cache.log_probs(5), log_softmax(logits[5].astype(np.float64)), atol=1e-4)
+
+
+@pytest.mark.parametrize("case,message", [
+    ("rows", "x.npy: 1796 rows, the dataset has 1797 samples. Export one row per sample in dataset order, or pass --ids"),
+    ("classes", "x.npy: row 0 has 9 values, the dataset has 10 classes"),
+    ("nan", "x.npy: sample 3 class 2: nan is not a valid logits value. Fix the teacher's output for this sample"),
+    ("id", "x.jsonl: line 2: id 'nope' is not in the dataset"),
+    ("missing", "x.jsonl: 1796 samples have no values, the first is sample 1 (id 'd0001')"),
+])
+def test_bad_imports_name_the_problem_and_write_nothing(setup, tmp_path, case, message):
+    d, logits, ids = setup
+    if case == "rows":
+        np.save(tmp_path / "x.npy", logits[:-1]); src = tmp_path / "x.npy"
+    elif case == "classes":
+        np.save(tmp_path / "x.npy", logits[:, :9]); src = tmp_path / "x.npy"
+    elif case == "nan":
+        bad = logits.copy(); bad[3, 2] = np.nan; np.save(tmp_path / "x.npy", bad); src = tmp_path / "x.npy"
+    else:
+        src = tmp_path / "x.jsonl"
+        lines = [json.dumps({"id": ids[0], "logits": logits[0].tolist()})]
+        if case == "id":
+            lines.append(json.dumps({"id": "nope", "logits": logits[1].tolist()}))
+        src.write_text("\n".join(lines) + "\n")
+    r = run("import", src, "--data", d / "d.lmdb", "--out", tmp_path / "c.lmdb", check=False)
+    assert r.returncode == 1
+    assert message in r.stderr, r.stderr
+    assert not (tmp_path / "c.lmdb").exists()

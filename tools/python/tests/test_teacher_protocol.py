@@ -1,0 +1,134 @@
+"""kdcache teach --exec with real Python teacher processes: values, every failure message, resume
+after a failure and after kill -9 (the content equals an uninterrupted run's)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import kdcache  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[3]
+BIN = os.environ.get("KDCACHE_BIN", str(ROOT / ".build/debug/kdcache"))
+TEACHER = f"{sys.executable} {ROOT}/tools/teachers/centroid_teacher.py"
+
+
+def run(*args, check=True):
+    r = subprocess.run([BIN, *map(str, args)], capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise AssertionError(r.stdout + r.stderr)
+    return r
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("teach")
+    rows = ["id,label,text"] + [f"r{i},{['food', 'code', 'law'][i % 3]},{['apple pie', 'kernel bug', 'court order'][i % 3]} word{i % 11}" for i in range(900)]
+    (d / "d.csv").write_text("\n".join(rows) + "\n")
+    run("prep", d / "d.csv", "--out", d / "d.lmdb", "--text-column", "text", "--label-column", "label", "--id-column", "id",
+        "--hash-bits", "8", "--quiet")
+    return d / "d.lmdb"
+
+
+def records(path):
+    store = kdcache.open(str(path))
+    name = next(iter(store.manifest["teachers"]))
+    with store.env.begin(db=store._dbs[name]) as txn:
+        out = {bytes(k): bytes(v) for k, v in txn.cursor()}
+    store.env.close()
+    return out
+
+
+def teach(data, out, *extra, check=True):
+    return run("teach", "--exec", f"{TEACHER} --data {data} " + " ".join(extra), "--data", data, "--out", out,
+               "--batch-size", "100", "--commit-every", "200", "--quiet", check=check)
+
+
+@pytest.fixture(scope="module")
+def clean(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("clean") / "t.lmdb"
+    teach(data, out)
+    return out
+
+
+def test_values_are_the_teachers_logits_softened(data, clean):
+    store, ds = kdcache.open(str(clean)), kdcache.open(str(data))
+    teacher = store.manifest["teachers"]["centroid"]
+    assert teacher["write_temperature"] == 2.0 and teacher["completed"] == [[0, 900]]
+    assert run("verify", clean, "--data", data).returncode == 0
+    # Recompute the centroid teacher's logits in numpy for a few samples.
+    dim = ds.manifest["featurizer"]["dimension"]
+    def vec(r):
+        v = np.zeros(dim); v[r["indices"]] = r["values"]; return v / max(np.linalg.norm(v), 1e-12)
+    cent = np.zeros((3, dim))
+    for _, r in ds:
+        if r["split"] == "train":
+            cent[r["label"]] += vec(r)
+    cent /= np.linalg.norm(cent, axis=1, keepdims=True)
+    for i in (0, 1, 450, 899):
+        z = 10 * cent @ vec(ds.record(i)) / 2.0
+        expected = z - z.max() - np.log(np.exp(z - z.max()).sum())
+        np.testing.assert_allclose(store.log_probs(i), expected, atol=2e-3)
+
+
+@pytest.mark.parametrize("mode,message", [
+    ("nan", "sample 650: NaN or infinity among the values"),
+    ("count", "sample 650: 2 values, the dataset has 3 classes"),
+    ("unknown", "sample 1000000000 was not in the batch 600..<700"),
+    ("skip", "sample 650 is missing from the teacher's answer"),
+    ("garbage", "answered samples 600..<700 with a line that is not a JSON object: this is not json"),
+    ("die", "exited with status 3 before answering samples 600..<700"),
+])
+def test_bad_teacher_output_names_the_sample_and_keeps_committed_batches(data, clean, tmp_path, mode, message):
+    out = tmp_path / "t.lmdb"
+    r = teach(data, out, f"--misbehave {mode} --at 650", check=False)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert message in r.stderr, r.stderr
+    if mode == "die":
+        assert "dying on purpose" in r.stderr, "the teacher's stderr is shown"
+    partial = kdcache.open(str(out))
+    assert partial.manifest["teachers"]["centroid"]["completed"] == [[0, 600]]
+    partial.env.close()
+    teach(data, out)  # resumes after the committed batches
+    assert records(out) == records(clean)
+
+
+def test_a_silent_teacher_times_out(data, tmp_path):
+    r = run("teach", "--exec", f"{TEACHER} --data {data} --misbehave hang --at 5", "--data", data, "--out", tmp_path / "t.lmdb",
+            "--timeout", "2", "--quiet", check=False)
+    assert r.returncode == 1
+    assert "timed out after 2 s waiting for samples 0..<256" in r.stderr, r.stderr
+
+
+def test_kill_9_then_rerun_equals_an_uninterrupted_run(data, clean, tmp_path):
+    out = tmp_path / "t.lmdb"
+    proc = subprocess.Popen([BIN, "teach", "--exec", f"{TEACHER} --data {data} --slow 0.15", "--data", str(data), "--out", str(out),
+                             "--batch-size", "100", "--commit-every", "200", "--quiet"], start_new_session=True)
+    deadline = time.time() + 60
+    done = 0
+    while time.time() < deadline and done < 400:
+        time.sleep(0.1)
+        r = run("info", out, "--json", check=False)
+        if r.returncode == 0:
+            done = sum(b - a for a, b in json.loads(r.stdout)["soft_labels"]["teachers"]["centroid"]["completed"])
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 400 <= done < 900, f"killed after {done} samples"
+    assert run("verify", out).returncode == 0, "what was committed before the kill is intact"
+    teach(data, out)
+    assert records(out) == records(clean)
+
+
+def test_sklearn_teacher_end_to_end(data, tmp_path):
+    out = tmp_path / "t.lmdb"
+    run("teach", "--exec", f"{sys.executable} {ROOT}/tools/teachers/sklearn_teacher.py --data {data}", "--data", data, "--out", out, "--quiet")
+    store, ds = kdcache.open(str(out)), kdcache.open(str(data))
+    assert store.manifest["teachers"]["sklearn-tfidf-lr"]["completed"] == [[0, 900]]
+    accuracy = np.mean([store.log_probs(i).argmax() == ds.label(i) for i in range(len(ds))])
+    assert accuracy > 0.9
