@@ -227,6 +227,41 @@ public final class SoftLabelWriter {
         manifest = updated
     }
 
+    /// Writes already-encoded records (as another cache stores them: copied byte for byte, so a
+    /// merge is bit-exact) and marks `ranges` complete, in one transaction. Each record is checked
+    /// (structure, CRC, layout) before anything is written. Keys must ascend.
+    public func writeEncoded(_ records: [(key: UInt64, bytes: UnsafeRawBufferPointer)], completing ranges: [Range<Int>],
+                             metrics: [String: Double] = [:]) throws {
+        for r in records {
+            let sample = Int(r.key >> 32), view = Int(r.key & 0xffff_ffff)
+            let decoded = Result { () throws(RecordError) -> SoftLabelView in try SoftLabelView(r.bytes, classCount: classCount) }
+            guard case .success(let v) = decoded else {
+                if case .failure(let e) = decoded { throw StoreError(path: path, message: "sample \(sample) view \(view): \(e)") }
+                continue
+            }
+            guard v.dtype == layout.dtype, v.topK == layout.topK, sample < manifest.sampleCount, view < layout.views else {
+                throw StoreError(path: path, message: "sample \(sample) view \(view) does not fit the teacher's layout")
+            }
+        }
+        var updated = manifest
+        var entry = updated.teachers[teacherName]!
+        var completed = entry.completedRanges
+        for r in ranges { completed = insertRange(r, into: completed) }
+        entry.completed = completed.map { [$0.lowerBound, $0.upperBound] }
+        for (k, v) in metrics { entry.metrics[k] = v }
+        updated.teachers[teacherName] = entry
+        let encoded = try ManifestCoding.encode(updated)
+        let (db, meta) = (self.records, self.meta)
+        try environment.write { txn throws in
+            for r in records {
+                var key = r.key.bigEndian
+                try withUnsafeBytes(of: &key) { k in try txn.put(r.bytes, forKey: k, in: db, flags: .append) }
+            }
+            try txn.put(encoded, forKey: DatabaseName.manifestKey, in: meta)
+        }
+        manifest = updated
+    }
+
     /// Flushes to disk (records are durable after each commit already; this is for `.noSync` use).
     public func sync() throws { try environment.sync() }
 }
@@ -334,6 +369,21 @@ public final class SoftLabelStore: @unchecked Sendable {
                 do { return try body(sample, view, .success(try SoftLabelView(value, classCount: classCount))) }
                 catch let e as RecordError { return try body(sample, view, .failure(e)) }
             }
+        }
+    }
+
+    /// Lends every record of a teacher as (key, encoded bytes), in key order, inside one read
+    /// transaction; `body` sees buffers valid only while it runs.
+    public func withEncodedRecords<R>(teacher: String, _ body: ([(key: UInt64, bytes: UnsafeRawBufferPointer)]) throws -> R) throws -> R {
+        guard let db = teacherDatabases[teacher] else { throw StoreError(path: path, message: "no teacher '\(teacher)'") }
+        return try environment.read { txn throws in
+            var records: [(key: UInt64, bytes: UnsafeRawBufferPointer)] = []
+            try txn.forEach(in: db) { key, value in
+                guard key.count == 8 else { throw StoreError(path: path, message: "malformed key of \(key.count) bytes in teacher \(teacher)") }
+                records.append((UInt64(bigEndian: key.loadUnaligned(as: UInt64.self)), value))
+                return true
+            }
+            return try body(records)
         }
     }
 

@@ -1,0 +1,119 @@
+import Foundation
+import LMDB
+
+/// What a merge found besides the records it wrote.
+public struct MergeReport: Sendable {
+    /// Per teacher: sample ranges no shard completed.
+    public var gaps: [String: [Range<Int>]]
+    /// Per teacher: records present in more than one shard (identical, so written once).
+    public var duplicates: [String: Int]
+    public var records: [String: Int]
+}
+
+/// Merges soft-label caches written by shards of one run (`kdcache merge`).
+///
+/// Shards must agree on the dataset (fingerprint, labels, featurizer) and, for every teacher they
+/// share, on its identity and layout; a record present in several shards must be byte-identical.
+/// Records are copied as stored, so the result equals a single-process run's records bit for bit.
+/// The output is written under a temporary name and renamed when complete.
+public enum CacheMerger {
+    public static func merge(_ paths: [String], into output: String, overwrite: Bool = false) throws -> MergeReport {
+        guard !paths.isEmpty else { throw StoreError(path: output, message: "nothing to merge", hint: "Name the shard caches") }
+        if FileManager.default.fileExists(atPath: output) && !overwrite {
+            throw StoreError(path: output, message: "already exists", hint: "Pass --force to replace it, or choose another --out")
+        }
+        let stores = try paths.map { try SoftLabelStore(path: $0) }
+        let first = stores[0].manifest
+        var teachers: [String: (TeacherManifest, String)] = [:]
+        for store in stores {
+            let m = store.manifest
+            if m.datasetFingerprint != first.datasetFingerprint {
+                throw StoreError(path: store.path, message: "dataset fingerprint \(m.datasetFingerprint) differs from \(paths[0])'s \(first.datasetFingerprint)",
+                                 hint: "Merge only shards written against the same dataset store")
+            }
+            if m.labels != first.labels { throw StoreError(path: store.path, message: "label set differs from \(paths[0])'s") }
+            if m.featurizerSignature != first.featurizerSignature { throw StoreError(path: store.path, message: "featurizer differs from \(paths[0])'s") }
+            for (name, t) in m.teachers {
+                if let (seen, seenPath) = teachers[name] {
+                    if seen.identity != t.identity {
+                        throw StoreError(path: store.path, message: "teacher '\(name)' has another identity than in \(seenPath) (content hash \(t.identity.contentHash) vs \(seen.identity.contentHash))")
+                    }
+                    if seen.writeTemperature != t.writeTemperature || seen.dtype != t.dtype || seen.topK != t.topK || seen.views != t.views {
+                        throw StoreError(path: store.path, message: "teacher '\(name)' has another layout than in \(seenPath) (T_w \(t.writeTemperature) vs \(seen.writeTemperature), \(t.dtype) vs \(seen.dtype), top-k \(t.topK) vs \(seen.topK), views \(t.views) vs \(seen.views))")
+                    }
+                } else {
+                    teachers[name] = (t, store.path)
+                }
+            }
+        }
+        let temporary = output + ".tmp-\(getpid())"
+        removeStoreFiles(temporary)
+        var report = MergeReport(gaps: [:], duplicates: [:], records: [:])
+        do {
+            let dataset = DatasetManifest(created: first.created, sourceFiles: [], featurizer: FeaturizerConfig(kind: "", signature: first.featurizerSignature, dimension: 0),
+                                          labels: first.labels, sampleCount: first.sampleCount, splitCounts: [:], classCounts: [:],
+                                          split: SplitConfig(method: ""), hasText: false, fingerprint: first.datasetFingerprint, skippedRows: [:])
+            for name in teachers.keys.sorted() {
+                let (t, _) = teachers[name]!
+                let writer = try SoftLabelWriter(path: temporary, dataset: dataset, teacher: t.identity,
+                                                 layout: SoftLabelLayout(writeTemperature: t.writeTemperature, dtype: t.logProbDType, topK: t.topK, views: t.views))
+                let holders = stores.filter { $0.manifest.teachers[name] != nil }
+                var completed: [Range<Int>] = []
+                for s in holders { for r in s.manifest.teachers[name]!.completedRanges { completed = insertRange(r, into: completed) } }
+                var metrics: [String: Double] = [:]
+                for s in holders { metrics.merge(s.manifest.teachers[name]!.metrics) { a, _ in a } }
+                let (written, duplicates) = try mergeRecords(holders, teacher: name, writer: writer, completed: completed, metrics: metrics)
+                report.records[name] = written
+                report.duplicates[name] = duplicates
+                report.gaps[name] = StoreVerifier.gapsOf(completed, total: first.sampleCount)
+            }
+            guard rename(temporary, output) == 0 else {
+                throw StoreError(path: output, message: "cannot rename \(temporary) into place: \(String(cString: strerror(errno)))")
+            }
+            unlink(temporary + "-lock")
+            return report
+        } catch {
+            removeStoreFiles(temporary)
+            throw error
+        }
+    }
+
+    /// A k-way merge of the shards' key-ordered records, copied in batches of 50,000.
+    static func mergeRecords(_ stores: [SoftLabelStore], teacher: String, writer: SoftLabelWriter,
+                             completed: [Range<Int>], metrics: [String: Double]) throws -> (Int, Int) {
+        func nest(_ i: Int, _ lists: [[(key: UInt64, bytes: UnsafeRawBufferPointer)]]) throws -> (Int, Int) {
+            if i < stores.count {
+                return try stores[i].withEncodedRecords(teacher: teacher) { try nest(i + 1, lists + [$0]) }
+            }
+            var cursors = [Int](repeating: 0, count: lists.count)
+            var batch: [(key: UInt64, bytes: UnsafeRawBufferPointer)] = []
+            var written = 0, duplicates = 0
+            while true {
+                var best: Int? = nil
+                for (j, list) in lists.enumerated() where cursors[j] < list.count {
+                    if best == nil || list[cursors[j]].key < lists[best!][cursors[best!]].key { best = j }
+                }
+                guard let b = best else { break }
+                let record = lists[b][cursors[b]]
+                for (j, list) in lists.enumerated() where j != b && cursors[j] < list.count && list[cursors[j]].key == record.key {
+                    guard list[cursors[j]].bytes.elementsEqual(record.bytes) else {
+                        throw StoreError(path: stores[j].path, message: "teacher \(teacher) sample \(record.key >> 32) view \(record.key & 0xffff_ffff) differs from \(stores[b].path)",
+                                         hint: "The shards disagree: rerun the shard that is wrong")
+                    }
+                    cursors[j] += 1
+                    duplicates += 1
+                }
+                cursors[b] += 1
+                batch.append(record)
+                if batch.count == 50_000 {
+                    try writer.writeEncoded(batch, completing: [])
+                    written += batch.count
+                    batch.removeAll(keepingCapacity: true)
+                }
+            }
+            try writer.writeEncoded(batch, completing: completed, metrics: metrics)
+            return (written + batch.count, duplicates)
+        }
+        return try nest(0, [])
+    }
+}

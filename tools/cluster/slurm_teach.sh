@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Run a teacher over a dataset store as a Slurm job array: task i of N writes shard i/N, then one
+# dependent job merges the shards. kdcache reads SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT itself.
+#
+#   sbatch --array=0-7 tools/cluster/slurm_teach.sh data.lmdb caches/
+#   sbatch --dependency=afterok:<array job id> --wrap 'kdcache merge caches/shard-*.lmdb --out teacher.lmdb --require-complete'
+#
+# A task that fails or is preempted can simply be resubmitted: it resumes after its committed batches.
+#SBATCH --job-name=kdcache-teach
+#SBATCH --cpus-per-task=2
+#SBATCH --mem=8G
+#SBATCH --time=04:00:00
+set -euo pipefail
+data=${1:?usage: slurm_teach.sh DATA.lmdb OUTDIR [extra kdcache teach flags]}
+outdir=${2:?usage: slurm_teach.sh DATA.lmdb OUTDIR [extra kdcache teach flags]}
+shift 2
+mkdir -p "$outdir"
+exec kdcache teach --data "$data" --out "$outdir/shard-${SLURM_ARRAY_TASK_ID}.lmdb" --quiet "$@"

@@ -1,0 +1,87 @@
+"""N local processes each write --shard i/N; kdcache merge yields the single-process cache."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import kdcache  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[3]
+BIN = os.environ.get("KDCACHE_BIN", str(ROOT / ".build/debug/kdcache"))
+
+
+def run(*args, check=True, env=None):
+    r = subprocess.run([BIN, *map(str, args)], capture_output=True, text=True, env=env)
+    if check and r.returncode != 0:
+        raise AssertionError(r.stdout + r.stderr)
+    return r
+
+
+def records(path):
+    store = kdcache.open(str(path))
+    out = {}
+    for name, db in store._dbs.items():
+        with store.env.begin(db=db) as txn:
+            out[name] = {bytes(k): bytes(v) for k, v in txn.cursor()}
+    manifest = store.manifest
+    store.env.close()
+    return out, manifest
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("shards")
+    rows = ["id,label,text"] + [f"r{i},{['a', 'b', 'c'][i % 3]},{['red apple', 'blue sky', 'green tree'][i % 3]} n{i % 17}" for i in range(500)]
+    (d / "d.csv").write_text("\n".join(rows) + "\n")
+    run("prep", d / "d.csv", "--out", d / "d.lmdb", "--text-column", "text", "--label-column", "label", "--hash-bits", "8", "--quiet")
+    return d
+
+
+TEACH = ["--teacher", "linear", "--epochs", "2", "--ensemble", "2", "--quiet", "--commit-every", "64"]
+
+
+def test_parallel_shards_merge_into_the_single_process_cache(data):
+    single = data / "single.lmdb"
+    run("teach", "--data", data / "d.lmdb", "--out", single, *TEACH)
+    procs = [subprocess.Popen([BIN, "teach", "--data", str(data / "d.lmdb"), "--out", str(data / f"s{i}.lmdb"), "--shard", f"{i}/3", *TEACH])
+             for i in range(3)]
+    assert all(p.wait() == 0 for p in procs)
+    r = run("merge", *(data / f"s{i}.lmdb" for i in range(3)), "--out", data / "merged.lmdb")
+    assert "builtin: 500 records from 3 shards (0 identical duplicates), complete" in r.stdout
+    merged, manifest = records(data / "merged.lmdb")
+    expected, single_manifest = records(single)
+    assert merged == expected
+    assert manifest["teachers"]["builtin"]["completed"] == [[0, 500]]
+    assert manifest["teachers"]["builtin"]["identity"] == single_manifest["teachers"]["builtin"]["identity"]
+    assert run("verify", data / "merged.lmdb", "--data", data / "d.lmdb").returncode == 0
+
+
+def test_slurm_variables_choose_the_shard_and_gaps_are_reported(data):
+    env = dict(os.environ, SLURM_ARRAY_TASK_ID="1", SLURM_ARRAY_TASK_COUNT="4")
+    run("teach", "--data", data / "d.lmdb", "--out", data / "slurm1.lmdb", *TEACH, env=env)
+    _, manifest = records(data / "slurm1.lmdb")
+    assert manifest["teachers"]["builtin"]["completed"] == [[125, 250]]
+    r = run("merge", data / "slurm1.lmdb", "--out", data / "partial.lmdb", "--require-complete", check=False)
+    assert r.returncode == 1
+    assert "375 samples missing: 0..<125, 250..<500" in r.stdout
+
+
+def test_disagreeing_shards_are_refused(data):
+    run("teach", "--data", data / "d.lmdb", "--out", data / "x0.lmdb", "--shard", "0/2", *TEACH)
+    run("teach", "--data", data / "d.lmdb", "--out", data / "y0.lmdb", "--shard", "0/2", *TEACH, "--seed", "9", "--name", "builtin")
+    r = run("merge", data / "x0.lmdb", data / "y0.lmdb", "--out", data / "bad.lmdb", check=False)
+    assert r.returncode == 1
+    assert "teacher 'builtin' has another identity than in" in r.stderr, r.stderr
+    assert not (data / "bad.lmdb").exists()
+
+
+def test_plan_estimates_the_size(data):
+    r = run("plan", "--data", data / "d.lmdb", "--dtype", "f16", "--views", "4")
+    assert "2000 records (500 samples × 4 views) of 14 bytes" in r.stdout
+    run("teach", "--data", data / "d.lmdb", "--out", data / "planned.lmdb", *TEACH)
+    estimate = int(run("plan", "--data", data / "d.lmdb").stdout.split("estimated size on disk: ")[1].split()[0])
+    actual = (data / "planned.lmdb").stat().st_size
+    assert 0.5 * actual <= estimate <= 2 * actual, (estimate, actual)
