@@ -74,8 +74,14 @@ public final class ExternalTeacher {
 
     /// Sends the samples of `range` and returns one row of logits per sample (in range order).
     public func outputs(for range: Range<Int>, store: DatasetStore) throws -> [[Float]] {
+        try outputs(for: Array(range), store: store, label: "samples \(range.lowerBound)..<\(range.upperBound)")
+    }
+
+    /// Sends `indices` as one batch and returns one row of logits per index, in the same order.
+    public func outputs(for indices: [Int], store: DatasetStore, label: String? = nil) throws -> [[Float]] {
+        let context = label ?? "the batch of \(indices.count) samples starting with sample \(indices.first ?? 0)"
         var samples: [[String: Any]] = []
-        for i in range {
+        for i in indices {
             var s: [String: Any] = ["index": i, "id": try store.id(of: i) ?? ""]
             if store.manifest.hasText { s["text"] = try store.text(of: i) ?? "" }
             let r = try store.sample(i)
@@ -84,15 +90,16 @@ public final class ExternalTeacher {
             samples.append(s)
         }
         try send(["type": "batch", "samples": samples])
-        let reply = try receive(context: "samples \(range.lowerBound)..<\(range.upperBound)")
+        let reply = try receive(context: context)
         guard reply["type"] as? String == "outputs", let list = reply["outputs"] as? [[String: Any]] else {
-            throw failure("expected outputs for samples \(range.lowerBound)..<\(range.upperBound), got: \(reply["type"] ?? "a message without type")")
+            throw failure("expected outputs for \(context), got: \(reply["type"] ?? "a message without type")")
         }
-        var rows = [[Float]?](repeating: nil, count: range.count)
+        let position = Dictionary(uniqueKeysWithValues: indices.enumerated().map { ($1, $0) })
+        var rows = [[Float]?](repeating: nil, count: indices.count)
         let C = store.classCount
         for entry in list {
-            guard let index = (entry["index"] as? NSNumber)?.intValue else { throw failure("an output without \"index\" in the batch \(range)") }
-            guard range.contains(index) else { throw failure("sample \(index) was not in the batch \(range.lowerBound)..<\(range.upperBound)") }
+            guard let index = (entry["index"] as? NSNumber)?.intValue else { throw failure("an output without \"index\" in \(context)") }
+            guard let slot = position[index] else { throw failure("sample \(index) was not in \(context)") }
             guard let raw = entry["values"] as? [Any] else { throw failure("sample \(index): no \"values\" array") }
             let values = raw.map { ($0 as? NSNumber)?.floatValue ?? ($0 as? String).flatMap { nonFiniteTokens.contains($0) ? Float($0) : nil } }
             guard values.count == C else { throw failure("sample \(index): \(values.count) values, the dataset has \(C) classes") }
@@ -101,11 +108,11 @@ public final class ExternalTeacher {
             guard floats.allSatisfy({ $0.isFinite || (ready.kind != .logits && $0 == -.infinity) }) else {
                 throw failure("sample \(index): NaN or infinity among the values")
             }
-            if rows[index - range.lowerBound] != nil { throw failure("sample \(index) answered twice") }
-            rows[index - range.lowerBound] = ready.kind.toLogits(floats, temperature: ready.temperature)
+            if rows[slot] != nil { throw failure("sample \(index) answered twice") }
+            rows[slot] = ready.kind.toLogits(floats, temperature: ready.temperature)
         }
         if let missing = rows.firstIndex(where: { $0 == nil }) {
-            throw failure("sample \(range.lowerBound + missing) is missing from the teacher's answer")
+            throw failure("sample \(indices[missing]) is missing from the teacher's answer")
         }
         return rows.map { $0! }
     }

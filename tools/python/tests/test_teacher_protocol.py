@@ -80,7 +80,7 @@ def test_values_are_the_teachers_logits_softened(data, clean):
 @pytest.mark.parametrize("mode,message", [
     ("nan", "sample 650: NaN or infinity among the values"),
     ("count", "sample 650: 2 values, the dataset has 3 classes"),
-    ("unknown", "sample 1000000000 was not in the batch 600..<700"),
+    ("unknown", "sample 1000000000 was not in samples 600..<700"),
     ("skip", "sample 650 is missing from the teacher's answer"),
     ("garbage", "answered samples 600..<700 with a line that is not a JSON object: this is not json"),
     ("die", "exited with status 3 before answering samples 600..<700"),

@@ -1,0 +1,68 @@
+import Foundation
+
+/// How far two soft-label distributions are apart, over many samples (`kdcache diff`, `fidelity`).
+///
+/// Per sample, at T = 1: argmax agreement, KL(p_a ‖ p_b) = Σ p_a (log p_a − log p_b) with
+/// 0 · log 0 = 0, and the largest absolute difference of probabilities.
+public struct DistributionComparison: Sendable {
+    public struct Worst: Sendable { public var sample: Int; public var view: Int; public var kl: Double; public var maxAbs: Double }
+
+    public private(set) var count = 0
+    public private(set) var agreements = 0
+    public private(set) var klSum = 0.0
+    public private(set) var klMax = 0.0
+    public private(set) var maxAbsolute = 0.0
+    public private(set) var worst: [Worst] = []
+    let keep: Int
+
+    public init(keep: Int = 10) { self.keep = keep }
+
+    public var agreement: Double { count > 0 ? Double(agreements) / Double(count) : 1 }
+    public var meanKL: Double { count > 0 ? klSum / Double(count) : 0 }
+
+    /// Adds one sample given both sides' log-probabilities.
+    public mutating func add(sample: Int, view: Int = 0, _ a: [Float], _ b: [Float]) {
+        var kl = 0.0, maxAbs = 0.0
+        var argA = 0, argB = 0
+        for c in a.indices {
+            let pa = exp(Double(a[c])), pb = exp(Double(b[c]))
+            if pa > 0 { kl += pa * (Double(a[c]) - max(Double(b[c]), -1e30)) }
+            maxAbs = max(maxAbs, abs(pa - pb))
+            if a[c] > a[argA] { argA = c }
+            if b[c] > b[argB] { argB = c }
+        }
+        count += 1
+        if argA == argB { agreements += 1 }
+        klSum += kl
+        klMax = max(klMax, kl)
+        maxAbsolute = max(maxAbsolute, maxAbs)
+        if worst.count < keep || kl > worst.last!.kl {
+            worst.append(Worst(sample: sample, view: view, kl: kl, maxAbs: maxAbs))
+            worst.sort { $0.kl > $1.kl }
+            if worst.count > keep { worst.removeLast() }
+        }
+    }
+
+    /// Compares two caches of the same dataset, record by record, at T = 1.
+    public static func compare(_ a: SoftLabelStore, teacher ta: String?, _ b: SoftLabelStore, teacher tb: String?, keep: Int = 10) throws -> DistributionComparison {
+        guard a.manifest.datasetFingerprint == b.manifest.datasetFingerprint else {
+            throw StoreError(path: b.path, message: "written for dataset \(b.manifest.datasetFingerprint), but \(a.path) for \(a.manifest.datasetFingerprint)",
+                             hint: "diff compares caches of the same dataset store")
+        }
+        guard a.manifest.labels == b.manifest.labels else { throw StoreError(path: b.path, message: "label set differs from \(a.path)'s") }
+        let tableA = try a.table(teacher: ta), tableB = try b.table(teacher: tb)
+        let views = min(tableA.views, tableB.views)
+        let Twa = Float(tableA.teacher.writeTemperature), Twb = Float(tableB.teacher.writeTemperature)
+        var result = DistributionComparison(keep: keep)
+        let C = a.classCount
+        var la = [Float](repeating: 0, count: C), lb = la
+        for s in 0..<a.manifest.sampleCount {
+            for v in 0..<views {
+                tableA.records[s * tableA.views + v].decode(into: &la)
+                tableB.records[s * tableB.views + v].decode(into: &lb)
+                result.add(sample: s, view: v, retemper(la, from: Twa, to: 1), retemper(lb, from: Twb, to: 1))
+            }
+        }
+        return result
+    }
+}

@@ -1,0 +1,50 @@
+import Crypto
+import CZlib
+import Foundation
+import LMDB
+
+/// `kdcache export`: a compacted copy (`mdb_env_copy2` with `MDB_CP_COMPACT`), optionally gzip'd.
+public enum StoreExporter {
+    public struct Result: Sendable { public var bytes: Int; public var sha256: String }
+
+    public static func export(_ path: String, to output: String, compress: Bool, overwrite: Bool) throws -> Result {
+        if FileManager.default.fileExists(atPath: output) && !overwrite {
+            throw StoreError(path: output, message: "already exists", hint: "Pass --force to replace it, or choose another --out")
+        }
+        let (env, _, _) = try openStoreFile(path)
+        let temporary = output + ".tmp-\(getpid())"
+        defer { unlink(temporary); unlink(temporary + ".lmdb") }
+        if compress {
+            try env.copyCompacted(to: temporary + ".lmdb")
+            try gzip(temporary + ".lmdb", to: temporary)
+        } else {
+            try env.copyCompacted(to: temporary)
+        }
+        guard rename(temporary, output) == 0 else {
+            throw StoreError(path: output, message: "cannot rename into place: \(String(cString: strerror(errno)))")
+        }
+        return Result(bytes: fileSize(output), sha256: try sha256(of: output))
+    }
+
+    static func gzip(_ source: String, to destination: String) throws {
+        guard let input = FileHandle(forReadingAtPath: source) else { throw StoreError(path: source, message: "cannot read the compacted copy") }
+        defer { try? input.close() }
+        guard let out = gzopen(destination, "wb6") else { throw StoreError(path: destination, message: "cannot create: \(String(cString: strerror(errno)))") }
+        var closed = false
+        defer { if !closed { gzclose(out) } }
+        while let chunk = try input.read(upToCount: 1 << 20), !chunk.isEmpty {
+            let written = chunk.withUnsafeBytes { gzwrite(out, $0.baseAddress, UInt32($0.count)) }
+            guard written == chunk.count else { throw StoreError(path: destination, message: "write failed (disk full?)") }
+        }
+        closed = true
+        guard gzclose(out) == Z_OK else { throw StoreError(path: destination, message: "finishing the gzip stream failed") }
+    }
+
+    public static func sha256(of path: String) throws -> String {
+        guard let handle = FileHandle(forReadingAtPath: path) else { throw StoreError(path: path, message: "cannot read") }
+        defer { try? handle.close() }
+        var hasher = SHA256()
+        while let chunk = try handle.read(upToCount: 1 << 20), !chunk.isEmpty { hasher.update(data: chunk) }
+        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+    }
+}
