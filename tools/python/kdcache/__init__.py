@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
 import unicodedata
 import zlib
@@ -18,7 +19,7 @@ import zlib
 import lmdb
 import numpy as np
 
-__all__ = ["open", "DatasetStore", "SoftLabelStore", "TextFeaturizer", "hash_split", "fnv1a64", "FormatError"]
+__all__ = ["open", "DatasetStore", "SoftLabelStore", "SoftLabelWriter", "DistillationDataset", "TextFeaturizer", "hash_split", "fnv1a64", "FormatError"]
 
 _U64 = struct.Struct(">Q")
 _SPLITS = ("train", "valid", "test")
@@ -97,11 +98,66 @@ def _lp(b: bytes) -> bytes:
     return struct.pack("<I", len(b)) + b
 
 
+_ENVIRONMENTS: dict = {}
+
+
 def _open_env(path: str) -> lmdb.Environment:
+    """Read-only and without LMDB's lock file (MDB_NOLOCK): works on read-only directories and
+    media, and an environment opened before fork() stays usable in the child (no reader-table slot
+    is shared), which is what PyTorch DataLoader workers need. Readers assume no concurrent writer:
+    kdcache writers build files under a temporary name, or are finished before caches are shared.
+    LMDB forbids opening one file twice in a process, so environments are shared per file."""
     try:
-        return lmdb.open(path, subdir=False, readonly=True, lock=False, max_dbs=64)
+        st = os.stat(path)
+    except OSError as e:
+        raise FormatError(f"{path}: {e.strerror}") from e
+    key = (st.st_dev, st.st_ino)
+    entry = _ENVIRONMENTS.get(key)
+    if entry is not None:
+        entry[1] += 1
+        return entry[0]
+    try:
+        env = lmdb.open(path, subdir=False, readonly=True, lock=False, max_dbs=64)
     except lmdb.Error as e:
         raise FormatError(f"{path}: cannot open as LMDB: {e}") from e
+    _ENVIRONMENTS[key] = [env, 1]
+    return env
+
+
+def _release_env(env) -> None:
+    for key, entry in list(_ENVIRONMENTS.items()):
+        if entry[0] is env:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del _ENVIRONMENTS[key]
+                env.close()
+            return
+
+
+class _Store:
+    """Shared by both stores: the environment (shared per file within a process) and its databases."""
+
+    def __init__(self, env, manifest, path):
+        self.env, self.manifest, self.path = env, manifest, path
+        self._closed = False
+        self._open_dbs()
+
+    def _open_dbs(self):
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return self.manifest["sample_count"]
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            _release_env(self.env)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def open(path: str):  # noqa: A001 - mirrors the builtin on purpose
@@ -109,42 +165,36 @@ def open(path: str):  # noqa: A001 - mirrors the builtin on purpose
     env = _open_env(path)
     try:
         meta = env.open_db(b"meta", create=False)
+        with env.begin(db=meta) as txn:
+            raw = txn.get(b"manifest")
     except lmdb.Error as e:
-        env.close()
+        _release_env(env)
         raise FormatError(f"{path}: not a kdcache store (no 'meta' database)") from e
-    with env.begin(db=meta) as txn:
-        raw = txn.get(b"manifest")
     if raw is None:
-        env.close()
+        _release_env(env)
         raise FormatError(f"{path}: incomplete store (no manifest)")
     manifest = json.loads(raw)
     if manifest.get("schema_version", 0) > 1:
-        env.close()
+        _release_env(env)
         raise FormatError(f"{path}: schema version {manifest['schema_version']} is newer than this reader")
     kind = manifest.get("format")
     if kind == "kdcache-dataset":
         return DatasetStore(env, manifest, path)
     if kind == "kdcache-softlabels":
         return SoftLabelStore(env, manifest, path)
-    env.close()
+    _release_env(env)
     raise FormatError(f"{path}: unknown format {kind!r}")
 
 
-class DatasetStore:
+class DatasetStore(_Store):
     """A dataset store (FORMAT.md §2)."""
 
-    def __init__(self, env, manifest, path):
-        self.env, self.manifest, self.path = env, manifest, path
+    def _open_dbs(self):
+        env = self.env
         self._samples = env.open_db(b"samples", create=False)
         self._texts = env.open_db(b"texts", create=False)
         self._index_to_id = env.open_db(b"index_to_id", create=False)
         self._id_to_index = env.open_db(b"id_to_index", create=False)
-
-    def __len__(self) -> int:
-        return self.manifest["sample_count"]
-
-    def close(self) -> None:
-        self.env.close()
 
     def _get(self, db, i: int) -> bytes:
         with self.env.begin(db=db) as txn:
@@ -222,15 +272,11 @@ def decode_sample(record: bytes, class_count: int | None = None) -> dict:
     return out
 
 
-class SoftLabelStore:
+class SoftLabelStore(_Store):
     """A soft-label cache (FORMAT.md §3)."""
 
-    def __init__(self, env, manifest, path):
-        self.env, self.manifest, self.path = env, manifest, path
-        self._dbs = {name: env.open_db(f"teacher/{name}".encode(), create=False) for name in manifest["teachers"]}
-
-    def __len__(self) -> int:
-        return self.manifest["sample_count"]
+    def _open_dbs(self):
+        self._dbs = {name: self.env.open_db(f"teacher/{name}".encode(), create=False) for name in self.manifest["teachers"]}
 
     def _teacher(self, teacher):
         teachers = self.manifest["teachers"]
@@ -257,6 +303,50 @@ class SoftLabelStore:
     def probs(self, i: int, view: int = 0, temperature: float | None = None, teacher: str | None = None) -> np.ndarray:
         return np.exp(self.log_probs(i, view, temperature, teacher))
 
+    def __iter__(self):
+        """((sample, view), log p at T_w) for the only teacher, in key order."""
+        name, _ = self._teacher(None)
+        classes = len(self.manifest["labels"])
+        with self.env.begin(db=self._dbs[name]) as txn:
+            for k, v in txn.cursor():
+                yield struct.unpack(">II", k), decode_soft_label(bytes(v), classes)
+
+
+class DistillationDataset:
+    """A map-style dataset for PyTorch: item i is (features, label, teacher probabilities at T)
+    of the i-th sample of `split`. A `torch.utils.data.Dataset` when torch is importable (it only
+    needs __len__ and __getitem__); safe in forked DataLoader workers (stores reopen after fork)."""
+
+    def __init__(self, data: "DatasetStore", cache: "SoftLabelStore", split: str = "train", temperature: float = 1.0,
+                 teacher: str | None = None, dense: bool = True):
+        if cache.manifest["dataset_fingerprint"] != data.manifest["fingerprint"]:
+            raise FormatError(f"{cache.path}: written for dataset {cache.manifest['dataset_fingerprint']}, not {data.manifest['fingerprint']}")
+        self.data, self.cache, self.temperature, self.teacher, self.dense = data, cache, temperature, teacher, dense
+        self.indices = [i for i, r in data if r["split"] == split]
+        self.dimension = data.manifest["featurizer"]["dimension"]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int):
+        i = self.indices[k]
+        r = self.data.record(i)
+        if r["kind"] == "sparse" and self.dense:
+            x = np.zeros(self.dimension, dtype=np.float32)
+            x[r["indices"]] = r["values"]
+        else:
+            x = r["values"] if r["kind"] == "dense" else (r["indices"], r["values"])
+        p = self.cache.probs(i, temperature=self.temperature, teacher=self.teacher).astype(np.float32)
+        return x, r["label"], p
+
+
+try:  # Make the adapter a real torch Dataset when torch is present; nothing else changes.
+    import torch.utils.data as _torch_data
+
+    DistillationDataset = type("DistillationDataset", (DistillationDataset, _torch_data.Dataset), {})
+except ImportError:  # pragma: no cover - torch is optional
+    pass
+
 
 def decode_soft_label(record: bytes, class_count: int) -> np.ndarray:
     """Decode and check a soft-label record into dense log-probabilities (FORMAT.md §3.2, §3.4)."""
@@ -281,3 +371,125 @@ def decode_soft_label(record: bytes, class_count: int) -> np.ndarray:
     out = np.full(class_count, log_tail - np.log(rest) if rest else -np.inf, dtype=np.float32)
     out[classes] = values
     return out
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z.astype(np.float64)
+    m = z.max(axis=-1, keepdims=True)
+    return z - m - np.log(np.exp(z - m).sum(axis=-1, keepdims=True))
+
+
+class SoftLabelWriter:
+    """Writes a soft-label cache (FORMAT.md §3) from Python, e.g. from a PyTorch teacher:
+
+        with kdcache.SoftLabelWriter("cache.lmdb", "data.lmdb", name="bert", description="…",
+                                     content_hash="sha256:…", write_temperature=2.0, dtype="f16") as w:
+            for start in range(0, n, 4096):
+                w.write(start, logits[start:start + 4096])        # rows in dataset order
+
+    Each `write` is one transaction holding the records and the manifest's updated completed ranges,
+    so an interrupted run can resume: `w.pending()` lists the sample ranges still missing.
+    """
+
+    def __init__(self, path, dataset, name, description="", content_hash="", write_temperature=1.0, dtype="f16",
+                 views=1, map_size=1 << 30):
+        import datetime
+        if dtype not in ("f16", "f32"):
+            raise ValueError("dtype must be f16 or f32")
+        if views != 1:
+            raise ValueError("this writer writes one view per sample")
+        ds = dataset if isinstance(dataset, DatasetStore) else open(str(dataset))
+        self.classes = len(ds.manifest["labels"])
+        self.sample_count = len(ds)
+        self.dtype, self.views, self.write_temperature, self.name = dtype, views, float(write_temperature), name
+        self.env = lmdb.open(str(path), subdir=False, map_size=map_size, max_dbs=64)
+        self.meta = self.env.open_db(b"meta")
+        self.db = self.env.open_db(f"teacher/{name}".encode())
+        with self.env.begin(db=self.meta) as txn:
+            raw = txn.get(b"manifest")
+        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if raw is None:
+            manifest = {"format": "kdcache-softlabels", "schema_version": 1, "tool_version": "python-0.1.0", "created": now,
+                        "dataset_fingerprint": ds.manifest["fingerprint"], "featurizer_signature": ds.manifest["featurizer"]["signature"],
+                        "labels": ds.manifest["labels"], "sample_count": self.sample_count, "teachers": {}}
+        else:
+            manifest = json.loads(raw)
+            if manifest["dataset_fingerprint"] != ds.manifest["fingerprint"]:
+                raise FormatError(f"{path}: written for another dataset ({manifest['dataset_fingerprint']})")
+        entry = {"identity": {"name": name, "description": description, "content_hash": content_hash},
+                 "write_temperature": self.write_temperature, "dtype": dtype, "top_k": 0, "views": views,
+                 "completed": [], "metrics": {}, "created": now, "tool_version": "python-0.1.0"}
+        old = manifest["teachers"].get(name)
+        if old is not None:
+            same = {k: old[k] for k in ("identity", "write_temperature", "dtype", "top_k", "views")} == \
+                   {k: entry[k] for k in ("identity", "write_temperature", "dtype", "top_k", "views")}
+            if not same:
+                raise FormatError(f"{path}: teacher '{name}' exists with another identity or layout")
+        else:
+            manifest["teachers"][name] = entry
+        self.manifest = manifest
+        self._put_manifest()
+
+    def _put_manifest(self, txn=None):
+        data = json.dumps(self.manifest, sort_keys=True, separators=(",", ":")).encode()
+        if txn is None:
+            with self.env.begin(write=True, db=self.meta) as t:
+                t.put(b"manifest", data)
+        else:
+            txn.put(b"manifest", data, db=self.meta)
+
+    def pending(self):
+        done = sorted(tuple(r) for r in self.manifest["teachers"][self.name]["completed"])
+        out, cursor = [], 0
+        for a, b in done:
+            if a > cursor:
+                out.append((cursor, a))
+            cursor = max(cursor, b)
+        if cursor < self.sample_count:
+            out.append((cursor, self.sample_count))
+        return out
+
+    def encode(self, log_probs: np.ndarray) -> bytes:
+        body = np.asarray(log_probs, dtype="<f2" if self.dtype == "f16" else "<f4").tobytes()
+        head = struct.pack("<BBH", 1, 1 if self.dtype == "f32" else 2, 0)
+        crc = zlib.crc32(body, zlib.crc32(head))
+        return head + struct.pack("<I", crc) + body
+
+    def write(self, start: int, logits, kind: str = "logits", temperature: float = 1.0, view: int = 0):
+        """Rows for samples start, start+1, … (one view); `kind` logits / logprobs / probs at `temperature`."""
+        x = np.asarray(logits, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.classes:
+            raise ValueError(f"expected shape [n, {self.classes}], got {x.shape}")
+        if start < 0 or start + len(x) > self.sample_count:
+            raise ValueError(f"samples {start}..{start + len(x)} outside 0..{self.sample_count}")
+        if kind == "probs":
+            x = np.log(x) * temperature
+        elif kind == "logprobs":
+            x = x * temperature
+        if np.isnan(x).any() or np.isposinf(x).any():
+            bad = int(np.argwhere(np.isnan(x) | np.isposinf(x))[0][0])
+            raise ValueError(f"sample {start + bad}: NaN or +inf")
+        lp = _log_softmax(x / self.write_temperature)
+        entry = self.manifest["teachers"][self.name]
+        ranges = sorted([tuple(r) for r in entry["completed"]] + [(start, start + len(x))])
+        merged = []
+        for a, b in ranges:
+            if merged and a <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], b)
+            else:
+                merged.append([a, b])
+        with self.env.begin(write=True, db=self.db) as txn:
+            for k, row in enumerate(lp):
+                txn.put(struct.pack(">II", start + k, view), self.encode(row))
+            entry["completed"] = merged
+            self._put_manifest(txn)
+
+    def close(self):
+        self.env.sync(True)
+        self.env.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -27,7 +27,7 @@ def records(path):
         with store.env.begin(db=db) as txn:
             out[name] = {bytes(k): bytes(v) for k, v in txn.cursor()}
     manifest = store.manifest
-    store.env.close()
+    store.close()
     return out, manifest
 
 

@@ -41,7 +41,7 @@ def records(path):
     name = next(iter(store.manifest["teachers"]))
     with store.env.begin(db=store._dbs[name]) as txn:
         out = {bytes(k): bytes(v) for k, v in txn.cursor()}
-    store.env.close()
+    store.close()
     return out
 
 
@@ -94,7 +94,7 @@ def test_bad_teacher_output_names_the_sample_and_keeps_committed_batches(data, c
         assert "dying on purpose" in r.stderr, "the teacher's stderr is shown"
     partial = kdcache.open(str(out))
     assert partial.manifest["teachers"]["centroid"]["completed"] == [[0, 600]]
-    partial.env.close()
+    partial.close()
     teach(data, out)  # resumes after the committed batches
     assert records(out) == records(clean)
 
