@@ -67,7 +67,7 @@ public struct SweepReport {
     public func verdict() -> String {
         let (kd, baseline) = comparison
         guard let kd else { return "verdict: no distilled configuration (every α is 0)" }
-        var parts = ["best student \(kd.point.architecture) (α \(kd.point.loss.alpha), T \(kd.point.loss.temperature), lr \(kd.point.optimizer.learningRate)): test \(pm(kd.testAccuracy))"]
+        var parts = ["best distilled student \(kd.point.architecture) (α \(kd.point.loss.alpha), T \(kd.point.loss.temperature), lr \(kd.point.optimizer.learningRate)): test \(pm(kd.testAccuracy))"]
         if let t = teacherTestAccuracy { parts.append("teacher \(fmt(t))") }
         if let b = baseline {
             parts.append("no-KD baseline \(pm(b.testAccuracy))")

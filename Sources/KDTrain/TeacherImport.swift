@@ -260,10 +260,23 @@ struct SafetensorsFile {
             throw ImportError(file: path, message: "no tensor '\(chosen)'", hint: "It has: \(names.joined(separator: ", "))")
         }
         guard shape.count == 2 else { throw ImportError(file: path, message: "tensor '\(chosen)' has shape \(shape), expected [samples, classes]") }
+        return try decode(chosen, dtype: dtype, rows: shape[0], columns: shape[1], offsets: offsets)
+    }
+
+    /// A 1-D tensor as a vector.
+    func vector(tensor name: String) throws -> [Float] {
+        guard let info = header[name] as? [String: Any], let dtype = info["dtype"] as? String,
+              let shape = info["shape"] as? [Int], shape.count == 1, let offsets = info["data_offsets"] as? [Int], offsets.count == 2 else {
+            throw ImportError(file: path, message: "no 1-D tensor '\(name)'")
+        }
+        return try decode(name, dtype: dtype, rows: 1, columns: shape[0], offsets: offsets)[0]
+    }
+
+    private func decode(_ chosen: String, dtype: String, rows: Int, columns: Int, offsets: [Int]) throws -> [[Float]] {
         let descr = ["F32": "<f4", "F16": "<f2", "F64": "<f8"][dtype]
         guard let descr else { throw ImportError(file: path, message: "tensor dtype \(dtype) is not supported", hint: "Use F32, F16 or F64") }
         guard base + offsets[1] <= data.count else { throw ImportError(file: path, message: "truncated tensor data") }
-        return try decodeRows(data, offset: base + offsets[0], dtype: descr, rows: shape[0], columns: shape[1], file: path)
+        return try decodeRows(data, offset: base + offsets[0], dtype: descr, rows: rows, columns: columns, file: path)
     }
 }
 

@@ -79,8 +79,23 @@ struct Sweep: ParsableCommand {
         let table = aggregate(results)
         let summary = try SweepReport(results: results, aggregated: table, teacherTestAccuracy: teacherMetrics.first?["test_accuracy"],
                                       labels: store.manifest.labels).write(to: out)
+        if let best = SweepReport(results: results, aggregated: table, teacherTestAccuracy: nil, labels: []).ranked.first {
+            // The best configuration (by validation accuracy) retrained with its first seed —
+            // deterministic, so it is the run whose numbers the table shows.
+            var model: Network?
+            let run = try GroupTrainer(data: trainingData).train([best.runs[0].config]) { _, net in model = net }[0]
+            let card = StudentModel.Card(config: run.config, labels: store.manifest.labels, featurizer: store.manifest.featurizer,
+                                         datasetFingerprint: store.manifest.fingerprint, teacher: names.compactMap { $0 }.joined(separator: ",").nilIfEmpty,
+                                         validAccuracy: run.valid?.accuracy, testAccuracy: run.test.accuracy)
+            try StudentModel(card: card, network: model!).save(to: out + "/best-student")
+        }
         print(summary.table)
         print("\(results.count) runs in \(String(format: "%.1f", Date().timeIntervalSince(started))) s → \(out)/results.csv, \(out)/results.jsonl, \(out)/report.html")
+        print("best student: \(out)/best-student.safetensors (+ .json); try kdcache eval / predict")
         print(summary.verdict)
     }
+}
+
+extension String {
+    var nilIfEmpty: String? { isEmpty ? nil : self }
 }

@@ -1,0 +1,125 @@
+import Foundation
+import KDStore
+
+/// A trained student on disk: `NAME.safetensors` (the weights) and `NAME.json` (what is needed to
+/// use them: configuration, labels, featurizer, dense standardization, dataset fingerprint).
+///
+/// safetensors tensors, float32, row-major: `first` [input, width], `first_bias` [width],
+/// `output` [width, classes] (absent for linear), `output_bias` [classes].
+public struct StudentModel {
+    public struct Card: Codable, Sendable {
+        public var format = "kdcache-student"
+        public var version = 1
+        public var config: StudentConfig
+        public var labels: [String]
+        public var featurizer: FeaturizerConfig
+        public var datasetFingerprint: String
+        public var teacher: String?
+        public var validAccuracy: Double?
+        public var testAccuracy: Double?
+
+        public init(config: StudentConfig, labels: [String], featurizer: FeaturizerConfig, datasetFingerprint: String,
+                    teacher: String?, validAccuracy: Double?, testAccuracy: Double?) {
+            self.config = config; self.labels = labels; self.featurizer = featurizer; self.datasetFingerprint = datasetFingerprint
+            self.teacher = teacher; self.validAccuracy = validAccuracy; self.testAccuracy = testAccuracy
+        }
+    }
+
+    public var card: Card
+    public let network: Network
+
+    public init(card: Card, network: Network) { self.card = card; self.network = network }
+
+    public func save(to base: String) throws {
+        var tensors: [(String, [Int], [Float])] = [("first", [network.inputDim, network.width], network.first),
+                                                   ("first_bias", [network.width], network.firstBias)]
+        if !network.output.isEmpty { tensors.append(("output", [network.width, network.classes], network.output)) }
+        tensors.append(("output_bias", [network.classes], network.outputBias))
+        var header: [String: Any] = ["__metadata__": ["format": "kdcache-student", "architecture": card.config.architecture.description]]
+        var offset = 0
+        for (name, shape, values) in tensors {
+            header[name] = ["dtype": "F32", "shape": shape, "data_offsets": [offset, offset + values.count * 4]]
+            offset += values.count * 4
+        }
+        var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
+        while (8 + json.count) % 8 != 0 { json.append(0x20) }   // keep tensor data 8-byte aligned
+        var data = Data()
+        withUnsafeBytes(of: UInt64(json.count).littleEndian) { data.append(contentsOf: $0) }
+        data.append(json)
+        for (_, _, values) in tensors { values.withUnsafeBytes { data.append(contentsOf: $0) } }
+        try data.write(to: URL(fileURLWithPath: base + ".safetensors"), options: .atomic)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try encoder.encode(card).write(to: URL(fileURLWithPath: base + ".json"), options: .atomic)
+    }
+
+    /// Loads `base.json` and `base.safetensors` (base may name either file).
+    public static func load(_ path: String) throws -> StudentModel {
+        var base = path
+        for suffix in [".safetensors", ".json"] where base.hasSuffix(suffix) { base.removeLast(suffix.count) }
+        guard let cardData = FileManager.default.contents(atPath: base + ".json") else {
+            throw TrainingError(message: "\(base).json: cannot read the model card (written beside the .safetensors by kdcache sweep)")
+        }
+        let card: Card
+        do { card = try JSONDecoder().decode(Card.self, from: cardData) } catch {
+            throw TrainingError(message: "\(base).json: not a kdcache student card (\(error))")
+        }
+        let file = try SafetensorsFile(path: base + ".safetensors")
+        var rng = SplitMix64(seed: 0)
+        let net = Network(architecture: card.config.architecture, inputDim: card.featurizer.dimension, classes: card.labels.count,
+                          sparseInput: card.featurizer.kind != "dense", rng: &rng)
+        net.first = try tensor2D(file, "first", base, net.first.count)
+        net.firstBias = try tensor1D(file, "first_bias", base, net.firstBias.count)
+        if !net.output.isEmpty { net.output = try tensor2D(file, "output", base, net.output.count) }
+        net.outputBias = try tensor1D(file, "output_bias", base, net.outputBias.count)
+        return StudentModel(card: card, network: net)
+    }
+
+    /// Class probabilities for one input (already featurized and normalized).
+    public func probabilities(_ input: Input) -> [Float] {
+        let C = network.classes
+        var z = [Float](repeating: 0, count: C), p = z
+        z.withUnsafeMutableBufferPointer { zp in p.withUnsafeMutableBufferPointer { pp in
+            network.forward(input, logits: zp.baseAddress!)
+            Softmax.softmax(zp.baseAddress!, C, into: pp.baseAddress!)
+        } }
+        return p
+    }
+
+    /// Probabilities for a raw text, featurized exactly as `kdcache prep` did for the training data.
+    public func probabilities(text: String) throws -> [Float] {
+        guard card.featurizer.kind == "hashed-ngrams", let bits = card.featurizer.bits, let ngrams = card.featurizer.ngrams else {
+            throw TrainingError(message: "this student takes dense features, not text")
+        }
+        let (indices, counts) = TextFeaturizer(bits: bits, ngramOrders: ngrams).features(text)
+        var values = counts
+        if card.config.architecture.kind == .fasttext {
+            let s = values.reduce(0, +); if s > 0 { values = values.map { $0 / s } }
+        } else {
+            let n = values.reduce(0) { $0 + $1 * $1 }.squareRoot(); if n > 0 { values = values.map { $0 / n } }
+        }
+        return indices.withUnsafeBufferPointer { i in values.withUnsafeBufferPointer { v in probabilities(Input(indices: i, values: v)) } }
+    }
+
+    /// Probabilities for a raw dense vector, standardized with the training statistics.
+    public func probabilities(dense x: [Float]) throws -> [Float] {
+        guard card.featurizer.kind == "dense", x.count == card.featurizer.dimension else {
+            throw TrainingError(message: "expected \(card.featurizer.dimension) dense features, got \(x.count)")
+        }
+        let mean = card.featurizer.mean ?? [], std = card.featurizer.std ?? []
+        let values = x.enumerated().map { j, v in (v - Float(mean[j])) / Float(std[j] == 0 ? 1 : std[j]) }
+        return values.withUnsafeBufferPointer { probabilities(Input(indices: nil, values: $0)) }
+    }
+}
+
+private func tensor2D(_ file: SafetensorsFile, _ name: String, _ base: String, _ count: Int) throws -> [Float] {
+    let flat = try file.rows(tensor: name).flatMap { $0 }
+    guard flat.count == count else { throw TrainingError(message: "\(base).safetensors: tensor \(name) has \(flat.count) values, expected \(count)") }
+    return flat
+}
+
+private func tensor1D(_ file: SafetensorsFile, _ name: String, _ base: String, _ count: Int) throws -> [Float] {
+    let flat = try file.vector(tensor: name)
+    guard flat.count == count else { throw TrainingError(message: "\(base).safetensors: tensor \(name) has \(flat.count) values, expected \(count)") }
+    return flat
+}

@@ -1,0 +1,79 @@
+import ArgumentParser
+import Foundation
+import KDStore
+import KDTrain
+
+struct Eval: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Evaluate a saved student on a split of a dataset store.")
+
+    @Argument(help: "The student (best-student.safetensors or its .json).") var model: String
+    @Option(help: "The dataset store.") var data: String
+    @Option(help: "The split: train, valid or test.") var split: String = "test"
+    @Option(help: "A soft-label cache, to report agreement and KL with its teacher.") var logits: String?
+    @Flag(help: "Evaluate on a dataset with another fingerprint (same featurizer and labels).") var allowFingerprintMismatch = false
+
+    func run() throws {
+        guard let which = Split(parsing: split) else { throw ValidationError("--split must be train, valid or test.") }
+        let student = try StudentModel.load(model)
+        let store = try DatasetStore(path: data)
+        let m = store.manifest
+        guard m.labels == student.card.labels else { throw ValidationError("\(data): labels differ from the student's (\(student.card.labels.joined(separator: ",")))") }
+        guard m.featurizer.signature == student.card.featurizer.signature else {
+            throw ValidationError("\(data): featurizer '\(m.featurizer.signature)' differs from the student's '\(student.card.featurizer.signature)'")
+        }
+        if m.fingerprint != student.card.datasetFingerprint && !allowFingerprintMismatch {
+            print("note: \(data) is not the dataset the student was trained on (fingerprint differs)")
+        }
+        let caches = try logits.map { [try SoftLabelStore(path: $0)] } ?? []
+        let training = try TrainingData(dataset: store, teachers: caches, allowMismatch: allowFingerprintMismatch)
+        let samples = which == .train ? training.train : which == .valid ? training.valid : training.test
+        let metrics = GroupTrainer(data: training).evaluate(student.network, on: samples)
+        print(String(format: "%@ on %@ %@ (%d samples): accuracy %.4f, macro-F1 %.4f, ECE %.4f", student.card.config.architecture.description,
+                     data, which.name, samples.count, metrics.accuracy, metrics.macroF1, metrics.ece) +
+              (metrics.teacherAgreement.map { String(format: ", teacher agreement %.4f, KL %.4f", $0, metrics.teacherKL ?? 0) } ?? ""))
+    }
+}
+
+struct Predict: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Predict classes with a saved student: for texts (arguments or a file, one per line) or a split of a dataset store.")
+
+    @Argument(help: "The student (best-student.safetensors or its .json).") var model: String
+    @Argument(help: "Texts to classify.") var texts: [String] = []
+    @Option(help: "A file of texts, one per line ('-' for standard input).") var input: String?
+    @Option(help: "A dataset store whose split to predict.") var data: String?
+    @Option(help: "The split of --data.") var split: String = "test"
+    @Option(help: "How many top classes to print.") var top: Int = 1
+
+    func run() throws {
+        let student = try StudentModel.load(model)
+        let labels = student.card.labels
+        func show(_ p: [Float]) -> String {
+            p.enumerated().sorted { $0.element > $1.element }.prefix(max(1, top)).map { String(format: "%@ %.3f", labels[$0.offset], $0.element) }.joined(separator: ", ")
+        }
+        var lines = texts
+        if let input {
+            let text = input == "-" ? String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+                                    : try String(contentsOfFile: input, encoding: .utf8)
+            lines += text.split(separator: "\n").map(String.init)
+        }
+        for line in lines { print("\(show(try student.probabilities(text: line)))\t\(line)") }
+        if let data {
+            let store = try DatasetStore(path: data)
+            guard store.manifest.featurizer.signature == student.card.featurizer.signature else {
+                throw ValidationError("\(data): featurizer differs from the student's")
+            }
+            guard let which = Split(parsing: split) else { throw ValidationError("--split must be train, valid or test.") }
+            print("id\tlabel\tprediction")
+            try store.scan { i, view in
+                guard view.split == which else { return true }
+                let record = try SampleRecord.decode(view.bytes)
+                let p = record.kind == .dense ? try student.probabilities(dense: record.values)
+                                              : try student.probabilities(text: try store.text(of: i) ?? "")
+                print("\(try store.id(of: i) ?? "")\t\(store.manifest.labels[view.label])\t\(show(p))")
+                return true
+            }
+        }
+        if lines.isEmpty && data == nil { throw ValidationError("Give texts, --input FILE or --data STORE.") }
+    }
+}
