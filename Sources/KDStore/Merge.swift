@@ -38,7 +38,8 @@ public enum CacheMerger {
                     if seen.identity != t.identity {
                         throw StoreError(path: store.path, message: "teacher '\(name)' has another identity than in \(seenPath) (content hash \(t.identity.contentHash) vs \(seen.identity.contentHash))")
                     }
-                    if seen.writeTemperature != t.writeTemperature || seen.dtype != t.dtype || seen.topK != t.topK || seen.views != t.views {
+                    if seen.writeTemperature != t.writeTemperature || seen.dtype != t.dtype || seen.topK != t.topK || seen.views != t.views
+                        || seen.augmentation != t.augmentation || seen.augmentationSeed != t.augmentationSeed {
                         throw StoreError(path: store.path, message: "teacher '\(name)' has another layout than in \(seenPath) (T_w \(t.writeTemperature) vs \(seen.writeTemperature), \(t.dtype) vs \(seen.dtype), top-k \(t.topK) vs \(seen.topK), views \(t.views) vs \(seen.views))")
                     }
                 } else {
@@ -56,7 +57,9 @@ public enum CacheMerger {
             for name in teachers.keys.sorted() {
                 let (t, _) = teachers[name]!
                 let writer = try SoftLabelWriter(path: temporary, dataset: dataset, teacher: t.identity,
-                                                 layout: SoftLabelLayout(writeTemperature: t.writeTemperature, dtype: t.logProbDType, topK: t.topK, views: t.views))
+                                                 layout: SoftLabelLayout(writeTemperature: t.writeTemperature, dtype: t.logProbDType, topK: t.topK, views: t.views,
+                                                                         augmentation: t.augmentation.flatMap(Augmentation.init(parsing:)),
+                                                                         augmentationSeed: t.augmentationSeed ?? 0))
                 let holders = stores.filter { $0.manifest.teachers[name] != nil }
                 var completed: [Range<Int>] = []
                 for s in holders { for r in s.manifest.teachers[name]!.completedRanges { completed = insertRange(r, into: completed) } }

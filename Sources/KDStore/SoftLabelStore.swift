@@ -31,6 +31,9 @@ public struct TeacherManifest: Codable, Equatable, Sendable {
     public var metrics: [String: Double]
     public var created: String
     public var toolVersion: String
+    /// How views 1… were made (``Augmentation`` spec) and with which seed; absent for one view.
+    public var augmentation: String?
+    public var augmentationSeed: UInt64?
 
     public var logProbDType: LogProbDType { LogProbDType(name: dtype) ?? .float32 }
     /// The completed ranges as Swift ranges.
@@ -63,9 +66,13 @@ public struct SoftLabelLayout: Equatable, Sendable {
     public var dtype: LogProbDType
     public var topK: Int
     public var views: Int
+    public var augmentation: Augmentation?
+    public var augmentationSeed: UInt64
 
-    public init(writeTemperature: Double = 1, dtype: LogProbDType = .float16, topK: Int = 0, views: Int = 1) {
+    public init(writeTemperature: Double = 1, dtype: LogProbDType = .float16, topK: Int = 0, views: Int = 1,
+                augmentation: Augmentation? = nil, augmentationSeed: UInt64 = 0) {
         self.writeTemperature = writeTemperature; self.dtype = dtype; self.topK = topK; self.views = views
+        self.augmentation = augmentation; self.augmentationSeed = augmentationSeed
     }
 }
 
@@ -128,10 +135,13 @@ public final class SoftLabelWriter {
         }
         let entry = TeacherManifest(identity: teacher, writeTemperature: layout.writeTemperature, dtype: layout.dtype.name,
                                     topK: layout.topK, views: layout.views, completed: [], metrics: [:],
-                                    created: iso8601Now(), toolVersion: kdcacheVersion)
+                                    created: iso8601Now(), toolVersion: kdcacheVersion,
+                                    augmentation: layout.views > 1 ? layout.augmentation?.description : nil,
+                                    augmentationSeed: layout.views > 1 && layout.augmentation != nil ? layout.augmentationSeed : nil)
         if let existing = manifest.teachers[teacher.name] {
             let sameLayout = existing.writeTemperature == layout.writeTemperature && existing.dtype == layout.dtype.name
                 && existing.topK == layout.topK && existing.views == layout.views
+                && existing.augmentation == entry.augmentation && existing.augmentationSeed == entry.augmentationSeed
             guard existing.identity == teacher, sameLayout else {
                 throw StoreError(path: path, message: "teacher '\(teacher.name)' is already in the cache with another identity or layout (T_w \(existing.writeTemperature), \(existing.dtype), top-k \(existing.topK), \(existing.views) views, hash \(existing.identity.contentHash))",
                                  hint: "Use another --teacher-name, or write to a new --out")

@@ -34,22 +34,31 @@ public struct RichTextFeaturizer: Sendable {
         return counts
     }
 
-    /// TF-IDF rows for every sample of `store`, idf from the samples in `train`.
-    public func matrix(for store: DatasetStore, train: [Int]) throws -> SparseMatrix {
-        let words = TextFeaturizer()
-        var rows: [[UInt32: Float]] = []
-        rows.reserveCapacity(store.count)
-        for i in 0..<store.count {
+    /// The raw texts of every sample of `store`.
+    public static func texts(of store: DatasetStore) throws -> [String] {
+        try (0..<store.count).map { i in
             guard let text = try store.text(of: i) else {
                 throw TrainingError(message: "\(store.path): sample \(i) has no raw text; a text teacher needs a store prepped from text")
             }
-            rows.append(rawCounts(text, words: words))
+            return text
         }
+    }
+
+    /// Document frequencies over `texts`.
+    public func documentFrequencies(_ texts: [String]) -> (df: [UInt32: Int], n: Int) {
+        let words = TextFeaturizer()
         var df: [UInt32: Int] = [:]
-        for i in train { for k in rows[i].keys { df[k, default: 0] += 1 } }
-        let n = Double(train.count)
+        for t in texts { for k in rawCounts(t, words: words).keys { df[k, default: 0] += 1 } }
+        return (df, texts.count)
+    }
+
+    /// TF-IDF rows of `texts` with the given document frequencies.
+    public func matrix(_ texts: [String], df: [UInt32: Int], n documents: Int) -> SparseMatrix {
+        let words = TextFeaturizer()
+        let n = Double(documents)
         var m = SparseMatrix(dimension: 1 << bits)
-        for row in rows {
+        for text in texts {
+            let row = rawCounts(text, words: words)
             let keys = row.keys.sorted()
             var values = keys.map { k -> Float in
                 let idf = Foundation.log((1 + n) / Double(1 + (df[k] ?? 0))) + 1
@@ -108,15 +117,37 @@ public final class BuiltinTeacher {
     public let options: BuiltinTeacherOptions
     public init(options: BuiltinTeacherOptions) { self.options = options }
 
-    public func predict(dataset store: DatasetStore, progress: (@Sendable (String) -> Void)? = nil) throws -> (logProbs: [[Float]], report: TeacherReport) {
+    /// Trains the teacher on the original samples and predicts every view of every sample:
+    /// `result.logProbs[sample][view]`. View 0 is the sample itself; views 1… are `augmentation`
+    /// applied with `augmentationSeed` (the same views a student replays).
+    public func predict(dataset store: DatasetStore, views: Int = 1, augmentation: Augmentation? = nil, augmentationSeed: UInt64 = 0,
+                        progress: (@Sendable (String) -> Void)? = nil) throws -> (logProbs: [[[Float]]], report: TeacherReport) {
         let base = try TrainingData(dataset: store)
         var data = base
-        if options.richTextFeatures && store.manifest.hasText {
+        var predictionData = base
+        let rich = options.richTextFeatures && store.manifest.hasText
+        if rich {
             progress?("featurizing raw text (word + char n-grams)")
-            data = base.with(train: base.train, valid: base.valid,
-                             features: try RichTextFeaturizer(bits: options.richBits).matrix(for: store, train: base.train))
+            let featurizer = RichTextFeaturizer(bits: options.richBits)
+            let texts = try RichTextFeaturizer.texts(of: store)
+            let (df, n) = featurizer.documentFrequencies(base.train.map { texts[$0] })
+            data = base.with(train: base.train, valid: base.valid, features: featurizer.matrix(texts, df: df, n: n))
+            if views > 1, let augmentation {
+                var all: [String] = []
+                all.reserveCapacity(texts.count * views)
+                for (s, t) in texts.enumerated() {
+                    for v in 0..<views { all.append(augmentation.apply(text: t, sample: s, view: v, seed: augmentationSeed)) }
+                }
+                predictionData = data.with(viewMatrix: featurizer.matrix(all, df: df, n: n), views: views, sparse: true)
+            } else {
+                predictionData = data
+            }
+        } else if views > 1, let augmentation {
+            // The store's own features of each view: what the student will replay.
+            let m = try TrainingData.replayViews(store: store, table: base.dataset, views: views, augmentation: augmentation, seed: augmentationSeed)
+            predictionData = base.with(viewMatrix: m, views: views, sparse: base.sparse)
         }
-        let C = data.classes, N = store.count
+        let C = data.classes, N = store.count, K = max(1, views)
         let folds = max(1, options.crossFitFolds)
         // Fold of each train sample: a seeded shuffle cut into `folds` parts.
         var rng = SplitMix64(seed: options.seed, stream: 10)
@@ -129,10 +160,10 @@ public final class BuiltinTeacher {
         optimizerConfig.learningRate = options.learningRate
         optimizerConfig.weightDecay = options.weightDecay
         let optimizer = optimizerConfig
-        let options = self.options, features = data
+        let options = self.options, features = data, predictions = predictionData
         // Each job: one model trained without its fold, predicting its fold's train samples
         // (out-of-fold) and every valid / test sample.
-        let predictions: [[(Int, [Float])]] = try parallelMap(jobs.count, workers: options.workers) { j in
+        let outputs: [[(Int, [Float])]] = try parallelMap(jobs.count, workers: options.workers) { j in
             let (fold, member) = jobs[j]
             let trainSet = folds > 1 ? features.train.filter { foldOf[$0] != fold } : features.train
             let config = StudentConfig(architecture: options.architecture, loss: DistillationLoss(alpha: 0, temperature: 1),
@@ -147,35 +178,40 @@ public final class BuiltinTeacher {
             var local: [(Int, [Float])] = []
             for s in 0..<N {
                 if folds > 1, let f = foldOf[s], f != fold { continue }
-                decoder.load(sample: s, data: subset)
-                let input = decoder.input(for: net.architecture.kind, sparse: subset.sparse)
-                z.withUnsafeMutableBufferPointer { zp in p.withUnsafeMutableBufferPointer { pp in
-                    net.forward(input, logits: zp.baseAddress!)
-                    Softmax.softmax(zp.baseAddress!, C, into: pp.baseAddress!)
-                } }
-                local.append((s, p))
+                for v in 0..<K {
+                    decoder.load(sample: s, view: v, data: predictions)
+                    let input = decoder.input(for: net.architecture.kind, sparse: predictions.sparse)
+                    z.withUnsafeMutableBufferPointer { zp in p.withUnsafeMutableBufferPointer { pp in
+                        net.forward(input, logits: zp.baseAddress!)
+                        Softmax.softmax(zp.baseAddress!, C, into: pp.baseAddress!)
+                    } }
+                    local.append((s * K + v, p))
+                }
             }
             progress?("trained teacher model \(j + 1) of \(jobs.count)")
             return local
         }
         // Summed in job order: the same bytes whatever the number of workers.
-        var sums = [Double](repeating: 0, count: N * C)
-        var counts = [Int](repeating: 0, count: N)
-        for job in predictions {
+        var sums = [Double](repeating: 0, count: N * K * C)
+        var counts = [Int](repeating: 0, count: N * K)
+        for job in outputs {
             for (s, p) in job {
                 for c in 0..<C { sums[s * C + c] += Double(p[c]) }
                 counts[s] += 1
             }
         }
-        var logProbs: [[Float]] = []
+        var logProbs: [[[Float]]] = []
         logProbs.reserveCapacity(N)
         for s in 0..<N {
-            let k = Double(max(1, counts[s]))
-            logProbs.append((0..<C).map { c in Float(Foundation.log(max(sums[s * C + c] / k, 1e-30))) })
+            logProbs.append((0..<K).map { v in
+                let row = s * K + v
+                let k = Double(max(1, counts[row]))
+                return (0..<C).map { c in Float(Foundation.log(max(sums[row * C + c] / k, 1e-30))) }
+            })
         }
         func accuracy(_ samples: [Int]) -> Double? {
             guard !samples.isEmpty else { return nil }
-            return Double(samples.filter { argmax(logProbs[$0]) == data.labels[$0] }.count) / Double(samples.count)
+            return Double(samples.filter { argmax(logProbs[$0][0]) == data.labels[$0] }.count) / Double(samples.count)
         }
         return (logProbs, TeacherReport(validAccuracy: accuracy(data.valid), testAccuracy: accuracy(data.test), models: jobs.count))
     }

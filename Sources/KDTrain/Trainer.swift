@@ -125,7 +125,7 @@ public final class GroupTrainer {
                 for p in lo..<hi {
                     let sample = data.train[perm[p]]
                     let view = data.views > 1 ? Int(viewRng.next() % UInt64(data.views)) : 0
-                    decoder.load(sample: sample, data: data)
+                    decoder.load(sample: sample, view: view, data: data)
                     for (t, T) in temperatures.enumerated() {
                         tProbs[t].withUnsafeMutableBufferPointer { pp in tLog[t].withUnsafeMutableBufferPointer { lp in
                             teacherDistribution(sample: sample, view: view, temperature: T, scratch: &scratch, probs: pp.baseAddress!, logProbs: lp.baseAddress!)

@@ -7,12 +7,16 @@ public final class TrainingData: @unchecked Sendable {
     public let dataset: DatasetTable
     public let teachers: [SoftLabelTable]
     public let classes: Int
-    public let inputDim: Int
-    public let sparse: Bool
+    public internal(set) var inputDim: Int
+    public internal(set) var sparse: Bool
     public internal(set) var train: [Int], valid: [Int], test: [Int]
     public let labels: [Int]
     /// Features computed in memory (a built-in teacher's richer inputs) instead of the store's.
     public internal(set) var memoryFeatures: SparseMatrix?
+    /// With an augmented teacher cache: the student's features of every (sample, view), row
+    /// `sample · views + view`, recomputed from the raw text (or dense vector) exactly as the
+    /// teacher's views were made, so each epoch replays the view the teacher saw.
+    public internal(set) var viewFeatures: SparseMatrix?
     /// Dense standardization: x' = (x − mean) · invStd.
     let mean: [Float], invStd: [Float]
     /// T_w of each teacher.
@@ -40,15 +44,61 @@ public final class TrainingData: @unchecked Sendable {
         mean = (m.featurizer.mean ?? []).map(Float.init)
         invStd = (m.featurizer.std ?? []).map { 1 / Float($0 == 0 ? 1 : $0) }
         guard !train.isEmpty else { throw TrainingError(message: "\(store.path): the train split is empty") }
+        if let first = tables.first, first.views > 1 {
+            guard let spec = first.teacher.augmentation, let augmentation = Augmentation(parsing: spec) else {
+                throw TrainingError(message: "\(store.path): the teacher has \(first.views) views but no augmentation recorded; cannot replay them")
+            }
+            viewFeatures = try Self.replayViews(store: store, table: dataset, views: first.views, augmentation: augmentation,
+                                                seed: first.teacher.augmentationSeed ?? 0)
+        }
     }
 
-    private init(copying other: TrainingData, train: [Int], valid: [Int], features: SparseMatrix?) {
-        dataset = other.dataset; teachers = other.teachers; classes = other.classes
+    /// Rebuilds every view's student features from the teacher manifest's augmentation spec.
+    static func replayViews(store: DatasetStore, table: DatasetTable, views K: Int, augmentation: Augmentation, seed: UInt64) throws -> SparseMatrix {
+        let m = store.manifest
+        var out = SparseMatrix(dimension: m.featurizer.dimension)
+        if augmentation.isForText {
+            guard m.hasText, let bits = m.featurizer.bits, let ngrams = m.featurizer.ngrams else {
+                throw TrainingError(message: "\(store.path): token-dropout views need a text dataset store")
+            }
+            let featurizer = TextFeaturizer(bits: bits, ngramOrders: ngrams)
+            for s in 0..<store.count {
+                let text = try store.text(of: s) ?? ""
+                for v in 0..<K {
+                    let f = featurizer.features(augmentation.apply(text: text, sample: s, view: v, seed: seed, tokenizer: featurizer))
+                    out.append(indices: f.indices, values: f.values)
+                }
+            }
+        } else {
+            let std = m.featurizer.std ?? []
+            for s in 0..<store.count {
+                let view = table.samples[s]
+                let x = (0..<view.count).map { view.value(at: $0) }
+                for v in 0..<K {
+                    out.append(indices: (0..<UInt32(x.count)).map { $0 }, values: augmentation.apply(dense: x, std: std, sample: s, view: v, seed: seed))
+                }
+            }
+        }
+        return out
+    }
+
+    private init(copying other: TrainingData, train: [Int], valid: [Int], features: SparseMatrix?, views: (SparseMatrix, Int)? = nil) {
+        dataset = other.dataset; teachers = other.teachers; classes = other.classes; viewCount = nil
         sparse = features != nil || other.sparse
         inputDim = features?.dimension ?? other.inputDim
         self.train = train; self.valid = valid; test = other.test; labels = other.labels
         mean = other.mean; invStd = other.invStd; writeTemperatures = other.writeTemperatures
         memoryFeatures = features ?? other.memoryFeatures
+        viewFeatures = views?.0 ?? (features == nil ? other.viewFeatures : nil)
+        viewCount = views?.1 ?? (features == nil ? other.viewCount : 1)
+        if let v = views { inputDim = v.0.dimension }
+    }
+
+    /// The same data whose inputs are `matrix` rows `sample · views + view` (a teacher's views).
+    public func with(viewMatrix matrix: SparseMatrix, views: Int, sparse: Bool) -> TrainingData {
+        let copy = TrainingData(copying: self, train: train, valid: valid, features: nil, views: (matrix, views))
+        copy.sparse = sparse
+        return copy
     }
 
     /// The same data with another train / valid partition and, optionally, in-memory features.
@@ -56,8 +106,9 @@ public final class TrainingData: @unchecked Sendable {
         TrainingData(copying: self, train: train, valid: valid, features: features)
     }
 
-    /// Views per sample of the (first) teacher; 1 without teachers.
-    public var views: Int { teachers.first?.views ?? 1 }
+    /// Views per sample: of the (first) teacher, or of a view matrix; 1 otherwise.
+    public var views: Int { viewCount ?? teachers.first?.views ?? 1 }
+    var viewCount: Int?
 }
 
 /// Per-thread scratch that turns a sample view into a normalized ``Input`` without allocating:
@@ -80,7 +131,19 @@ final class InputDecoder {
 
     /// Loads sample `index`'s features: from the data's in-memory matrix when it has one, else
     /// from the store's record.
-    func load(sample index: Int, data: TrainingData) {
+    func load(sample index: Int, view: Int = 0, data: TrainingData) {
+        if let m = data.viewFeatures {
+            let row = index * data.views + min(view, data.views - 1)
+            let lo = m.offsets[row], n = m.offsets[row + 1] - lo
+            reserve(n)
+            count = n
+            if data.sparse {
+                for j in 0..<n { indices[j] = m.indices[lo + j]; raw[j] = m.values[lo + j] }
+            } else {
+                for j in 0..<n { raw[j] = (m.values[lo + j] - data.mean[j]) * data.invStd[j] }
+            }
+            return
+        }
         if let m = data.memoryFeatures {
             let lo = m.offsets[index], n = m.offsets[index + 1] - lo
             reserve(n)

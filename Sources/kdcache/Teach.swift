@@ -30,6 +30,8 @@ struct Teach: ParsableCommand {
     @Option(help: "Stored precision: f16 or f32.") var dtype: String = "f16"
     @Option(help: "Keep only the k most probable classes (0: all).") var topK: Int = 0
     @Option(help: "The teacher's name inside the cache (default: builtin, or the name an external teacher gives).") var name: String?
+    @Option(help: "Views per sample (view 0 is the sample; views 1… are augmented with --augment).") var views: Int = 1
+    @Option(help: "Augmentation of views 1…: token-dropout:p=P (text) or gaussian:sigma=S (dense).") var augment: String?
     @Option(help: "Write only part i of N of the samples (e.g. 0/4); defaults from Slurm / Kubernetes variables.") var shard: String?
     @Flag(help: "Train on the store's own features instead of richer text features.") var storeFeatures = false
     @Option(help: "Worker threads.") var workers: Int = 2
@@ -41,12 +43,22 @@ struct Teach: ParsableCommand {
         guard temperature > 0 else { throw ValidationError("--temperature must be > 0.") }
         guard batchSize >= 1, commitEvery >= 1, timeout > 0 else { throw ValidationError("--batch-size, --commit-every and --timeout must be positive.") }
         guard ensemble >= 1, crossFit >= 1, epochs >= 1, workers >= 1 else { throw ValidationError("--ensemble, --cross-fit, --epochs and --workers must be ≥ 1.") }
+        guard views >= 1 else { throw ValidationError("--views must be ≥ 1.") }
+        if views > 1 && augment == nil { throw ValidationError("--views \(views) needs --augment (e.g. token-dropout:p=0.1).") }
+        if let augment, Augmentation(parsing: augment) == nil {
+            throw ValidationError("--augment must be token-dropout:p=P with 0 ≤ P < 1, or gaussian:sigma=S.")
+        }
         if let shard, Shard(parsing: shard) == nil { throw ValidationError("--shard must look like i/N with 0 ≤ i < N, e.g. 0/4.") }
     }
 
     func run() throws {
         let store = try DatasetStore(path: data)
-        let layout = SoftLabelLayout(writeTemperature: temperature, dtype: LogProbDType(name: dtype)!, topK: topK, views: 1)
+        let augmentation = augment.flatMap(Augmentation.init(parsing:))
+        if let augmentation, augmentation.isForText != store.manifest.hasText {
+            throw ValidationError("--augment \(augmentation) does not fit \(data): use token-dropout for text stores, gaussian for dense ones.")
+        }
+        let layout = SoftLabelLayout(writeTemperature: temperature, dtype: LogProbDType(name: dtype)!, topK: topK, views: views,
+                                     augmentation: augmentation, augmentationSeed: seed)
         let shardChoice = shard.flatMap(Shard.init(parsing:)) ?? Shard.fromEnvironment()
         try DiskSpace.check(path: out, needed: SoftLabelPlan(samples: store.count, classes: store.classCount, layout: layout).bytes)
         let started = Date()
@@ -65,6 +77,7 @@ struct Teach: ParsableCommand {
     }
 
     func runExternal(_ command: String, store: DatasetStore, layout: SoftLabelLayout, shard: Shard?, started: Date) throws {
+        guard layout.views == 1 else { throw ValidationError("--views with --exec is not supported yet: external teachers label view 0 only.") }
         let teacher = try ExternalTeacher(command: command, dataset: store.manifest, timeout: timeout)
         let identity = teacher.identity(name: name)
         let writer = try SoftLabelWriter(path: out, dataset: store.manifest, teacher: identity, layout: layout)
@@ -97,8 +110,9 @@ struct Teach: ParsableCommand {
         let writer = try SoftLabelWriter(path: out, dataset: store.manifest, teacher: identity, layout: layout)
         if alreadyComplete(writer, shard, store.count) { return }
         let log: @Sendable (String) -> Void = { [quiet] message in if !quiet { printError("teach: \(message)") } }
-        let (logProbs, report) = try BuiltinTeacher(options: options).predict(dataset: store, progress: log)
-        let written = try TeacherOutput.write(writer, shard: shard, batchSize: commitEvery) { range in range.map { [logProbs[$0]] } }
+        let (logProbs, report) = try BuiltinTeacher(options: options).predict(dataset: store, views: layout.views, augmentation: layout.augmentation,
+                                                                              augmentationSeed: layout.augmentationSeed, progress: log)
+        let written = try TeacherOutput.write(writer, shard: shard, batchSize: commitEvery, views: layout.views) { range in range.map { logProbs[$0] } }
         var metrics: [String: Double] = [:]
         if let v = report.validAccuracy { metrics["valid_accuracy"] = v }
         if let t = report.testAccuracy { metrics["test_accuracy"] = t }

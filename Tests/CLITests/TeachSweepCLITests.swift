@@ -55,6 +55,22 @@ import Testing
         #expect(try String(contentsOfFile: dir + "/runs/results.jsonl", encoding: .utf8) == jsonl, "finished configurations are not run again")
     }
 
+    @Test func viewsAreTaughtAndReplayed() throws {
+        let dir = try preparedDataset()
+        let t = try kdcache(["teach", "--data", dir + "/d.lmdb", "--out", dir + "/v.lmdb", "--teacher", "linear", "--epochs", "2", "--ensemble", "1",
+                             "--views", "3", "--augment", "token-dropout:p=0.3", "--quiet"])
+        #expect(t.status == 0, "\(t.output)")
+        let info = try kdcache(["info", dir + "/v.lmdb"])
+        #expect(info.stdout.contains("records:   360"))
+        let s = try kdcache(["sweep", "--data", dir + "/d.lmdb", "--logits", dir + "/v.lmdb", "--alpha", "0.5", "--temperature", "2",
+                             "--epochs", "2", "--seeds", "1", "--out", dir + "/runs", "--quiet"])
+        #expect(s.status == 0, "\(s.output)")
+        let bad = try kdcache(["teach", "--data", dir + "/d.lmdb", "--out", dir + "/x.lmdb", "--views", "2"])
+        #expect(bad.status == 64 && bad.stderr.contains("--views 2 needs --augment"))
+        let wrong = try kdcache(["teach", "--data", dir + "/d.lmdb", "--out", dir + "/x.lmdb", "--views", "2", "--augment", "gaussian:sigma=0.1"])
+        #expect(wrong.status != 0 && wrong.stderr.contains("use token-dropout for text stores"), "\(wrong.stderr)")
+    }
+
     @Test func sweepRefusesACacheOfAnotherDataset() throws {
         let a = try preparedDataset(), b = temporaryDirectory()
         writeFile(b + "/d.csv", Array("label,text\nx,one two\ny,three four\nx,five\n".utf8))
