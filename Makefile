@@ -39,7 +39,7 @@ test: deps
 
 ## demo: the main job on the bundled fortunes dataset: prep → built-in teacher (4 views, token
 ## dropout) → a 60-run sweep → report.
-demo: deps
+demo: system-deps
 	$(SWIFT) build -c release --product kdcache
 	@rm -rf $(DEMO) && mkdir -p $(DEMO)
 	$(RELEASE_BIN) prep fixtures/fortunes/fortunes.csv --out $(DEMO)/fortunes.lmdb \

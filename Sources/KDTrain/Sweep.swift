@@ -72,13 +72,16 @@ public final class SweepRunner {
 
     /// Results already in `results.jsonl` (a truncated last line from a crash is ignored).
     public func finishedResults() -> [String: RunResult] {
-        guard let text = try? String(contentsOfFile: resultsPath, encoding: .utf8) else { return [:] }
-        var out: [String: RunResult] = [:]
+        Dictionary(Self.readResults(path: resultsPath), uniquingKeysWith: { a, _ in a })
+    }
+
+    /// (key, result) for each complete line of a results.jsonl, in file order.
+    public static func readResults(path: String) -> [(String, RunResult)] {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return [] }
         let decoder = JSONDecoder()
-        for line in text.split(separator: "\n") {
-            if let r = try? decoder.decode(RunResult.self, from: Data(line.utf8)) { out[r.config.key] = r }
+        return text.split(separator: "\n").compactMap { line in
+            (try? decoder.decode(RunResult.self, from: Data(line.utf8))).map { ($0.config.key, $0) }
         }
-        return out
     }
 
     /// Trains every configuration not yet finished; returns all results in `configs` order.

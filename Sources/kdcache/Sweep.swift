@@ -5,6 +5,14 @@ import KDTrain
 
 struct Sweep: ParsableCommand {
     static let configuration = CommandConfiguration(
+        abstract: "Train many students from the cached teacher and rank them; `sweep collect` merges sharded sweeps.",
+        subcommands: [SweepRun.self, SweepCollect.self],
+        defaultSubcommand: SweepRun.self)
+}
+
+struct SweepRun: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
         abstract: "Train many students from the cached teacher (temperature × alpha × lr × student × seeds) and rank them.",
         discussion: """
         Both stores are memory-mapped and scanned once into tables of zero-copy record views; every
@@ -15,20 +23,22 @@ struct Sweep: ParsableCommand {
 
     @Option(help: "The dataset store.") var data: String
     @Option(help: "The soft-label cache.") var logits: String
-    @Option(help: "Distillation temperatures T, comma-separated.") var temperature: String = "1,2,4"
-    @Option(help: "Weights α of the soft term, comma-separated (0 = plain labels).") var alpha: String = "0,0.5,0.9"
-    @Option(help: "Learning rates, comma-separated.") var lr: String = "0.1"
-    @Option(help: "Students: linear, fasttext:dim=D, mlp:hidden=H; comma-separated.") var student: String = "linear"
-    @Option(help: "Epochs per run.") var epochs: Int = 10
-    @Option(help: "Seeds per configuration (0, 1, …).") var seeds: Int = 3
-    @Option(help: "Minibatch size.") var batchSize: Int = 32
-    @Option(help: "Optimizer: adam or sgd.") var optimizer: String = "adam"
-    @Option(help: "Decoupled weight decay.") var weightDecay: Float = 0
-    @Option(help: "Learning-rate schedule after 5 % warm-up: linear, cosine or constant.") var schedule: String = "linear"
-    @Option(help: "Early stopping: epochs without a better validation accuracy (0: off).") var patience: Int = 0
-    @Option(help: "Loss: kd or mse-logits.") var loss: String = "kd"
+    @Option(help: "A sweep file (JSON or YAML) with any of the grid options below as keys; flags override it.") var config: String?
+    @Option(help: "Distillation temperatures T, comma-separated (default 1,2,4).") var temperature: String?
+    @Option(help: "Weights α of the soft term, comma-separated; 0 = plain labels (default 0,0.5,0.9).") var alpha: String?
+    @Option(help: "Learning rates, comma-separated (default 0.1).") var lr: String?
+    @Option(help: "Students: linear, fasttext:dim=D, mlp:hidden=H; comma-separated (default linear).") var student: String?
+    @Option(help: "Epochs per run (default 10).") var epochs: Int?
+    @Option(help: "Seeds per configuration: 0, 1, … (default 3).") var seeds: Int?
+    @Option(help: "Minibatch size (default 32).") var batchSize: Int?
+    @Option(help: "Optimizer: adam or sgd (default adam).") var optimizer: String?
+    @Option(help: "Decoupled weight decay (default 0).") var weightDecay: Float?
+    @Option(help: "Learning-rate schedule after 5 % warm-up: linear, cosine or constant (default linear).") var schedule: String?
+    @Option(help: "Early stopping: epochs without a better validation accuracy; 0 = off (default 0).") var patience: Int?
+    @Option(help: "Loss: kd or mse-logits (default kd).") var loss: String?
     @Option(help: "Random search: this many grid points instead of the full grid.") var trials: Int?
     @Option(help: "Seed of the random search.") var searchSeed: UInt64 = 0
+    @Option(help: "Run only part i of N of the configurations (e.g. 0/4); defaults from Slurm / Kubernetes variables.") var shard: String?
     @Option(help: "Teacher to distil from, when the cache holds several.") var teacher: String?
     @Option(help: "Average several teachers' probabilities, e.g. A,B.") var ensemble: String?
     @Option(help: "Worker threads (results do not depend on it).") var workers: Int = 2
@@ -46,25 +56,49 @@ struct Sweep: ParsableCommand {
     }
 
     func makeGrid() throws -> SweepGrid {
-        let students = try parseList(student, "--student", Architecture.init(parsing:))
-        let temperatures = try parseList(temperature, "--temperature") { Float($0).flatMap { $0 > 0 ? $0 : nil } }
-        let alphas = try parseList(alpha, "--alpha") { Float($0).flatMap { (0...1).contains($0) ? $0 : nil } }
-        let rates = try parseList(lr, "--lr") { Float($0).flatMap { $0 > 0 ? $0 : nil } }
-        guard seeds >= 1, epochs >= 1, batchSize >= 1, workers >= 1 else { throw ValidationError("--seeds, --epochs, --batch-size and --workers must be ≥ 1.") }
+        let file = try config.map { try SweepFile.load($0) } ?? SweepFile()
+        func pick(_ flag: String?, _ key: String, _ fallback: String) throws -> String { try flag ?? file.list(key) ?? fallback }
+        func pickInt(_ flag: Int?, _ key: String, _ fallback: Int) throws -> Int { try flag ?? file.int(key) ?? fallback }
+        let students = try parseList(try pick(student, "student", "linear"), "--student", Architecture.init(parsing:))
+        let temperatures = try parseList(try pick(temperature, "temperature", "1,2,4"), "--temperature") { Float($0).flatMap { $0 > 0 ? $0 : nil } }
+        let alphas = try parseList(try pick(alpha, "alpha", "0,0.5,0.9"), "--alpha") { Float($0).flatMap { (0...1).contains($0) ? $0 : nil } }
+        let rates = try parseList(try pick(lr, "lr", "0.1"), "--lr") { Float($0).flatMap { $0 > 0 ? $0 : nil } }
+        let seeds = try pickInt(self.seeds, "seeds", 3), epochs = try pickInt(self.epochs, "epochs", 10)
+        let batchSize = try pickInt(self.batchSize, "batch_size", 32), patience = try pickInt(self.patience, "patience", 0)
+        guard seeds >= 1, epochs >= 1, batchSize >= 1, workers >= 1, patience >= 0 else {
+            throw ValidationError("--seeds, --epochs, --batch-size and --workers must be ≥ 1, --patience ≥ 0.")
+        }
         var grid = SweepGrid(students: students, temperatures: temperatures, alphas: alphas, learningRates: rates, seeds: (0..<UInt64(seeds)).map { $0 })
-        guard let kind = OptimizerConfig.Kind(rawValue: optimizer) else { throw ValidationError("--optimizer must be adam or sgd.") }
-        guard let sched = OptimizerConfig.Schedule(rawValue: schedule) else { throw ValidationError("--schedule must be linear, cosine or constant.") }
-        guard let lossKind = DistillationLoss.Kind(rawValue: loss) else { throw ValidationError("--loss must be kd or mse-logits.") }
-        grid.optimizer.kind = kind; grid.optimizer.schedule = sched; grid.optimizer.weightDecay = weightDecay
+        let optimizerName = try optimizer ?? file.string("optimizer") ?? "adam"
+        let scheduleName = try schedule ?? file.string("schedule") ?? "linear"
+        let lossName = try loss ?? file.string("loss") ?? "kd"
+        guard let kind = OptimizerConfig.Kind(rawValue: optimizerName) else { throw ValidationError("--optimizer must be adam or sgd.") }
+        guard let sched = OptimizerConfig.Schedule(rawValue: scheduleName) else { throw ValidationError("--schedule must be linear, cosine or constant.") }
+        guard let lossKind = DistillationLoss.Kind(rawValue: lossName) else { throw ValidationError("--loss must be kd or mse-logits.") }
+        grid.optimizer.kind = kind; grid.optimizer.schedule = sched
+        grid.optimizer.weightDecay = try weightDecay ?? file.double("weight_decay").map(Float.init) ?? 0
         grid.loss = lossKind; grid.batchSize = batchSize; grid.epochs = epochs; grid.patience = patience
         return grid
     }
 
-    func validate() throws { _ = try makeGrid() }
+    func validate() throws {
+        _ = try makeGrid()
+        if let shard, Shard(parsing: shard) == nil { throw ValidationError("--shard must look like i/N with 0 ≤ i < N, e.g. 0/4.") }
+    }
 
     func run() throws {
         let grid = try makeGrid()
-        let configs = trials.map { grid.randomConfigurations(trials: $0, seed: searchSeed) } ?? grid.configurations()
+        var configs = trials.map { grid.randomConfigurations(trials: $0, seed: searchSeed) } ?? grid.configurations()
+        let shardChoice = shard.flatMap(Shard.init(parsing:)) ?? Shard.fromEnvironment()
+        if let s = shardChoice {
+            // Whole grid points (all their seeds) go to one shard, round robin.
+            var point = -1, previous = ""
+            configs = configs.filter { c in
+                var k = c; k.seed = 0
+                if k.key != previous { point += 1; previous = k.key }
+                return point % s.count == s.index
+            }
+        }
         let store = try DatasetStore(path: data)
         let cache = try SoftLabelStore(path: logits)
         let names: [String?] = ensemble.map { $0.split(separator: ",").map { String($0) } } ?? [teacher]
@@ -77,7 +111,9 @@ struct Sweep: ParsableCommand {
             if !quiet { printError("sweep: \(done)/\(total) configurations") }
         })
         let table = aggregate(results)
-        let summary = try SweepReport(results: results, aggregated: table, teacherTestAccuracy: teacherMetrics.first?["test_accuracy"],
+        let teacherAccuracy = teacherMetrics.first?["test_accuracy"]
+        try SweepMetadata(labels: store.manifest.labels, teacherTestAccuracy: teacherAccuracy).write(to: out)
+        let summary = try SweepReport(results: results, aggregated: table, teacherTestAccuracy: teacherAccuracy,
                                       labels: store.manifest.labels).write(to: out)
         if let best = SweepReport(results: results, aggregated: table, teacherTestAccuracy: nil, labels: []).ranked.first {
             // The best configuration (by validation accuracy) retrained with its first seed —
@@ -98,4 +134,57 @@ struct Sweep: ParsableCommand {
 
 extension String {
     var nilIfEmpty: String? { isEmpty ? nil : self }
+}
+
+/// What `sweep collect` needs besides the results: written as OUT/sweep.json.
+struct SweepMetadata: Codable {
+    var labels: [String]
+    var teacherTestAccuracy: Double?
+
+    func write(to directory: String) throws {
+        try JSONEncoder().encode(self).write(to: URL(fileURLWithPath: directory + "/sweep.json"), options: .atomic)
+    }
+
+    static func read(from directory: String) throws -> SweepMetadata {
+        guard let data = FileManager.default.contents(atPath: directory + "/sweep.json") else {
+            throw ValidationError("\(directory): no sweep.json; is it the --out of a finished kdcache sweep?")
+        }
+        return try JSONDecoder().decode(SweepMetadata.self, from: data)
+    }
+}
+
+struct SweepCollect: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "collect",
+        abstract: "Merge the results of sweep shards (or reruns) into one table and report.")
+
+    @Argument(help: "The --out directories of the shards.") var directories: [String]
+    @Option(help: "Where to write the merged results.csv, results.jsonl and report.html.") var out: String
+
+    func run() throws {
+        var byKey: [String: RunResult] = [:]
+        var order: [String] = []
+        var metadata: SweepMetadata?
+        for dir in directories {
+            let m = try SweepMetadata.read(from: dir)
+            if let previous = metadata, previous.labels != m.labels { throw ValidationError("\(dir): its labels differ from \(directories[0])'s") }
+            metadata = metadata ?? m
+            for (key, r) in SweepRunner.readResults(path: dir + "/results.jsonl") where byKey[key] == nil {
+                byKey[key] = r; order.append(key)
+            }
+        }
+        guard let metadata, !order.isEmpty else { throw ValidationError("no results found in \(directories.joined(separator: ", "))") }
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        let results = order.map { byKey[$0]! }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let lines = try results.map { String(decoding: try encoder.encode($0), as: UTF8.self) }.joined(separator: "\n") + "\n"
+        try lines.write(toFile: out + "/results.jsonl", atomically: true, encoding: .utf8)
+        try metadata.write(to: out)
+        let summary = try SweepReport(results: results, aggregated: aggregate(results), teacherTestAccuracy: metadata.teacherTestAccuracy,
+                                      labels: metadata.labels).write(to: out)
+        print(summary.table)
+        print("\(results.count) runs from \(directories.count) directories → \(out)/results.csv, \(out)/report.html")
+        print(summary.verdict)
+    }
 }

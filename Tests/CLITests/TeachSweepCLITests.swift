@@ -71,6 +71,32 @@ import Testing
         #expect(wrong.status != 0 && wrong.stderr.contains("use token-dropout for text stores"), "\(wrong.stderr)")
     }
 
+    @Test func sweepFileShardsAndCollect() throws {
+        let dir = try preparedDataset()
+        #expect(try kdcache(["teach", "--data", dir + "/d.lmdb", "--out", dir + "/t.lmdb", "--teacher", "linear", "--epochs", "1", "--ensemble", "1", "--quiet"]).status == 0)
+        writeFile(dir + "/grid.yaml", Array("""
+        student: [linear, "fasttext:dim=4"]
+        temperature: [2]
+        alpha: [0, 0.5]
+        lr: 0.1
+        epochs: 2
+        seeds: 2
+        """.utf8))
+        let base = ["sweep", "--data", dir + "/d.lmdb", "--logits", dir + "/t.lmdb", "--config", dir + "/grid.yaml", "--quiet"]
+        let whole = try kdcache(base + ["--out", dir + "/whole"])
+        #expect(whole.status == 0, "\(whole.output)")
+        #expect(whole.stdout.contains("8 runs in"))
+        for i in 0..<2 { #expect(try kdcache(base + ["--out", dir + "/part\(i)", "--shard", "\(i)/2"]).status == 0) }
+        let collected = try kdcache(["sweep", "collect", dir + "/part0", dir + "/part1", "--out", dir + "/all"])
+        #expect(collected.status == 0, "\(collected.output)")
+        #expect(collected.stdout.contains("8 runs from 2 directories"))
+        let table = { (s: String) in s.split(separator: "\n").filter { $0.contains("linear") || $0.contains("fasttext") }.map { String($0) } }
+        #expect(table(collected.stdout) == table(whole.stdout), "sharded and collected equals the whole sweep")
+        writeFile(dir + "/bad.yaml", Array("alpah: [0]\n".utf8))
+        let bad = try kdcache(base.dropLast(3) + ["--config", dir + "/bad.yaml", "--out", dir + "/x"])
+        #expect(bad.status == 64 && bad.stderr.contains("bad.yaml: unknown key 'alpah'"), "\(bad.stderr)")
+    }
+
     @Test func sweepRefusesACacheOfAnotherDataset() throws {
         let a = try preparedDataset(), b = temporaryDirectory()
         writeFile(b + "/d.csv", Array("label,text\nx,one two\ny,three four\nx,five\n".utf8))
