@@ -39,7 +39,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Yams", package: "Yams"),
         ]),
-        .executableTarget(name: "kdcache-bench", dependencies: ["KDStore", "LMDB"],
+        .executableTarget(name: "kdcache-bench", dependencies: ["KDStore", "KDTrain", "LMDB"],
                           path: "Sources/Benchmarks"),
         .testTarget(name: "LMDBTests", dependencies: ["LMDB"]),
         .testTarget(name: "KDStoreTests", dependencies: ["KDStore"]),

@@ -1,5 +1,6 @@
 import Foundation
 import KDStore
+import KDTrain
 import LMDB
 
 /// The workloads, outside main.swift so that their closures are not main-actor isolated (top-level
@@ -44,6 +45,33 @@ enum Workloads {
                 }
             }
             print(String(format: "%.6f %llu", now() - t0, sum))
+
+        case "teacher-pass":
+            // One inference pass of the default built-in teacher (word + char n-gram TF-IDF, an
+            // ensemble of 3 MLPs with 128 hidden units) over the train split: what every epoch of
+            // every student run would cost without the cache. Weights do not change the cost.
+            let store = try DatasetStore(path: path)
+            let data = try TrainingData(dataset: store)
+            let featurizer = RichTextFeaturizer()
+            let t0 = now()
+            let texts = try data.train.map { try store.text(of: $0) ?? "" }
+            let (df, n) = featurizer.documentFrequencies(texts)
+            let matrix = featurizer.matrix(texts, df: df, n: n)
+            var checksum: Float = 0
+            for member in 0..<3 {
+                var rng = SplitMix64(seed: UInt64(member))
+                let net = Network(architecture: Architecture(kind: .mlp, width: 128), inputDim: matrix.dimension, classes: data.classes, sparseInput: true, rng: &rng)
+                var z = [Float](repeating: 0, count: data.classes)
+                for r in 0..<matrix.rows {
+                    let lo = matrix.offsets[r], hi = matrix.offsets[r + 1]
+                    matrix.indices.withUnsafeBufferPointer { i in matrix.values.withUnsafeBufferPointer { v in
+                        z.withUnsafeMutableBufferPointer { net.forward(Input(indices: UnsafeBufferPointer(rebasing: i[lo..<hi]), values: UnsafeBufferPointer(rebasing: v[lo..<hi])), logits: $0.baseAddress!) }
+                    } }
+                    checksum += z[0]
+                }
+            }
+            print(String(format: "%.6f %d", now() - t0, matrix.rows))
+            _ = checksum
 
         case "decode":
             let env = try Environment(path: path, options: .readOnly)

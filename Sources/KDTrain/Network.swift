@@ -74,10 +74,11 @@ public final class Network {
     var outputGrad: [Float]
     var outputBiasGrad: [Float]
 
-    // Scratch for one sample.
-    var preActivation: [Float]
-    var hidden: [Float]
-    var hiddenGrad: [Float]
+    // Scratch for one sample, owned here (plain pointers: no copy-on-write or exclusivity checks
+    // in the per-sample loops).
+    let preActivation: UnsafeMutableBufferPointer<Float>
+    let hidden: UnsafeMutableBufferPointer<Float>
+    let hiddenGrad: UnsafeMutableBufferPointer<Float>
 
     var hasOutputLayer: Bool { architecture.kind != .linear }
     var hasFirstBias: Bool { architecture.kind == .mlp }
@@ -107,37 +108,45 @@ public final class Network {
         firstBiasGrad = [Float](repeating: 0, count: width)
         outputGrad = [Float](repeating: 0, count: output.count)
         outputBiasGrad = [Float](repeating: 0, count: classes)
-        preActivation = [Float](repeating: 0, count: width)
-        hidden = [Float](repeating: 0, count: width)
-        hiddenGrad = [Float](repeating: 0, count: width)
+        preActivation = .allocate(capacity: width); preActivation.initialize(repeating: 0)
+        hidden = .allocate(capacity: width); hidden.initialize(repeating: 0)
+        hiddenGrad = .allocate(capacity: width); hiddenGrad.initialize(repeating: 0)
+    }
+
+    deinit {
+        preActivation.deallocate(); hidden.deallocate(); hiddenGrad.deallocate()
     }
 
     /// Logits of `input` into `logits` (count = classes). Keeps the activations for `backward`.
     public func forward(_ input: Input, logits: UnsafeMutablePointer<Float>) {
-        let w = width
+        let w = width, C = classes
+        let a = preActivation, h = hidden
+        let relu = architecture.kind == .mlp
+        firstBias.withUnsafeBufferPointer { b in
+            for k in 0..<w { a[k] = hasFirstBias ? b[k] : 0 }
+        }
         first.withUnsafeBufferPointer { W in
-            preActivation.withUnsafeMutableBufferPointer { a in
-                for k in 0..<w { a[k] = hasFirstBias ? firstBias[k] : 0 }
-                for j in 0..<input.count {
-                    let x = input.values[j]
-                    let base = input.row(j) * w
+            let values = input.values
+            if let indices = input.indices {
+                for j in 0..<values.count {
+                    let x = values[j], base = Int(indices[j]) * w
+                    for k in 0..<w { a[k] += x * W[base + k] }
+                }
+            } else {
+                for j in 0..<values.count {
+                    let x = values[j], base = j * w
                     for k in 0..<w { a[k] += x * W[base + k] }
                 }
             }
         }
-        if architecture.kind == .mlp {
-            for k in 0..<w { hidden[k] = max(preActivation[k], 0) }
-        } else {
-            for k in 0..<w { hidden[k] = preActivation[k] }
-        }
-        if !hasOutputLayer {
-            for c in 0..<classes { logits[c] = hidden[c] + outputBias[c] }
-            return
-        }
-        let C = classes
-        output.withUnsafeBufferPointer { U in
-            hidden.withUnsafeBufferPointer { h in
-                for c in 0..<C { logits[c] = outputBias[c] }
+        if relu { for k in 0..<w { h[k] = max(a[k], 0) } } else { for k in 0..<w { h[k] = a[k] } }
+        outputBias.withUnsafeBufferPointer { b in
+            if !hasOutputLayer {
+                for c in 0..<C { logits[c] = h[c] + b[c] }
+                return
+            }
+            for c in 0..<C { logits[c] = b[c] }
+            output.withUnsafeBufferPointer { U in
                 for k in 0..<w {
                     let hk = h[k]
                     if hk == 0 { continue }
@@ -151,33 +160,32 @@ public final class Network {
     /// Accumulates the gradient of the loss for the last `forward`, given dL/dlogits.
     public func backward(_ input: Input, logitGrad g: UnsafePointer<Float>) {
         let w = width, C = classes
-        for c in 0..<C { outputBiasGrad[c] += g[c] }
+        let a = preActivation, h = hidden, gh = hiddenGrad
+        outputBiasGrad.withUnsafeMutableBufferPointer { gb in for c in 0..<C { gb[c] += g[c] } }
         if hasOutputLayer {
             output.withUnsafeBufferPointer { U in
                 outputGrad.withUnsafeMutableBufferPointer { gU in
                     for k in 0..<w {
-                        let hk = hidden[k]
-                        let base = k * C
+                        let hk = h[k], base = k * C
                         var s: Float = 0
                         for c in 0..<C {
                             gU[base + c] += hk * g[c]
                             s += U[base + c] * g[c]
                         }
-                        hiddenGrad[k] = s
+                        gh[k] = s
                     }
                 }
             }
         } else {
-            for k in 0..<w { hiddenGrad[k] = g[k] }
+            for k in 0..<w { gh[k] = g[k] }
         }
         if architecture.kind == .mlp {
-            for k in 0..<w where preActivation[k] <= 0 { hiddenGrad[k] = 0 }
-            for k in 0..<w { firstBiasGrad[k] += hiddenGrad[k] }
+            for k in 0..<w where a[k] <= 0 { gh[k] = 0 }
+            firstBiasGrad.withUnsafeMutableBufferPointer { gb in for k in 0..<w { gb[k] += gh[k] } }
         }
-        hiddenGrad.withUnsafeBufferPointer { gh in
-            for j in 0..<input.count {
-                firstGrad.accumulate(row: input.row(j), scale: input.values[j], gh)
-            }
+        let ghc = UnsafeBufferPointer(gh)
+        for j in 0..<input.count {
+            firstGrad.accumulate(row: input.row(j), scale: input.values[j], ghc)
         }
     }
 
@@ -191,33 +199,52 @@ private func hasOutputLayerFor(_ a: Architecture) -> Bool { a.kind != .linear }
 /// entries and a packed buffer of the touched rows, cleared by ``reset()`` in O(touched).
 final class SparseRowGradient {
     let width: Int
-    private var slot: [Int32]
+    private var slot: UnsafeMutableBufferPointer<Int32>
     private(set) var touched: [Int] = []
-    private(set) var values: [Float] = []
+    /// Packed rows: slot s occupies `[s·width, (s+1)·width)`.
+    private(set) var storage: UnsafeMutablePointer<Float>
+    private var capacityRows: Int
 
     init(rows: Int, width: Int) {
         self.width = width
-        slot = [Int32](repeating: -1, count: rows)
+        slot = .allocate(capacity: rows)
+        slot.initialize(repeating: -1)
+        capacityRows = 64
+        storage = .allocate(capacity: capacityRows * width)
+        storage.initialize(repeating: 0, count: capacityRows * width)
     }
+
+    deinit { slot.deallocate(); storage.deallocate() }
+
+    /// The packed gradient values of the touched rows, in `touched` order.
+    var values: UnsafeBufferPointer<Float> { UnsafeBufferPointer(start: storage, count: touched.count * width) }
 
     @inline(__always)
     func accumulate(row: Int, scale: Float, _ g: UnsafeBufferPointer<Float>) {
         var s = Int(slot[row])
         if s < 0 {
             s = touched.count
+            if s == capacityRows { grow() }
             slot[row] = Int32(s)
             touched.append(row)
-            values.append(contentsOf: repeatElement(0, count: width))
         }
-        let base = s * width
-        values.withUnsafeMutableBufferPointer { v in
-            for k in 0..<width { v[base + k] += scale * g[k] }
-        }
+        let base = storage + s * width
+        for k in 0..<width { base[k] += scale * g[k] }
     }
 
+    private func grow() {
+        let bigger = UnsafeMutablePointer<Float>.allocate(capacity: 2 * capacityRows * width)
+        bigger.moveInitialize(from: storage, count: capacityRows * width)
+        (bigger + capacityRows * width).initialize(repeating: 0, count: capacityRows * width)
+        storage.deallocate()
+        storage = bigger
+        capacityRows *= 2
+    }
+
+    /// Clears the touched rows (their gradient buffers are zeroed for reuse).
     func reset() {
         for r in touched { slot[r] = -1 }
+        storage.update(repeating: 0, count: touched.count * width)
         touched.removeAll(keepingCapacity: true)
-        values.removeAll(keepingCapacity: true)
     }
 }

@@ -58,47 +58,38 @@ public struct TrainingError: Error, CustomStringConvertible {
 /// them (the usual treatment of sparse embeddings); bias correction uses the global step.
 final class Optimizer {
     let config: OptimizerConfig
-    private var firstM, firstV, firstBiasM, firstBiasV, outputM, outputV, outputBiasM, outputBiasV: [Float]
+    /// State of the input projection, interleaved per row — Adam: `[m(width) ‖ v(width)]`, SGD:
+    /// `[velocity(width)]` — so the update of a touched row costs one cache miss, not two.
+    private var firstState: [Float]
+    private var firstBiasM, firstBiasV, outputM, outputV, outputBiasM, outputBiasV: [Float]
     private(set) var step = 0
 
     init(config: OptimizerConfig, network: Network) {
         self.config = config
         let adam = config.kind == .adam
         func zeros(_ n: Int, _ needed: Bool = true) -> [Float] { needed ? [Float](repeating: 0, count: n) : [] }
-        firstM = zeros(network.first.count); firstV = zeros(network.first.count, adam)
+        firstState = zeros(network.first.count * (adam ? 2 : 1))
         firstBiasM = zeros(network.firstBias.count); firstBiasV = zeros(network.firstBias.count, adam)
         outputM = zeros(network.output.count); outputV = zeros(network.output.count, adam)
         outputBiasM = zeros(network.outputBias.count); outputBiasV = zeros(network.outputBias.count, adam)
     }
 
     /// Applies the accumulated gradients at rate `lr`, then clears them.
+    ///
+    /// Adam is evaluated as `p ← p − lr·(m̂ / (√v̂ + ε) + λp)` with m̂ = m/(1−β₁ᵗ), v̂ = v/(1−β₂ᵗ).
     func apply(to net: Network, lr: Float) {
         step += 1
         let c = config
         let b1c = 1 - Foundation.pow(c.beta1, Float(step)), b2c = 1 - Foundation.pow(c.beta2, Float(step))
-        @inline(__always)
-        func update(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, _ m: UnsafeMutablePointer<Float>,
-                    _ v: UnsafeMutablePointer<Float>?, _ n: Int) {
-            if let v {
-                for i in 0..<n {
-                    m[i] = c.beta1 * m[i] + (1 - c.beta1) * g[i]
-                    v[i] = c.beta2 * v[i] + (1 - c.beta2) * g[i] * g[i]
-                    p[i] -= lr * ((m[i] / b1c) / ((v[i] / b2c).squareRoot() + c.epsilon) + c.weightDecay * p[i])
-                }
-            } else {
-                for i in 0..<n {
-                    m[i] = c.momentum * m[i] + g[i]
-                    p[i] -= lr * (m[i] + c.weightDecay * p[i])
-                }
-            }
-        }
+        let step = Update(kind: c.kind, lr: lr, beta1: c.beta1, beta2: c.beta2, epsilon: c.epsilon, momentum: c.momentum,
+                          weightDecay: c.weightDecay, inverseBias1: 1 / b1c, inverseBias2: 1 / b2c)
         func dense(_ p: inout [Float], _ g: inout [Float], _ m: inout [Float], _ v: inout [Float]) {
             let n = p.count
             guard n > 0 else { return }
             p.withUnsafeMutableBufferPointer { P in g.withUnsafeMutableBufferPointer { G in
                 m.withUnsafeMutableBufferPointer { M in v.withUnsafeMutableBufferPointer { V in
-                    update(P.baseAddress!, G.baseAddress!, M.baseAddress!, V.isEmpty ? nil : V.baseAddress!, n)
-                    for i in 0..<n { G[i] = 0 }
+                    step.run(P.baseAddress!, G.baseAddress!, M.baseAddress!, V.baseAddress, n)
+                    G.update(repeating: 0)
                 } }
             } }
         }
@@ -107,16 +98,56 @@ final class Optimizer {
         if net.hasFirstBias { dense(&net.firstBias, &net.firstBiasGrad, &firstBiasM, &firstBiasV) }
         let w = net.width
         let grad = net.firstGrad
+        let stride = c.kind == .adam ? 2 * w : w
         net.first.withUnsafeMutableBufferPointer { P in
-            firstM.withUnsafeMutableBufferPointer { M in firstV.withUnsafeMutableBufferPointer { V in
-                grad.values.withUnsafeBufferPointer { G in
-                    for (s, row) in grad.touched.enumerated() {
-                        update(P.baseAddress! + row * w, G.baseAddress! + s * w, M.baseAddress! + row * w,
-                               V.isEmpty ? nil : V.baseAddress! + row * w, w)
-                    }
+            firstState.withUnsafeMutableBufferPointer { S in
+                let G = grad.storage
+                for (s, row) in grad.touched.enumerated() {
+                    let m = S.baseAddress! + row * stride
+                    step.run(P.baseAddress! + row * w, G + s * w, m, c.kind == .adam ? m + w : nil, w)
                 }
-            } }
+            }
         }
         grad.reset()
+    }
+}
+
+/// One optimizer step's constants and its element-wise update over contiguous buffers.
+struct Update {
+    let kind: OptimizerConfig.Kind
+    let lr, beta1, beta2, epsilon, momentum, weightDecay, inverseBias1, inverseBias2: Float
+
+    @inline(__always)
+    func run(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, _ m: UnsafeMutablePointer<Float>,
+             _ v: UnsafeMutablePointer<Float>?, _ n: Int) {
+        if kind == .adam, let v {
+            let a1 = 1 - beta1, a2 = 1 - beta2
+            // Eight lanes at a time (sqrt and division dominate; scalar they stall the loop).
+            var i = 0
+            while i + 8 <= n {
+                let gi = UnsafeRawPointer(g + i).loadUnaligned(as: SIMD8<Float>.self)
+                let mi = beta1 * UnsafeRawPointer(m + i).loadUnaligned(as: SIMD8<Float>.self) + a1 * gi
+                let vi = beta2 * UnsafeRawPointer(v + i).loadUnaligned(as: SIMD8<Float>.self) + a2 * gi * gi
+                let pi = UnsafeRawPointer(p + i).loadUnaligned(as: SIMD8<Float>.self)
+                let update = (mi * inverseBias1) / ((vi * inverseBias2).squareRoot() + epsilon) + weightDecay * pi
+                UnsafeMutableRawPointer(m + i).storeBytes(of: mi, as: SIMD8<Float>.self)
+                UnsafeMutableRawPointer(v + i).storeBytes(of: vi, as: SIMD8<Float>.self)
+                UnsafeMutableRawPointer(p + i).storeBytes(of: pi - lr * update, as: SIMD8<Float>.self)
+                i += 8
+            }
+            for i in i..<n {
+                let gi = g[i]
+                let mi = beta1 * m[i] + a1 * gi
+                let vi = beta2 * v[i] + a2 * gi * gi
+                m[i] = mi; v[i] = vi
+                p[i] -= lr * ((mi * inverseBias1) / ((vi * inverseBias2).squareRoot() + epsilon) + weightDecay * p[i])
+            }
+        } else {
+            for i in 0..<n {
+                let mi = momentum * m[i] + g[i]
+                m[i] = mi
+                p[i] -= lr * (mi + weightDecay * p[i])
+            }
+        }
     }
 }

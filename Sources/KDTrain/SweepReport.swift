@@ -102,7 +102,7 @@ public struct SweepReport {
             guard !alphas.isEmpty else { continue }
             let cols = max(1, temps.count)
             let cell = 86, left = 70, top = 30
-            let width = left + cols * cell + 20, height = top + alphas.count * 40 + 40
+            let width = max(left + cols * cell + 20, 380), height = top + alphas.count * 40 + 40
             let values = points.map(\.testAccuracy.mean)
             let lo = values.min() ?? 0, hi = values.max() ?? 1
             var svg = "<svg xmlns='http://www.w3.org/2000/svg' width='\(width)' height='\(height)' font-family='sans-serif' font-size='12'>"
@@ -132,7 +132,7 @@ public struct SweepReport {
             let n = a.runs.map(\.curve.count).min() ?? 0
             guard n > 0 else { return nil }
             let mean = (0..<n).map { e in a.runs.map { $0.curve[e] }.reduce(0, +) / Double(a.runs.count) }
-            return (mean, item.1, "\(item.2): \(run.config.architecture) α \(run.config.loss.alpha) T \(run.config.loss.temperature)")
+            return (mean, item.1, "\(item.2): \(run.config.architecture) α \(run.config.loss.alpha)" + (run.config.loss.alpha > 0 ? " T \(run.config.loss.temperature)" : "") + " lr \(run.config.optimizer.learningRate)")
         }
         guard !series.isEmpty else { return "" }
         let w = 520, h = 260, l = 50, b = 30

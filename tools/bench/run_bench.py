@@ -11,6 +11,9 @@ per-repetition ratios (PERF-NOTES.md: absolute numbers drift up to 1.5x between 
      records of the same size.                                  target: <= 1.25x C
   3. prep: rows/s of `kdcache prep` vs tools/bench/prep_python.py on the same JSONL.
   4. Peak memory (max RSS) of `kdcache prep` on 1,000,000 JSONL rows.   target: < 500 MB
+  5. Sweeps on the fortunes fixture: kdcache vs the same sweep in numpy reading the same cache
+     through py-lmdb (target >= 5x); K configurations in one run vs K runs of one (the sharing);
+     the sweep vs rerunning the teacher every epoch (the reason the cache exists).
 """
 import argparse
 import os
@@ -224,14 +227,81 @@ def memory_section(args, tmp):
     return [("prep 1M rows: peak anonymous memory MB", peak_anon, 500)]
 
 
+def sweep_section(args, tmp):
+    print("5. Sweeps on fortunes (1,919 texts, 8 classes, 2^18 hashed features): linear students, Adam, batch 32")
+    root = HERE.parents[1]
+    data, cache = tmp / "f.lmdb", tmp / "t.lmdb"
+    subprocess.run([args.kdcache, "prep", str(root / "fixtures/fortunes/fortunes.csv"), "--out", str(data), "--text-column", "text",
+                    "--label-column", "label", "--id-column", "id", "--seed", "7", "--quiet", "--force"], check=True, capture_output=True)
+    subprocess.run([args.kdcache, "teach", "--data", str(data), "--out", str(cache), "--quiet"], check=True, capture_output=True)
+    grid = ["--student", "linear", "--temperature", "2,4", "--alpha", "0,0.5,0.9", "--lr", "0.1", "--epochs", "10", "--seeds", "2"]
+
+    def kd():
+        out = tmp / "sweep-kd"
+        subprocess.run(["rm", "-rf", str(out)])
+        t0 = time.perf_counter()
+        subprocess.run([args.kdcache, "sweep", "--data", str(data), "--logits", str(cache), *grid, "--out", str(out), "--quiet"], check=True, capture_output=True)
+        return time.perf_counter() - t0, "10"
+
+    def numpy_sweep():
+        t0 = time.perf_counter()
+        r = subprocess.run([sys.executable, str(HERE / "sweep_numpy.py"), str(data), str(cache), "--temperature", "2,4", "--alpha", "0,0.5,0.9",
+                            "--lr", "0.1", "--epochs", "10", "--seeds", "2"], check=True, capture_output=True, text=True)
+        return time.perf_counter() - t0, str(r.stdout.count("test accuracy"))
+
+    base, res = side_by_side("sweep", numpy_sweep, {"kdcache": kd}, reps=3)
+    print(f"  10 configurations x 10 epochs, end to end (process start, reading both stores, training, evaluation):")
+    print(f"      numpy + py-lmdb  {base:6.2f} s")
+    print(f"      kdcache          {res['kdcache'][0]:6.2f} s   time ratio vs numpy: {res['kdcache'][1]:5.2f}x")
+    verdicts = [("sweep: kdcache speed-up over numpy", 1 / res["kdcache"][1], -5)]
+
+    points = [(a, t) for a in ("0.5", "0.9") for t in ("1", "2", "4", "8", "16")]
+    one = ["--student", "linear", "--lr", "0.1", "--epochs", "10", "--seeds", "1", "--workers", "1", "--quiet"]
+
+    def shared():
+        out = tmp / "shared"
+        subprocess.run(["rm", "-rf", str(out)])
+        t0 = time.perf_counter()
+        subprocess.run([args.kdcache, "sweep", "--data", str(data), "--logits", str(cache), "--alpha", "0.5,0.9", "--temperature", "1,2,4,8,16",
+                        *one, "--out", str(out)], check=True, capture_output=True)
+        return time.perf_counter() - t0, "same"
+
+    def separate():
+        t0 = time.perf_counter()
+        for k, (a, t) in enumerate(points):
+            out = tmp / f"single{k}"
+            subprocess.run(["rm", "-rf", str(out)])
+            subprocess.run([args.kdcache, "sweep", "--data", str(data), "--logits", str(cache), "--alpha", a, "--temperature", t, *one,
+                            "--out", str(out)], check=True, capture_output=True)
+        return time.perf_counter() - t0, "same"
+
+    base, res = side_by_side("sharing", separate, {"one run of K": shared}, reps=3)
+    print(f"  K = 10 configurations (α 0.5/0.9 x T 1..16), one worker: 10 separate runs {base:.2f} s, one shared run {res['one run of K'][0]:.2f} s,"
+          f" time ratio {res['one run of K'][1]:.2f}x")
+    verdicts.append(("sharing: K configs in one run / K runs", res["one run of K"][1], 1.0))
+
+    pass_time = statistics.median(float(run([args.swift, "teacher-pass", str(data)])[0]) for _ in range(3))
+    sweep_time = statistics.median(kd()[0] for _ in range(2))
+    groups, epochs, configs = 2, 10, 10
+    shared_rerun = sweep_time + groups * epochs * pass_time
+    naive_rerun = sweep_time + configs * epochs * pass_time
+    print(f"  teacher inference over the train split (featurize + 3 MLPs): {pass_time:.3f} s per epoch")
+    print(f"  the 10-configuration sweep: {sweep_time:.2f} s from the cache; rerunning the teacher every epoch would add"
+          f" {groups * epochs * pass_time:.1f} s even when configurations share passes ({shared_rerun / sweep_time:.1f}x),"
+          f" {configs * epochs * pass_time:.1f} s when each run calls it ({naive_rerun / sweep_time:.1f}x)")
+    verdicts.append(("cache vs rerunning the teacher (shared passes): speed-up", shared_rerun / sweep_time, -1))
+    return verdicts
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--swift", required=True)
     p.add_argument("--c", required=True)
     p.add_argument("--kdcache", required=True)
-    p.add_argument("--only", choices=["lmdb", "softlabels", "prep", "memory"])
+    p.add_argument("--only", choices=["lmdb", "softlabels", "prep", "memory", "sweep"])
     args = p.parse_args()
-    sections = {"lmdb": lmdb_section, "softlabels": softlabel_section, "prep": prep_section, "memory": memory_section}
+    sections = {"lmdb": lmdb_section, "softlabels": softlabel_section, "prep": prep_section, "memory": memory_section,
+                "sweep": sweep_section}
     verdicts = []
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as d:
         for name, section in sections.items():

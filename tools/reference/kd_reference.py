@@ -74,8 +74,8 @@ def cases():
         loss, grad = kd_loss(z, y, teacher, t_w, alpha, T, kind)
         loss_cases.append({"kind": kind, "alpha": alpha, "temperature": T, "write_temperature": t_w, "logits": z.tolist(),
                            "label": y, "teacher_log_probs": [max(x, -1e30) for x in teacher.tolist()], "loss": loss, "grad": grad})
-    p0 = rng.normal(0, 1, 5)
-    grads = [rng.normal(0, 1, 5) for _ in range(4)]
+    p0 = rng.normal(0, 1, 13)   # 13 = one 8-lane SIMD block and a scalar tail
+    grads = [rng.normal(0, 1, 13) for _ in range(4)]
     opt_cases = [
         {"kind": "adam", "lr": 0.01, "weight_decay": 0.0, "start": p0.tolist(), "grads": [g.tolist() for g in grads], "end": adam(p0, grads, 0.01)},
         {"kind": "adam", "lr": 0.1, "weight_decay": 0.01, "start": p0.tolist(), "grads": [g.tolist() for g in grads], "end": adam(p0, grads, 0.1, wd=0.01)},
