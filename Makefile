@@ -28,6 +28,10 @@ $(VENV)/.installed: tools/requirements.txt
 	$(PY) -m pip install -q --disable-pip-version-check -r tools/requirements.txt
 	touch $@
 
+$(VENV)/.bench-installed: $(VENV)/.installed tools/requirements-bench.txt
+	$(PY) -m pip install -q --disable-pip-version-check -r tools/requirements-bench.txt
+	touch $@
+
 build: deps
 	$(SWIFT) build
 
@@ -53,7 +57,7 @@ demo: system-deps
 	@echo "report: $(CURDIR)/$(DEMO)/sweep/report.html"
 
 ## bench: release-build benchmarks, each printed as a ratio against a baseline run side by side.
-bench: deps
+bench: deps $(VENV)/.bench-installed
 	$(SWIFT) build -c release
 	gcc -O2 -o .build/lmdb-c-bench tools/bench/lmdb_c_bench.c -llmdb
 	$(PY) tools/bench/run_bench.py --swift .build/release/kdcache-bench --c .build/lmdb-c-bench --kdcache $(RELEASE_BIN)

@@ -73,6 +73,26 @@ enum Workloads {
             print(String(format: "%.6f %d", now() - t0, matrix.rows))
             _ = checksum
 
+        case "teach-overhead":
+            // A cheap teacher (linear on the store's own features, one epoch, no ensemble): its
+            // compute vs the time to write its outputs into the cache (encode, CRC, commit).
+            let store = try DatasetStore(path: path)
+            var options = BuiltinTeacherOptions()
+            options.architecture = Architecture(kind: .linear); options.epochs = 1; options.ensemble = 1
+            options.richTextFeatures = false; options.workers = 1
+            let t0 = now()
+            let (logProbs, _) = try BuiltinTeacher(options: options).predict(dataset: store)
+            let compute = now() - t0
+            let out = args[3]
+            unlink(out); unlink(out + "-lock")
+            let writer = try SoftLabelWriter(path: out, dataset: store.manifest,
+                                             teacher: options.identity(dataset: store.manifest, name: "cheap"),
+                                             layout: SoftLabelLayout(writeTemperature: 2, dtype: .float16))
+            let t1 = now()
+            try TeacherOutput.write(writer) { range in range.map { logProbs[$0] } }
+            let write = now() - t1
+            print(String(format: "%.6f %.6f %d", compute, write, store.count))
+
         case "decode":
             let env = try Environment(path: path, options: .readOnly)
             let t0 = now()

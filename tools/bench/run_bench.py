@@ -14,6 +14,9 @@ per-repetition ratios (PERF-NOTES.md: absolute numbers drift up to 1.5x between 
   5. Sweeps on the fortunes fixture: kdcache vs the same sweep in numpy reading the same cache
      through py-lmdb (target >= 5x); K configurations in one run vs K runs of one (the sharing);
      the sweep vs rerunning the teacher every epoch (the reason the cache exists).
+  6. Teacher stage: cache-writing time over a cheap teacher's own compute (target <= 10 %).
+  7. Reading a cache from Python: the kdcache reader (py-lmdb + numpy) vs Hugging Face `datasets`
+     (Arrow, memory-mapped) holding the same log-probabilities as a column — random access and scan.
 """
 import argparse
 import os
@@ -293,15 +296,90 @@ def sweep_section(args, tmp):
     return verdicts
 
 
+def teach_overhead_section(args, tmp):
+    print("6. Teacher stage: writing a cheap teacher's outputs (linear, 1 epoch, store features) into the cache")
+    src, data = tmp / "ov.jsonl", tmp / "ov.lmdb"
+    subprocess.run([sys.executable, str(HERE / "make_jsonl.py"), str(src), "200000"], check=True)
+    subprocess.run([args.kdcache, "prep", str(src), "--out", str(data), "--text-column", "text", "--label-column", "label",
+                    "--id-column", "id", "--quiet", "--force"], check=True, capture_output=True)
+    ratios = []
+    for _ in range(3):
+        out = subprocess.run([args.swift, "teach-overhead", str(data), str(tmp / "ov-cache.lmdb")], check=True, capture_output=True, text=True).stdout.split()
+        compute, write = float(out[0]), float(out[1])
+        ratios.append(write / compute)
+    print(f"  200,000 samples, 8 classes, f16: teacher compute {compute:.2f} s, cache writing {write:.2f} s; overhead {statistics.median(ratios) * 100:.1f} %")
+    return [("teacher stage: cache-writing overhead", statistics.median(ratios), 0.10)]
+
+
+def python_reader_section(args, tmp):
+    print("7. Python: the kdcache reader vs Hugging Face datasets (Arrow) on the same 200,000 x 8 log-probabilities")
+    import numpy as np
+    try:
+        import datasets
+    except ImportError:
+        raise SystemExit("datasets is not installed: make bench installs tools/requirements-bench.txt")
+    sys.path.insert(0, str(HERE.parent / "python"))
+    import kdcache
+    data, cache = tmp / "ov.lmdb", tmp / "ov-cache.lmdb"
+    if not cache.exists():
+        teach_overhead_section(args, tmp)
+    store = kdcache.open(str(cache))
+    n = len(store)
+    values = np.array([store.log_probs(i) for i in range(n)], dtype=np.float32)
+    hf = datasets.Dataset.from_dict({"log_probs": values}).with_format("numpy")
+    hf.save_to_disk(str(tmp / "hf"))
+    hf = datasets.load_from_disk(str(tmp / "hf")).with_format("numpy")
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, n, 20000)
+
+    def kd_random():
+        t0 = time.perf_counter()
+        s = 0.0
+        for i in idx:
+            s += float(store.log_probs(int(i))[0])
+        return time.perf_counter() - t0, f"{s:.1f}"
+
+    def hf_random():
+        t0 = time.perf_counter()
+        s = 0.0
+        for i in idx:
+            s += float(hf[int(i)]["log_probs"][0])
+        return time.perf_counter() - t0, f"{s:.1f}"
+
+    def kd_scan():
+        t0 = time.perf_counter()
+        s = 0.0
+        for _, lp in store:
+            s += float(lp[0])
+        return time.perf_counter() - t0, f"{s:.0f}"
+
+    def hf_scan():
+        t0 = time.perf_counter()
+        s = 0.0
+        for batch in hf.iter(batch_size=1):
+            s += float(batch["log_probs"][0][0])
+        return time.perf_counter() - t0, f"{s:.0f}"
+
+    base, res = side_by_side("random", hf_random, {"kdcache": kd_random}, reps=3)
+    print(f"  random access, 20,000 records: datasets {len(idx) / base / 1e3:.1f} k/s, kdcache {len(idx) / res['kdcache'][0] / 1e3:.1f} k/s,"
+          f" time ratio {res['kdcache'][1]:.3f}x")
+    verdicts = [("python random access: kdcache / datasets time", res["kdcache"][1], 1.0)]
+    base, res = side_by_side("scan", hf_scan, {"kdcache": kd_scan}, reps=3)
+    print(f"  full scan, record by record, {n:,} records: datasets {n / base / 1e3:.1f} k/s, kdcache {n / res['kdcache'][0] / 1e3:.1f} k/s,"
+          f" time ratio {res['kdcache'][1]:.3f}x")
+    verdicts.append(("python scan: kdcache / datasets time", res["kdcache"][1], 1.0))
+    return verdicts
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--swift", required=True)
     p.add_argument("--c", required=True)
     p.add_argument("--kdcache", required=True)
-    p.add_argument("--only", choices=["lmdb", "softlabels", "prep", "memory", "sweep"])
+    p.add_argument("--only", choices=["lmdb", "softlabels", "prep", "memory", "sweep", "teach", "python"])
     args = p.parse_args()
     sections = {"lmdb": lmdb_section, "softlabels": softlabel_section, "prep": prep_section, "memory": memory_section,
-                "sweep": sweep_section}
+                "sweep": sweep_section, "teach": teach_overhead_section, "python": python_reader_section}
     verdicts = []
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as d:
         for name, section in sections.items():
