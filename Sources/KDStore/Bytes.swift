@@ -79,10 +79,52 @@ public func crc32(_ bytes: UnsafeRawBufferPointer, continuing crc: UInt32 = 0) -
 }
 
 /// CRC-32 of a record whose four checksum bytes at `offset` are left out: `crc32(r[..<offset] ‖ r[offset+4...])`.
+///
+/// Records under 256 bytes use slicing-by-8 tables in Swift: for the 20–60-byte soft-label records
+/// of small label sets, zlib's set-up cost, paid twice per record, was a fifth of the write time
+/// (BENCHMARKS.md §2). Larger records use zlib. Both give zlib's CRC-32 (tested against it).
 @inline(__always)
 func recordChecksum(_ record: UnsafeRawBufferPointer, skipping offset: Int) -> UInt32 {
+    if record.count < 256 {
+        var c: UInt32 = 0xFFFF_FFFF
+        c = SmallCRC32.update(c, UnsafeRawBufferPointer(rebasing: record[0..<offset]))
+        c = SmallCRC32.update(c, UnsafeRawBufferPointer(rebasing: record[(offset + 4)...]))
+        return c ^ 0xFFFF_FFFF
+    }
     let head = crc32(UnsafeRawBufferPointer(rebasing: record[0..<offset]))
     return crc32(UnsafeRawBufferPointer(rebasing: record[(offset + 4)...]), continuing: head)
+}
+
+/// Slicing-by-8 tables of the reflected CRC-32 polynomial 0xEDB88320 (IEEE 802.3, zlib's):
+/// `tables[k·256 + b]` is the CRC contribution of byte b followed by k zero bytes.
+enum SmallCRC32 {
+    nonisolated(unsafe) static let tables: UnsafeMutablePointer<UInt32> = {  // written once, then read-only
+        let t = UnsafeMutablePointer<UInt32>.allocate(capacity: 8 * 256)
+        for n in 0..<256 {
+            var c = UInt32(n)
+            for _ in 0..<8 { c = c & 1 != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
+            t[n] = c
+        }
+        for k in 1..<8 { for n in 0..<256 { let prev = t[(k - 1) * 256 + n]; t[k * 256 + n] = (prev >> 8) ^ t[Int(prev & 0xFF)] } }
+        return t
+    }()
+
+    /// Continues a pre-inverted CRC register `crc` over `bytes` (no final inversion).
+    @inline(__always)
+    static func update(_ crc: UInt32, _ bytes: UnsafeRawBufferPointer) -> UInt32 {
+        let t = tables
+        var c = crc, i = 0
+        let n = bytes.count
+        while i + 8 <= n {
+            let word = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: i, as: UInt64.self))
+            let lo = UInt32(truncatingIfNeeded: word) ^ c, hi = UInt32(truncatingIfNeeded: word >> 32)
+            c = t[7 * 256 + Int(lo & 0xFF)] ^ t[6 * 256 + Int((lo >> 8) & 0xFF)] ^ t[5 * 256 + Int((lo >> 16) & 0xFF)] ^ t[4 * 256 + Int(lo >> 24)]
+              ^ t[3 * 256 + Int(hi & 0xFF)] ^ t[2 * 256 + Int((hi >> 8) & 0xFF)] ^ t[256 + Int((hi >> 16) & 0xFF)] ^ t[Int(hi >> 24)]
+            i += 8
+        }
+        while i < n { c = t[Int((c ^ UInt32(bytes[i])) & 0xFF)] ^ (c >> 8); i += 1 }
+        return c
+    }
 }
 
 /// A reusable zlib (RFC 1950) compressor: one `z_stream` reset between inputs, which for short
@@ -187,4 +229,19 @@ extension UInt64 {
     func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
         try withUnsafeBytes(of: self, body)
     }
+}
+
+/// Float → float16 bits, rounding to nearest even: a bit-level path for the normal range (what
+/// log-probabilities use), the standard library's conversion for the rest. Swift's `Float16(_:)`
+/// calls a software routine here, a tenth of the soft-label write time (BENCHMARKS.md §2).
+@inline(__always)
+func float16Bits(_ v: Float) -> UInt16 {
+    let bits = v.bitPattern
+    let exponent = Int((bits >> 23) & 0xFF) - 112          // rebias 127 → 15
+    guard exponent > 0, exponent < 31 else { return Float16(v).bitPattern }
+    let mantissa = bits & 0x7F_FFFF
+    var half = (bits >> 16) & 0x8000 | UInt32(exponent) << 10 | mantissa >> 13
+    let rest = mantissa & 0x1FFF
+    if rest > 0x1000 || (rest == 0x1000 && half & 1 == 1) { half += 1 }   // a carry into the exponent is correct (up to infinity)
+    return UInt16(half)
 }

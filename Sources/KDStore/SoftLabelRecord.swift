@@ -54,7 +54,7 @@ public enum SoftLabelRecord {
         func store(_ v: Float, at offset: Int) {
             switch dtype {
             case .float32: buffer.storeBytes(of: v.bitPattern.littleEndian, toByteOffset: offset, as: UInt32.self)
-            case .float16: buffer.storeBytes(of: Float16(v).bitPattern.littleEndian, toByteOffset: offset, as: UInt16.self)
+            case .float16: buffer.storeBytes(of: float16Bits(v).littleEndian, toByteOffset: offset, as: UInt16.self)
             }
         }
         if topK == 0 {

@@ -203,7 +203,8 @@ public final class SoftLabelWriter {
                 throw StoreError(path: path, message: "sample \(e.sample) view \(e.view): NaN or +inf among the log-probabilities")
             }
         }
-        let sorted = entries.sorted { ($0.sample, $0.view) < ($1.sample, $1.view) }
+        let inOrder = zip(entries, entries.dropFirst()).allSatisfy { ($0.sample, $0.view) < ($1.sample, $1.view) }
+        let sorted = inOrder ? entries : entries.sorted { ($0.sample, $0.view) < ($1.sample, $1.view) }
         var updated = manifest
         var entry = updated.teachers[teacherName]!
         entry.completed = insertRange(range, into: entry.completedRanges).map { [$0.lowerBound, $0.upperBound] }

@@ -90,6 +90,46 @@ import Testing
     }
 }
 
+@Suite struct ChecksumTests {
+    @Test(arguments: [8, 9, 28, 100, 255, 256, 2008]) func recordChecksumEqualsZlibsCRC32(_ length: Int) {
+        var rng = SystemRandomNumberGenerator()
+        let bytes = (0..<length).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        let viaZlib = bytes.withUnsafeBytes { b in crc32(UnsafeRawBufferPointer(rebasing: b[8...]), continuing: crc32(UnsafeRawBufferPointer(rebasing: b[0..<4]))) }
+        #expect(bytes.withUnsafeBytes { recordChecksum($0, skipping: 4) } == viaZlib)
+    }
+}
+
+@Suite struct Float16Tests {
+    @Test func bitLevelConversionEqualsTheStandardLibrary() {
+        var rng = SplitMixForTests(seed: 5)
+        var checked = 0
+        for _ in 0..<2_000_000 {
+            let v = Float(bitPattern: UInt32(truncatingIfNeeded: rng.next()))
+            guard !v.isNaN else { continue }
+            #expect(float16Bits(v) == Float16(v).bitPattern, "\(v)")
+            checked += 1
+        }
+        // Every float16 value and the midpoints between neighbours (the rounding ties).
+        for h in 0..<UInt16(0x7C00) {
+            let x = Float(Float16(bitPattern: h)), y = Float(Float16(bitPattern: h + 1))
+            for v in [x, (x + y) / 2, -x, -(x + y) / 2] { #expect(float16Bits(v) == Float16(v).bitPattern, "\(v)") }
+        }
+        #expect(checked > 1_900_000)
+    }
+}
+
+struct SplitMixForTests {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
 @Suite struct FeaturizerTests {
     @Test func fnv1a64MatchesPublishedVectors() {
         #expect(TextFeaturizer.fnv1a64([UInt8]()) == 0xcbf2_9ce4_8422_2325)

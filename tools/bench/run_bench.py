@@ -20,7 +20,6 @@ per-repetition ratios (PERF-NOTES.md: absolute numbers drift up to 1.5x between 
 """
 import argparse
 import os
-import random
 import statistics
 import struct
 import subprocess
@@ -253,7 +252,7 @@ def sweep_section(args, tmp):
         return time.perf_counter() - t0, str(r.stdout.count("test accuracy"))
 
     base, res = side_by_side("sweep", numpy_sweep, {"kdcache": kd}, reps=3)
-    print(f"  10 configurations x 10 epochs, end to end (process start, reading both stores, training, evaluation):")
+    print("  10 configurations x 10 epochs, end to end (process start, reading both stores, training, evaluation):")
     print(f"      numpy + py-lmdb  {base:6.2f} s")
     print(f"      kdcache          {res['kdcache'][0]:6.2f} s   time ratio vs numpy: {res['kdcache'][1]:5.2f}x")
     verdicts = [("sweep: kdcache speed-up over numpy", 1 / res["kdcache"][1], -5)]
@@ -320,7 +319,7 @@ def python_reader_section(args, tmp):
         raise SystemExit("datasets is not installed: make bench installs tools/requirements-bench.txt")
     sys.path.insert(0, str(HERE.parent / "python"))
     import kdcache
-    data, cache = tmp / "ov.lmdb", tmp / "ov-cache.lmdb"
+    cache = tmp / "ov-cache.lmdb"
     if not cache.exists():
         teach_overhead_section(args, tmp)
     store = kdcache.open(str(cache))

@@ -10,7 +10,6 @@ garbage (a line that is not JSON), die (exit 3), hang (never answer). --slow S s
 """
 import argparse
 import hashlib
-import json
 import math
 import os
 import sys

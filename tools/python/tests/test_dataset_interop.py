@@ -1,18 +1,10 @@
 """Swift writes a dataset store; Python, written from FORMAT.md alone, reads it identically."""
 import csv
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import kdcache  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[3]
-BIN = os.environ.get("KDCACHE_BIN", str(ROOT / ".build/debug/kdcache"))
+from _support import BIN, ROOT, kdcache
 
 
 def prep(tmp_path, *args):

@@ -1,15 +1,12 @@
 """The format-v1 golden stores read exactly as recorded when they were written (FORMAT.md §4)."""
 import json
 import shutil
-import sys
-from pathlib import Path
 
 import numpy as np
+from _support import ROOT, kdcache
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import kdcache  # noqa: E402
 
-GOLDEN = Path(__file__).resolve().parents[3] / "fixtures/format-v1"
+GOLDEN = ROOT / "fixtures/format-v1"
 
 
 def test_v1_golden_stores_read_identically(tmp_path):

@@ -1,27 +1,11 @@
 """kdcache import from .npy, .safetensors, JSONL and CSV written by Python; Python reads the cache
 back (FORMAT.md reader) and gets log_softmax(z / T_w), re-tempered exactly to any T."""
 import json
-import os
 import struct
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import kdcache  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[3]
-BIN = os.environ.get("KDCACHE_BIN", str(ROOT / ".build/debug/kdcache"))
-
-
-def run(*args, check=True):
-    r = subprocess.run([BIN, *map(str, args)], capture_output=True, text=True)
-    if check and r.returncode != 0:
-        raise AssertionError(r.stdout + r.stderr)
-    return r
+from _support import ROOT, kdcache, run
 
 
 def log_softmax(z, axis=-1):

@@ -1,26 +1,10 @@
 """A PyTorch-style team writes a cache from Python; kdcache verifies it and sweeps from it.
 Readers survive fork (DataLoader workers) and feed a Dataset adapter."""
 import multiprocessing
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import kdcache  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[3]
-BIN = os.environ.get("KDCACHE_BIN", str(ROOT / ".build/debug/kdcache"))
-
-
-def run(*args, check=True):
-    r = subprocess.run([BIN, *map(str, args)], capture_output=True, text=True)
-    if check and r.returncode != 0:
-        raise AssertionError(r.stdout + r.stderr)
-    return r
+from _support import ROOT, kdcache, run
 
 
 @pytest.fixture(scope="module")

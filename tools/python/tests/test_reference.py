@@ -2,9 +2,7 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[3]
+from _support import ROOT
 
 
 def test_reference_fixture_is_current():

@@ -1,23 +1,9 @@
 """N local processes each write --shard i/N; kdcache merge yields the single-process cache."""
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import kdcache  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[3]
-BIN = os.environ.get("KDCACHE_BIN", str(ROOT / ".build/debug/kdcache"))
-
-
-def run(*args, check=True, env=None):
-    r = subprocess.run([BIN, *map(str, args)], capture_output=True, text=True, env=env)
-    if check and r.returncode != 0:
-        raise AssertionError(r.stdout + r.stderr)
-    return r
+from _support import BIN, kdcache, run
 
 
 def records(path):

@@ -1,28 +1,13 @@
 """Sharing commands: export (compact, gzip, SHA-256), diff and fidelity, on real caches."""
 import gzip
 import hashlib
-import os
-import shutil
-import subprocess
 import sys
-from pathlib import Path
 
-import numpy as np
 import pytest
+from _support import ROOT, kdcache, run
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import kdcache  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[3]
-BIN = os.environ.get("KDCACHE_BIN", str(ROOT / ".build/debug/kdcache"))
 TEACHER = f"{sys.executable} {ROOT}/tools/teachers/centroid_teacher.py"
-
-
-def run(*args, check=True):
-    r = subprocess.run([BIN, *map(str, args)], capture_output=True, text=True)
-    if check and r.returncode != 0:
-        raise AssertionError(r.stdout + r.stderr)
-    return r
 
 
 @pytest.fixture(scope="module")

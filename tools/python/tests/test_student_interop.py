@@ -1,24 +1,10 @@
 """The best student a sweep saves is plain safetensors + JSON: numpy reproduces kdcache predict."""
 import json
-import os
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import kdcache  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[3]
-BIN = os.environ.get("KDCACHE_BIN", str(ROOT / ".build/debug/kdcache"))
-
-
-def run(*args):
-    r = subprocess.run([BIN, *map(str, args)], capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout + r.stderr
-    return r.stdout
+from _support import kdcache, run
 
 
 def load_safetensors(path):
@@ -51,7 +37,7 @@ def test_numpy_forward_matches_kdcache_predict(tmp_path):
     h = np.maximum(x @ w["first"][idx] + w["first_bias"], 0)
     z = h @ w["output"] + w["output_bias"]
     p = np.exp(z - z.max()); p /= p.sum()
-    line = run("predict", tmp_path / "runs/best-student.json", text, "--top", "2")
+    line = run("predict", tmp_path / "runs/best-student.json", text, "--top", "2").stdout
     shown = {part.rsplit(" ", 1)[0]: float(part.rsplit(" ", 1)[1]) for part in line.split("\t")[0].split(", ")}
     for c, label in enumerate(card["labels"]):
         assert abs(shown[label] - p[c]) < 1e-3
