@@ -136,6 +136,7 @@ public func openStoreFile(_ path: String, writable: Bool = false) throws -> (Env
     } catch let error as LMDBError {
         switch error.code {
         case ENOENT: throw StoreError(path: path, message: "no such file", hint: "Check the path")
+        case EACCES, EPERM: throw StoreError(path: path, message: "permission denied", hint: "Check the permissions of the file and its directories")
         case LMDBError.invalid.code, LMDBError.versionMismatch.code:
             throw StoreError(path: path, message: "not an LMDB file", hint: "Pass a store written by kdcache")
         case LMDBError.corrupted.code:

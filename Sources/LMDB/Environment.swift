@@ -31,10 +31,10 @@ public final class Environment: @unchecked Sendable {
     public init(path: String, options: EnvironmentOptions = [], maxDatabases: Int = 16,
                 mapSize: Int? = nil) throws {
         var st = stat()
-        let existingSize = stat(path, &st) == 0 ? Int(st.st_size) : 0
+        let statError = stat(path, &st) == 0 ? 0 : errno
+        let existingSize = statError == 0 ? Int(st.st_size) : 0
         if options.contains(.readOnly) && existingSize == 0 {
-            let code = stat(path, &st) == 0 ? MDB_INVALID : ENOENT
-            throw LMDBError(code: code, context: "open \(path)")
+            throw LMDBError(code: statError == 0 ? MDB_INVALID : statError, context: "open \(path)")
         }
         let size = mapSize ?? max(2 * existingSize, 64 << 20)
         var opened = options

@@ -1,10 +1,12 @@
 """Sharing commands: export (compact, gzip, SHA-256), diff and fidelity, on real caches."""
 import gzip
+import os
+import subprocess
 import hashlib
 import sys
 
 import pytest
-from _support import ROOT, kdcache, run
+from _support import BIN, ROOT, kdcache, run
 
 
 TEACHER = f"{sys.executable} {ROOT}/tools/teachers/centroid_teacher.py"
@@ -59,3 +61,31 @@ def test_fidelity_accepts_a_fresh_cache_and_flags_a_stale_one(stores, tmp_path):
                 "--samples", "40", check=False)
     assert stale.returncode == 1
     assert "STALE: mean KL" in stale.stdout
+
+
+def test_stores_open_from_a_read_only_directory(stores, tmp_path):
+    """No lock file can be created there: kdcache falls back to MDB_NOLOCK, Python never uses one."""
+    import shutil
+    import stat
+    import tempfile
+    from pathlib import Path
+    tmp_path = Path(tempfile.mkdtemp(dir="/tmp"))   # pytest's own tmp root is private to its user
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    shutil.copy(stores / "t.lmdb", ro / "t.lmdb")
+    shutil.copy(stores / "d.lmdb", ro / "d.lmdb")
+    for f in ro.iterdir():
+        f.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+    ro.chmod(stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
+    tmp_path.chmod(0o755)
+    # As root permissions are not enforced: drop to an unprivileged user for the real test.
+    prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
+    r = subprocess.run(prefix + [BIN, "verify", str(ro / "t.lmdb"), "--data", str(ro / "d.lmdb")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert sorted(p.name for p in ro.iterdir()) == ["d.lmdb", "t.lmdb"], "no lock file was created"
+    assert kdcache.open(str(ro / "t.lmdb")).log_probs(0).shape == (2,)
+    denied = subprocess.run(prefix + [BIN, "info", str(stores / "t.lmdb")], capture_output=True, text=True) if prefix else None
+    if denied is not None:   # the pytest directory itself is private: a clear message, not "no such file"
+        assert denied.returncode == 1 and "permission denied" in denied.stderr, denied.stderr
+    ro.chmod(0o755)
+    shutil.rmtree(tmp_path)
