@@ -78,15 +78,34 @@ public final class ExternalTeacher {
     }
 
     /// Sends `indices` as one batch and returns one row of logits per index, in the same order.
-    public func outputs(for indices: [Int], store: DatasetStore, label: String? = nil) throws -> [[Float]] {
-        let context = label ?? "the batch of \(indices.count) samples starting with sample \(indices.first ?? 0)"
+    ///
+    /// With `view` > 0 the samples are sent as that view: the raw text (and its features) or the
+    /// dense vector after `augmentation` with `seed` — what a student later replays (FORMAT.md §3.5).
+    public func outputs(for indices: [Int], store: DatasetStore, label: String? = nil,
+                        view: Int = 0, augmentation: Augmentation? = nil, seed: UInt64 = 0) throws -> [[Float]] {
+        let base = label ?? "the batch of \(indices.count) samples starting with sample \(indices.first ?? 0)"
+        let context = view > 0 ? base + " (view \(view))" : base
+        let m = store.manifest
         var samples: [[String: Any]] = []
         for i in indices {
-            var s: [String: Any] = ["index": i, "id": try store.id(of: i) ?? ""]
-            if store.manifest.hasText { s["text"] = try store.text(of: i) ?? "" }
+            var s: [String: Any] = ["index": i, "id": try store.id(of: i) ?? "", "view": view]
             let r = try store.sample(i)
-            s["features"] = r.kind == .sparse ? ["indices": r.indices.map(Int.init), "values": r.values.map(Double.init)] as [String: Any]
-                                              : ["values": r.values.map(Double.init)]
+            if m.hasText {
+                var text = try store.text(of: i) ?? ""
+                var indices = r.indices, values = r.values
+                if view > 0, let augmentation, let bits = m.featurizer.bits, let ngrams = m.featurizer.ngrams {
+                    let featurizer = TextFeaturizer(bits: bits, ngramOrders: ngrams)
+                    text = augmentation.apply(text: text, sample: i, view: view, seed: seed, tokenizer: featurizer)
+                    (indices, values) = featurizer.features(text)
+                }
+                s["text"] = text
+                s["features"] = ["indices": indices.map(Int.init), "values": values.map(Double.init)] as [String: Any]
+            } else if r.kind == .sparse {
+                s["features"] = ["indices": r.indices.map(Int.init), "values": r.values.map(Double.init)] as [String: Any]
+            } else {
+                let x = view > 0 ? (augmentation?.apply(dense: r.values, std: m.featurizer.std ?? [], sample: i, view: view, seed: seed) ?? r.values) : r.values
+                s["features"] = ["values": x.map(Double.init)]
+            }
             samples.append(s)
         }
         try send(["type": "batch", "samples": samples])

@@ -77,7 +77,6 @@ struct Teach: ParsableCommand {
     }
 
     func runExternal(_ command: String, store: DatasetStore, layout: SoftLabelLayout, shard: Shard?, started: Date) throws {
-        guard layout.views == 1 else { throw ValidationError("--views with --exec is not supported yet: external teachers label view 0 only.") }
         let teacher = try ExternalTeacher(command: command, dataset: store.manifest, timeout: timeout)
         let identity = teacher.identity(name: name)
         let writer = try SoftLabelWriter(path: out, dataset: store.manifest, teacher: identity, layout: layout)
@@ -88,7 +87,12 @@ struct Teach: ParsableCommand {
             var start = range.lowerBound
             while start < range.upperBound {
                 let chunk = start..<min(range.upperBound, start + batchSize)
-                rows += try teacher.outputs(for: chunk, store: store).map { [$0] }
+                var perView: [[[Float]]] = []
+                for view in 0..<layout.views {
+                    perView.append(try teacher.outputs(for: Array(chunk), store: store, label: "samples \(chunk.lowerBound)..<\(chunk.upperBound)",
+                                                       view: view, augmentation: layout.augmentation, seed: layout.augmentationSeed))
+                }
+                rows += chunk.indices.map { k in perView.map { $0[k - chunk.lowerBound] } }
                 start = chunk.upperBound
             }
             return rows

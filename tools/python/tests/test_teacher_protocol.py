@@ -121,3 +121,15 @@ def test_sklearn_teacher_end_to_end(data, tmp_path):
     assert store.manifest["teachers"]["sklearn-tfidf-lr"]["completed"] == [[0, 900]]
     accuracy = np.mean([store.log_probs(i).argmax() == ds.label(i) for i in range(len(ds))])
     assert accuracy > 0.9
+
+
+def test_an_external_teacher_labels_augmented_views(data, tmp_path):
+    out = tmp_path / "v.lmdb"
+    run("teach", "--exec", f"{TEACHER} --data {data}", "--data", data, "--out", out, "--views", "3",
+        "--augment", "token-dropout:p=0.5", "--dtype", "f32", "--quiet")
+    cache = kdcache.open(str(out))
+    assert cache.manifest["teachers"]["centroid"]["views"] == 3
+    assert cache.manifest["teachers"]["centroid"]["augmentation"] == "token-dropout:p=0.5"
+    differs = sum(not np.allclose(cache.log_probs(i, view=0), cache.log_probs(i, view=2)) for i in range(0, 900, 9))
+    assert differs > 10, "augmented views change the teacher's answers"
+    assert run("verify", out, "--data", data).returncode == 0
