@@ -73,8 +73,12 @@ public struct SweepReport {
             parts.append("no-KD baseline \(pm(b.testAccuracy))")
             let gain = kd.testAccuracy.mean - b.testAccuracy.mean
             let spread = max(kd.testAccuracy.sd, b.testAccuracy.sd)
-            parts.append(gain > spread ? String(format: "KD wins by %+.4f (> seed spread %.4f)", gain, spread)
-                                       : String(format: "KD gain %+.4f is within the seed spread %.4f", gain, spread))
+            if min(kd.runs.count, b.runs.count) < 2 {
+                parts.append(String(format: "KD gain %+.4f (one seed per configuration: no spread to judge it by; use --seeds 3)", gain))
+            } else {
+                parts.append(gain > spread ? String(format: "KD wins by %+.4f (> seed spread %.4f)", gain, spread)
+                                           : String(format: "KD gain %+.4f is within the seed spread %.4f", gain, spread))
+            }
         }
         return "verdict: " + parts.joined(separator: " · ")
     }

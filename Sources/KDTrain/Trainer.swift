@@ -202,6 +202,21 @@ public final class GroupTrainer {
         return results
     }
 
+    /// The teacher's own accuracy on `samples` (argmax of view 0, averaged over ensemble members).
+    public func teacherAccuracy(on samples: [Int]) -> Double? {
+        guard !data.teachers.isEmpty, !samples.isEmpty else { return nil }
+        let C = data.classes
+        var p = [Float](repeating: 0, count: C), l = p, scratch = p
+        var correct = 0
+        for s in samples {
+            p.withUnsafeMutableBufferPointer { pp in l.withUnsafeMutableBufferPointer { lp in
+                teacherDistribution(sample: s, view: 0, temperature: 1, scratch: &scratch, probs: pp.baseAddress!, logProbs: lp.baseAddress!)
+            } }
+            if argmax(p) == data.labels[s] { correct += 1 }
+        }
+        return Double(correct) / Double(samples.count)
+    }
+
     /// Accuracy, macro-F1, agreement and KL with the teacher (T = 1), and ECE of `net` on `samples`.
     public func evaluate(_ net: Network, on samples: [Int]) -> Metrics {
         let C = data.classes

@@ -102,7 +102,6 @@ struct SweepRun: ParsableCommand {
         let store = try DatasetStore(path: data)
         let cache = try SoftLabelStore(path: logits)
         let names: [String?] = ensemble.map { $0.split(separator: ",").map { String($0) } } ?? [teacher]
-        let teacherMetrics = try names.map { try cache.teacher($0).metrics }
         let trainingData = try TrainingData(dataset: store, teachers: Array(repeating: cache, count: names.count),
                                             teacherNames: names, allowMismatch: allowFingerprintMismatch)
         let runner = SweepRunner(data: trainingData, directory: out, workers: workers)
@@ -111,7 +110,7 @@ struct SweepRun: ParsableCommand {
             if !quiet { printError("sweep: \(done)/\(total) configurations") }
         })
         let table = aggregate(results)
-        let teacherAccuracy = teacherMetrics.first?["test_accuracy"]
+        let teacherAccuracy = GroupTrainer(data: trainingData).teacherAccuracy(on: trainingData.test)
         try SweepMetadata(labels: store.manifest.labels, teacherTestAccuracy: teacherAccuracy).write(to: out)
         let summary = try SweepReport(results: results, aggregated: table, teacherTestAccuracy: teacherAccuracy,
                                       labels: store.manifest.labels).write(to: out)
