@@ -131,17 +131,19 @@ public final class BuiltinTeacher {
             let featurizer = RichTextFeaturizer(bits: options.richBits)
             let texts = try RichTextFeaturizer.texts(of: store)
             let (df, n) = featurizer.documentFrequencies(base.train.map { texts[$0] })
-            data = base.with(train: base.train, valid: base.valid, features: featurizer.matrix(texts, df: df, n: n))
+            var matrices = [featurizer.matrix(texts, df: df, n: n)]
             if views > 1, let augmentation {
                 var all: [String] = []
                 all.reserveCapacity(texts.count * views)
                 for (s, t) in texts.enumerated() {
                     for v in 0..<views { all.append(augmentation.apply(text: t, sample: s, view: v, seed: augmentationSeed)) }
                 }
-                predictionData = data.with(viewMatrix: featurizer.matrix(all, df: df, n: n), views: views, sparse: true)
-            } else {
-                predictionData = data
+                matrices.append(featurizer.matrix(all, df: df, n: n))
             }
+            // Only the n-grams that occur get rows: 2^20 hashed buckets shrink to what the texts use.
+            let compacted = FeatureCompaction.compact(matrices).matrices
+            data = base.with(train: base.train, valid: base.valid, features: compacted[0])
+            predictionData = compacted.count > 1 ? data.with(viewMatrix: compacted[1], views: views, sparse: true) : data
         } else if views > 1, let augmentation {
             // The store's own features of each view: what the student will replay.
             let m = try TrainingData.replayViews(store: store, table: base.dataset, views: views, augmentation: augmentation, seed: augmentationSeed)

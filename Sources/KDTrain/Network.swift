@@ -189,6 +189,17 @@ public final class Network {
         }
     }
 
+    /// This network over the full feature space of `compaction` (itself when nil): trained rows at
+    /// their buckets, zeros elsewhere.
+    public func expanded(_ compaction: FeatureCompaction?) -> Network {
+        guard let c = compaction, c.compactDimension == inputDim else { return self }
+        var rng = SplitMix64(seed: 0)
+        let full = Network(architecture: architecture, inputDim: c.fullDimension, classes: classes, sparseInput: true, rng: &rng)
+        full.first = c.expand(first, width: width)
+        full.firstBias = firstBias; full.output = output; full.outputBias = outputBias
+        return full
+    }
+
     /// The number of trainable parameters.
     public var parameterCount: Int { first.count + (hasFirstBias ? firstBias.count : 0) + output.count + outputBias.count }
 }

@@ -17,14 +17,22 @@ public final class TrainingData: @unchecked Sendable {
     /// `sample · views + view`, recomputed from the raw text (or dense vector) exactly as the
     /// teacher's views were made, so each epoch replays the view the teacher saw.
     public internal(set) var viewFeatures: SparseMatrix?
+    /// Hashed features the data actually uses, renumbered densely (see ``FeatureCompaction``);
+    /// nil for dense data or when built with `compact: false`.
+    public internal(set) var compaction: FeatureCompaction?
     /// Dense standardization: x' = (x − mean) · invStd.
     let mean: [Float], invStd: [Float]
     /// T_w of each teacher.
     let writeTemperatures: [Float]
 
     /// Checks that every teacher cache matches the dataset (unless `allowMismatch`).
+    ///
+    /// With `compact` (the default) the hashed feature space is renumbered to the buckets the
+    /// samples (and views) use: models train on a matrix of that many rows, not 2^bits, which keeps
+    /// weights and optimizer state in cache. Models see identical inputs; ``FeatureCompaction``
+    /// expands them back for saving.
     public init(dataset store: DatasetStore, teachers: [SoftLabelStore] = [], teacherNames: [String?] = [],
-                allowMismatch: Bool = false) throws {
+                allowMismatch: Bool = false, compact: Bool = true) throws {
         let m = store.manifest
         for t in teachers where !allowMismatch { try t.checkCompatible(with: m) }
         dataset = try store.table()
@@ -50,6 +58,15 @@ public final class TrainingData: @unchecked Sendable {
             }
             viewFeatures = try Self.replayViews(store: store, table: dataset, views: first.views, augmentation: augmentation,
                                                 seed: first.teacher.augmentationSeed ?? 0)
+        }
+        if compact && sparse {
+            var used = Set<UInt32>()
+            for view in dataset.samples { for j in 0..<view.count { used.insert(view.index(at: j)) } }
+            if let v = viewFeatures { used.formUnion(v.indices) }
+            let c = FeatureCompaction(full: inputDim, used: used)
+            viewFeatures = viewFeatures.map(c.remap)
+            compaction = c
+            inputDim = c.compactDimension
         }
     }
 
@@ -91,6 +108,7 @@ public final class TrainingData: @unchecked Sendable {
         memoryFeatures = features ?? other.memoryFeatures
         viewFeatures = views?.0 ?? (features == nil ? other.viewFeatures : nil)
         viewCount = views?.1 ?? (features == nil ? other.viewCount : 1)
+        compaction = features == nil && views == nil ? other.compaction : nil
         if let v = views { inputDim = v.0.dimension }
     }
 
@@ -169,7 +187,13 @@ final class InputDecoder {
         reserve(n)
         count = n
         if view.kind == .sparse {
-            for j in 0..<n { indices[j] = view.index(at: j); raw[j] = view.value(at: j) }
+            if let map = data.compaction?.toCompact {
+                map.withUnsafeBufferPointer { m in
+                    for j in 0..<n { indices[j] = UInt32(m[Int(view.index(at: j))]); raw[j] = view.value(at: j) }
+                }
+            } else {
+                for j in 0..<n { indices[j] = view.index(at: j); raw[j] = view.value(at: j) }
+            }
         } else {
             for j in 0..<n { raw[j] = (view.value(at: j) - data.mean[j]) * data.invStd[j] }
         }
@@ -211,4 +235,51 @@ public struct SparseMatrix: Sendable {
     }
 
     public var rows: Int { offsets.count - 1 }
+}
+
+/// A renumbering of the hashed buckets a dataset uses to `0..<compactDimension` (ascending bucket
+/// order). Training on it is exactly training on the full space: a bucket no sample uses never
+/// contributes to a forward pass nor receives a gradient. ``expand(_:width:)`` restores full rows
+/// (zeros for unused buckets) for saving a model that must score new texts.
+public struct FeatureCompaction: Sendable {
+    public let fullDimension: Int
+    /// Bucket → compact index, −1 for unused buckets.
+    public let toCompact: [Int32]
+    /// Compact index → bucket.
+    public let toFull: [UInt32]
+
+    public init(full: Int, used: Set<UInt32>) {
+        fullDimension = full
+        toFull = used.sorted()
+        var map = [Int32](repeating: -1, count: full)
+        for (i, b) in toFull.enumerated() { map[Int(b)] = Int32(i) }
+        toCompact = map
+    }
+
+    public var compactDimension: Int { toFull.count }
+
+    /// The matrix with its indices renumbered (every index must be used).
+    public func remap(_ m: SparseMatrix) -> SparseMatrix {
+        var out = m
+        out.dimension = compactDimension
+        out.indices = m.indices.map { UInt32(toCompact[Int($0)]) }
+        return out
+    }
+
+    /// Rows of a [compact × width] matrix placed at their buckets of a [full × width] one.
+    public func expand(_ rows: [Float], width: Int) -> [Float] {
+        var out = [Float](repeating: 0, count: fullDimension * width)
+        for (i, b) in toFull.enumerated() {
+            for k in 0..<width { out[Int(b) * width + k] = rows[i * width + k] }
+        }
+        return out
+    }
+
+    /// Renumbers the matrices into one shared compact space of every index any of them uses.
+    public static func compact(_ matrices: [SparseMatrix]) -> (matrices: [SparseMatrix], compaction: FeatureCompaction) {
+        var used = Set<UInt32>()
+        for m in matrices { used.formUnion(m.indices) }
+        let c = FeatureCompaction(full: matrices.first?.dimension ?? 0, used: used)
+        return (matrices.map(c.remap), c)
+    }
 }

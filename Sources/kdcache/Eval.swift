@@ -25,7 +25,7 @@ struct Eval: ParsableCommand {
             print("note: \(data) is not the dataset the student was trained on (fingerprint differs)")
         }
         let caches = try logits.map { [try SoftLabelStore(path: $0)] } ?? []
-        let training = try TrainingData(dataset: store, teachers: caches, allowMismatch: allowFingerprintMismatch)
+        let training = try TrainingData(dataset: store, teachers: caches, allowMismatch: allowFingerprintMismatch, compact: false)
         let samples = which == .train ? training.train : which == .valid ? training.valid : training.test
         let metrics = GroupTrainer(data: training).evaluate(student.network, on: samples)
         print(String(format: "%@ on %@ %@ (%d samples): accuracy %.4f, macro-F1 %.4f, ECE %.4f", student.card.config.architecture.description,

@@ -122,7 +122,7 @@ struct SweepRun: ParsableCommand {
             let card = StudentModel.Card(config: run.config, labels: store.manifest.labels, featurizer: store.manifest.featurizer,
                                          datasetFingerprint: store.manifest.fingerprint, teacher: names.compactMap { $0 }.joined(separator: ",").nilIfEmpty,
                                          validAccuracy: run.valid?.accuracy, testAccuracy: run.test.accuracy)
-            try StudentModel(card: card, network: model!).save(to: out + "/best-student")
+            try StudentModel(card: card, network: model!.expanded(trainingData.compaction)).save(to: out + "/best-student")
         }
         print(summary.table)
         print("\(results.count) runs in \(String(format: "%.1f", Date().timeIntervalSince(started))) s → \(out)/results.csv, \(out)/results.jsonl, \(out)/report.html")

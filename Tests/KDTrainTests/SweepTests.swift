@@ -118,3 +118,22 @@ final class Counter: @unchecked Sendable {
     func record(_ v: Int) { lock.lock(); values.append(v); lock.unlock() }
     var first: Int? { lock.lock(); defer { lock.unlock() }; return values.first }
 }
+
+@Suite struct CompactionTests {
+    @Test func compactTrainingEqualsFullTrainingForLinearStudents() throws {
+        let (dataset, cache, _) = try makeStores()
+        let full = try TrainingData(dataset: dataset, teachers: [cache], compact: false)
+        let compact = try TrainingData(dataset: dataset, teachers: [cache])
+        #expect(compact.inputDim < full.inputDim)
+        var opt = OptimizerConfig(); opt.learningRate = 0.1
+        let config = StudentConfig(architecture: Architecture(kind: .linear), loss: DistillationLoss(alpha: 0.5, temperature: 2), optimizer: opt,
+                                   batchSize: 8, epochs: 3)
+        var netFull: Network?, netCompact: Network?
+        let a = try GroupTrainer(data: full).train([config]) { _, n in netFull = n }
+        let b = try GroupTrainer(data: compact).train([config]) { _, n in netCompact = n }
+        #expect(a[0].test == b[0].test && a[0].trainLoss == b[0].trainLoss)
+        let expanded = try #require(netCompact).expanded(compact.compaction)
+        #expect(expanded.inputDim == full.inputDim)
+        #expect(expanded.first == netFull!.first, "the expanded weights are the full-space weights")
+    }
+}

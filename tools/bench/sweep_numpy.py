@@ -3,7 +3,8 @@
 over the store's hashed features, loss a·T²·KL(p_t^T‖p_s^T) + (1−a)·CE, Adam with 5 % warm-up and
 linear decay, minibatches of 32, the same grid — in numpy, reading the same stores through
 py-lmdb (tools/python). Written the way a careful numpy user would: CSR features built once,
-minibatch gradients with scipy sparse products, lazy Adam on the touched rows.
+minibatch gradients with scipy sparse products, lazy Adam on the touched rows, and the
+feature space reduced to the buckets in use (as kdcache does).
 
 Usage: sweep_numpy.py DATA CACHE --temperature 2,4 --alpha 0,0.5,0.9 --lr 0.1 --epochs 10 --seeds 2
 Prints one line per configuration and the total time.
@@ -41,6 +42,8 @@ def main():
         rows += [i] * len(v); cols += r["indices"].tolist(); vals += v.tolist()
         labels.append(r["label"]); splits.append(r["split"])
     X = sparse.csr_matrix((vals, (rows, cols)), shape=(len(ds), dim), dtype=np.float32)
+    X = X[:, np.unique(X.indices)]          # only the hashed buckets in use, as kdcache does
+    dim = X.shape[1]
     y = np.array(labels); splits = np.array(splits)
     teacher = np.array([cache.log_probs(i) for i in range(len(ds))])      # log p at T_w
     t_w = next(iter(cache.manifest["teachers"].values()))["write_temperature"]
