@@ -32,12 +32,14 @@ public final class ExternalTeacher {
         public var temperature: Float
     }
 
-    /// Starts `command` with `/bin/sh -c` and performs the hello / ready exchange.
+    /// Starts `command` with `/bin/sh -c 'exec COMMAND'` and performs the hello / ready exchange.
     public init(command: String, dataset: DatasetManifest, timeout: Double = 300) throws {
         self.command = command
         self.timeout = timeout
         process.executableURL = URL(fileURLWithPath: "/bin/sh")
-        process.arguments = ["-c", command]
+        // `exec` makes the shell replace itself with a simple command, so terminating the process
+        // (timeout, error, end) reaches the teacher itself rather than only its shell.
+        process.arguments = ["-c", "exec " + command]
         process.standardInput = input
         process.standardOutput = output
         process.standardError = errors

@@ -106,7 +106,13 @@ struct SweepRun: ParsableCommand {
                                             teacherNames: names, allowMismatch: allowFingerprintMismatch)
         let runner = SweepRunner(data: trainingData, directory: out, workers: workers)
         let started = Date()
-        let results = try runner.run(configs, onProgress: { [quiet] done, total in
+        // Trained networks of each grid point's first seed, kept (within a memory budget) so the best
+        // student is saved without training it again.
+        let firstSeed = configs.map(\.seed).min() ?? 0
+        let kept = KeptNetworks(budgetBytes: 512 << 20)
+        let results = try runner.run(configs, networkSink: { config, net in
+            if config.seed == firstSeed { kept.offer(config.key, net) }
+        }, onProgress: { [quiet] done, total in
             if !quiet { printError("sweep: \(done)/\(total) configurations") }
         })
         let table = aggregate(results)
@@ -117,8 +123,12 @@ struct SweepRun: ParsableCommand {
         if let best = SweepReport(results: results, aggregated: table, teacherTestAccuracy: nil, labels: []).ranked.first {
             // The best configuration (by validation accuracy) retrained with its first seed —
             // deterministic, so it is the run whose numbers the table shows.
-            var model: Network?
-            let run = try GroupTrainer(data: trainingData).train([best.runs[0].config]) { _, net in model = net }[0]
+            let first = best.runs.min { $0.config.seed < $1.config.seed }!
+            var model = kept.network(first.config.key)
+            var run = first
+            if model == nil {   // resumed from an earlier run, or over the memory budget: train it again (deterministic)
+                run = try GroupTrainer(data: trainingData).train([first.config]) { _, net in model = net }[0]
+            }
             let card = StudentModel.Card(config: run.config, labels: store.manifest.labels, featurizer: store.manifest.featurizer,
                                          datasetFingerprint: store.manifest.fingerprint, teacher: names.compactMap { $0 }.joined(separator: ",").nilIfEmpty,
                                          validAccuracy: run.valid?.accuracy, testAccuracy: run.test.accuracy)
@@ -185,5 +195,28 @@ struct SweepCollect: ParsableCommand {
         print(summary.table)
         print("\(results.count) runs from \(directories.count) directories → \(out)/results.csv, \(out)/report.html")
         print(summary.verdict)
+    }
+}
+
+/// Networks offered while a sweep runs, kept until their total size passes a budget.
+final class KeptNetworks: @unchecked Sendable {
+    private var networks: [String: Network] = [:]
+    private var bytes = 0
+    private let budget: Int
+    private let lock = NSLock()
+
+    init(budgetBytes: Int) { budget = budgetBytes }
+
+    func offer(_ key: String, _ network: Network) {
+        let size = network.parameterCount * 4
+        lock.lock(); defer { lock.unlock() }
+        guard bytes + size <= budget else { return }
+        networks[key] = network
+        bytes += size
+    }
+
+    func network(_ key: String) -> Network? {
+        lock.lock(); defer { lock.unlock() }
+        return networks[key]
     }
 }

@@ -93,6 +93,9 @@ def test_a_silent_teacher_times_out(data, tmp_path):
             "--timeout", "2", "--quiet", check=False)
     assert r.returncode == 1
     assert "timed out after 2 s waiting for samples 0..<256" in r.stderr, r.stderr
+    time.sleep(0.5)
+    leftovers = subprocess.run(["pgrep", "-f", f"centroid_teacher.py --data {data} --misbehave hang"], capture_output=True, text=True)
+    assert leftovers.stdout.strip() == "", "the silent teacher was terminated, not left running"
 
 
 def test_kill_9_then_rerun_equals_an_uninterrupted_run(data, clean, tmp_path):
