@@ -99,9 +99,9 @@ public final class GroupTrainer {
         if needsTeacher && data.teachers.isEmpty { throw TrainingError(message: "α > 0 needs a teacher cache") }
 
         let decoder = InputDecoder(capacity: 256)
+        let needsRawLogProbs = group.contains { $0.loss.kind == .mseLogits && $0.loss.alpha > 0 }
+        let rows = BatchRows(classes: C, temperatures: temperatures.count, capacity: batch)
         var logits = [Float](repeating: 0, count: C), grad = [Float](repeating: 0, count: C)
-        var tProbs = [[Float]](repeating: [Float](repeating: 0, count: C), count: temperatures.count)
-        var tLog = tProbs
         var rawLog = [Float](repeating: 0, count: C)
         var scratch = [Float](repeating: 0, count: C)
         let workspace = DistillationLoss.Workspace(classes: C)
@@ -122,42 +122,46 @@ public final class GroupTrainer {
             for step in 0..<stepsPerEpoch {
                 let lo = step * batch, hi = min(data.train.count, lo + batch)
                 let scale = 1 / Float(hi - lo)
+                // 1. Decode the batch once for every configuration: features, labels and the
+                //    teacher's distribution at each temperature in use.
+                rows.reset()
                 for p in lo..<hi {
                     let sample = data.train[perm[p]]
                     let view = data.views > 1 ? Int(viewRng.next() % UInt64(data.views)) : 0
                     decoder.load(sample: sample, view: view, data: data)
+                    let r = rows.append(decoder, label: data.labels[sample])
                     for (t, T) in temperatures.enumerated() {
-                        tProbs[t].withUnsafeMutableBufferPointer { pp in tLog[t].withUnsafeMutableBufferPointer { lp in
-                            teacherDistribution(sample: sample, view: view, temperature: T, scratch: &scratch, probs: pp.baseAddress!, logProbs: lp.baseAddress!)
-                        } }
+                        teacherDistribution(sample: sample, view: view, temperature: T, scratch: &scratch,
+                                            probs: rows.teacherProbs(t, r), logProbs: rows.teacherLogProbs(t, r))
                     }
-                    if group.contains(where: { $0.loss.kind == .mseLogits && $0.loss.alpha > 0 }), let table = data.teachers.first {
+                    if needsRawLogProbs, let table = data.teachers.first {
                         table.records[sample * table.views + min(view, table.views - 1)].decode(into: &rawLog)
+                        rows.setRawLogProbs(r, rawLog)
                     }
-                    let label = data.labels[sample]
-                    for i in group.indices where active[i] {
-                        let config = group[i], net = nets[i]
-                        let input = decoder.input(for: config.architecture.kind, sparse: data.sparse)
+                    seen += 1
+                }
+                // 2. Each configuration takes the whole batch in turn, so its weights and optimizer
+                //    state stay in cache while it works.
+                for i in group.indices where active[i] {
+                    let config = group[i], net = nets[i]
+                    let t = temperatures.firstIndex(of: config.loss.temperature)
+                    for r in 0..<rows.count {
+                        let input = rows.input(r, for: config.architecture.kind, sparse: data.sparse)
                         logits.withUnsafeMutableBufferPointer { z in
                             grad.withUnsafeMutableBufferPointer { g in
                                 net.forward(input, logits: z.baseAddress!)
-                                let t = temperatures.firstIndex(of: config.loss.temperature)
                                 let l: Float
                                 if config.loss.kind == .mseLogits {
-                                    l = rawLog.withUnsafeBufferPointer { r in
-                                        config.loss.evaluate(logits: z.baseAddress!, classes: C, label: label, teacherProbs: nil,
-                                                             teacherLogProbs: config.loss.alpha > 0 ? r.baseAddress : nil,
+                                    l = config.loss.evaluate(logits: z.baseAddress!, classes: C, label: rows.labels[r], teacherProbs: nil,
+                                                             teacherLogProbs: config.loss.alpha > 0 ? rows.rawLogProbs(r) : nil,
                                                              writeTemperature: data.writeTemperatures.first ?? 1, scale: scale,
                                                              grad: g.baseAddress!, workspace: workspace)
-                                    }
                                 } else if let t {
-                                    l = tProbs[t].withUnsafeBufferPointer { pp in tLog[t].withUnsafeBufferPointer { lp in
-                                        config.loss.evaluate(logits: z.baseAddress!, classes: C, label: label, teacherProbs: pp.baseAddress,
-                                                             teacherLogProbs: lp.baseAddress, writeTemperature: 1, scale: scale,
-                                                             grad: g.baseAddress!, workspace: workspace)
-                                    } }
+                                    l = config.loss.evaluate(logits: z.baseAddress!, classes: C, label: rows.labels[r],
+                                                             teacherProbs: rows.teacherProbs(t, r), teacherLogProbs: rows.teacherLogProbs(t, r),
+                                                             writeTemperature: 1, scale: scale, grad: g.baseAddress!, workspace: workspace)
                                 } else {
-                                    l = config.loss.evaluate(logits: z.baseAddress!, classes: C, label: label, teacherProbs: nil,
+                                    l = config.loss.evaluate(logits: z.baseAddress!, classes: C, label: rows.labels[r], teacherProbs: nil,
                                                              teacherLogProbs: nil, writeTemperature: 1, scale: scale,
                                                              grad: g.baseAddress!, workspace: workspace)
                                 }
@@ -166,9 +170,6 @@ public final class GroupTrainer {
                             }
                         }
                     }
-                    seen += 1
-                }
-                for i in group.indices where active[i] {
                     let total = stepsPerEpoch * group[i].epochs
                     opts[i].apply(to: nets[i], lr: group[i].optimizer.rate(step: epoch * stepsPerEpoch + step, totalSteps: total))
                 }
@@ -267,4 +268,92 @@ func argmax(_ x: [Float]) -> Int {
     var best = 0
     for i in 1..<x.count where x[i] > x[best] { best = i }
     return best
+}
+
+/// One decoded minibatch shared by the configurations of a group: each row's features (raw, with
+/// the two normalizations the architectures use), label, and teacher distributions per temperature.
+/// Buffers are owned here and reused from batch to batch.
+final class BatchRows {
+    let classes: Int
+    let temperatureCount: Int
+    let capacity: Int
+    private(set) var count = 0
+    private(set) var labels: [Int] = []
+    private var offsets: [Int] = [0]
+    private var l2Inverse: [Float] = [], sumInverse: [Float] = []
+    private var featureCapacity = 4096
+    private var indices: UnsafeMutablePointer<UInt32>
+    private var raw: UnsafeMutablePointer<Float>
+    private var scratchCapacity: Int
+    private let probs: UnsafeMutablePointer<Float>, logProbs: UnsafeMutablePointer<Float>, rawLog: UnsafeMutablePointer<Float>
+
+    init(classes: Int, temperatures: Int, capacity: Int) {
+        self.classes = classes; temperatureCount = max(1, temperatures); self.capacity = capacity
+        probs = .allocate(capacity: temperatureCount * capacity * classes)
+        logProbs = .allocate(capacity: temperatureCount * capacity * classes)
+        rawLog = .allocate(capacity: capacity * classes)
+        indices = .allocate(capacity: featureCapacity)
+        raw = .allocate(capacity: featureCapacity)
+        scratchCapacity = featureCapacity
+        scratchBuffer = .allocate(capacity: scratchCapacity)
+    }
+
+    private var scratchBuffer: UnsafeMutablePointer<Float>
+
+    deinit {
+        probs.deallocate(); logProbs.deallocate(); rawLog.deallocate()
+        indices.deallocate(); raw.deallocate(); scratchBuffer.deallocate()
+    }
+
+    func reset() {
+        count = 0
+        labels.removeAll(keepingCapacity: true)
+        offsets.removeAll(keepingCapacity: true); offsets.append(0)
+        l2Inverse.removeAll(keepingCapacity: true); sumInverse.removeAll(keepingCapacity: true)
+    }
+
+    /// Copies the decoder's current sample in as a new row; returns its index.
+    func append(_ decoder: InputDecoder, label: Int) -> Int {
+        precondition(count < capacity)
+        let (i, v) = decoder.rawFeatures
+        let start = offsets[count], n = v.count
+        if start + n > featureCapacity {
+            let bigger = max(2 * featureCapacity, start + n)
+            let newIndices = UnsafeMutablePointer<UInt32>.allocate(capacity: bigger)
+            let newRaw = UnsafeMutablePointer<Float>.allocate(capacity: bigger)
+            newIndices.update(from: indices, count: start); newRaw.update(from: raw, count: start)
+            indices.deallocate(); raw.deallocate()
+            indices = newIndices; raw = newRaw; featureCapacity = bigger
+        }
+        var l2: Float = 0, sum: Float = 0
+        for j in 0..<n {
+            indices[start + j] = i.isEmpty ? 0 : i[j]
+            raw[start + j] = v[j]
+            l2 += v[j] * v[j]; sum += v[j]
+        }
+        l2 = l2.squareRoot()
+        l2Inverse.append(l2 > 0 ? 1 / l2 : 0); sumInverse.append(sum > 0 ? 1 / sum : 0)
+        offsets.append(start + n)
+        labels.append(label)
+        count += 1
+        return count - 1
+    }
+
+    func teacherProbs(_ t: Int, _ r: Int) -> UnsafeMutablePointer<Float> { probs + (t * capacity + r) * classes }
+    func teacherLogProbs(_ t: Int, _ r: Int) -> UnsafeMutablePointer<Float> { logProbs + (t * capacity + r) * classes }
+    func rawLogProbs(_ r: Int) -> UnsafeMutablePointer<Float> { rawLog + r * classes }
+    func setRawLogProbs(_ r: Int, _ values: [Float]) { for c in 0..<classes { rawLog[r * classes + c] = values[c] } }
+
+    /// Row r as an architecture wants it (the normalization of ``InputDecoder/input(for:sparse:)``);
+    /// valid until the next call.
+    func input(_ r: Int, for kind: Architecture.Kind, sparse: Bool) -> Input {
+        let lo = offsets[r], n = offsets[r + 1] - lo
+        if n > scratchCapacity {
+            scratchBuffer.deallocate(); scratchCapacity = n; scratchBuffer = .allocate(capacity: n)
+        }
+        let factor: Float = sparse ? (kind == .fasttext ? sumInverse[r] : l2Inverse[r]) : 1
+        for j in 0..<n { scratchBuffer[j] = raw[lo + j] * factor }
+        let values = UnsafeBufferPointer(start: scratchBuffer, count: n)
+        return Input(indices: sparse ? UnsafeBufferPointer(start: indices + lo, count: n) : nil, values: values)
+    }
 }

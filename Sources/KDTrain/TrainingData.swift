@@ -199,6 +199,11 @@ final class InputDecoder {
         }
     }
 
+    /// The loaded features before normalization (indices empty for dense input).
+    var rawFeatures: (UnsafeBufferPointer<UInt32>, UnsafeBufferPointer<Float>) {
+        (UnsafeBufferPointer(start: indices, count: count), UnsafeBufferPointer(start: raw, count: count))
+    }
+
     /// The input as an architecture wants it: sparse counts L2-normalized (linear, mlp) or
     /// normalized to sum 1 (fasttext's averaged bag); dense values as standardized. Valid until
     /// the next `load` or `input` call.
