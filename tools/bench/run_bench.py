@@ -251,11 +251,20 @@ def sweep_section(args, tmp):
                             "--lr", "0.1", "--epochs", "10", "--seeds", "2"], check=True, capture_output=True, text=True)
         return time.perf_counter() - t0, str(r.stdout.count("test accuracy"))
 
+    def torch_sweep():
+        t0 = time.perf_counter()
+        r = subprocess.run([sys.executable, str(HERE / "sweep_torch.py"), str(data), str(cache), "--temperature", "2,4", "--alpha", "0,0.5,0.9",
+                            "--lr", "0.1", "--epochs", "10", "--seeds", "2"], check=True, capture_output=True, text=True)
+        return time.perf_counter() - t0, str(r.stdout.count("test accuracy"))
+
     base, res = side_by_side("sweep", numpy_sweep, {"kdcache": kd}, reps=3)
     print("  10 configurations x 10 epochs, end to end (process start, reading both stores, training, evaluation):")
     print(f"      numpy + py-lmdb  {base:6.2f} s")
     print(f"      kdcache          {res['kdcache'][0]:6.2f} s   time ratio vs numpy: {res['kdcache'][1]:5.2f}x")
     verdicts = [("sweep: kdcache speed-up over numpy", 1 / res["kdcache"][1], -5)]
+    base, res = side_by_side("sweep-torch", torch_sweep, {"kdcache": kd}, reps=3)
+    print(f"      PyTorch (EmbeddingBag + SparseAdam, CPU) {base:6.2f} s; kdcache time ratio vs PyTorch: {res['kdcache'][1]:5.2f}x")
+    verdicts.append(("sweep: kdcache speed-up over PyTorch", 1 / res["kdcache"][1], -5))
 
     points = [(a, t) for a in ("0.5", "0.9") for t in ("1", "2", "4", "8", "16")]
     one = ["--student", "linear", "--lr", "0.1", "--epochs", "10", "--seeds", "1", "--workers", "1", "--quiet"]
