@@ -144,11 +144,15 @@ enum Workloads {
                                              teacher: TeacherIdentity(name: "bench", description: "", contentHash: ""),
                                              layout: SoftLabelLayout(writeTemperature: 1, dtype: .float16))
             let logProbs = logSoftmax((0..<classes).map { Float($0 % 7) })
+            // The teacher's outputs as it would hand them over: one flat buffer per batch.
+            let batch = 100_000
+            var flat = [Float](repeating: 0, count: batch * classes)
+            for r in 0..<batch { for c in 0..<classes { flat[r * classes + c] = logProbs[c] } }
             let t0 = now()
             var i = 0
             while i < n {
-                let end = min(n, i + 100_000)
-                try writer.write((i..<end).map { SoftLabelWriter.Entry(sample: $0, view: 0, logProbs: logProbs) }, completing: i..<end)
+                let end = min(n, i + batch)
+                try flat.withUnsafeBufferPointer { try writer.write(rows: UnsafeBufferPointer(rebasing: $0[0..<((end - i) * classes)]), samples: i..<end) }
                 i = end
             }
             print(String(format: "%.6f %d", now() - t0, n))

@@ -58,7 +58,15 @@ public enum SoftLabelRecord {
             }
         }
         if topK == 0 {
-            for (c, v) in logProbs.enumerated() { store(v, at: headerSize + c * dtype.byteWidth) }
+            let out = buffer.baseAddress! + headerSize
+            logProbs.withUnsafeBufferPointer { x in
+                switch dtype {
+                case .float16:
+                    for c in 0..<x.count { out.storeBytes(of: float16Bits(x[c]).littleEndian, toByteOffset: 2 * c, as: UInt16.self) }
+                case .float32:
+                    for c in 0..<x.count { out.storeBytes(of: x[c].bitPattern.littleEndian, toByteOffset: 4 * c, as: UInt32.self) }
+                }
+            }
         } else {
             let order = logProbs.indices.sorted { logProbs[$0] > logProbs[$1] || (logProbs[$0] == logProbs[$1] && $0 < $1) }
             let kept = order.prefix(topK), tail = order.dropFirst(topK)

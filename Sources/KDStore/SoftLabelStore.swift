@@ -238,6 +238,54 @@ public final class SoftLabelWriter {
         manifest = updated
     }
 
+    /// Writes the log-probabilities (at T_w) of every view of the samples in `samples` and marks
+    /// them complete, in one transaction: `rows` holds `samples.count × views × classes` floats,
+    /// sample-major. The fast path for teachers: records are encoded on two threads straight from
+    /// the flat buffer into one byte buffer, then put in key order.
+    public func write(rows: UnsafeBufferPointer<Float>, samples: Range<Int>, metrics: [String: Double] = [:]) throws {
+        let C = classCount, V = layout.views
+        let count = samples.count * V
+        guard rows.count == count * C else {
+            throw StoreError(path: path, message: "\(rows.count) values for \(samples.count) samples × \(V) views × \(C) classes")
+        }
+        guard samples.lowerBound >= 0, samples.upperBound <= manifest.sampleCount else {
+            throw StoreError(path: path, message: "samples \(samples.lowerBound)..<\(samples.upperBound) are outside 0..<\(manifest.sampleCount)")
+        }
+        let size = SoftLabelRecord.size(classCount: C, dtype: layout.dtype, topK: layout.topK)
+        let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, count * size), alignment: 16)
+        defer { bytes.deallocate() }
+        let job = EncodeJob(rows: rows, bytes: bytes, classes: C, size: size, dtype: layout.dtype, topK: layout.topK)
+        let parts = count >= 4096 ? 2 : 1
+        DispatchQueue.concurrentPerform(iterations: parts) { part in
+            job.encode(records: (part * count / parts)..<((part + 1) * count / parts))
+        }
+        if let bad = job.firstInvalid {
+            throw StoreError(path: path, message: "sample \(samples.lowerBound + bad / V) view \(bad % V): NaN or +inf among the log-probabilities")
+        }
+        var updated = manifest
+        var entry = updated.teachers[teacherName]!
+        entry.completed = insertRange(samples, into: entry.completedRanges).map { [$0.lowerBound, $0.upperBound] }
+        for (k, v) in metrics { entry.metrics[k] = v }
+        updated.teachers[teacherName] = entry
+        let encoded = try ManifestCoding.encode(updated)
+        let (records, meta) = (self.records, self.meta)
+        try environment.write { txn throws in
+            let lastKey: UInt64? = try txn.withCursor(in: records) { c in
+                try c.last().map { UInt64(bigEndian: $0.key.loadUnaligned(as: UInt64.self)) }
+            }
+            let firstKey = UInt64(bigEndian: SampleKey.softLabel(sample: samples.lowerBound, view: 0))
+            let flags: WriteFlags = (lastKey.map { $0 < firstKey } ?? true) ? .append : []
+            for r in 0..<count {
+                var key = SampleKey.softLabel(sample: samples.lowerBound + r / V, view: r % V)
+                try withUnsafeBytes(of: &key) { k in
+                    try txn.put(UnsafeRawBufferPointer(rebasing: bytes[(r * size)..<((r + 1) * size)]), forKey: k, in: records, flags: flags)
+                }
+            }
+            try txn.put(encoded, forKey: DatabaseName.manifestKey, in: meta)
+        }
+        manifest = updated
+    }
+
     /// Writes already-encoded records (as another cache stores them: copied byte for byte, so a
     /// merge is bit-exact) and marks `ranges` complete, in one transaction. Each record is checked
     /// (structure, CRC, layout) before anything is written. Keys must ascend.
@@ -402,5 +450,37 @@ public final class SoftLabelStore: @unchecked Sendable {
     public func recordCount(teacher: String) throws -> Int {
         guard let db = teacherDatabases[teacher] else { return 0 }
         return try environment.read { txn throws in try txn.statistics(of: db).entries }
+    }
+}
+
+/// The shared state of a parallel record encoding: disjoint record ranges per thread.
+private final class EncodeJob: @unchecked Sendable {
+    let rows: UnsafeBufferPointer<Float>
+    let bytes: UnsafeMutableRawBufferPointer
+    let classes: Int, size: Int, topK: Int
+    let dtype: LogProbDType
+    private let lock = NSLock()
+    private(set) var firstInvalid: Int?
+
+    init(rows: UnsafeBufferPointer<Float>, bytes: UnsafeMutableRawBufferPointer, classes: Int, size: Int, dtype: LogProbDType, topK: Int) {
+        self.rows = rows; self.bytes = bytes; self.classes = classes; self.size = size; self.dtype = dtype; self.topK = topK
+    }
+
+    func encode(records: Range<Int>) {
+        var scratch = [Float](repeating: 0, count: classes)
+        for r in records {
+            var valid = true
+            for c in 0..<classes {
+                let v = rows[r * classes + c]
+                if v.isNaN || v == .infinity { valid = false }
+                scratch[c] = v
+            }
+            if !valid {
+                lock.lock(); firstInvalid = min(firstInvalid ?? r, r); lock.unlock()
+                continue
+            }
+            SoftLabelRecord.encode(logProbs: scratch, dtype: dtype, topK: topK,
+                                   into: UnsafeMutableRawBufferPointer(rebasing: bytes[(r * size)..<((r + 1) * size)]))
+        }
     }
 }

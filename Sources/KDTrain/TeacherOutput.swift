@@ -40,7 +40,7 @@ public enum TeacherOutput {
     /// Returns the number of samples written now.
     @discardableResult
     public static func write(_ writer: SoftLabelWriter, shard: Shard? = nil, batchSize: Int = 10_000,
-                             views: Int = 1, produce: (Range<Int>) throws -> [[[Float]]],
+                             produce: (Range<Int>) throws -> [[[Float]]],
                              progress: ((Int, Int) -> Void)? = nil) throws -> Int {
         let total = writer.manifest.sampleCount
         let allowed = shard?.range(of: total) ?? 0..<total
@@ -56,14 +56,14 @@ public enum TeacherOutput {
             while start < range.upperBound {
                 let chunk = start..<min(range.upperBound, start + batchSize)
                 let outputs = try produce(chunk)
-                var entries: [SoftLabelWriter.Entry] = []
-                entries.reserveCapacity(chunk.count * views)
-                for (offset, perView) in outputs.enumerated() {
-                    for (view, x) in perView.enumerated() {
-                        entries.append(.init(sample: chunk.lowerBound + offset, view: view, logProbs: logSoftmax(x, temperature: T)))
-                    }
+                let C = writer.manifest.labels.count, views = writer.layout.views
+                guard outputs.count == chunk.count, outputs.allSatisfy({ $0.count == views && $0.allSatisfy { $0.count == C } }) else {
+                    throw StoreError(path: writer.path, message: "the teacher produced the wrong shape for samples \(chunk.lowerBound)..<\(chunk.upperBound): expected \(views) view(s) × \(C) classes each")
                 }
-                try writer.write(entries, completing: chunk)
+                var flat = [Float]()
+                flat.reserveCapacity(chunk.count * views * C)
+                for perView in outputs { for x in perView { flat += logSoftmax(x, temperature: T) } }
+                try flat.withUnsafeBufferPointer { try writer.write(rows: $0, samples: chunk) }
                 written += chunk.count
                 progress?(written, todo)
                 start = chunk.upperBound

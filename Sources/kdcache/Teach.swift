@@ -116,7 +116,7 @@ struct Teach: ParsableCommand {
         let log: @Sendable (String) -> Void = { [quiet] message in if !quiet { printError("teach: \(message)") } }
         let (logProbs, report) = try BuiltinTeacher(options: options).predict(dataset: store, views: layout.views, augmentation: layout.augmentation,
                                                                               augmentationSeed: layout.augmentationSeed, progress: log)
-        let written = try TeacherOutput.write(writer, shard: shard, batchSize: commitEvery, views: layout.views) { range in range.map { logProbs[$0] } }
+        let written = try TeacherOutput.write(writer, shard: shard, batchSize: commitEvery) { range in range.map { logProbs[$0] } }
         var metrics: [String: Double] = [:]
         if let v = report.validAccuracy { metrics["valid_accuracy"] = v }
         if let t = report.testAccuracy { metrics["test_accuracy"] = t }

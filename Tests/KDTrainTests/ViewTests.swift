@@ -41,7 +41,7 @@ import Testing
         let writer = try SoftLabelWriter(path: dir + "/v.lmdb", dataset: dataset.manifest,
                                          teacher: TeacherIdentity(name: "v", description: "", contentHash: ""),
                                          layout: SoftLabelLayout(writeTemperature: 1, dtype: .float32, views: 3, augmentation: augmentation, augmentationSeed: 11))
-        try TeacherOutput.write(writer, views: 3) { range in range.map { _ in (0..<3).map { _ in [0, 0, 0] } } }
+        try TeacherOutput.write(writer) { range in range.map { _ in (0..<3).map { _ in [0, 0, 0] } } }
         let data = try TrainingData(dataset: dataset, teachers: [try SoftLabelStore(path: dir + "/v.lmdb")])
         let matrix = try #require(data.viewFeatures)
         #expect(matrix.rows == 90)

@@ -312,7 +312,7 @@ class SoftLabelStore(_Store):
                 yield struct.unpack(">II", k), decode_soft_label(bytes(v), classes)
 
 
-class DistillationDataset:
+class _DistillationDataset:
     """A map-style dataset for PyTorch: item i is (features, label, teacher probabilities at T)
     of the i-th sample of `split`. A `torch.utils.data.Dataset` when torch is importable (it only
     needs __len__ and __getitem__); safe in forked DataLoader workers (stores reopen after fork)."""
@@ -340,12 +340,22 @@ class DistillationDataset:
         return x, r["label"], p
 
 
-try:  # Make the adapter a real torch Dataset when torch is present; nothing else changes.
-    import torch.utils.data as _torch_data
+_ADAPTER = None
 
-    DistillationDataset = type("DistillationDataset", (DistillationDataset, _torch_data.Dataset), {})
-except ImportError:  # pragma: no cover - torch is optional
-    pass
+
+def __getattr__(name):
+    """`kdcache.DistillationDataset`, built on first use: a `torch.utils.data.Dataset` when torch
+    is importable (importing torch costs a second, so only users of the adapter pay it)."""
+    global _ADAPTER
+    if name != "DistillationDataset":
+        raise AttributeError(name)
+    if _ADAPTER is None:
+        try:
+            import torch.utils.data as torch_data
+            _ADAPTER = type("DistillationDataset", (_DistillationDataset, torch_data.Dataset), {})
+        except ImportError:
+            _ADAPTER = type("DistillationDataset", (_DistillationDataset,), {})
+    return _ADAPTER
 
 
 def decode_soft_label(record: bytes, class_count: int) -> np.ndarray:
