@@ -160,20 +160,8 @@ public final class ZlibCompressor {
     }
 }
 
-/// zlib (RFC 1950) compression, as Python's `zlib.compress` / `zlib.decompress` read and write.
+/// zlib (RFC 1950) decompression, as Python's `zlib.decompress` reads (writing: ``ZlibCompressor``).
 public enum Zlib {
-    /// Compresses `bytes` at `level` (0–9, default 6).
-    public static func compress(_ bytes: [UInt8], level: Int32 = 6) -> [UInt8] {
-        var bound = compressBound(UInt(bytes.count))
-        var out = [UInt8](repeating: 0, count: Int(bound))
-        let rc = out.withUnsafeMutableBufferPointer { o in
-            bytes.withUnsafeBufferPointer { i in compress2(o.baseAddress, &bound, i.baseAddress, UInt(bytes.count), level) }
-        }
-        precondition(rc == Z_OK, "compress2 cannot fail with a compressBound-sized buffer")
-        out.removeSubrange(Int(bound)...)
-        return out
-    }
-
     /// Decompresses a zlib stream; `nil` when it is corrupt.
     public static func decompress(_ bytes: UnsafeRawBufferPointer) -> [UInt8]? {
         var stream = z_stream()

@@ -186,6 +186,19 @@ public final class SoftLabelWriter {
         public init(sample: Int, view: Int, logProbs: [Float]) { self.sample = sample; self.view = view; self.logProbs = logProbs }
     }
 
+    /// The manifest with `ranges` added to this teacher's completed ranges and `metrics` merged,
+    /// and its encoding — written in the same transaction as the records it covers.
+    private func manifest(completing ranges: [Range<Int>], metrics: [String: Double]) throws -> (SoftLabelManifest, [UInt8]) {
+        var updated = manifest
+        var entry = updated.teachers[teacherName]!
+        var completed = entry.completedRanges
+        for r in ranges { completed = insertRange(r, into: completed) }
+        entry.completed = completed.map { [$0.lowerBound, $0.upperBound] }
+        for (k, v) in metrics { entry.metrics[k] = v }
+        updated.teachers[teacherName] = entry
+        return (updated, try ManifestCoding.encode(updated))
+    }
+
     /// Writes `entries` and marks `range` complete, in one transaction.
     ///
     /// Entries are sorted by key; when they all follow the last stored key they are appended
@@ -205,12 +218,7 @@ public final class SoftLabelWriter {
         }
         let inOrder = zip(entries, entries.dropFirst()).allSatisfy { ($0.sample, $0.view) < ($1.sample, $1.view) }
         let sorted = inOrder ? entries : entries.sorted { ($0.sample, $0.view) < ($1.sample, $1.view) }
-        var updated = manifest
-        var entry = updated.teachers[teacherName]!
-        entry.completed = insertRange(range, into: entry.completedRanges).map { [$0.lowerBound, $0.upperBound] }
-        for (k, v) in metrics { entry.metrics[k] = v }
-        updated.teachers[teacherName] = entry
-        let encoded = try ManifestCoding.encode(updated)
+        let (updated, encoded) = try manifest(completing: [range], metrics: metrics)
         let size = SoftLabelRecord.size(classCount: classCount, dtype: layout.dtype, topK: layout.topK)
         let (records, meta, layout) = (self.records, self.meta, self.layout)
         try environment.write { txn throws in
@@ -262,12 +270,7 @@ public final class SoftLabelWriter {
         if let bad = job.firstInvalid {
             throw StoreError(path: path, message: "sample \(samples.lowerBound + bad / V) view \(bad % V): NaN or +inf among the log-probabilities")
         }
-        var updated = manifest
-        var entry = updated.teachers[teacherName]!
-        entry.completed = insertRange(samples, into: entry.completedRanges).map { [$0.lowerBound, $0.upperBound] }
-        for (k, v) in metrics { entry.metrics[k] = v }
-        updated.teachers[teacherName] = entry
-        let encoded = try ManifestCoding.encode(updated)
+        let (updated, encoded) = try manifest(completing: [samples], metrics: metrics)
         let (records, meta) = (self.records, self.meta)
         try environment.write { txn throws in
             let lastKey: UInt64? = try txn.withCursor(in: records) { c in
@@ -302,14 +305,7 @@ public final class SoftLabelWriter {
                 throw StoreError(path: path, message: "sample \(sample) view \(view) does not fit the teacher's layout")
             }
         }
-        var updated = manifest
-        var entry = updated.teachers[teacherName]!
-        var completed = entry.completedRanges
-        for r in ranges { completed = insertRange(r, into: completed) }
-        entry.completed = completed.map { [$0.lowerBound, $0.upperBound] }
-        for (k, v) in metrics { entry.metrics[k] = v }
-        updated.teachers[teacherName] = entry
-        let encoded = try ManifestCoding.encode(updated)
+        let (updated, encoded) = try manifest(completing: ranges, metrics: metrics)
         let (db, meta) = (self.records, self.meta)
         try environment.write { txn throws in
             for r in records {

@@ -172,15 +172,6 @@ public final class Environment: @unchecked Sendable {
             throw error
         }
     }
-
-    /// Page statistics of the whole file and the free-page count.
-    public func fileStatistics() throws -> (pageSize: Int, lastPage: Int, mapSize: Int) {
-        var info = MDB_envinfo()
-        var st = MDB_stat()
-        try check(mdb_env_info(handle, &info), "info \(path)")
-        try check(mdb_env_stat(handle, &st), "stat \(path)")
-        return (Int(st.ms_psize), Int(info.me_last_pgno), info.me_mapsize)
-    }
 }
 
 /// A plain mutex (pthread), so the wrapper needs nothing beyond the C library.
