@@ -47,32 +47,35 @@ public enum SoftLabelRecord {
     /// Encodes into `buffer`, which must be exactly ``size(classCount:dtype:topK:)`` bytes (for
     /// writing straight into the map with `MDB_RESERVE`).
     public static func encode(logProbs: [Float], dtype: LogProbDType, topK: Int, into buffer: UnsafeMutableRawBufferPointer) {
+        logProbs.withUnsafeBufferPointer { encode(logProbs: $0, dtype: dtype, topK: topK, into: buffer) }
+    }
+
+    /// Encodes the log-probabilities in `logProbs` (one record's C values, read in place) into
+    /// `buffer`, which must be exactly ``size(classCount:dtype:topK:)`` bytes.
+    public static func encode(logProbs: UnsafeBufferPointer<Float>, dtype: LogProbDType, topK: Int,
+                              into buffer: UnsafeMutableRawBufferPointer) {
         precondition(buffer.count == size(classCount: logProbs.count, dtype: dtype, topK: topK))
         buffer[0] = version
         buffer[1] = dtype.rawValue
         buffer.storeBytes(of: UInt16(topK).littleEndian, toByteOffset: 2, as: UInt16.self)
-        func store(_ v: Float, at offset: Int) {
-            switch dtype {
-            case .float32: buffer.storeBytes(of: v.bitPattern.littleEndian, toByteOffset: offset, as: UInt32.self)
-            case .float16: buffer.storeBytes(of: float16Bits(v).littleEndian, toByteOffset: offset, as: UInt16.self)
-            }
-        }
+        let body = buffer.baseAddress! + headerSize
         if topK == 0 {
-            let out = buffer.baseAddress! + headerSize
-            logProbs.withUnsafeBufferPointer { x in
-                switch dtype {
-                case .float16:
-                    for c in 0..<x.count { out.storeBytes(of: float16Bits(x[c]).littleEndian, toByteOffset: 2 * c, as: UInt16.self) }
-                case .float32:
-                    for c in 0..<x.count { out.storeBytes(of: x[c].bitPattern.littleEndian, toByteOffset: 4 * c, as: UInt32.self) }
-                }
+            switch dtype {
+            case .float16:
+                for c in 0..<logProbs.count { body.storeBytes(of: float16Bits(logProbs[c]).littleEndian, toByteOffset: 2 * c, as: UInt16.self) }
+            case .float32:
+                for c in 0..<logProbs.count { body.storeBytes(of: logProbs[c].bitPattern.littleEndian, toByteOffset: 4 * c, as: UInt32.self) }
             }
         } else {
             let order = logProbs.indices.sorted { logProbs[$0] > logProbs[$1] || (logProbs[$0] == logProbs[$1] && $0 < $1) }
             let kept = order.prefix(topK), tail = order.dropFirst(topK)
+            let values = body + 4 * topK
             for (j, c) in kept.enumerated() {
-                buffer.storeBytes(of: UInt32(c).littleEndian, toByteOffset: headerSize + 4 * j, as: UInt32.self)
-                store(logProbs[c], at: headerSize + 4 * topK + j * dtype.byteWidth)
+                body.storeBytes(of: UInt32(c).littleEndian, toByteOffset: 4 * j, as: UInt32.self)
+                switch dtype {
+                case .float32: values.storeBytes(of: logProbs[c].bitPattern.littleEndian, toByteOffset: 4 * j, as: UInt32.self)
+                case .float16: values.storeBytes(of: float16Bits(logProbs[c]).littleEndian, toByteOffset: 2 * j, as: UInt16.self)
+                }
             }
             let logTail = logSumExp(tail.map { logProbs[$0] })
             buffer.storeBytes(of: logTail.bitPattern.littleEndian, toByteOffset: buffer.count - 4, as: UInt32.self)

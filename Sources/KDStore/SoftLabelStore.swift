@@ -248,8 +248,9 @@ public final class SoftLabelWriter {
 
     /// Writes the log-probabilities (at T_w) of every view of the samples in `samples` and marks
     /// them complete, in one transaction: `rows` holds `samples.count × views × classes` floats,
-    /// sample-major. The fast path for teachers: records are encoded on two threads straight from
-    /// the flat buffer into one byte buffer, then put in key order.
+    /// sample-major. The fast path for teachers: records are encoded from the flat buffer in
+    /// chunks by a background thread while this thread puts the chunks already encoded, in key
+    /// order (``EncodingPipeline``). A NaN or +inf aborts the transaction: nothing is written.
     public func write(rows: UnsafeBufferPointer<Float>, samples: Range<Int>, metrics: [String: Double] = [:]) throws {
         let C = classCount, V = layout.views
         let count = samples.count * V
@@ -260,28 +261,27 @@ public final class SoftLabelWriter {
             throw StoreError(path: path, message: "samples \(samples.lowerBound)..<\(samples.upperBound) are outside 0..<\(manifest.sampleCount)")
         }
         let size = SoftLabelRecord.size(classCount: C, dtype: layout.dtype, topK: layout.topK)
-        let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, count * size), alignment: 16)
-        defer { bytes.deallocate() }
-        let job = EncodeJob(rows: rows, bytes: bytes, classes: C, size: size, dtype: layout.dtype, topK: layout.topK)
-        let parts = count >= 4096 ? 2 : 1
-        DispatchQueue.concurrentPerform(iterations: parts) { part in
-            job.encode(records: (part * count / parts)..<((part + 1) * count / parts))
-        }
-        if let bad = job.firstInvalid {
-            throw StoreError(path: path, message: "sample \(samples.lowerBound + bad / V) view \(bad % V): NaN or +inf among the log-probabilities")
-        }
+        let pipeline = EncodingPipeline(rows: rows, count: count, classes: C, size: size, dtype: layout.dtype, topK: layout.topK)
+        defer { pipeline.finish() }
         let (updated, encoded) = try manifest(completing: [samples], metrics: metrics)
-        let (records, meta) = (self.records, self.meta)
+        let (records, meta, path) = (self.records, self.meta, self.path)
         try environment.write { txn throws in
             let lastKey: UInt64? = try txn.withCursor(in: records) { c in
                 try c.last().map { UInt64(bigEndian: $0.key.loadUnaligned(as: UInt64.self)) }
             }
             let firstKey = UInt64(bigEndian: SampleKey.softLabel(sample: samples.lowerBound, view: 0))
             let flags: WriteFlags = (lastKey.map { $0 < firstKey } ?? true) ? .append : []
-            for r in 0..<count {
-                var key = SampleKey.softLabel(sample: samples.lowerBound + r / V, view: r % V)
-                try withUnsafeBytes(of: &key) { k in
-                    try txn.put(UnsafeRawBufferPointer(rebasing: bytes[(r * size)..<((r + 1) * size)]), forKey: k, in: records, flags: flags)
+            for chunk in 0..<pipeline.chunkCount {
+                let (range, bytes, invalid) = pipeline.waitForChunk(chunk)
+                if let bad = invalid {
+                    throw StoreError(path: path, message: "sample \(samples.lowerBound + bad / V) view \(bad % V): NaN or +inf among the log-probabilities")
+                }
+                for r in range {
+                    var key = SampleKey.softLabel(sample: samples.lowerBound + r / V, view: r % V)
+                    try withUnsafeBytes(of: &key) { k in
+                        try txn.put(UnsafeRawBufferPointer(rebasing: bytes[((r - range.lowerBound) * size)...].prefix(size)),
+                                    forKey: k, in: records, flags: flags)
+                    }
                 }
             }
             try txn.put(encoded, forKey: DatabaseName.manifestKey, in: meta)
@@ -449,34 +449,100 @@ public final class SoftLabelStore: @unchecked Sendable {
     }
 }
 
-/// The shared state of a parallel record encoding: disjoint record ranges per thread.
-private final class EncodeJob: @unchecked Sendable {
+/// Encodes a batch's records in chunks, in order, on a background thread and on the caller's
+/// thread whenever it would otherwise wait: the caller puts chunk j into LMDB while chunk j+1 is
+/// being encoded, so a write costs about max(encode, put) rather than their sum.
+///
+/// The caller asks for chunks in order with ``waitForChunk(_:)`` (safe to repeat: the transaction
+/// body may run again after a map resize) and must call ``finish()`` before `rows` goes away.
+final class EncodingPipeline: @unchecked Sendable {
     let rows: UnsafeBufferPointer<Float>
     let bytes: UnsafeMutableRawBufferPointer
-    let classes: Int, size: Int, topK: Int
+    let count: Int, classes: Int, size: Int, topK: Int
     let dtype: LogProbDType
-    private let lock = NSLock()
-    private(set) var firstInvalid: Int?
+    let chunkRecords: Int
+    let chunkCount: Int
+    private let condition = NSCondition()
+    private var nextUnclaimed = 0
+    private var done: [Bool]
+    /// Per chunk: the first record (batch index) holding a NaN or +inf.
+    private var firstInvalid: [Int?]
+    private var stopped = false
+    private let worker = DispatchGroup()
 
-    init(rows: UnsafeBufferPointer<Float>, bytes: UnsafeMutableRawBufferPointer, classes: Int, size: Int, dtype: LogProbDType, topK: Int) {
-        self.rows = rows; self.bytes = bytes; self.classes = classes; self.size = size; self.dtype = dtype; self.topK = topK
+    /// Batches below this many records are encoded on the caller's thread alone.
+    static let backgroundThreshold = 2048
+    /// About 64 KB of encoded records per chunk: small enough that the first put starts early.
+    static let chunkBytes = 1 << 16
+
+    init(rows: UnsafeBufferPointer<Float>, count: Int, classes: Int, size: Int, dtype: LogProbDType, topK: Int) {
+        self.rows = rows; self.count = count; self.classes = classes; self.size = size; self.dtype = dtype; self.topK = topK
+        bytes = .allocate(byteCount: max(1, count * size), alignment: 16)
+        chunkRecords = max(1, Self.chunkBytes / size)
+        chunkCount = (count + chunkRecords - 1) / chunkRecords
+        done = Array(repeating: false, count: chunkCount)
+        firstInvalid = Array(repeating: nil, count: chunkCount)
+        if count >= Self.backgroundThreshold {
+            DispatchQueue.global().async(group: worker) { [self] in
+                while let chunk = claim() { encode(chunk) }
+            }
+        }
     }
 
-    func encode(records: Range<Int>) {
-        var scratch = [Float](repeating: 0, count: classes)
-        for r in records {
-            var valid = true
-            for c in 0..<classes {
-                let v = rows[r * classes + c]
-                if v.isNaN || v == .infinity { valid = false }
-                scratch[c] = v
-            }
-            if !valid {
-                lock.lock(); firstInvalid = min(firstInvalid ?? r, r); lock.unlock()
+    func records(of chunk: Int) -> Range<Int> { (chunk * chunkRecords)..<min(count, (chunk + 1) * chunkRecords) }
+
+    private func claim() -> Int? {
+        condition.lock(); defer { condition.unlock() }
+        guard !stopped, nextUnclaimed < chunkCount else { return nil }
+        nextUnclaimed += 1
+        return nextUnclaimed - 1
+    }
+
+    private func encode(_ chunk: Int) {
+        var invalid: Int? = nil
+        for r in records(of: chunk) {
+            let values = UnsafeBufferPointer(rebasing: rows[(r * classes)..<((r + 1) * classes)])
+            guard values.allSatisfy({ !$0.isNaN && $0 != .infinity }) else {
+                invalid = invalid ?? r
                 continue
             }
-            SoftLabelRecord.encode(logProbs: scratch, dtype: dtype, topK: topK,
+            SoftLabelRecord.encode(logProbs: values, dtype: dtype, topK: topK,
                                    into: UnsafeMutableRawBufferPointer(rebasing: bytes[(r * size)..<((r + 1) * size)]))
         }
+        condition.lock()
+        done[chunk] = true
+        firstInvalid[chunk] = invalid
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Chunk `chunk`'s record range, its encoded bytes, and its first invalid record, once encoded.
+    /// While it is not, encodes the next unclaimed chunk itself, or waits.
+    func waitForChunk(_ chunk: Int) -> (records: Range<Int>, bytes: UnsafeRawBufferPointer, firstInvalid: Int?) {
+        while true {
+            condition.lock()
+            if done[chunk] {
+                let invalid = firstInvalid[chunk]
+                condition.unlock()
+                let range = records(of: chunk)
+                return (range, UnsafeRawBufferPointer(rebasing: bytes[(range.lowerBound * size)..<(range.upperBound * size)]), invalid)
+            }
+            if nextUnclaimed < chunkCount {
+                nextUnclaimed += 1
+                let mine = nextUnclaimed - 1
+                condition.unlock()
+                encode(mine)
+            } else {
+                condition.wait()
+                condition.unlock()
+            }
+        }
+    }
+
+    /// Stops the background thread, waits for it, and frees the encoded bytes.
+    func finish() {
+        condition.lock(); stopped = true; condition.unlock()
+        worker.wait()
+        bytes.deallocate()
     }
 }

@@ -160,3 +160,96 @@ import Testing
         #expect(report.problems.contains { $0.hasPrefix("sample 5: CRC-32 mismatch") }, "\(report.problems)")
     }
 }
+
+/// The flat-buffer write path (`write(rows:samples:)`), whose records are encoded on a background
+/// thread in chunks while earlier chunks are put.
+@Suite struct PipelinedWriteTests {
+    let teacher = TeacherIdentity(name: "bulk", description: "", contentHash: "sha256:0")
+    let classes = 10
+
+    /// A dataset manifest for `samples` samples: the writer needs no dataset file.
+    func dataset(samples: Int) -> DatasetManifest {
+        DatasetManifest(created: "", sourceFiles: [], featurizer: FeaturizerConfig(kind: "dense", signature: "t", dimension: 1),
+                        labels: (0..<classes).map { "c\($0)" }, sampleCount: samples, splitCounts: [:], classCounts: [:],
+                        split: SplitConfig(method: "hash"), hasText: false, fingerprint: "sha256:t", skippedRows: [:])
+    }
+
+    /// Distinct log-probabilities for every (sample, view).
+    func row(_ sample: Int, _ view: Int) -> [Float] {
+        logSoftmax((0..<classes).map { Float(($0 * 7 + sample * 3 + view * 5) % 11) / 3 }, temperature: 2)
+    }
+
+    func records(_ path: String) throws -> [UInt64: [UInt8]] {
+        try SoftLabelStore(path: path).withEncodedRecords(teacher: teacher.name) { records in
+            Dictionary(uniqueKeysWithValues: records.map { ($0.key, Array($0.bytes)) })
+        }
+    }
+
+    @Test(arguments: [LogProbDType.float16, .float32], [0, 3])
+    func flatRowsGiveTheSameBytesAsEntries(dtype: LogProbDType, topK: Int) throws {
+        let dir = temporaryDirectory()
+        let samples = 3000, views = 2   // 6000 records: several chunks, encoded in the background
+        let layout = SoftLabelLayout(writeTemperature: 2, dtype: dtype, topK: topK, views: views)
+        let flat = (0..<samples).flatMap { s in (0..<views).flatMap { row(s, $0) } }
+        let fast = try SoftLabelWriter(path: dir + "/rows.lmdb", dataset: dataset(samples: samples), teacher: teacher, layout: layout)
+        try flat.withUnsafeBufferPointer { all in
+            // Two batches, the second one small enough to be encoded on the caller's thread alone.
+            let split = 2900 * views * classes
+            try fast.write(rows: UnsafeBufferPointer(rebasing: all[..<split]), samples: 0..<2900)
+            try fast.write(rows: UnsafeBufferPointer(rebasing: all[split...]), samples: 2900..<samples)
+        }
+        let slow = try SoftLabelWriter(path: dir + "/entries.lmdb", dataset: dataset(samples: samples), teacher: teacher, layout: layout)
+        try slow.write((0..<samples).flatMap { s in (0..<views).map { .init(sample: s, view: $0, logProbs: row(s, $0)) } },
+                       completing: 0..<samples)
+        let (a, b) = (try records(dir + "/rows.lmdb"), try records(dir + "/entries.lmdb"))
+        #expect(a.count == samples * views)
+        #expect(a == b)
+        #expect(fast.pendingRanges.isEmpty)
+    }
+
+    @Test func aNaNInALateChunkWritesNothing() throws {
+        let dir = temporaryDirectory()
+        let samples = 4000
+        var flat = (0..<samples).flatMap { row($0, 0) }
+        flat[3210 * classes + 4] = .nan
+        flat[3900 * classes] = .infinity
+        let writer = try SoftLabelWriter(path: dir + "/c.lmdb", dataset: dataset(samples: samples), teacher: teacher,
+                                         layout: SoftLabelLayout(writeTemperature: 1, dtype: .float16))
+        let error = #expect(throws: StoreError.self) {
+            try flat.withUnsafeBufferPointer { try writer.write(rows: $0, samples: 0..<samples) }
+        }
+        #expect(error?.message == "sample 3210 view 0: NaN or +inf among the log-probabilities")
+        #expect(writer.pendingRanges == [0..<samples])
+        #expect(try SoftLabelStore(path: dir + "/c.lmdb").recordCount(teacher: teacher.name) == 0)
+    }
+
+    /// The transaction body runs again after a map resize: asking for the chunks a second time
+    /// must give the same bytes without encoding anything twice or waiting forever.
+    @Test func chunksCanBeAskedForAgain() throws {
+        let count = 5000
+        var flat = (0..<count).flatMap { row($0, 0) }
+        flat[4321 * classes] = -.nan
+        flat[4400 * classes] = .infinity
+        let size = SoftLabelRecord.size(classCount: classes, dtype: .float32, topK: 0)
+        flat.withUnsafeBufferPointer { rows in
+            let pipeline = EncodingPipeline(rows: rows, count: count, classes: classes, size: size, dtype: .float32, topK: 0)
+            defer { pipeline.finish() }
+            #expect(pipeline.chunkCount > 2)
+            func pass() -> ([UInt8], [Int]) {
+                var bytes: [UInt8] = [], invalid: [Int] = []
+                for chunk in 0..<pipeline.chunkCount {
+                    let (range, encoded, bad) = pipeline.waitForChunk(chunk)
+                    #expect(encoded.count == range.count * size)
+                    bytes += encoded
+                    if let bad { invalid.append(bad) }
+                }
+                return (bytes, invalid)
+            }
+            let (first, invalid) = pass()
+            #expect(invalid == [4321])
+            #expect(pass() == (first, invalid))
+            let expected = SoftLabelRecord.encode(logProbs: row(17, 0), dtype: .float32)
+            #expect(Array(first[(17 * size)..<(18 * size)]) == expected)
+        }
+    }
+}
