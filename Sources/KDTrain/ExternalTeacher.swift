@@ -2,13 +2,15 @@ import Crypto
 import Foundation
 import KDStore
 
-/// A teacher process speaking the JSON-lines protocol of tools/teachers/TEACHERS.md.
+/// A teacher process speaking the protocol of tools/teachers/TEACHERS.md: JSON lines, with
+/// outputs either as JSON or as a binary block of float32 rows.
 ///
 /// ```
-/// → {"type":"hello","protocol":1,"labels":[…],"features":"hashed-ngrams","dimension":262144,"has_text":true}
-/// ← {"type":"ready","name":"…","description":"…","content_hash":"…","kind":"logits","temperature":1}
-/// → {"type":"batch","samples":[{"index":0,"id":"…","text":"…","features":{"indices":[…],"values":[…]}}, …]}
-/// ← {"type":"outputs","outputs":[{"index":0,"values":[…]}, …]}
+/// → {"type":"hello","protocol":1,"labels":[…],"features":"hashed-ngrams","dimension":262144,"has_text":true,"framings":["json","binary"]}
+/// ← {"type":"ready","name":"…","description":"…","content_hash":"…","kind":"logits","temperature":1,"framing":"json"}
+/// → {"type":"batch","samples":[{"index":0,"id":"…","view":0,"text":"…","features":{"indices":[…],"values":[…]}}, …]}
+/// ← {"type":"outputs","outputs":[{"index":0,"values":[…]}, …]}                        (framing "json")
+/// ← {"type":"outputs","rows":N,"classes":C,"dtype":"f32"}\n + N·C float32 little-endian (framing "binary")
 /// → {"type":"end"}
 /// ```
 /// Every failure — a process that exits, a silent one (timeout), a line that is not JSON, a wrong
@@ -19,17 +21,28 @@ public final class ExternalTeacher {
     public let timeout: Double
     let process = Process()
     let input = Pipe(), output = Pipe(), errors = Pipe()
-    private var buffer: [UInt8] = []
+    private var reader: DeadlineReader
     private var stderrTail = StderrTail()
     public private(set) var ready: Ready!
 
-    /// The teacher's self-description.
+    /// How a teacher frames its outputs messages.
+    public enum Framing: String, Sendable, Decodable, CaseIterable {
+        /// One JSON line per batch: `{"type":"outputs","outputs":[{"index":…,"values":[…]}]}`.
+        case json
+        /// A JSON header line, then `rows × classes` float32 little-endian, rows in batch order.
+        case binary
+    }
+
+    /// The teacher's self-description (its ready message).
     public struct Ready: Sendable {
         public var name: String
         public var description: String
         public var contentHash: String?
         public var kind: TeacherOutputKind
         public var temperature: Float
+        public var framing: Framing
+        /// What each sample of a batch carries besides index, id and view: `text` and/or `features`.
+        public var inputs: Set<String>
     }
 
     /// Starts `command` with `/bin/sh -c 'exec COMMAND'` and performs the hello / ready exchange.
@@ -43,21 +56,35 @@ public final class ExternalTeacher {
         process.standardInput = input
         process.standardOutput = output
         process.standardError = errors
+        reader = DeadlineReader(fd: output.fileHandleForReading.fileDescriptor)
         do { try process.run() } catch {
             throw TrainingError(message: "cannot start the teacher '\(command)': \(error)")
         }
         let tail = stderrTail
         errors.fileHandleForReading.readabilityHandler = { handle in tail.append(handle.availableData) }
         try send(["type": "hello", "protocol": 1, "labels": dataset.labels, "features": dataset.featurizer.kind,
-                  "dimension": dataset.featurizer.dimension, "has_text": dataset.hasText])
-        let reply = try receive(context: "the ready message")
+                  "dimension": dataset.featurizer.dimension, "has_text": dataset.hasText,
+                  "framings": Framing.allCases.map(\.rawValue)])
+        let reply = try receiveObject(context: "the ready message")
         guard reply["type"] as? String == "ready" else { throw failure("expected a ready message, got: \(reply["type"] ?? "nothing")") }
         let kindName = reply["kind"] as? String ?? "logits"
         guard let kind = TeacherOutputKind(rawValue: kindName) else { throw failure("unknown output kind '\(kindName)' in the ready message") }
         let temperature = (reply["temperature"] as? NSNumber)?.floatValue ?? 1
         guard temperature > 0 else { throw failure("temperature must be > 0 in the ready message") }
+        let framingName = reply["framing"] as? String ?? "json"
+        guard let framing = Framing(rawValue: framingName) else {
+            throw failure("unknown framing '\(framingName)' in the ready message (json or binary)")
+        }
+        let inputs = reply["inputs"].map { ($0 as? [String]) ?? [] } ?? ["text", "features"]
+        for name in inputs where !["text", "features"].contains(name) {
+            throw failure("unknown input '\(name)' in the ready message (text, features)")
+        }
+        if inputs.contains("text") && !dataset.hasText && reply["inputs"] != nil {
+            throw failure("asks for text, but the dataset store kept none (prep it from a text column)")
+        }
         ready = Ready(name: reply["name"] as? String ?? "external", description: reply["description"] as? String ?? command,
-                      contentHash: reply["content_hash"] as? String, kind: kind, temperature: temperature)
+                      contentHash: reply["content_hash"] as? String, kind: kind, temperature: temperature, framing: framing,
+                      inputs: Set(inputs))
         guard ready.name.range(of: "^[A-Za-z0-9._-]+$", options: .regularExpression) != nil else {
             throw failure("teacher name '\(ready.name)' in the ready message has characters outside A-Z a-z 0-9 . _ -")
         }
@@ -87,55 +114,144 @@ public final class ExternalTeacher {
                         view: Int = 0, augmentation: Augmentation? = nil, seed: UInt64 = 0) throws -> [[Float]] {
         let base = label ?? "the batch of \(indices.count) samples starting with sample \(indices.first ?? 0)"
         let context = view > 0 ? base + " (view \(view))" : base
-        let m = store.manifest
-        var samples: [[String: Any]] = []
-        for i in indices {
-            var s: [String: Any] = ["index": i, "id": try store.id(of: i) ?? "", "view": view]
-            let r = try store.sample(i)
-            if m.hasText {
-                var text = try store.text(of: i) ?? ""
-                var indices = r.indices, values = r.values
-                if view > 0, let augmentation, let bits = m.featurizer.bits, let ngrams = m.featurizer.ngrams {
-                    let featurizer = TextFeaturizer(bits: bits, ngramOrders: ngrams)
-                    text = augmentation.apply(text: text, sample: i, view: view, seed: seed, tokenizer: featurizer)
-                    (indices, values) = featurizer.features(text)
-                }
-                s["text"] = text
-                s["features"] = ["indices": indices.map(Int.init), "values": values.map(Double.init)] as [String: Any]
-            } else if r.kind == .sparse {
-                s["features"] = ["indices": r.indices.map(Int.init), "values": r.values.map(Double.init)] as [String: Any]
-            } else {
-                let x = view > 0 ? (augmentation?.apply(dense: r.values, std: m.featurizer.std ?? [], sample: i, view: view, seed: seed) ?? r.values) : r.values
-                s["features"] = ["values": x.map(Double.init)]
-            }
-            samples.append(s)
-        }
-        try send(["type": "batch", "samples": samples])
-        let reply = try receive(context: context)
-        guard reply["type"] as? String == "outputs", let list = reply["outputs"] as? [[String: Any]] else {
-            throw failure("expected outputs for \(context), got: \(reply["type"] ?? "a message without type")")
+        try send(JSONEncoder().encode(try request(indices, store: store, view: view, augmentation: augmentation, seed: seed)))
+        let answered: [(index: Int, values: [Float])]
+        switch ready.framing {
+        case .json: answered = try receiveJSONOutputs(context: context)
+        case .binary: answered = try receiveBinaryOutputs(indices: indices, classes: store.classCount, context: context)
         }
         let position = Dictionary(uniqueKeysWithValues: indices.enumerated().map { ($1, $0) })
         var rows = [[Float]?](repeating: nil, count: indices.count)
         let C = store.classCount
-        for entry in list {
-            guard let index = (entry["index"] as? NSNumber)?.intValue else { throw failure("an output without \"index\" in \(context)") }
+        for (index, values) in answered {
             guard let slot = position[index] else { throw failure("sample \(index) was not in \(context)") }
-            guard let raw = entry["values"] as? [Any] else { throw failure("sample \(index): no \"values\" array") }
-            let values = raw.map { ($0 as? NSNumber)?.floatValue ?? ($0 as? String).flatMap { nonFiniteTokens.contains($0) ? Float($0) : nil } }
             guard values.count == C else { throw failure("sample \(index): \(values.count) values, the dataset has \(C) classes") }
-            guard values.allSatisfy({ $0 != nil }) else { throw failure("sample \(index): a value that is not a number (NaN, infinity or text)") }
-            let floats = values.map { $0! }
-            guard floats.allSatisfy({ $0.isFinite || (ready.kind != .logits && $0 == -.infinity) }) else {
+            guard values.allSatisfy({ $0.isFinite || (ready.kind != .logits && $0 == -.infinity) }) else {
                 throw failure("sample \(index): NaN or infinity among the values")
             }
             if rows[slot] != nil { throw failure("sample \(index) answered twice") }
-            rows[slot] = ready.kind.toLogits(floats, temperature: ready.temperature)
+            rows[slot] = ready.kind.toLogits(values, temperature: ready.temperature)
         }
         if let missing = rows.firstIndex(where: { $0 == nil }) {
             throw failure("sample \(indices[missing]) is missing from the teacher's answer")
         }
         return rows.map { $0! }
+    }
+
+    /// A batch request, as `JSONEncoder` writes it (typed: no bridging through `NSDictionary`).
+    private struct BatchRequest: Encodable {
+        var type = "batch"
+        var samples: [Sample]
+        struct Sample: Encodable {
+            var index: Int
+            var id: String
+            var view: Int
+            var text: String?
+            var features: Features?
+        }
+        /// `indices` and `values` for sparse features, `values` alone for dense ones. Values go out
+        /// as doubles so that each one is the stored float32 exactly.
+        struct Features: Encodable {
+            var indices: [UInt32]?
+            var values: [Double]
+        }
+    }
+
+    /// The batch request: index, id, view, and the text and/or features of every sample, as the
+    /// teacher asked for them (``Ready/inputs``).
+    private func request(_ indices: [Int], store: DatasetStore, view: Int, augmentation: Augmentation?,
+                         seed: UInt64) throws -> BatchRequest {
+        let m = store.manifest
+        let (wantsText, wantsFeatures) = (ready.inputs.contains("text"), ready.inputs.contains("features"))
+        var samples: [BatchRequest.Sample] = []
+        samples.reserveCapacity(indices.count)
+        for i in indices {
+            var s = BatchRequest.Sample(index: i, id: try store.id(of: i) ?? "", view: view, text: nil, features: nil)
+            if m.hasText {
+                var text = try store.text(of: i) ?? ""
+                let augmented = view > 0 && augmentation != nil
+                if augmented, let augmentation, let bits = m.featurizer.bits, let ngrams = m.featurizer.ngrams {
+                    let featurizer = TextFeaturizer(bits: bits, ngramOrders: ngrams)
+                    text = augmentation.apply(text: text, sample: i, view: view, seed: seed, tokenizer: featurizer)
+                    if wantsFeatures {
+                        let (indices, values) = featurizer.features(text)
+                        s.features = .init(indices: indices, values: values.map(Double.init))
+                    }
+                } else if wantsFeatures {
+                    let r = try store.sample(i)
+                    s.features = .init(indices: r.indices, values: r.values.map(Double.init))
+                }
+                if wantsText { s.text = text }
+            } else if wantsFeatures {
+                let r = try store.sample(i)
+                if r.kind == .sparse {
+                    s.features = .init(indices: r.indices, values: r.values.map(Double.init))
+                } else {
+                    let x = view > 0 ? (augmentation?.apply(dense: r.values, std: m.featurizer.std ?? [], sample: i, view: view, seed: seed) ?? r.values) : r.values
+                    s.features = .init(indices: nil, values: x.map(Double.init))
+                }
+            }
+            samples.append(s)
+        }
+        return BatchRequest(samples: samples)
+    }
+
+    /// The JSON outputs message, as Foundation's `JSONDecoder` reads it.
+    private struct OutputsLine: Decodable {
+        var type: String?
+        var outputs: [Output]?
+        struct Output: Decodable { var index: Int; var values: [Float] }
+    }
+
+    /// Reads a JSON outputs line. The typed decoder handles well-formed lines; a line it refuses
+    /// (bare `NaN` / `Infinity` tokens as Python writes them, text among the values, a missing
+    /// field) is parsed again generically to name the sample and what is wrong with it.
+    private func receiveJSONOutputs(context: String) throws -> [(index: Int, values: [Float])] {
+        let line = try receiveLine(context: context)
+        if let message = try? JSONDecoder().decode(OutputsLine.self, from: Data(line)), message.type == "outputs", let list = message.outputs {
+            return list.map { ($0.index, $0.values) }
+        }
+        let reply = try parseObject(line, context: context)
+        guard reply["type"] as? String == "outputs", let list = reply["outputs"] as? [[String: Any]] else {
+            throw failure("expected outputs for \(context), got: \(reply["type"] ?? "a message without type")")
+        }
+        return try list.map { entry in
+            guard let index = (entry["index"] as? NSNumber)?.intValue else { throw failure("an output without \"index\" in \(context)") }
+            guard let raw = entry["values"] as? [Any] else { throw failure("sample \(index): no \"values\" array") }
+            let values = raw.map { ($0 as? NSNumber)?.floatValue ?? ($0 as? String).flatMap { nonFiniteTokens.contains($0) ? Float($0) : nil } }
+            guard values.allSatisfy({ $0 != nil }) else { throw failure("sample \(index): a value that is not a number (NaN, infinity or text)") }
+            return (index, values.map { $0! })
+        }
+    }
+
+    /// The header line of a binary outputs message.
+    private struct BinaryHeader: Decodable {
+        var type: String?
+        var rows: Int?
+        var classes: Int?
+        var dtype: String?
+    }
+
+    /// Reads a binary outputs message: its header line, then `rows × classes` float32
+    /// little-endian, one row per sample in the order the batch listed them.
+    private func receiveBinaryOutputs(indices: [Int], classes: Int, context: String) throws -> [(index: Int, values: [Float])] {
+        let line = try receiveLine(context: context)
+        guard let header = try? JSONDecoder().decode(BinaryHeader.self, from: Data(line)) else {
+            _ = try parseObject(line, context: context)   // names a garbage line or the teacher's error
+            throw failure("expected a binary outputs header for \(context), got: \(String(decoding: line.prefix(120), as: UTF8.self))")
+        }
+        guard header.type == "outputs", let rows = header.rows, let width = header.classes else {
+            throw failure("expected a binary outputs header (type, rows, classes, dtype) for \(context), got: \(String(decoding: line.prefix(120), as: UTF8.self))")
+        }
+        guard header.dtype ?? "f32" == "f32" else { throw failure("binary outputs for \(context) in dtype '\(header.dtype!)'; send f32") }
+        guard width == classes else { throw failure("\(context): \(width) values per sample, the dataset has \(classes) classes") }
+        guard rows == indices.count else { throw failure("\(context): \(rows) rows for the \(indices.count) samples of the batch") }
+        let payload = try receiveBytes(rows * width * 4, context: context)
+        return payload.withUnsafeBytes { raw in
+            indices.enumerated().map { (k, index) in
+                (index, (0..<width).map { c in Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * (k * width + c), as: UInt32.self))) })
+            }
+        }
     }
 
     /// Says goodbye and waits for the process.
@@ -154,46 +270,118 @@ public final class ExternalTeacher {
     }
 
     private func send(_ object: [String: Any]) throws {
+        try send(try JSONSerialization.data(withJSONObject: object))
+    }
+
+    /// Writes one message line.
+    private func send(_ message: Data) throws {
         guard process.isRunning else { throw failure("exited with status \(process.terminationStatus)") }
-        var data = try JSONSerialization.data(withJSONObject: object)
+        var data = message
         data.append(0x0A)
         do { try input.fileHandleForWriting.write(contentsOf: data) } catch {
             throw failure("stopped reading its input (\(error))")
         }
     }
 
+    /// Parses a line as a JSON object; an `{"error": …}` object is the teacher's own failure.
+    private func parseObject(_ line: [UInt8], context: String) throws -> [String: Any] {
+        guard let object = (try? JSONSerialization.jsonObject(with: Data(quoteNonFiniteTokens(line)))) as? [String: Any] else {
+            let shown = String(decoding: line.prefix(120), as: UTF8.self)
+            throw failure("answered \(context) with a line that is not a JSON object: \(shown)")
+        }
+        if let message = object["error"] as? String { throw failure("reported an error for \(context): \(message)") }
+        return object
+    }
+
+    private func receiveObject(context: String) throws -> [String: Any] {
+        try parseObject(try receiveLine(context: context), context: context)
+    }
+
     /// Reads one line within `timeout` seconds.
-    private func receive(context: String) throws -> [String: Any] {
-        let fd = output.fileHandleForReading.fileDescriptor
+    private func receiveLine(context: String) throws -> [UInt8] {
+        do { return try reader.line(within: timeout) } catch { throw failure(error, context: context) }
+    }
+
+    /// Reads exactly `count` bytes within `timeout` seconds.
+    private func receiveBytes(_ count: Int, context: String) throws -> [UInt8] {
+        do { return try reader.bytes(count, within: timeout) } catch { throw failure(error, context: context) }
+    }
+
+    private func failure(_ e: DeadlineReader.Failure, context: String) -> TrainingError {
+        switch e {
+        case .timedOut:
+            process.terminate()
+            return failure("timed out after \(Int(timeout)) s waiting for \(context)")
+        case .closed:
+            process.waitUntilExit()
+            return failure("exited with status \(process.terminationStatus) before answering \(context)")
+        case .readFailed(let code):
+            return failure("cannot read its output: \(String(cString: strerror(code)))")
+        }
+    }
+}
+
+/// Buffered reads of lines and byte blocks from a pipe, each within a deadline (`poll` + `read`).
+/// Consumed bytes are dropped lazily and a line search never rescans bytes it has seen.
+struct DeadlineReader {
+    enum Failure: Error { case timedOut, closed, readFailed(Int32) }
+
+    let fd: Int32
+    private var buffer: [UInt8] = []
+    private var head = 0          // first unconsumed byte
+    private var scanned = 0       // bytes from head already known to hold no newline
+    private var chunk = [UInt8](repeating: 0, count: 1 << 20)
+
+    init(fd: Int32) { self.fd = fd }
+
+    /// The next line, without its `\n`.
+    mutating func line(within timeout: Double) throws(Failure) -> [UInt8] {
         let deadline = Date().addingTimeInterval(timeout)
         while true {
-            if let nl = buffer.firstIndex(of: 0x0A) {
-                let line = Array(buffer[..<nl])
-                buffer.removeSubrange(...nl)
-                guard let object = (try? JSONSerialization.jsonObject(with: Data(quoteNonFiniteTokens(line)))) as? [String: Any] else {
-                    let shown = String(decoding: line.prefix(120), as: UTF8.self)
-                    throw failure("answered \(context) with a line that is not a JSON object: \(shown)")
-                }
-                if let message = object["error"] as? String { throw failure("reported an error for \(context): \(message)") }
-                return object
+            let start = head + scanned
+            let found: Int? = buffer.withUnsafeBytes { b -> Int? in
+                guard start < b.count, let p = memchr(b.baseAddress! + start, 0x0A, b.count - start) else { return nil }
+                return UnsafeRawPointer(p) - b.baseAddress!
             }
+            if let nl = found {
+                let line = Array(buffer[head..<nl])
+                consume(upTo: nl + 1)
+                return line
+            }
+            scanned = buffer.count - head
+            try fill(before: deadline)
+        }
+    }
+
+    /// The next `count` bytes.
+    mutating func bytes(_ count: Int, within timeout: Double) throws(Failure) -> [UInt8] {
+        let deadline = Date().addingTimeInterval(timeout)
+        while buffer.count - head < count { try fill(before: deadline) }
+        let out = Array(buffer[head..<(head + count)])
+        consume(upTo: head + count)
+        return out
+    }
+
+    private mutating func consume(upTo end: Int) {
+        head = end
+        scanned = 0
+        if head == buffer.count { buffer.removeAll(keepingCapacity: true); head = 0 }
+        else if head > 1 << 20 && head > buffer.count / 2 { buffer.removeSubrange(..<head); head = 0 }
+    }
+
+    /// Appends what the pipe holds, waiting for it until `deadline`.
+    private mutating func fill(before deadline: Date) throws(Failure) {
+        while true {
             let remaining = deadline.timeIntervalSinceNow
-            if remaining <= 0 {
-                process.terminate()
-                throw failure("timed out after \(Int(timeout)) s waiting for \(context)")
-            }
+            if remaining <= 0 { throw .timedOut }
             var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             let ready = poll(&pfd, 1, Int32(min(remaining, 1) * 1000))
-            if ready < 0 && errno != EINTR { throw failure("cannot read its output: \(String(cString: strerror(errno)))") }
-            if ready > 0 {
-                var chunk = [UInt8](repeating: 0, count: 1 << 16)
-                let n = read(fd, &chunk, chunk.count)
-                if n > 0 { buffer += chunk[0..<n] }
-                else if n == 0 {
-                    process.waitUntilExit()
-                    throw failure("exited with status \(process.terminationStatus) before answering \(context)")
-                }
-            }
+            if ready < 0 && errno != EINTR { throw .readFailed(errno) }
+            guard ready > 0 else { continue }
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
+            if n > 0 { buffer += chunk[0..<n]; return }
+            if n == 0 { throw .closed }
+            if errno != EINTR && errno != EAGAIN { throw .readFailed(errno) }
         }
     }
 }
@@ -220,10 +408,11 @@ let nonFiniteTokens: Set<String> = ["NaN", "Infinity", "-Infinity"]
 /// Wraps bare `NaN` / `Infinity` / `-Infinity` tokens outside strings in quotes, so that the line
 /// parses and the value check can name the sample instead of rejecting the whole line.
 func quoteNonFiniteTokens(_ line: [UInt8]) -> [UInt8] {
+    let tokens: [[UInt8]] = ["-Infinity", "Infinity", "NaN"].map { Array($0.utf8) }
     var out: [UInt8] = []
     out.reserveCapacity(line.count + 16)
     var i = 0, inString = false
-    while i < line.count {
+    next: while i < line.count {
         let c = line[i]
         if inString {
             out.append(c)
@@ -233,16 +422,15 @@ func quoteNonFiniteTokens(_ line: [UInt8]) -> [UInt8] {
             continue
         }
         if c == UInt8(ascii: "\"") { inString = true; out.append(c); i += 1; continue }
-        var matched = false
-        for token in ["-Infinity", "Infinity", "NaN"] {
-            let t = Array(token.utf8)
-            if i + t.count <= line.count && Array(line[i..<(i + t.count)]) == t {
+        if c == UInt8(ascii: "-") || c == UInt8(ascii: "I") || c == UInt8(ascii: "N") {
+            for t in tokens where i + t.count <= line.count && line[i..<(i + t.count)].elementsEqual(t) {
                 out.append(UInt8(ascii: "\"")); out += t; out.append(UInt8(ascii: "\""))
-                i += t.count; matched = true
-                break
+                i += t.count
+                continue next
             }
         }
-        if !matched { out.append(c); i += 1 }
+        out.append(c)
+        i += 1
     }
     return out
 }

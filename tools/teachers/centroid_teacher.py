@@ -4,12 +4,16 @@ store's own features (numpy only), answering with logits = 10 · cosine similari
 
     kdcache teach --exec 'python3 tools/teachers/centroid_teacher.py --data data.lmdb' --data data.lmdb --out t.lmdb
 
+--framing binary answers with float32 rows instead of JSON (TEACHERS.md).
+
 --misbehave MODE --at INDEX makes it fail on the batch holding sample INDEX, for kdcache's tests:
-nan, count (a value too few), unknown (an index not asked for), skip (leave a sample out),
-garbage (a line that is not JSON), die (exit 3), hang (never answer). --slow S sleeps S seconds per batch.
+nan, count (a value too few), unknown (an index not asked for; binary: a row too many), skip (leave
+a sample out), garbage (a line that is not JSON), die (exit 3), truncate (binary: half the rows,
+then exit 3), hang (never answer). --slow S sleeps S seconds per batch.
 """
 import argparse
 import hashlib
+import json
 import math
 import os
 import sys
@@ -37,7 +41,8 @@ def vector(features, dim):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--data", required=True)
-    p.add_argument("--misbehave", choices=["nan", "count", "unknown", "skip", "garbage", "die", "hang"])
+    p.add_argument("--framing", choices=["json", "binary"], default="json")
+    p.add_argument("--misbehave", choices=["nan", "count", "unknown", "skip", "garbage", "die", "truncate", "hang"])
     p.add_argument("--at", type=int, default=0)
     p.add_argument("--slow", type=float, default=0)
     args = p.parse_args()
@@ -56,30 +61,41 @@ def main():
     def predict(samples):
         if args.slow:
             time.sleep(args.slow)
-        out = [(10 * centroids @ vector(s["features"], dim)).tolist() for s in samples]
+        out = np.stack([10 * centroids @ vector(s["features"], dim) for s in samples])
         if any(s["index"] == args.at for s in samples) and args.misbehave:
             k = [s["index"] for s in samples].index(args.at)
             mode = args.misbehave
             if mode == "nan":
-                out[k][0] = math.nan
+                out[k, 0] = math.nan
             elif mode == "count":
-                out[k] = out[k][:-1]
+                rows = out.tolist()
+                rows[k] = rows[k][:-1]
+                return rows if args.framing == "json" else out[:, :-1]
             elif mode == "unknown":
+                if args.framing == "binary":
+                    return np.vstack([out, out[:1]])
                 samples[k] = dict(samples[k], index=10 ** 9)
             elif mode == "skip":
-                del samples[k], out[k]
+                del samples[k]
+                out = np.delete(out, k, axis=0)
             elif mode == "garbage":
                 sys.stdout.write("this is not json\n"); sys.stdout.flush()
                 time.sleep(5)
             elif mode == "die":
                 print("centroid teacher: dying on purpose", file=sys.stderr)
                 os._exit(3)
+            elif mode == "truncate":
+                header = {"type": "outputs", "rows": len(out), "classes": out.shape[1], "dtype": "f32"}
+                sys.stdout.buffer.write(json.dumps(header).encode() + b"\n" + out.astype("<f4").tobytes()[:out.size * 2])
+                sys.stdout.flush()
+                os._exit(3)
             elif mode == "hang":
                 time.sleep(3600)
         return out
 
     serve(predict, {"name": "centroid", "description": "nearest class centroid (cosine) on the store's features",
-                    "content_hash": "sha256:" + digest, "kind": "logits", "temperature": 1.0})
+                    "content_hash": "sha256:" + digest, "kind": "logits", "temperature": 1.0, "framing": args.framing,
+                    "inputs": ["features"]})
 
 
 if __name__ == "__main__":

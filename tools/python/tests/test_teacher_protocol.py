@@ -66,17 +66,23 @@ def test_values_are_the_teachers_logits_softened(data, clean):
         np.testing.assert_allclose(store.log_probs(i), expected, atol=2e-3)
 
 
-@pytest.mark.parametrize("mode,message", [
-    ("nan", "sample 650: NaN or infinity among the values"),
-    ("count", "sample 650: 2 values, the dataset has 3 classes"),
-    ("unknown", "sample 1000000000 was not in samples 600..<700"),
-    ("skip", "sample 650 is missing from the teacher's answer"),
-    ("garbage", "answered samples 600..<700 with a line that is not a JSON object: this is not json"),
-    ("die", "exited with status 3 before answering samples 600..<700"),
+@pytest.mark.parametrize("framing,mode,message", [
+    ("json", "nan", "sample 650: NaN or infinity among the values"),
+    ("json", "count", "sample 650: 2 values, the dataset has 3 classes"),
+    ("json", "unknown", "sample 1000000000 was not in samples 600..<700"),
+    ("json", "skip", "sample 650 is missing from the teacher's answer"),
+    ("json", "garbage", "answered samples 600..<700 with a line that is not a JSON object: this is not json"),
+    ("json", "die", "exited with status 3 before answering samples 600..<700"),
+    ("binary", "nan", "sample 650: NaN or infinity among the values"),
+    ("binary", "count", "samples 600..<700: 2 values per sample, the dataset has 3 classes"),
+    ("binary", "unknown", "samples 600..<700: 101 rows for the 100 samples of the batch"),
+    ("binary", "skip", "samples 600..<700: 99 rows for the 100 samples of the batch"),
+    ("binary", "garbage", "answered samples 600..<700 with a line that is not a JSON object: this is not json"),
+    ("binary", "truncate", "exited with status 3 before answering samples 600..<700"),
 ])
-def test_bad_teacher_output_names_the_sample_and_keeps_committed_batches(data, clean, tmp_path, mode, message):
+def test_bad_teacher_output_names_the_sample_and_keeps_committed_batches(data, clean, tmp_path, framing, mode, message):
     out = tmp_path / "t.lmdb"
-    r = teach(data, out, f"--misbehave {mode} --at 650", check=False)
+    r = teach(data, out, f"--framing {framing} --misbehave {mode} --at 650", check=False)
     assert r.returncode == 1, r.stdout + r.stderr
     assert message in r.stderr, r.stderr
     if mode == "die":
@@ -84,7 +90,13 @@ def test_bad_teacher_output_names_the_sample_and_keeps_committed_batches(data, c
     partial = kdcache.open(str(out))
     assert partial.manifest["teachers"]["centroid"]["completed"] == [[0, 600]]
     partial.close()
-    teach(data, out)  # resumes after the committed batches
+    teach(data, out, f"--framing {framing}")  # resumes after the committed batches
+    assert records(out) == records(clean)
+
+
+def test_binary_framing_gives_the_same_cache_as_json(data, clean, tmp_path):
+    out = tmp_path / "b.lmdb"
+    teach(data, out, "--framing binary")
     assert records(out) == records(clean)
 
 
@@ -136,3 +148,38 @@ def test_an_external_teacher_labels_augmented_views(data, tmp_path):
     differs = sum(not np.allclose(cache.log_probs(i, view=0), cache.log_probs(i, view=2)) for i in range(0, 900, 9))
     assert differs > 10, "augmented views change the teacher's answers"
     assert run("verify", out, "--data", data).returncode == 0
+
+
+KEYS_TEACHER = """
+import json, sys
+sys.path.insert(0, {teachers!r})
+from protocol import serve
+inputs = {inputs!r}
+def predict(samples):
+    keys = sorted(samples[0])
+    if keys != {expected!r}:
+        raise SystemExit(f"samples carry {{keys}}")
+    return [[0.0, 1.0, 2.0] for _ in samples]
+serve(predict, {{"name": "keys", "kind": "logits", "framing": "binary", **({{"inputs": inputs}} if inputs is not None else {{}})}})
+"""
+
+
+@pytest.mark.parametrize("inputs,expected", [
+    (None, ["features", "id", "index", "text", "view"]),
+    (["text"], ["id", "index", "text", "view"]),
+    (["features"], ["features", "id", "index", "view"]),
+    ([], ["id", "index", "view"]),
+])
+def test_samples_carry_what_the_teacher_asks_for(data, tmp_path, inputs, expected):
+    script = tmp_path / "keys.py"
+    script.write_text(KEYS_TEACHER.format(teachers=str(ROOT / "tools/teachers"), inputs=inputs, expected=expected))
+    r = run("teach", "--exec", f"{sys.executable} {script}", "--data", data, "--out", tmp_path / "k.lmdb", "--quiet", check=False)
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_ready_message_asking_for_unknown_inputs_is_refused(data, tmp_path):
+    script = tmp_path / "keys.py"
+    script.write_text(KEYS_TEACHER.format(teachers=str(ROOT / "tools/teachers"), inputs=["pixels"], expected=[]))
+    r = run("teach", "--exec", f"{sys.executable} {script}", "--data", data, "--out", tmp_path / "k.lmdb", "--quiet", check=False)
+    assert r.returncode == 1
+    assert "unknown input 'pixels' in the ready message (text, features)" in r.stderr, r.stderr
