@@ -144,7 +144,7 @@ public final class SoftLabelWriter {
                 && existing.augmentation == entry.augmentation && existing.augmentationSeed == entry.augmentationSeed
             guard existing.identity == teacher, sameLayout else {
                 throw StoreError(path: path, message: "teacher '\(teacher.name)' is already in the cache with another identity or layout (T_w \(existing.writeTemperature), \(existing.dtype), top-k \(existing.topK), \(existing.views) views, hash \(existing.identity.contentHash))",
-                                 hint: "Use another --teacher-name, or write to a new --out")
+                                 hint: "Pass another --name to keep both, or write to a new --out")
             }
         } else {
             manifest.teachers[teacher.name] = entry

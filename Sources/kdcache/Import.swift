@@ -25,6 +25,7 @@ struct Import: ParsableCommand {
     @Option(help: "Keep only the k most probable classes (0: all).") var topK: Int = 0
     @Option(help: "The teacher's name inside the cache.") var name: String = "imported"
     @Option(help: "A description of the teacher (model, checkpoint).") var description: String?
+    @Flag(help: "No progress output.") var quiet = false
 
     func validate() throws {
         guard TeacherOutputKind(rawValue: kind) != nil else { throw ValidationError("--kind must be logits, logprobs or probs.") }
@@ -42,7 +43,12 @@ struct Import: ParsableCommand {
         let layout = SoftLabelLayout(writeTemperature: writeTemperature, dtype: LogProbDType(name: dtype)!, topK: topK)
         try DiskSpace.check(path: out, needed: SoftLabelPlan(samples: store.count, classes: store.classCount, layout: layout).bytes)
         let writer = try SoftLabelWriter(path: out, dataset: store.manifest, teacher: identity, layout: layout)
-        let written = try TeacherOutput.write(writer) { range in range.map { [outputKind.toLogits(rows[$0], temperature: temperature)] } }
-        print("imported \(written) samples × \(store.classCount) classes from \(file) into \(out) as teacher '\(name)' (T_w \(writeTemperature), \(dtype))")
+        let bar = ProgressBar(label: "import", quiet: quiet)
+        let written = try TeacherOutput.write(writer, produce: { range in range.map { [outputKind.toLogits(rows[$0], temperature: temperature)] } },
+                                              progress: { done, total in bar.update(done: done, total: total, items: done, unit: "samples") })
+        bar.finish()
+        let already = store.count - written
+        print("imported \(written) samples × \(store.classCount) classes from \(file) into \(out) as teacher '\(name)' (T_w \(writeTemperature), \(dtype))"
+              + (already > 0 ? "; \(already) samples were already complete" : ""))
     }
 }

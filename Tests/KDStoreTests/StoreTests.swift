@@ -107,9 +107,10 @@ import Testing
         let data = try makeTextStore(rows: 6, in: dir)
         let path = dir + "/cache.lmdb"
         _ = try SoftLabelWriter(path: path, dataset: data.manifest, teacher: teacher, layout: SoftLabelLayout(writeTemperature: 2))
-        #expect(throws: StoreError.self) {
+        let refused = #expect(throws: StoreError.self) {
             try SoftLabelWriter(path: path, dataset: data.manifest, teacher: teacher, layout: SoftLabelLayout(writeTemperature: 4))
         }
+        #expect(refused?.hint == "Pass another --name to keep both, or write to a new --out", "the hint names a flag teach and import have")
         let second = TeacherIdentity(name: "other", description: "", contentHash: "x")
         _ = try SoftLabelWriter(path: path, dataset: data.manifest, teacher: second, layout: SoftLabelLayout(writeTemperature: 4))
         #expect(try SoftLabelStore(path: path).manifest.teachers.keys.sorted() == ["mlp", "other"])
