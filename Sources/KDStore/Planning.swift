@@ -39,7 +39,15 @@ public enum DiskSpace {
     public static func check(path: String, needed: Int) throws {
         let existing = fileSize(path)
         guard let free = available(at: path), needed - existing > free else { return }
-        throw StoreError(path: path, message: "needs about \(needed / 1_048_576) MiB but the file system has \(free / 1_048_576) MiB free",
+        throw StoreError(path: path, message: "needs about \(formatBytes(needed - existing)) more but the file system has \(formatBytes(free)) free",
                          hint: "Free space, write elsewhere, or shrink the cache (--dtype f16, --top-k)")
     }
+}
+
+/// A byte count for people: `512 B`, `1.5 KiB`, `12.0 MiB`, … (powers of 1024).
+public func formatBytes(_ bytes: Int) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    var value = Double(bytes), unit = 0
+    while value >= 1024 && unit < units.count - 1 { value /= 1024; unit += 1 }
+    return unit == 0 ? "\(bytes) B" : String(format: "%.1f %@", value, units[unit])
 }

@@ -25,12 +25,14 @@ struct Import: ParsableCommand {
     @Option(help: "Keep only the k most probable classes (0: all).") var topK: Int = 0
     @Option(help: "The teacher's name inside the cache.") var name: String = "imported"
     @Option(help: "A description of the teacher (model, checkpoint).") var description: String?
+    @Option(help: "Samples per committed transaction (work lost at most on a crash; a rerun resumes after it).") var commitEvery: Int = 10_000
     @Flag(help: "No progress output.") var quiet = false
 
     func validate() throws {
         guard TeacherOutputKind(rawValue: kind) != nil else { throw ValidationError("--kind must be logits, logprobs or probs.") }
         guard LogProbDType(name: dtype) != nil else { throw ValidationError("--dtype must be f16 or f32.") }
         guard temperature > 0, writeTemperature > 0 else { throw ValidationError("temperatures must be > 0.") }
+        guard commitEvery >= 1 else { throw ValidationError("--commit-every must be at least 1.") }
     }
 
     func run() throws {
@@ -44,7 +46,7 @@ struct Import: ParsableCommand {
         try DiskSpace.check(path: out, needed: SoftLabelPlan(samples: store.count, classes: store.classCount, layout: layout).bytes)
         let writer = try SoftLabelWriter(path: out, dataset: store.manifest, teacher: identity, layout: layout)
         let bar = ProgressBar(label: "import", quiet: quiet)
-        let written = try TeacherOutput.write(writer, produce: { range in range.map { [outputKind.toLogits(rows[$0], temperature: temperature)] } },
+        let written = try TeacherOutput.write(writer, batchSize: commitEvery, produce: { range in range.map { [outputKind.toLogits(rows[$0], temperature: temperature)] } },
                                               progress: { done, total in bar.update(done: done, total: total, items: done, unit: "samples") })
         bar.finish()
         let already = store.count - written

@@ -100,3 +100,39 @@ def test_bad_imports_name_the_problem_and_write_nothing(setup, tmp_path, case, m
     assert r.returncode == 1
     assert message in r.stderr, r.stderr
     assert not (tmp_path / "c.lmdb").exists()
+
+
+def test_kill_9_during_import_then_rerun_equals_an_uninterrupted_import(tmp_path):
+    """Issue 3 §4 for import: one commit per sample makes the import slow enough to kill halfway."""
+    import os
+    import signal
+    import subprocess
+    import time
+    from _support import BIN
+
+    n = 20_000
+    rows = ["id,label,text"] + [f"r{i},{'abc'[i % 3]},w{i % 17} v{i % 5}" for i in range(n)]
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    run("prep", tmp_path / "d.csv", "--out", tmp_path / "d.lmdb", "--text-column", "text", "--label-column", "label", "--quiet")
+    np.save(tmp_path / "l.npy", np.random.default_rng(3).normal(0, 2, (n, 3)).astype(np.float32))
+    args = [str(tmp_path / "l.npy"), "--data", str(tmp_path / "d.lmdb"), "--write-temperature", "2", "--quiet"]
+    run("import", *args, "--out", tmp_path / "whole.lmdb")
+
+    out = tmp_path / "killed.lmdb"
+    proc = subprocess.Popen([BIN, "import", *args, "--out", str(out), "--commit-every", "1"], stdout=subprocess.DEVNULL)
+    done, deadline = 0, time.time() + 60
+    while done < 200 and time.time() < deadline:
+        time.sleep(0.02)
+        r = run("info", out, "--json", check=False)
+        if r.returncode == 0:
+            done = sum(b - a for a, b in json.loads(r.stdout)["soft_labels"]["teachers"]["imported"]["completed"])
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 200 <= done < n, f"killed after {done} samples"
+    assert run("verify", out).returncode == 0, "what was committed before the kill is intact"
+    rerun = run("import", *args, "--out", out)
+    already = int(rerun.stdout.split("; ")[1].split()[0])
+    assert already >= done, "committed samples are not imported again"
+    whole, killed = kdcache.open(str(tmp_path / "whole.lmdb")), kdcache.open(str(out))
+    with whole.env.begin(db=whole._dbs["imported"]) as a, killed.env.begin(db=killed._dbs["imported"]) as b:
+        assert [(bytes(k), bytes(v)) for k, v in a.cursor()] == [(bytes(k), bytes(v)) for k, v in b.cursor()]

@@ -71,3 +71,37 @@ def test_plan_estimates_the_size(data):
     estimate = int(run("plan", "--data", data / "d.lmdb").stdout.split("estimated size on disk: ")[1].split()[0])
     actual = (data / "planned.lmdb").stat().st_size
     assert 0.5 * actual <= estimate <= 2 * actual, (estimate, actual)
+
+
+def test_teach_and_import_refuse_a_file_system_too_small_for_the_plan(data, tmp_path):
+    """A real small file system: a tmpfs mounted in a private user and mount namespace."""
+    estimate = int(run("plan", "--data", data / "d.lmdb", "--dtype", "f32", "--views", "8").stdout
+                   .split("estimated size on disk: ")[1].split()[0])
+    size_kib = max(4, estimate // 1024 // 4 // 4 * 4)   # a quarter of the estimate, in whole pages
+    import numpy as np
+    np.save(tmp_path / "l.npy", np.zeros((500, 3), dtype=np.float32))
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    script = (f"mount -t tmpfs -o size={size_kib}k none {tiny} || exit 99; "
+              f"{BIN} teach --data {data / 'd.lmdb'} --out {tiny}/t.lmdb --dtype f32 --views 8 --augment token-dropout:p=0.2 {' '.join(TEACH)}; "
+              f"echo teach=$?; "
+              f"{BIN} import {tmp_path / 'l.npy'} --data {data / 'd.lmdb'} --out {tiny}/i.lmdb --dtype f32 --quiet; echo import=$?; "
+              f"echo left=$(ls -A {tiny})")
+    r = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "teach=1" in r.stdout and "import=1" in r.stdout, r.stdout + r.stderr
+    assert f"{tiny}/t.lmdb: needs about " in r.stderr and f"more but the file system has {size_kib}.0 KiB free" in r.stderr, r.stderr
+    assert "left=\n" in r.stdout, "nothing is written when the plan does not fit"
+
+
+def test_the_builtin_teacher_writes_the_same_bytes_for_any_worker_count(data):
+    """Issue 3: same seed, same cache, whatever the thread count (MLP ensemble with cross-fitting)."""
+    outs = []
+    for workers in (1, 2):
+        out = data / f"w{workers}.lmdb"
+        run("teach", "--data", data / "d.lmdb", "--out", out, "--teacher", "mlp", "--hidden", "16", "--epochs", "2",
+            "--ensemble", "2", "--cross-fit", "2", "--seed", "5", "--workers", str(workers), "--quiet")
+        outs.append(records(out))
+    (one, m1), (two, m2) = outs
+    assert one == two
+    assert m1["teachers"]["builtin"]["metrics"] == m2["teachers"]["builtin"]["metrics"]
