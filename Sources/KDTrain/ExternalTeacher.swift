@@ -10,7 +10,7 @@ import KDStore
 /// ← {"type":"ready","name":"…","description":"…","content_hash":"…","kind":"logits","temperature":1,"framing":"json"}
 /// → {"type":"batch","samples":[{"index":0,"id":"…","view":0,"text":"…","features":{"indices":[…],"values":[…]}}, …]}
 /// ← {"type":"outputs","outputs":[{"index":0,"values":[…]}, …]}                        (framing "json")
-/// ← {"type":"outputs","rows":N,"classes":C,"dtype":"f32"}\n + N·C float32 little-endian (framing "binary")
+/// ← {"type":"outputs","rows":N,"classes":C,"dtype":"f32"}\n + N int64 indices + N·C float32, little-endian (framing "binary")
 /// → {"type":"end"}
 /// ```
 /// Every failure — a process that exits, a silent one (timeout), a line that is not JSON, a wrong
@@ -26,10 +26,10 @@ public final class ExternalTeacher {
     public private(set) var ready: Ready!
 
     /// How a teacher frames its outputs messages.
-    public enum Framing: String, Sendable, Decodable, CaseIterable {
+    public enum Framing: String, Sendable, CaseIterable {
         /// One JSON line per batch: `{"type":"outputs","outputs":[{"index":…,"values":[…]}]}`.
         case json
-        /// A JSON header line, then `rows × classes` float32 little-endian, rows in batch order.
+        /// A JSON header line, then `rows` int64 sample indices and `rows × classes` float32, little-endian.
         case binary
     }
 
@@ -75,7 +75,10 @@ public final class ExternalTeacher {
         guard let framing = Framing(rawValue: framingName) else {
             throw failure("unknown framing '\(framingName)' in the ready message (json or binary)")
         }
-        let inputs = reply["inputs"].map { ($0 as? [String]) ?? [] } ?? ["text", "features"]
+        guard reply["inputs"] == nil || reply["inputs"] is [String] else {
+            throw failure("\"inputs\" in the ready message must be a list such as [\"text\"] or [\"text\", \"features\"]")
+        }
+        let inputs = reply["inputs"] as? [String] ?? ["text", "features"]
         for name in inputs where !["text", "features"].contains(name) {
             throw failure("unknown input '\(name)' in the ready message (text, features)")
         }
@@ -118,7 +121,7 @@ public final class ExternalTeacher {
         let answered: [(index: Int, values: [Float])]
         switch ready.framing {
         case .json: answered = try receiveJSONOutputs(context: context)
-        case .binary: answered = try receiveBinaryOutputs(indices: indices, classes: store.classCount, context: context)
+        case .binary: answered = try receiveBinaryOutputs(batchSize: indices.count, classes: store.classCount, context: context)
         }
         let position = Dictionary(uniqueKeysWithValues: indices.enumerated().map { ($1, $0) })
         var rows = [[Float]?](repeating: nil, count: indices.count)
@@ -232,9 +235,9 @@ public final class ExternalTeacher {
         var dtype: String?
     }
 
-    /// Reads a binary outputs message: its header line, then `rows × classes` float32
-    /// little-endian, one row per sample in the order the batch listed them.
-    private func receiveBinaryOutputs(indices: [Int], classes: Int, context: String) throws -> [(index: Int, values: [Float])] {
+    /// Reads a binary outputs message: its header line, then `rows` int64 little-endian sample
+    /// indices, then `rows × classes` float32 little-endian, row k answering index k.
+    private func receiveBinaryOutputs(batchSize: Int, classes: Int, context: String) throws -> [(index: Int, values: [Float])] {
         let line = try receiveLine(context: context)
         guard let header = try? JSONDecoder().decode(BinaryHeader.self, from: Data(line)) else {
             _ = try parseObject(line, context: context)   // names a garbage line or the teacher's error
@@ -245,11 +248,13 @@ public final class ExternalTeacher {
         }
         guard header.dtype ?? "f32" == "f32" else { throw failure("binary outputs for \(context) in dtype '\(header.dtype!)'; send f32") }
         guard width == classes else { throw failure("\(context): \(width) values per sample, the dataset has \(classes) classes") }
-        guard rows == indices.count else { throw failure("\(context): \(rows) rows for the \(indices.count) samples of the batch") }
-        let payload = try receiveBytes(rows * width * 4, context: context)
+        guard (0...batchSize).contains(rows) else { throw failure("\(context): \(rows) rows for the \(batchSize) samples of the batch") }
+        let payload = try receiveBytes(rows * (8 + width * 4), context: context)
         return payload.withUnsafeBytes { raw in
-            indices.enumerated().map { (k, index) in
-                (index, (0..<width).map { c in Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * (k * width + c), as: UInt32.self))) })
+            (0..<rows).map { k in
+                let index = Int(Int64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * k, as: Int64.self)))
+                let row = 8 * rows + 4 * k * width
+                return (index, (0..<width).map { c in Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: row + 4 * c, as: UInt32.self))) })
             }
         }
     }

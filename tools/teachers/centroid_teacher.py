@@ -7,9 +7,9 @@ store's own features (numpy only), answering with logits = 10 · cosine similari
 --framing binary answers with float32 rows instead of JSON (TEACHERS.md).
 
 --misbehave MODE --at INDEX makes it fail on the batch holding sample INDEX, for kdcache's tests:
-nan, count (a value too few), unknown (an index not asked for; binary: a row too many), skip (leave
-a sample out), garbage (a line that is not JSON), die (exit 3), truncate (binary: half the rows,
-then exit 3), hang (never answer). --slow S sleeps S seconds per batch.
+nan, count (a value too few), unknown (an index not asked for), skip (leave a sample out), garbage
+(a line that is not JSON), die (exit 3), truncate (binary: half the block, then exit 3), hang
+(never answer). --slow S sleeps S seconds per batch.
 """
 import argparse
 import hashlib
@@ -72,8 +72,6 @@ def main():
                 rows[k] = rows[k][:-1]
                 return rows if args.framing == "json" else out[:, :-1]
             elif mode == "unknown":
-                if args.framing == "binary":
-                    return np.vstack([out, out[:1]])
                 samples[k] = dict(samples[k], index=10 ** 9)
             elif mode == "skip":
                 del samples[k]
@@ -86,7 +84,8 @@ def main():
                 os._exit(3)
             elif mode == "truncate":
                 header = {"type": "outputs", "rows": len(out), "classes": out.shape[1], "dtype": "f32"}
-                sys.stdout.buffer.write(json.dumps(header).encode() + b"\n" + out.astype("<f4").tobytes()[:out.size * 2])
+                block = np.array([s["index"] for s in samples], dtype="<i8").tobytes() + out.astype("<f4").tobytes()
+                sys.stdout.buffer.write(json.dumps(header).encode() + b"\n" + block[:len(block) // 2])
                 sys.stdout.flush()
                 os._exit(3)
             elif mode == "hang":

@@ -1,9 +1,10 @@
 """The teacher side of kdcache's protocol (TEACHERS.md): a loop that any Python teacher can reuse.
 
 `serve(predict, ready)` answers hello / batch / end; `predict(samples)` returns one row of numbers
-per sample (a list of lists or a 2-D numpy array). With `"framing": "binary"` in `ready` the rows go
-back as float32 bytes after a one-line header, which costs next to nothing even for thousands of
-classes; JSON is the default and needs nothing but the standard library.
+per sample (a list of lists or a 2-D numpy array), row k for samples[k]. With `"framing": "binary"`
+in `ready` the rows go back as bytes after a one-line header (the samples' indices as int64, then
+the rows as float32), which costs next to nothing even for thousands of classes; JSON is the
+default and needs nothing but the standard library.
 """
 import json
 import sys
@@ -32,8 +33,11 @@ def serve(predict, ready: dict, stdin=None, stdout=None):
             rows = np.ascontiguousarray(outputs, dtype="<f4")
             if rows.ndim != 2:
                 raise SystemExit(f"predict returned an array of shape {rows.shape}; expected (samples, classes)")
+            indices = np.array([s["index"] for s in samples], dtype="<i8")
+            if len(indices) != rows.shape[0]:
+                raise SystemExit(f"predict returned {rows.shape[0]} rows for {len(indices)} samples")
             header = {"type": "outputs", "rows": rows.shape[0], "classes": rows.shape[1], "dtype": "f32"}
-            stdout.write(json.dumps(header).encode() + b"\n" + rows.tobytes())
+            stdout.write(json.dumps(header).encode() + b"\n" + indices.tobytes() + rows.tobytes())
             stdout.flush()
         else:
             write_line(stdout, {"type": "outputs", "outputs": [

@@ -75,8 +75,8 @@ def test_values_are_the_teachers_logits_softened(data, clean):
     ("json", "die", "exited with status 3 before answering samples 600..<700"),
     ("binary", "nan", "sample 650: NaN or infinity among the values"),
     ("binary", "count", "samples 600..<700: 2 values per sample, the dataset has 3 classes"),
-    ("binary", "unknown", "samples 600..<700: 101 rows for the 100 samples of the batch"),
-    ("binary", "skip", "samples 600..<700: 99 rows for the 100 samples of the batch"),
+    ("binary", "unknown", "sample 1000000000 was not in samples 600..<700"),
+    ("binary", "skip", "sample 650 is missing from the teacher's answer"),
     ("binary", "garbage", "answered samples 600..<700 with a line that is not a JSON object: this is not json"),
     ("binary", "truncate", "exited with status 3 before answering samples 600..<700"),
 ])
@@ -177,9 +177,14 @@ def test_samples_carry_what_the_teacher_asks_for(data, tmp_path, inputs, expecte
     assert r.returncode == 0, r.stderr
 
 
-def test_a_ready_message_asking_for_unknown_inputs_is_refused(data, tmp_path):
+@pytest.mark.parametrize("inputs,message", [
+    (["pixels"], "unknown input 'pixels' in the ready message (text, features)"),
+    ("text", '"inputs" in the ready message must be a list such as ["text"]'),
+])
+def test_a_ready_message_asking_for_unknown_inputs_is_refused(data, tmp_path, inputs, message):
     script = tmp_path / "keys.py"
-    script.write_text(KEYS_TEACHER.format(teachers=str(ROOT / "tools/teachers"), inputs=["pixels"], expected=[]))
+    script.write_text(KEYS_TEACHER.format(teachers=str(ROOT / "tools/teachers"), inputs=inputs, expected=[]))
     r = run("teach", "--exec", f"{sys.executable} {script}", "--data", data, "--out", tmp_path / "k.lmdb", "--quiet", check=False)
     assert r.returncode == 1
-    assert "unknown input 'pixels' in the ready message (text, features)" in r.stderr, r.stderr
+    assert message in r.stderr, r.stderr
+    assert not (tmp_path / "k.lmdb").exists(), "nothing is written for a teacher that cannot be served"
