@@ -17,3 +17,17 @@ def run(*args, check=True, env=None):
     if check and r.returncode != 0:
         raise AssertionError(r.stdout + r.stderr)
     return r
+
+
+def wait_for_committed(cache, teacher, at_least, timeout=60.0, poll=0.05):
+    """Polls `kdcache info` until `teacher` has `at_least` committed samples in `cache` (or the
+    timeout passes); returns the count last seen. For tests that kill a writer halfway."""
+    import json
+    import time
+    done, deadline = 0, time.time() + timeout
+    while done < at_least and time.time() < deadline:
+        time.sleep(poll)
+        r = run("info", cache, "--json", check=False)
+        if r.returncode == 0:
+            done = sum(b - a for a, b in json.loads(r.stdout)["soft_labels"]["teachers"][teacher]["completed"])
+    return done

@@ -1,11 +1,14 @@
 """kdcache import from .npy, .safetensors, JSONL and CSV written by Python; Python reads the cache
 back (FORMAT.md reader) and gets log_softmax(z / T_w), re-tempered exactly to any T."""
 import json
+import os
+import signal
 import struct
+import subprocess
 
 import numpy as np
 import pytest
-from _support import ROOT, kdcache, run
+from _support import BIN, ROOT, kdcache, run, wait_for_committed
 
 
 def log_softmax(z, axis=-1):
@@ -104,11 +107,6 @@ def test_bad_imports_name_the_problem_and_write_nothing(setup, tmp_path, case, m
 
 def test_kill_9_during_import_then_rerun_equals_an_uninterrupted_import(tmp_path):
     """Issue 3 §4 for import: one commit per sample makes the import slow enough to kill halfway."""
-    import os
-    import signal
-    import subprocess
-    import time
-    from _support import BIN
 
     n = 20_000
     rows = ["id,label,text"] + [f"r{i},{'abc'[i % 3]},w{i % 17} v{i % 5}" for i in range(n)]
@@ -120,12 +118,7 @@ def test_kill_9_during_import_then_rerun_equals_an_uninterrupted_import(tmp_path
 
     out = tmp_path / "killed.lmdb"
     proc = subprocess.Popen([BIN, "import", *args, "--out", str(out), "--commit-every", "1"], stdout=subprocess.DEVNULL)
-    done, deadline = 0, time.time() + 60
-    while done < 200 and time.time() < deadline:
-        time.sleep(0.02)
-        r = run("info", out, "--json", check=False)
-        if r.returncode == 0:
-            done = sum(b - a for a, b in json.loads(r.stdout)["soft_labels"]["teachers"]["imported"]["completed"])
+    done = wait_for_committed(out, "imported", 200, poll=0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert 200 <= done < n, f"killed after {done} samples"

@@ -1,6 +1,5 @@
 """kdcache teach --exec with real Python teacher processes: values, every failure message, resume
 after a failure and after kill -9 (the content equals an uninterrupted run's)."""
-import json
 import os
 import signal
 import subprocess
@@ -9,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from _support import BIN, ROOT, kdcache, run  # noqa: E402,F401
+from _support import BIN, ROOT, kdcache, run, wait_for_committed  # noqa: E402,F401
 
 
 TEACHER = f"{sys.executable} {ROOT}/tools/teachers/centroid_teacher.py"
@@ -114,13 +113,7 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(data, clean, tmp_path):
     out = tmp_path / "t.lmdb"
     proc = subprocess.Popen([BIN, "teach", "--exec", f"{TEACHER} --data {data} --slow 0.15", "--data", str(data), "--out", str(out),
                              "--batch-size", "100", "--commit-every", "200", "--quiet"], start_new_session=True)
-    deadline = time.time() + 60
-    done = 0
-    while time.time() < deadline and done < 400:
-        time.sleep(0.1)
-        r = run("info", out, "--json", check=False)
-        if r.returncode == 0:
-            done = sum(b - a for a, b in json.loads(r.stdout)["soft_labels"]["teachers"]["centroid"]["completed"])
+    done = wait_for_committed(out, "centroid", 400, poll=0.1)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert 400 <= done < 900, f"killed after {done} samples"
