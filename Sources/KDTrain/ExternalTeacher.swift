@@ -127,16 +127,16 @@ public final class ExternalTeacher {
         var rows = [[Float]?](repeating: nil, count: indices.count)
         let C = store.classCount
         for (index, values) in answered {
-            guard let slot = position[index] else { throw failure("sample \(index) was not in \(context)") }
-            guard values.count == C else { throw failure("sample \(index): \(values.count) values, the dataset has \(C) classes") }
+            guard let slot = position[index] else { throw failure("sample \(index) was not in \(context)", hint: Hint.answerEachOnce) }
+            guard values.count == C else { throw failure("sample \(index): \(values.count) values, the dataset has \(C) classes", hint: Hint.oneValuePerLabel) }
             guard values.allSatisfy({ $0.isFinite || (ready.kind != .logits && $0 == -.infinity) }) else {
-                throw failure("sample \(index): NaN or infinity among the values")
+                throw failure("sample \(index): NaN or infinity among the values", hint: Hint.finite)
             }
-            if rows[slot] != nil { throw failure("sample \(index) answered twice") }
+            if rows[slot] != nil { throw failure("sample \(index) answered twice", hint: Hint.answerEachOnce) }
             rows[slot] = ready.kind.toLogits(values, temperature: ready.temperature)
         }
         if let missing = rows.firstIndex(where: { $0 == nil }) {
-            throw failure("sample \(indices[missing]) is missing from the teacher's answer")
+            throw failure("sample \(indices[missing]) is missing from the teacher's answer", hint: Hint.answerEachOnce)
         }
         return rows.map { $0! }
     }
@@ -222,7 +222,7 @@ public final class ExternalTeacher {
             guard let index = (entry["index"] as? NSNumber)?.intValue else { throw failure("an output without \"index\" in \(context)") }
             guard let raw = entry["values"] as? [Any] else { throw failure("sample \(index): no \"values\" array") }
             let values = raw.map { ($0 as? NSNumber)?.floatValue ?? ($0 as? String).flatMap { nonFiniteTokens.contains($0) ? Float($0) : nil } }
-            guard values.allSatisfy({ $0 != nil }) else { throw failure("sample \(index): a value that is not a number (NaN, infinity or text)") }
+            guard values.allSatisfy({ $0 != nil }) else { throw failure("sample \(index): a value that is not a number (NaN, infinity or text)", hint: Hint.finite) }
             return (index, values.map { $0! })
         }
     }
@@ -247,8 +247,8 @@ public final class ExternalTeacher {
             throw failure("expected a binary outputs header (type, rows, classes, dtype) for \(context), got: \(String(decoding: line.prefix(120), as: UTF8.self))")
         }
         guard header.dtype ?? "f32" == "f32" else { throw failure("binary outputs for \(context) in dtype '\(header.dtype!)'; send f32") }
-        guard width == classes else { throw failure("\(context): \(width) values per sample, the dataset has \(classes) classes") }
-        guard (0...batchSize).contains(rows) else { throw failure("\(context): \(rows) rows for the \(batchSize) samples of the batch") }
+        guard width == classes else { throw failure("\(context): \(width) values per sample, the dataset has \(classes) classes", hint: Hint.oneValuePerLabel) }
+        guard (0...batchSize).contains(rows) else { throw failure("\(context): \(rows) rows for the \(batchSize) samples of the batch", hint: Hint.answerEachOnce) }
         let payload = try receiveBytes(rows * (8 + width * 4), context: context)
         return payload.withUnsafeBytes { raw in
             (0..<rows).map { k in
@@ -269,9 +269,19 @@ public final class ExternalTeacher {
         }
     }
 
-    func failure(_ message: String) -> TrainingError {
+    /// An error naming the command, what went wrong, what to do, and the teacher's last words.
+    func failure(_ message: String, hint: String? = nil) -> TrainingError {
         let tail = stderrTail.text
-        return TrainingError(message: "teacher '\(command)': \(message)" + (tail.isEmpty ? "" : "\nteacher stderr:\n\(tail)"))
+        return TrainingError(message: "teacher '\(command)': \(message)" + (hint.map { ". \($0)" } ?? "")
+                             + (tail.isEmpty ? "" : "\nteacher stderr:\n\(tail)"))
+    }
+
+    /// What to do about the protocol errors a teacher's author meets most (TEACHERS.md).
+    enum Hint {
+        static let answerEachOnce = "Answer every sample of the batch exactly once, under the index it was sent with"
+        static let oneValuePerLabel = "Answer one value per label of the hello message, in its order"
+        static let finite = "Values must be finite (-Infinity only for logprobs or probs of impossible classes)"
+        static let stdoutIsTheProtocol = "Standard output carries protocol messages only: write logs to standard error"
     }
 
     private func send(_ object: [String: Any]) throws {
@@ -292,7 +302,7 @@ public final class ExternalTeacher {
     private func parseObject(_ line: [UInt8], context: String) throws -> [String: Any] {
         guard let object = (try? JSONSerialization.jsonObject(with: Data(quoteNonFiniteTokens(line)))) as? [String: Any] else {
             let shown = String(decoding: line.prefix(120), as: UTF8.self)
-            throw failure("answered \(context) with a line that is not a JSON object: \(shown)")
+            throw failure("answered \(context) with a line that is not a JSON object: \(shown)", hint: Hint.stdoutIsTheProtocol)
         }
         if let message = object["error"] as? String { throw failure("reported an error for \(context): \(message)") }
         return object
@@ -316,7 +326,8 @@ public final class ExternalTeacher {
         switch e {
         case .timedOut:
             process.terminate()
-            return failure("timed out after \(Int(timeout)) s waiting for \(context)")
+            return failure("timed out after \(Int(timeout)) s waiting for \(context)",
+                           hint: "Raise --timeout if the teacher is only slow (loading a model can take minutes), or lower --batch-size")
         case .closed:
             process.waitUntilExit()
             return failure("exited with status \(process.terminationStatus) before answering \(context)")

@@ -82,7 +82,8 @@ struct Teach: ParsableCommand {
         let writer = try SoftLabelWriter(path: out, dataset: store.manifest, teacher: identity, layout: layout)
         if alreadyComplete(writer, shard, store.count) { try teacher.finish(); return }
         let bar = ProgressBar(label: "teach", quiet: quiet)
-        let written = try TeacherOutput.write(writer, shard: shard, batchSize: commitEvery, produce: { range in
+        let written: Int
+        do { written = try TeacherOutput.write(writer, shard: shard, batchSize: commitEvery, produce: { range in
             var rows: [[[Float]]] = []
             var start = range.lowerBound
             while start < range.upperBound {
@@ -96,7 +97,14 @@ struct Teach: ParsableCommand {
                 start = chunk.upperBound
             }
             return rows
-        }, progress: { done, total in bar.update(done: done, total: total, items: done, unit: "samples") })
+        }, progress: { done, total in bar.update(done: done, total: total, items: done, unit: "samples") }) } catch {
+            bar.finish()
+            let allowed = shard?.range(of: store.count) ?? 0..<store.count
+            let committed = writer.teacher.completedRanges.reduce(0) { $0 + $1.clamped(to: allowed).count }
+            printError("teach: stopped with \(committed) of \(allowed.count) samples committed to \(out); "
+                       + "they are kept, and the same command resumes after them")
+            throw error
+        }
         bar.finish()
         try teacher.finish()
         print("teacher '\(identity.name)': \(identity.description)")

@@ -70,7 +70,8 @@ def test_values_are_the_teachers_logits_softened(data, clean):
     ("json", "count", "sample 650: 2 values, the dataset has 3 classes"),
     ("json", "unknown", "sample 1000000000 was not in samples 600..<700"),
     ("json", "skip", "sample 650 is missing from the teacher's answer"),
-    ("json", "garbage", "answered samples 600..<700 with a line that is not a JSON object: this is not json"),
+    ("json", "garbage", "answered samples 600..<700 with a line that is not a JSON object: this is not json. "
+                        "Standard output carries protocol messages only"),
     ("json", "die", "exited with status 3 before answering samples 600..<700"),
     ("binary", "nan", "sample 650: NaN or infinity among the values"),
     ("binary", "count", "samples 600..<700: 2 values per sample, the dataset has 3 classes"),
@@ -84,6 +85,7 @@ def test_bad_teacher_output_names_the_sample_and_keeps_committed_batches(data, c
     r = teach(data, out, f"--framing {framing} --misbehave {mode} --at 650", check=False)
     assert r.returncode == 1, r.stdout + r.stderr
     assert message in r.stderr, r.stderr
+    assert f"stopped with 600 of 900 samples committed to {out}; they are kept" in r.stderr, r.stderr
     if mode == "die":
         assert "dying on purpose" in r.stderr, "the teacher's stderr is shown"
     partial = kdcache.open(str(out))
@@ -103,7 +105,7 @@ def test_a_silent_teacher_times_out(data, tmp_path):
     r = run("teach", "--exec", f"{TEACHER} --data {data} --misbehave hang --at 5", "--data", data, "--out", tmp_path / "t.lmdb",
             "--timeout", "2", "--quiet", check=False)
     assert r.returncode == 1
-    assert "timed out after 2 s waiting for samples 0..<256" in r.stderr, r.stderr
+    assert "timed out after 2 s waiting for samples 0..<256. Raise --timeout" in r.stderr, r.stderr
     time.sleep(0.5)
     leftovers = subprocess.run(["pgrep", "-f", f"centroid_teacher.py --data {data} --misbehave hang"], capture_output=True, text=True)
     assert leftovers.stdout.strip() == "", "the silent teacher was terminated, not left running"
