@@ -35,11 +35,16 @@ public final class ExternalTeacher {
 
     /// The teacher's self-description (its ready message).
     public struct Ready: Sendable {
+        /// The teacher's name in the cache (A-Z a-z 0-9 . _ -); `--name` overrides it.
         public var name: String
         public var description: String
+        /// Identifies the weights (provenance); nil makes ``identity(name:)`` hash the command.
         public var contentHash: String?
+        /// What the values are: logits, or log-probabilities / probabilities at ``temperature``.
         public var kind: TeacherOutputKind
+        /// The temperature log-probabilities or probabilities were produced at (1 for logits).
         public var temperature: Float
+        /// How the outputs messages are framed.
         public var framing: Framing
         /// What each sample of a batch carries besides index, id and view: `text` and/or `features`.
         public var inputs: Set<String>
