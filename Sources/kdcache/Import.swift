@@ -49,6 +49,7 @@ struct Import: ParsableCommand {
         let written = try TeacherOutput.write(writer, batchSize: commitEvery, produce: { range in range.map { [outputKind.toLogits(rows[$0], temperature: temperature)] } },
                                               progress: { done, total in bar.update(done: done, total: total, items: done, unit: "samples") })
         bar.finish()
+        try reportLabelAgreement(writer, store: store, imported: true)
         let already = store.count - written
         print("imported \(written) samples × \(store.classCount) classes from \(file) into \(out) as teacher '\(name)' (T_w \(writeTemperature), \(dtype))"
               + (already > 0 ? "; \(already) samples were already complete" : ""))

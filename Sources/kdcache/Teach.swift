@@ -108,6 +108,7 @@ struct Teach: ParsableCommand {
         bar.finish()
         try teacher.finish()
         print("teacher '\(identity.name)': \(identity.description)")
+        try reportLabelAgreement(writer, store: store, imported: false)
         print("wrote \(written) samples to \(out)\(shard.map { " (shard \($0))" } ?? "") in \(String(format: "%.1f", Date().timeIntervalSince(started))) s, T_w \(temperature), \(dtype)")
     }
 
@@ -134,5 +135,20 @@ struct Teach: ParsableCommand {
         print("teacher '\(name)': \(identity.description)")
         print("teacher accuracy: \(accuracy.isEmpty ? "no valid or test split" : accuracy) (\(report.models) models)")
         print("wrote \(written) samples to \(out)\(shard.map { " (shard \($0))" } ?? "") in \(String(format: "%.1f", Date().timeIntervalSince(started))) s, T_w \(temperature), \(dtype)")
+    }
+}
+
+/// Prints how often a teacher agrees with the dataset's labels, and warns when it is no better than
+/// chance: the mark of outputs that do not line up with the samples or the class order.
+func reportLabelAgreement(_ writer: SoftLabelWriter, store: DatasetStore, imported: Bool) throws {
+    let agreement = try LabelAgreement.measure(writer, dataset: store)
+    guard agreement.count > 0 else { return }
+    print("agreement with the dataset's labels: \(agreement.summary)")
+    if agreement.looksUnrelated {
+        let labels = store.manifest.labels.prefix(4).joined(separator: ", ") + (store.classCount > 4 ? ", …" : "")
+        printError(String(format: "warning: teacher '%@' agrees with the dataset's labels no better than chance (%.3f; chance %.3f over %d samples). ",
+                          writer.teacherName, agreement.overall, agreement.chance, agreement.count)
+                   + "Its classes must be in the dataset's order (\(labels); kdcache info \(store.path) lists them)"
+                   + (imported ? ", and its rows in the dataset's sample order (or keyed with --ids)." : "."))
     }
 }

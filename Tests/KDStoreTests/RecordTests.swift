@@ -175,3 +175,41 @@ struct SplitMixForTests {
         #expect(insertRange(3..<4, into: []) == [3..<4])
     }
 }
+
+@Suite struct LabelAgreementTests {
+    /// 600 samples over 3 classes, split 4:1:1 in turn.
+    func counted(_ predict: (Int) -> Int) -> LabelAgreement {
+        var a = LabelAgreement(classCount: 3)
+        for i in 0..<600 {
+            let split: Split = i % 6 == 4 ? .valid : i % 6 == 5 ? .test : .train
+            a.add(split: split, label: i % 3, predicted: predict(i))
+        }
+        return a
+    }
+
+    @Test func aGoodTeacherIsFarAboveChance() {
+        let a = counted { $0 % 10 == 0 ? ($0 + 1) % 3 : $0 % 3 }   // wrong on every tenth sample
+        #expect(abs(a.overall - 0.9) < 1e-9)
+        #expect(abs(a.chance - 1.0 / 3) < 0.01)
+        #expect(!a.looksUnrelated)
+        #expect(a.agreement(on: .test) != nil && a.summary.hasPrefix("train 0.9"))
+    }
+
+    @Test func permutedClassesAndAConstantAnswerLookUnrelated() {
+        #expect(counted { ($0 + 1) % 3 }.looksUnrelated, "every class shifted by one")
+        let constant = counted { _ in 2 }
+        #expect(abs(constant.overall - constant.chance) < 1e-9)
+        #expect(constant.looksUnrelated)
+    }
+
+    @Test func theDecisionUsesThreeStandardErrors() {
+        // Chance is 1/3 with balanced labels and predictions; over 600 samples σ ≈ 0.0192, so the
+        // line sits near 0.391: 0.38 is still flagged, 0.40 is not.
+        func agreeing(_ fraction: Double) -> LabelAgreement {
+            let cut = Int(fraction * 600)
+            return counted { i in i < cut ? i % 3 : (i % 3 + 1 + i % 2) % 3 }
+        }
+        #expect(agreeing(0.38).looksUnrelated)
+        #expect(!agreeing(0.40).looksUnrelated)
+    }
+}

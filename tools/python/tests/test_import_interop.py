@@ -129,3 +129,31 @@ def test_kill_9_during_import_then_rerun_equals_an_uninterrupted_import(tmp_path
     whole, killed = kdcache.open(str(tmp_path / "whole.lmdb")), kdcache.open(str(out))
     with whole.env.begin(db=whole._dbs["imported"]) as a, killed.env.begin(db=killed._dbs["imported"]) as b:
         assert [(bytes(k), bytes(v)) for k, v in a.cursor()] == [(bytes(k), bytes(v)) for k, v in b.cursor()]
+
+
+@pytest.mark.parametrize("mistake,warned", [
+    (None, False),
+    ("rows shuffled", True),
+    ("classes reversed", True),
+])
+def test_outputs_that_do_not_line_up_with_the_dataset_are_flagged(setup, tmp_path, mistake, warned):
+    """A good teacher agrees with the labels far above chance; misaligned rows or classes do not."""
+    d, _, _ = setup
+    ds = kdcache.open(str(d / "d.lmdb"))
+    labels = np.array([ds.label(i) for i in range(len(ds))])
+    rng = np.random.default_rng(2)
+    logits = rng.normal(0, 1, (len(labels), 10)).astype(np.float32)
+    logits[np.arange(len(labels)), labels] += 3 * (rng.random(len(labels)) < 0.9)   # right 90 % of the time
+    if mistake == "rows shuffled":
+        logits = logits[rng.permutation(len(labels))]
+    elif mistake == "classes reversed":
+        logits = logits[:, ::-1].copy()
+    np.save(tmp_path / "x.npy", logits)
+    r = run("import", tmp_path / "x.npy", "--data", d / "d.lmdb", "--out", tmp_path / "c.lmdb")
+    assert "agreement with the dataset's labels: train " in r.stdout, r.stdout
+    assert ("no better than chance" in r.stderr) == warned, r.stderr
+    if warned:
+        assert "in the dataset's order (0, 1, 2, 3, …" in r.stderr and "or keyed with --ids" in r.stderr, r.stderr
+    else:
+        test_agreement = float(r.stdout.split(" test ")[1].split()[0].rstrip(","))
+        assert test_agreement > 0.8

@@ -183,3 +183,16 @@ def test_a_ready_message_asking_for_unknown_inputs_is_refused(data, tmp_path, in
     assert r.returncode == 1
     assert message in r.stderr, r.stderr
     assert not (tmp_path / "k.lmdb").exists(), "nothing is written for a teacher that cannot be served"
+
+
+def test_a_teacher_no_better_than_chance_is_flagged(data, tmp_path):
+    """The keys teacher always answers the third class: agreement equals that class's frequency."""
+    script = tmp_path / "keys.py"
+    script.write_text(KEYS_TEACHER.format(teachers=str(ROOT / "tools/teachers"), inputs=None,
+                                          expected=["features", "id", "index", "text", "view"]))
+    r = run("teach", "--exec", f"{sys.executable} {script}", "--data", data, "--out", tmp_path / "k.lmdb", "--quiet")
+    assert "warning: teacher 'keys' agrees with the dataset's labels no better than chance (0.333; chance 0.333" in r.stderr, r.stderr
+    assert "--ids" not in r.stderr, "the row-order hint is for imports"
+    good = run("teach", "--exec", f"{TEACHER} --data {data}", "--data", data, "--out", tmp_path / "c.lmdb", "--quiet")
+    assert "no better than chance" not in good.stderr
+    assert "agreement with the dataset's labels: train 1.000" in good.stdout, good.stdout
