@@ -40,8 +40,10 @@ public struct LabelAgreement: Sendable {
         let n = Double(max(1, count))
         return zip(labelCounts, predictedCounts).reduce(0) { $0 + Double($1.0) / n * Double($1.1) / n }
     }
+    /// Also false when the labels counted are all one class: a dataset prepped with a placeholder
+    /// label (an unlabeled transfer set) says nothing about the teacher.
     public var looksUnrelated: Bool {
-        guard count > 0 else { return false }
+        guard count > 0, labelCounts.filter({ $0 > 0 }).count > 1 else { return false }
         let e = chance
         return overall <= e + 3 * (e * (1 - e) / Double(count)).squareRoot()
     }

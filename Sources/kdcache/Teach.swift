@@ -82,6 +82,7 @@ struct Teach: ParsableCommand {
         let writer = try SoftLabelWriter(path: out, dataset: store.manifest, teacher: identity, layout: layout)
         if alreadyComplete(writer, shard, store.count) { try teacher.finish(); return }
         let bar = ProgressBar(label: "teach", quiet: quiet)
+        var checkedEarly = false
         let written: Int
         do { written = try TeacherOutput.write(writer, shard: shard, batchSize: commitEvery, produce: { range in
             var rows: [[[Float]]] = []
@@ -97,7 +98,17 @@ struct Teach: ParsableCommand {
                 start = chunk.upperBound
             }
             return rows
-        }, progress: { done, total in bar.update(done: done, total: total, items: done, unit: "samples") }) } catch {
+        }, progress: { done, total in
+            bar.update(done: done, total: total, items: done, unit: "samples")
+            // Teachers are expensive: say early when the outputs cannot be right, not after hours.
+            if !checkedEarly && done >= min(1000, total / 2) && done < total, let early = try? LabelAgreement.measure(writer, dataset: store) {
+                checkedEarly = true
+                if early.looksUnrelated {
+                    bar.finish()
+                    warnUnrelated(early, teacher: writer.teacherName, store: store, imported: false, early: true)
+                }
+            }
+        }) } catch {
             bar.finish()
             let allowed = shard?.range(of: store.count) ?? 0..<store.count
             let committed = writer.teacher.completedRanges.reduce(0) { $0 + $1.clamped(to: allowed).count }
@@ -144,11 +155,14 @@ func reportLabelAgreement(_ writer: SoftLabelWriter, store: DatasetStore, import
     let agreement = try LabelAgreement.measure(writer, dataset: store)
     guard agreement.count > 0 else { return }
     print("agreement with the dataset's labels: \(agreement.summary)")
-    if agreement.looksUnrelated {
-        let labels = store.manifest.labels.prefix(4).joined(separator: ", ") + (store.classCount > 4 ? ", …" : "")
-        printError(String(format: "warning: teacher '%@' agrees with the dataset's labels no better than chance (%.3f; chance %.3f over %d samples). ",
-                          writer.teacherName, agreement.overall, agreement.chance, agreement.count)
-                   + "Its classes must be in the dataset's order (\(labels); kdcache info \(store.path) lists them)"
-                   + (imported ? ", and its rows in the dataset's sample order (or keyed with --ids)." : "."))
-    }
+    if agreement.looksUnrelated { warnUnrelated(agreement, teacher: writer.teacherName, store: store, imported: imported, early: false) }
+}
+
+func warnUnrelated(_ agreement: LabelAgreement, teacher: String, store: DatasetStore, imported: Bool, early: Bool) {
+    let labels = store.manifest.labels.prefix(4).joined(separator: ", ") + (store.classCount > 4 ? ", …" : "")
+    printError(String(format: "warning: teacher '%@' agrees with the dataset's labels no better than chance (%.3f; chance %.3f over %d%@ samples). ",
+                      teacher, agreement.overall, agreement.chance, agreement.count, early ? " committed" : "")
+               + "Its classes must be in the dataset's order (\(labels); kdcache info \(store.path) lists them)"
+               + (imported ? ", and its rows in the dataset's sample order (or keyed with --ids)." : ".")
+               + (early ? " The run goes on; if this is a mistake, stop it now (what is committed is kept)." : ""))
 }

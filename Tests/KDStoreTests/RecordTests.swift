@@ -200,6 +200,9 @@ struct SplitMixForTests {
         let constant = counted { _ in 2 }
         #expect(abs(constant.overall - constant.chance) < 1e-9)
         #expect(constant.looksUnrelated)
+        var placeholder = LabelAgreement(classCount: 3)
+        for i in 0..<300 { placeholder.add(split: .train, label: 0, predicted: i % 3) }
+        #expect(!placeholder.looksUnrelated, "one placeholder label for all samples says nothing about the teacher")
     }
 
     @Test func theDecisionUsesThreeStandardErrors() {

@@ -190,8 +190,11 @@ def test_a_teacher_no_better_than_chance_is_flagged(data, tmp_path):
     script = tmp_path / "keys.py"
     script.write_text(KEYS_TEACHER.format(teachers=str(ROOT / "tools/teachers"), inputs=None,
                                           expected=["features", "id", "index", "text", "view"]))
-    r = run("teach", "--exec", f"{sys.executable} {script}", "--data", data, "--out", tmp_path / "k.lmdb", "--quiet")
+    r = run("teach", "--exec", f"{sys.executable} {script}", "--data", data, "--out", tmp_path / "k.lmdb", "--quiet",
+            "--batch-size", "100", "--commit-every", "200")
     assert "warning: teacher 'keys' agrees with the dataset's labels no better than chance (0.333; chance 0.333" in r.stderr, r.stderr
+    assert "over 600 committed samples)" in r.stderr and "The run goes on" in r.stderr, "an early warning, before the run ends"
+    assert "over 900 samples)" in r.stderr, "and the final one"
     assert "--ids" not in r.stderr, "the row-order hint is for imports"
     good = run("teach", "--exec", f"{TEACHER} --data {data}", "--data", data, "--out", tmp_path / "c.lmdb", "--quiet")
     assert "no better than chance" not in good.stderr
