@@ -177,8 +177,7 @@ public final class ExternalTeacher {
             var s = BatchRequest.Sample(index: i, id: try store.id(of: i) ?? "", view: view, text: nil, features: nil)
             if m.hasText {
                 var text = try store.text(of: i) ?? ""
-                let augmented = view > 0 && augmentation != nil
-                if augmented, let augmentation, let bits = m.featurizer.bits, let ngrams = m.featurizer.ngrams {
+                if view > 0, let augmentation, let bits = m.featurizer.bits, let ngrams = m.featurizer.ngrams {
                     let featurizer = TextFeaturizer(bits: bits, ngramOrders: ngrams)
                     text = augmentation.apply(text: text, sample: i, view: view, seed: seed, tokenizer: featurizer)
                     if wantsFeatures {
