@@ -56,10 +56,11 @@ public struct LabelAgreement: Sendable {
 
 extension LabelAgreement {
     /// Measures the teacher `writer` writes against `dataset`, over the samples stored so far.
+    /// (Checksums are not recomputed here: the records were just written; `kdcache verify` checks them.)
     public static func measure(_ writer: SoftLabelWriter, dataset: DatasetStore) throws -> LabelAgreement {
         let table = try dataset.table()
         var agreement = LabelAgreement(classCount: dataset.classCount)
-        try writer.scanStoredRecords { sample, view, record in
+        try writer.scanStoredRecords(verifyChecksums: false) { sample, view, record in
             guard view == 0, sample < table.samples.count else { return true }
             let s = table.samples[sample]
             agreement.add(split: s.split, label: s.label, predicted: record.mostProbableClass)
@@ -71,13 +72,27 @@ extension LabelAgreement {
 
 extension SoftLabelView {
     /// The class with the largest stored log-probability (the first such class on ties).
+    ///
+    /// Float16 values are compared as integers, without converting them: for non-NaN halves,
+    /// `bits ^ 0x8000` (positive) or `~bits` (negative) orders exactly as the values do, and
+    /// records never hold NaN.
     public var mostProbableClass: Int {
         if topK > 0 { return topEntries.classes.first ?? 0 }
         var best = 0
-        var bestValue = -Float.infinity
-        for c in 0..<classCount {
-            let v = logProb(ofClass: c)
-            if v > bestValue { best = c; bestValue = v }
+        switch dtype {
+        case .float16:
+            var bestKey: UInt16 = 0
+            for c in 0..<classCount {
+                let bits = UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: SoftLabelRecord.headerSize + 2 * c, as: UInt16.self))
+                let key = bits & 0x8000 != 0 ? ~bits : bits | 0x8000
+                if c == 0 || key > bestKey { best = c; bestKey = key }
+            }
+        case .float32:
+            var bestValue = -Float.infinity
+            for c in 0..<classCount {
+                let v = logProb(ofClass: c)
+                if c == 0 || v > bestValue { best = c; bestValue = v }
+            }
         }
         return best
     }

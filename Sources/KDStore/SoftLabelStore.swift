@@ -320,12 +320,13 @@ public final class SoftLabelWriter {
     /// Lends every record of this teacher stored so far, in key order, as a checked view; `body`
     /// returns false to stop. (A writer reads through its own environment: LMDB allows one per
     /// file and process.)
-    public func scanStoredRecords(_ body: (_ sample: Int, _ view: Int, SoftLabelView) throws -> Bool) throws {
+    public func scanStoredRecords(verifyChecksums: Bool = true, _ body: (_ sample: Int, _ view: Int, SoftLabelView) throws -> Bool) throws {
         let (records, path, classCount) = (self.records, self.path, self.classCount)
         try environment.read { txn throws in
             try txn.forEach(in: records) { key, value in
                 guard let (sample, view) = SampleKey.decodeSoftLabel(key) else { return true }
-                do { return try body(sample, view, try SoftLabelView(value, classCount: classCount)) } catch let e as RecordError {
+                do { return try body(sample, view, try SoftLabelView(value, classCount: classCount, verifyChecksum: verifyChecksums)) }
+                catch let e as RecordError {
                     throw StoreError(path: path, message: "sample \(sample) view \(view): \(e)", hint: "Run kdcache verify")
                 }
             }

@@ -205,6 +205,26 @@ struct SplitMixForTests {
         #expect(!placeholder.looksUnrelated, "one placeholder label for all samples says nothing about the teacher")
     }
 
+    @Test(arguments: LogProbDType.allCases)
+    func mostProbableClassIsTheArgmaxOfTheDecodedValues(dtype: LogProbDType) throws {
+        var state: UInt64 = 7
+        for trial in 0..<200 {
+            let logits = (0..<13).map { _ -> Float in
+                state = state &* 6364136223846793005 &+ 1442695040888963407
+                return Float(Int(state >> 40) % 2000 - 1000) / 97
+            }
+            var lp = logSoftmax(logits, temperature: Float(1 + trial % 4))
+            if trial % 5 == 0 { lp[11] = lp.max()! }   // a tie: the first class wins
+            let bytes = SoftLabelRecord.encode(logProbs: lp, dtype: dtype)
+            try bytes.withUnsafeBytes { raw in
+                let view = try SoftLabelView(raw, classCount: 13)
+                var decoded = [Float](repeating: 0, count: 13)
+                view.decode(into: &decoded)
+                #expect(view.mostProbableClass == decoded.firstIndex(of: decoded.max()!)!)
+            }
+        }
+    }
+
     @Test func theDecisionUsesThreeStandardErrors() {
         // Chance is 1/3 with balanced labels and predictions; over 600 samples σ ≈ 0.0192, so the
         // line sits near 0.391: 0.38 is still flagged, 0.40 is not.
