@@ -337,6 +337,10 @@ public final class ExternalTeacher {
             return failure("exited with status \(process.terminationStatus) before answering \(context)")
         case .readFailed(let code):
             return failure("cannot read its output: \(String(cString: strerror(code)))")
+        case .lineTooLong(let limit):
+            process.terminate()
+            return failure("sent more than \(formatBytes(limit)) without a newline while kdcache waited for \(context)",
+                           hint: Hint.stdoutIsTheProtocol)
         }
     }
 }
@@ -344,15 +348,18 @@ public final class ExternalTeacher {
 /// Buffered reads of lines and byte blocks from a pipe, each within a deadline (`poll` + `read`).
 /// Consumed bytes are dropped lazily and a line search never rescans bytes it has seen.
 struct DeadlineReader {
-    enum Failure: Error { case timedOut, closed, readFailed(Int32) }
+    enum Failure: Error { case timedOut, closed, readFailed(Int32), lineTooLong(Int) }
 
     let fd: Int32
+    /// A line may not grow beyond this without a newline (a teacher printing a binary block
+    /// without its header, say): an error rather than a process that eats all memory.
+    let maxLineBytes: Int
     private var buffer: [UInt8] = []
     private var head = 0          // first unconsumed byte
     private var scanned = 0       // bytes from head already known to hold no newline
     private var chunk = [UInt8](repeating: 0, count: 1 << 20)
 
-    init(fd: Int32) { self.fd = fd }
+    init(fd: Int32, maxLineBytes: Int = 1 << 30) { self.fd = fd; self.maxLineBytes = maxLineBytes }
 
     /// The next line, without its `\n`.
     mutating func line(within timeout: Double) throws(Failure) -> [UInt8] {
@@ -369,6 +376,7 @@ struct DeadlineReader {
                 return line
             }
             scanned = buffer.count - head
+            if scanned > maxLineBytes { throw .lineTooLong(maxLineBytes) }
             try fill(before: deadline)
         }
     }

@@ -41,6 +41,19 @@ import Testing
         }
     }
 
+    @Test func aLineWithoutEndIsRefusedAtTheLimit() throws {
+        let pipe = Pipe()
+        var reader = DeadlineReader(fd: pipe.fileHandleForReading.fileDescriptor, maxLineBytes: 1000)
+        pipe.fileHandleForWriting.write(Data(repeating: 0x41, count: 3000))
+        do { _ = try reader.line(within: 5); Issue.record("a 3000-byte line under a 1000-byte limit") } catch {
+            guard case .lineTooLong(1000) = error else { Issue.record("expected lineTooLong, got \(error)"); return }
+        }
+        let second = Pipe()
+        var fine = DeadlineReader(fd: second.fileHandleForReading.fileDescriptor, maxLineBytes: 1000)
+        second.fileHandleForWriting.write(Data(repeating: 0x42, count: 900) + Data("\n".utf8))
+        #expect(try fine.line(within: 5).count == 900)
+    }
+
     @Test func bareNonFiniteTokensAreQuotedOutsideStringsOnly() {
         let line = #"{"a": [NaN, -Infinity, Infinity, 1.5], "s": "NaN \"Infinity\""}"#
         let quoted = String(decoding: quoteNonFiniteTokens(Array(line.utf8)), as: UTF8.self)
