@@ -35,7 +35,8 @@ public struct ImportError: Error, CustomStringConvertible {
 ///   the order of `ids` (one id per line) when given.
 /// - JSONL: `{"id": "...", "logits": [...]}` per line (the key may also be `logprobs` / `probs`,
 ///   or `index` instead of `id`).
-/// - CSV: a header `id,c0,c1,…` (or `index,…`), then one row per sample.
+/// - CSV: a header `id,c0,c1,…` (or `index,…`), then one row per sample. Value columns named
+///   after the dataset's labels are matched by name, in any order; otherwise by position.
 public struct TeacherImporter {
     public let dataset: DatasetStore
     public init(dataset: DatasetStore) { self.dataset = dataset }
@@ -139,21 +140,42 @@ public struct TeacherImporter {
         guard header.count - 1 == dataset.classCount else {
             throw ImportError(file: path, message: "\(header.count - 1) value columns, the dataset has \(dataset.classCount) classes")
         }
+        let classOfColumn = try csvClassOrder(Array(header.dropFirst()), file: path)
         var rows = [[Float]?](repeating: nil, count: dataset.count)
         while let row = try reader.next(columns: header) {
             let keyText = row.values[0] ?? ""
             let index = try sampleIndex(id: key == "id" ? keyText : nil, index: key == "index" ? Int(keyText) : nil, file: path, line: row.line)
-            var values: [Float] = []
+            var values = [Float](repeating: 0, count: dataset.classCount)
             for (j, text) in row.values.dropFirst().enumerated() {
                 guard let t = text, let v = Float(t.trimmingCharacters(in: .whitespaces)) else {
                     throw ImportError(file: path, message: "line \(row.line): column '\(header[j + 1])' is not a number: '\(text ?? "")'")
                 }
-                values.append(v)
+                values[classOfColumn[j]] = v
             }
             if rows[index] != nil { throw ImportError(file: path, message: "line \(row.line): sample \(index) appears twice") }
             rows[index] = values
         }
         return try complete(rows, file: path)
+    }
+
+    /// The class each CSV value column holds: by name when the columns are named after the
+    /// dataset's labels (so their order does not matter), else by position. Naming some columns
+    /// after labels and not others is an error, as is naming one label twice.
+    func csvClassOrder(_ columns: [String], file: String) throws -> [Int] {
+        let labels = dataset.manifest.labels
+        let classOf = Dictionary(labels.enumerated().map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
+        let named = columns.map { classOf[$0.trimmingCharacters(in: .whitespaces)] }
+        if named.allSatisfy({ $0 == nil }) { return Array(columns.indices) }
+        let shown = labels.prefix(6).joined(separator: ", ") + (labels.count > 6 ? ", …" : "")
+        if let j = named.firstIndex(where: { $0 == nil }) {
+            throw ImportError(file: file, message: "column '\(columns[j])' is not a label of the dataset, but other columns are (\(shown))",
+                              hint: "Name every value column after a label (any order), or none (then columns follow the dataset's label order)")
+        }
+        var seen = Set<Int>()
+        for (j, c) in named.enumerated() where !seen.insert(c!).inserted {
+            throw ImportError(file: file, message: "column '\(columns[j])' names a label a second time", hint: "Give each label one column")
+        }
+        return named.map { $0! }
     }
 
     /// SHA-256 of the file's bytes: the imported teacher's content hash.

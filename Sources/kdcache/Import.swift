@@ -9,8 +9,11 @@ struct Import: ParsableCommand {
         abstract: "Write a teacher's outputs from .npy, .safetensors, JSONL or CSV into a soft-label cache.",
         discussion: """
         .npy / .safetensors hold an array [samples, classes] in dataset order (or in the order of --ids).
-        JSONL holds {"id": …, "logits": […]} per line; CSV a header id,c0,c1,… . --kind and --temperature
-        say what the numbers are; the cache stores log_softmax(z / T_w) with T_w = --write-temperature.
+        JSONL holds {"id": …, "logits": […]} per line; CSV a header id,c0,c1,… (columns in the dataset's
+        label order), or id followed by the label names in any order. Values are in the dataset's label order
+        (kdcache info DATA lists it). --kind and --temperature say what the numbers are; the cache stores
+        log_softmax(z / T_w) with T_w = --write-temperature. At the end, the teacher's agreement with the
+        labels is printed, with a warning when it is no better than chance.
         """)
 
     @Argument(help: "The teacher output file.") var file: String

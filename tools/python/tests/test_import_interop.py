@@ -157,3 +157,26 @@ def test_outputs_that_do_not_line_up_with_the_dataset_are_flagged(setup, tmp_pat
     else:
         test_agreement = float(r.stdout.split(" test ")[1].split()[0].rstrip(","))
         assert test_agreement > 0.8
+
+
+def test_csv_columns_named_after_labels_are_matched_by_name(setup, tmp_path):
+    d, logits, ids = setup
+    labels = kdcache.open(str(d / "d.lmdb")).manifest["labels"]
+    order = list(reversed(range(10)))                                   # columns in another order
+    named = tmp_path / "named.csv"
+    named.write_text("id," + ",".join(labels[c] for c in order) + "\n" +
+                     "".join(ids[i] + "," + ",".join(repr(float(logits[i][c])) for c in order) + "\n" for i in range(1797)))
+    positional = tmp_path / "positional.npy"
+    np.save(positional, logits)
+    for src, out in ((named, "n.lmdb"), (positional, "p.lmdb")):
+        run("import", src, "--data", d / "d.lmdb", "--out", tmp_path / out, "--dtype", "f32")
+    a, b = kdcache.open(str(tmp_path / "n.lmdb")), kdcache.open(str(tmp_path / "p.lmdb"))
+    np.testing.assert_array_equal(np.array([a.log_probs(i) for i in range(0, 1797, 37)]),
+                                  np.array([b.log_probs(i) for i in range(0, 1797, 37)]))
+
+    partly = tmp_path / "partly.csv"
+    partly.write_text("id," + ",".join(labels[:9]) + ",other\n" + ids[0] + "," + ",".join(["0"] * 10) + "\n")
+    r = run("import", partly, "--data", d / "d.lmdb", "--out", tmp_path / "x.lmdb", check=False)
+    assert r.returncode == 1
+    assert "column 'other' is not a label of the dataset, but other columns are" in r.stderr, r.stderr
+    assert not (tmp_path / "x.lmdb").exists()
