@@ -8,12 +8,14 @@ struct Import: ParsableCommand {
         commandName: "import",
         abstract: "Write a teacher's outputs from .npy, .safetensors, JSONL or CSV into a soft-label cache.",
         discussion: """
-        .npy / .safetensors hold an array [samples, classes] in dataset order (or in the order of --ids).
-        JSONL holds {"id": …, "logits": […]} per line; CSV a header id,c0,c1,… (columns in the dataset's
-        label order), or id followed by the label names in any order. Values are in the dataset's label order
-        (kdcache info DATA lists it). --kind and --temperature say what the numbers are; the cache stores
-        log_softmax(z / T_w) with T_w = --write-temperature. At the end, the teacher's agreement with the
-        labels is printed, with a warning when it is no better than chance.
+        .npy / .safetensors hold an array [samples, classes] in dataset order (or in the order of --ids). \
+        JSONL holds {"id": …, "logits": […]} per line. CSV has a header id,c0,c1,… (columns in the dataset's \
+        label order) or id followed by the label names in any order. Values are in the dataset's label order \
+        (kdcache info DATA lists it).
+
+        --kind and --temperature say what the numbers are; the cache stores log_softmax(z / T_w) with \
+        T_w = --write-temperature. At the end, the teacher's agreement with the labels is printed, with a \
+        warning when it is no better than chance.
         """)
 
     @Argument(help: "The teacher output file.") var file: String

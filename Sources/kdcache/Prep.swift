@@ -6,9 +6,9 @@ struct Prep: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Turn a CSV / TSV / JSONL (optionally .gz) dataset into an LMDB dataset store.",
         discussion: """
-        Text datasets get hashed word n-gram features (--text-column); numeric ones dense float32
-        features (--feature-columns, names or globs such as 'px*'). Rows go to train / valid / test by
-        --split-column, or by a seeded hash of the id. The store is written under a temporary name and
+        Text datasets get hashed word n-gram features (--text-column); numeric ones dense float32 \
+        features (--feature-columns, names or globs such as 'px*'). Rows go to train / valid / test by \
+        --split-column, or by a seeded hash of the id. The store is written under a temporary name and \
         renamed only when complete.
         """)
 

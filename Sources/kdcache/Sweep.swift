@@ -15,9 +15,9 @@ struct SweepRun: ParsableCommand {
         commandName: "run",
         abstract: "Train many students from the cached teacher (temperature × alpha × lr × student × seeds) and rank them.",
         discussion: """
-        Both stores are memory-mapped and scanned once into tables of zero-copy record views; every
-        epoch then reads flat arrays. Configurations with the same seed and student share each pass
-        over the data. Results are appended to OUT/results.jsonl as groups finish: rerunning the same
+        Both stores are memory-mapped and scanned once into tables of zero-copy record views; every \
+        epoch then reads flat arrays. Configurations with the same seed and student share each pass \
+        over the data. Results are appended to OUT/results.jsonl as groups finish: rerunning the same \
         command skips finished configurations. Loss: α·T²·KL(p_t^T ‖ p_s^T) + (1−α)·CE(y, p_s).
         """)
 

@@ -5,12 +5,18 @@ import KDTrain
 
 struct Teach: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Train the built-in teacher and cache its softened log-probabilities for every sample.",
+        abstract: "Run a teacher (the built-in one, or any process with --exec) and cache its softened log-probabilities for every sample.",
         discussion: """
-        The teacher trains on richer inputs than the students (word + character n-gram TF-IDF of the raw
-        text) as an ensemble of seeds (default: MLP, 128 hidden units, 3 seeds). With --cross-fit K,
-        train-split samples get out-of-fold predictions from models that did not see them. The cache stores log_softmax(z / T_w) with T_w =
-        --temperature. A killed run resumes: committed batches are kept and skipped.
+        The built-in teacher trains on richer inputs than the students (word + character n-gram TF-IDF of \
+        the raw text) as an ensemble of seeds (default: MLP, 128 hidden units, 3 seeds). With --cross-fit \
+        K, train-split samples get out-of-fold predictions from models that did not see them.
+
+        --exec COMMAND runs any teacher that speaks the protocol of tools/teachers/TEACHERS.md (JSON \
+        lines; outputs as JSON or binary float32 rows). kdcache checks every answer and names the sample \
+        on any problem.
+
+        The cache stores log_softmax(z / T_w) with T_w = --temperature. A killed run resumes: committed \
+        batches are kept and skipped.
         """)
 
     @Option(help: "The dataset store (from kdcache prep).") var data: String
