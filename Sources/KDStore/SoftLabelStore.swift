@@ -138,23 +138,18 @@ public final class SoftLabelWriter {
                                     created: iso8601Now(), toolVersion: kdcacheVersion,
                                     augmentation: layout.views > 1 ? layout.augmentation?.description : nil,
                                     augmentationSeed: layout.views > 1 && layout.augmentation != nil ? layout.augmentationSeed : nil)
-        if let existing = manifest.teachers[teacher.name] {
-            let sameLayout = existing.writeTemperature == layout.writeTemperature && existing.dtype == layout.dtype.name
-                && existing.topK == layout.topK && existing.views == layout.views
-                && existing.augmentation == entry.augmentation && existing.augmentationSeed == entry.augmentationSeed
-            guard existing.identity == teacher, sameLayout else {
-                throw StoreError(path: path, message: "teacher '\(teacher.name)' is already in the cache with another identity or layout (T_w \(existing.writeTemperature), \(existing.dtype), top-k \(existing.topK), \(existing.views) views, hash \(existing.identity.contentHash))",
-                                 hint: "Pass another --name to keep both, or write to a new --out")
-            }
-        } else {
-            manifest.teachers[teacher.name] = entry
-        }
-        let encoded = try ManifestCoding.encode(manifest)
-        (meta, records) = try env.write { txn throws in
+        try SoftLabelWriter.adopt(entry, into: &manifest, path: path)
+        let fresh = manifest
+        (meta, records, manifest) = try env.write { txn throws in
             let meta = try txn.openDatabase(named: DatabaseName.meta, create: true)
             let records = try txn.openDatabase(named: DatabaseName.teacher(teacher.name), create: true)
-            try txn.put(encoded, forKey: DatabaseName.manifestKey, in: meta)
-            return (meta, records)
+            // Another process may have committed since the manifest was read: merge into what is stored.
+            var current = try txn.value(forKey: DatabaseName.manifestKey, in: meta).map {
+                try ManifestCoding.decode(SoftLabelManifest.self, from: $0)
+            } ?? fresh
+            try SoftLabelWriter.adopt(entry, into: &current, path: path)
+            try txn.put(try ManifestCoding.encode(current), forKey: DatabaseName.manifestKey, in: meta)
+            return (meta, records, current)
         }
         self.path = path
         self.environment = env
@@ -186,17 +181,40 @@ public final class SoftLabelWriter {
         public init(sample: Int, view: Int, logProbs: [Float]) { self.sample = sample; self.view = view; self.logProbs = logProbs }
     }
 
-    /// The manifest with `ranges` added to this teacher's completed ranges and `metrics` merged,
-    /// and its encoding — written in the same transaction as the records it covers.
-    private func manifest(completing ranges: [Range<Int>], metrics: [String: Double]) throws -> (SoftLabelManifest, [UInt8]) {
-        var updated = manifest
-        var entry = updated.teachers[teacherName]!
+    /// Adds `entry` to `manifest` as a new teacher, or checks that the teacher already there has
+    /// the same identity and layout (then a run resumes).
+    static func adopt(_ entry: TeacherManifest, into manifest: inout SoftLabelManifest, path: String) throws {
+        guard let existing = manifest.teachers[entry.identity.name] else {
+            manifest.teachers[entry.identity.name] = entry
+            return
+        }
+        let sameLayout = existing.writeTemperature == entry.writeTemperature && existing.dtype == entry.dtype
+            && existing.topK == entry.topK && existing.views == entry.views
+            && existing.augmentation == entry.augmentation && existing.augmentationSeed == entry.augmentationSeed
+        guard existing.identity == entry.identity, sameLayout else {
+            throw StoreError(path: path, message: "teacher '\(entry.identity.name)' is already in the cache with another identity or layout (T_w \(existing.writeTemperature), \(existing.dtype), top-k \(existing.topK), \(existing.views) views, hash \(existing.identity.contentHash))",
+                             hint: "Pass another --name to keep both, or write to a new --out")
+        }
+    }
+
+    /// Inside a write transaction: adds `ranges` to this teacher's completed ranges and merges
+    /// `metrics`, in the manifest *as stored* — so that another process writing another teacher
+    /// (or another shard of this one) into the same file at the same time loses nothing — and
+    /// writes it back. Returns the updated manifest.
+    private func commitManifest(in txn: borrowing Transaction, completing ranges: [Range<Int>],
+                                metrics: [String: Double]) throws -> SoftLabelManifest {
+        var current = try txn.value(forKey: DatabaseName.manifestKey, in: meta).map {
+            try ManifestCoding.decode(SoftLabelManifest.self, from: $0)
+        } ?? manifest
+        try SoftLabelWriter.adopt(teacher, into: &current, path: path)
+        var entry = current.teachers[teacherName]!
         var completed = entry.completedRanges
         for r in ranges { completed = insertRange(r, into: completed) }
         entry.completed = completed.map { [$0.lowerBound, $0.upperBound] }
         for (k, v) in metrics { entry.metrics[k] = v }
-        updated.teachers[teacherName] = entry
-        return (updated, try ManifestCoding.encode(updated))
+        current.teachers[teacherName] = entry
+        try txn.put(try ManifestCoding.encode(current), forKey: DatabaseName.manifestKey, in: meta)
+        return current
     }
 
     /// Writes `entries` and marks `range` complete, in one transaction.
@@ -218,10 +236,9 @@ public final class SoftLabelWriter {
         }
         let inOrder = zip(entries, entries.dropFirst()).allSatisfy { ($0.sample, $0.view) < ($1.sample, $1.view) }
         let sorted = inOrder ? entries : entries.sorted { ($0.sample, $0.view) < ($1.sample, $1.view) }
-        let (updated, encoded) = try manifest(completing: [range], metrics: metrics)
         let size = SoftLabelRecord.size(classCount: classCount, dtype: layout.dtype, topK: layout.topK)
-        let (records, meta, layout) = (self.records, self.meta, self.layout)
-        try environment.write { txn throws in
+        let (records, layout) = (self.records, self.layout)
+        manifest = try environment.write { txn throws in
             var appending = true
             if let first = sorted.first {
                 let lastKey: UInt64? = try txn.withCursor(in: records) { c in
@@ -241,9 +258,8 @@ public final class SoftLabelWriter {
                     }
                 }
             }
-            try txn.put(encoded, forKey: DatabaseName.manifestKey, in: meta)
+            return try commitManifest(in: txn, completing: [range], metrics: metrics)
         }
-        manifest = updated
     }
 
     /// Writes the log-probabilities (at T_w) of every view of the samples in `samples` and marks
@@ -263,9 +279,8 @@ public final class SoftLabelWriter {
         let size = SoftLabelRecord.size(classCount: C, dtype: layout.dtype, topK: layout.topK)
         let pipeline = EncodingPipeline(rows: rows, count: count, classes: C, size: size, dtype: layout.dtype, topK: layout.topK)
         defer { pipeline.finish() }
-        let (updated, encoded) = try manifest(completing: [samples], metrics: metrics)
-        let (records, meta, path) = (self.records, self.meta, self.path)
-        try environment.write { txn throws in
+        let (records, path) = (self.records, self.path)
+        manifest = try environment.write { txn throws in
             let lastKey: UInt64? = try txn.withCursor(in: records) { c in
                 try c.last().map { UInt64(bigEndian: $0.key.loadUnaligned(as: UInt64.self)) }
             }
@@ -284,9 +299,8 @@ public final class SoftLabelWriter {
                     }
                 }
             }
-            try txn.put(encoded, forKey: DatabaseName.manifestKey, in: meta)
+            return try commitManifest(in: txn, completing: [samples], metrics: metrics)
         }
-        manifest = updated
     }
 
     /// Writes already-encoded records (as another cache stores them: copied byte for byte, so a
@@ -305,16 +319,14 @@ public final class SoftLabelWriter {
                 throw StoreError(path: path, message: "sample \(sample) view \(view) does not fit the teacher's layout")
             }
         }
-        let (updated, encoded) = try manifest(completing: ranges, metrics: metrics)
-        let (db, meta) = (self.records, self.meta)
-        try environment.write { txn throws in
+        let db = self.records
+        manifest = try environment.write { txn throws in
             for r in records {
                 var key = r.key.bigEndian
                 try withUnsafeBytes(of: &key) { k in try txn.put(r.bytes, forKey: k, in: db, flags: .append) }
             }
-            try txn.put(encoded, forKey: DatabaseName.manifestKey, in: meta)
+            return try commitManifest(in: txn, completing: ranges, metrics: metrics)
         }
-        manifest = updated
     }
 
     /// Lends every record of this teacher stored so far, in key order, as a checked view; `body`

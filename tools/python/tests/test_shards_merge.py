@@ -105,3 +105,26 @@ def test_the_builtin_teacher_writes_the_same_bytes_for_any_worker_count(data):
     (one, m1), (two, m2) = outs
     assert one == two
     assert m1["teachers"]["builtin"]["metrics"] == m2["teachers"]["builtin"]["metrics"]
+
+
+def test_two_processes_writing_one_cache_keep_each_others_teachers(data, tmp_path):
+    """teach --exec and import into the same file at the same time: each commit updates the
+    manifest as stored, so neither process drops the other's teacher or its progress."""
+    import sys
+
+    import numpy as np
+    from _support import ROOT, wait_for_committed
+    np.save(tmp_path / "l.npy", np.random.default_rng(4).normal(0, 1, (500, 3)).astype(np.float32))
+    out = tmp_path / "shared.lmdb"
+    teacher = f"{sys.executable} {ROOT}/tools/teachers/centroid_teacher.py --data {data / 'd.lmdb'} --slow 0.1"
+    slow = subprocess.Popen([BIN, "teach", "--exec", teacher, "--data", str(data / "d.lmdb"), "--out", str(out),
+                             "--batch-size", "25", "--commit-every", "25", "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert wait_for_committed(out, "centroid", 25) >= 25
+    run("import", tmp_path / "l.npy", "--data", data / "d.lmdb", "--out", out, "--commit-every", "1", "--quiet")
+    assert slow.poll() is None, "the import ran while teach was still writing"
+    _, stderr = slow.communicate(timeout=120)
+    assert slow.returncode == 0, stderr
+    teachers = kdcache.open(str(out)).manifest["teachers"]
+    assert sorted(teachers) == ["centroid", "imported"]
+    assert teachers["centroid"]["completed"] == [[0, 500]] and teachers["imported"]["completed"] == [[0, 500]]
+    assert run("verify", out, "--data", data / "d.lmdb").returncode == 0
