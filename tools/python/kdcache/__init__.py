@@ -389,6 +389,17 @@ def _log_softmax(z: np.ndarray) -> np.ndarray:
     return z - m - np.log(np.exp(z - m).sum(axis=-1, keepdims=True))
 
 
+def _merge_ranges(ranges):
+    """[(a, b), …] → sorted, overlapping or touching ranges joined: [[a, b], …]."""
+    merged = []
+    for a, b in sorted(ranges):
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    return merged
+
+
 class SoftLabelWriter:
     """Writes a soft-label cache (FORMAT.md §3) from Python, e.g. from a PyTorch teacher:
 
@@ -426,27 +437,35 @@ class SoftLabelWriter:
             manifest = json.loads(raw)
             if manifest["dataset_fingerprint"] != ds.manifest["fingerprint"]:
                 raise FormatError(f"{path}: written for another dataset ({manifest['dataset_fingerprint']})")
-        entry = {"identity": {"name": name, "description": description, "content_hash": content_hash},
-                 "write_temperature": self.write_temperature, "dtype": dtype, "top_k": 0, "views": views,
-                 "completed": [], "metrics": {}, "created": now, "tool_version": "python-0.1.0"}
-        old = manifest["teachers"].get(name)
-        if old is not None:
-            same = {k: old[k] for k in ("identity", "write_temperature", "dtype", "top_k", "views")} == \
-                   {k: entry[k] for k in ("identity", "write_temperature", "dtype", "top_k", "views")}
-            if not same:
-                raise FormatError(f"{path}: teacher '{name}' exists with another identity or layout")
-        else:
-            manifest["teachers"][name] = entry
+        self.path = str(path)
+        self.entry = {"identity": {"name": name, "description": description, "content_hash": content_hash},
+                      "write_temperature": self.write_temperature, "dtype": dtype, "top_k": 0, "views": views,
+                      "completed": [], "metrics": {}, "created": now, "tool_version": "python-0.1.0"}
+        self._adopt(manifest)  # fail early, before writing anything
         self.manifest = manifest
-        self._put_manifest()
+        with self.env.begin(write=True, db=self.meta) as txn:
+            self._commit_manifest(txn)
 
-    def _put_manifest(self, txn=None):
-        data = json.dumps(self.manifest, sort_keys=True, separators=(",", ":")).encode()
-        if txn is None:
-            with self.env.begin(write=True, db=self.meta) as t:
-                t.put(b"manifest", data)
-        else:
-            txn.put(b"manifest", data, db=self.meta)
+    def _adopt(self, manifest):
+        """Adds this teacher to `manifest`, or checks the one already there has the same identity and layout."""
+        old = manifest["teachers"].get(self.name)
+        keys = ("identity", "write_temperature", "dtype", "top_k", "views")
+        if old is None:
+            manifest["teachers"][self.name] = dict(self.entry)
+        elif {k: old[k] for k in keys} != {k: self.entry[k] for k in keys}:
+            raise FormatError(f"{self.path}: teacher '{self.name}' exists with another identity or layout")
+        return manifest["teachers"][self.name]
+
+    def _commit_manifest(self, txn, completed=None):
+        """Inside a write transaction: updates the manifest *as stored* (another process may be writing
+        another teacher into the same file) with this teacher's completed range, and writes it back."""
+        raw = txn.get(b"manifest", db=self.meta)
+        manifest = json.loads(raw) if raw is not None else self.manifest
+        entry = self._adopt(manifest)
+        if completed is not None:
+            entry["completed"] = _merge_ranges([tuple(r) for r in entry["completed"]] + [completed])
+        txn.put(b"manifest", json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode(), db=self.meta)
+        self.manifest = manifest
 
     def pending(self):
         done = sorted(tuple(r) for r in self.manifest["teachers"][self.name]["completed"])
@@ -480,19 +499,10 @@ class SoftLabelWriter:
             bad = int(np.argwhere(np.isnan(x) | np.isposinf(x))[0][0])
             raise ValueError(f"sample {start + bad}: NaN or +inf")
         lp = _log_softmax(x / self.write_temperature)
-        entry = self.manifest["teachers"][self.name]
-        ranges = sorted([tuple(r) for r in entry["completed"]] + [(start, start + len(x))])
-        merged = []
-        for a, b in ranges:
-            if merged and a <= merged[-1][1]:
-                merged[-1][1] = max(merged[-1][1], b)
-            else:
-                merged.append([a, b])
         with self.env.begin(write=True, db=self.db) as txn:
             for k, row in enumerate(lp):
                 txn.put(struct.pack(">II", start + k, view), self.encode(row))
-            entry["completed"] = merged
-            self._put_manifest(txn)
+            self._commit_manifest(txn, completed=(start, start + len(x)))
 
     def close(self):
         self.env.sync(True)

@@ -84,3 +84,19 @@ def test_many_threads_read_concurrently(data):
     with ThreadPoolExecutor(8) as pool:
         got = list(pool.map(store.label, range(0, 1797, 7)))
     assert got == expected
+
+
+def test_a_python_writer_keeps_a_teacher_another_process_adds_meanwhile(data, tmp_path):
+    """The writer updates the manifest as stored at each commit, not its own copy from open time."""
+    store = kdcache.open(str(data / "d.lmdb"))
+    z = teacher_logits(store)
+    out = tmp_path / "both.lmdb"
+    np.save(tmp_path / "z.npy", z.astype(np.float32))
+    with kdcache.SoftLabelWriter(out, store, name="torchnet", write_temperature=2.0) as w:
+        w.write(0, z[:900])
+        run("import", tmp_path / "z.npy", "--data", data / "d.lmdb", "--out", out, "--quiet")   # while w is open
+        w.write(900, z[900:])
+    teachers = kdcache.open(str(out)).manifest["teachers"]
+    assert sorted(teachers) == ["imported", "torchnet"]
+    assert teachers["imported"]["completed"] == [[0, 1797]] and teachers["torchnet"]["completed"] == [[0, 1797]]
+    assert run("verify", out, "--data", data / "d.lmdb").returncode == 0
