@@ -4,6 +4,7 @@
 //
 // Layers (each imports only the ones below it; see README "Architecture"):
 //   CLMDB, CZlib   system-library shims (Debian liblmdb-dev, zlib1g-dev)
+//   CPrefetch      a cache-prefetch hint Swift does not expose (one inline C function)
 //   LMDB           a safe LMDB wrapper that knows nothing about distillation
 //   KDStore        record codecs, manifests, featurizers, the dataset and soft-label stores
 //   KDTrain        students, losses, optimizers, sweeps, built-in teachers
@@ -33,7 +34,8 @@ let package = Package(
             "LMDB", "CZlib",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        .target(name: "KDTrain", dependencies: ["KDStore"]),
+        .target(name: "CPrefetch"),
+        .target(name: "KDTrain", dependencies: ["KDStore", "CPrefetch"]),
         .executableTarget(name: "kdcache", dependencies: [
             "KDStore", "KDTrain",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -1,3 +1,4 @@
+import CPrefetch
 import Foundation
 
 /// One sample's input: sparse (bucket, weight) pairs or a dense vector, already normalized.
@@ -129,6 +130,7 @@ public final class Network {
             let values = input.values
             if let indices = input.indices {
                 for j in 0..<values.count {
+                    if j + 4 < values.count { kd_prefetch(W.baseAddress! + Int(indices[j + 4]) * w, w * 4, 0) }
                     let x = values[j], base = Int(indices[j]) * w
                     for k in 0..<w { a[k] += x * W[base + k] }
                 }

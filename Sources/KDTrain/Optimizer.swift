@@ -1,3 +1,4 @@
+import CPrefetch
 import Foundation
 
 /// Optimizer hyper-parameters. Defaults: Adam(β₁ 0.9, β₂ 0.999, ε 1e-8), no weight decay, 5 %
@@ -74,6 +75,9 @@ final class Optimizer {
         outputBiasM = zeros(network.outputBias.count); outputBiasV = zeros(network.outputBias.count, adam)
     }
 
+    /// How many touched rows ahead the update loop prefetches (measured: 4 hides most of a miss).
+    static let prefetchDistance = 4
+
     /// Applies the accumulated gradients at rate `lr`, then clears them.
     ///
     /// Adam is evaluated as `p ← p − lr·(m̂ / (√v̂ + ε) + λp)` with m̂ = m/(1−β₁ᵗ), v̂ = v/(1−β₂ᵗ).
@@ -102,7 +106,14 @@ final class Optimizer {
         net.first.withUnsafeMutableBufferPointer { P in
             firstState.withUnsafeMutableBufferPointer { S in
                 let G = grad.storage
-                for (s, row) in grad.touched.enumerated() {
+                let touched = grad.touched
+                for (s, row) in touched.enumerated() {
+                    // Rows sit at random places in a large table: ask for a later one now.
+                    if s + Self.prefetchDistance < touched.count {
+                        let ahead = touched[s + Self.prefetchDistance]
+                        kd_prefetch(P.baseAddress! + ahead * w, w * 4, 1)
+                        kd_prefetch(S.baseAddress! + ahead * stride, stride * 4, 1)
+                    }
                     let m = S.baseAddress! + row * stride
                     step.run(P.baseAddress! + row * w, G + s * w, m, c.kind == .adam ? m + w : nil, w)
                 }
