@@ -120,11 +120,11 @@ def test_two_processes_writing_one_cache_keep_each_others_teachers(data, tmp_pat
     from _support import ROOT, wait_for_committed
     np.save(tmp_path / "l.npy", np.random.default_rng(4).normal(0, 1, (500, 3)).astype(np.float32))
     out = tmp_path / "shared.lmdb"
-    teacher = f"{sys.executable} {ROOT}/tools/teachers/centroid_teacher.py --data {data / 'd.lmdb'} --slow 0.1"
+    teacher = f"{sys.executable} {ROOT}/tools/teachers/centroid_teacher.py --data {data / 'd.lmdb'} --slow 0.4"
     slow = subprocess.Popen([BIN, "teach", "--exec", teacher, "--data", str(data / "d.lmdb"), "--out", str(out),
                              "--batch-size", "25", "--commit-every", "25", "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert wait_for_committed(out, "centroid", 25) >= 25
-    run("import", tmp_path / "l.npy", "--data", data / "d.lmdb", "--out", out, "--commit-every", "1", "--quiet")
+    run("import", tmp_path / "l.npy", "--data", data / "d.lmdb", "--out", out, "--commit-every", "20", "--quiet")
     assert slow.poll() is None, "the import ran while teach was still writing"
     _, stderr = slow.communicate(timeout=120)
     assert slow.returncode == 0, stderr
