@@ -75,9 +75,6 @@ final class Optimizer {
         outputBiasM = zeros(network.outputBias.count); outputBiasV = zeros(network.outputBias.count, adam)
     }
 
-    /// How many touched rows ahead the update loop prefetches (measured: 4 hides most of a miss).
-    static let prefetchDistance = 4
-
     /// Applies the accumulated gradients at rate `lr`, then clears them.
     ///
     /// Adam is evaluated as `p ← p − lr·(m̂ / (√v̂ + ε) + λp)` with m̂ = m/(1−β₁ᵗ), v̂ = v/(1−β₂ᵗ).
@@ -109,8 +106,8 @@ final class Optimizer {
                 let touched = grad.touched
                 for (s, row) in touched.enumerated() {
                     // Rows sit at random places in a large table: ask for a later one now.
-                    if s + Self.prefetchDistance < touched.count {
-                        let ahead = touched[s + Self.prefetchDistance]
+                    if s + rowPrefetchDistance < touched.count {
+                        let ahead = touched[s + rowPrefetchDistance]
                         kd_prefetch(P.baseAddress! + ahead * w, w * 4, 1)
                         kd_prefetch(S.baseAddress! + ahead * stride, stride * 4, 1)
                     }
