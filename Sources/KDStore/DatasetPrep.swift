@@ -181,7 +181,7 @@ private struct PrepJob {
         }
         let manifest = finishManifest()
         let encoded = try ManifestCoding.encode(manifest)
-        try environment.write { txn throws in try txn.put(encoded, forKey: DatabaseName.manifestKey, in: meta) }
+        try environment.write { txn throws in try ManifestIO.writeBytes(encoded, in: txn, meta: meta) }
         return manifest
     }
 

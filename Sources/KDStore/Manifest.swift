@@ -98,6 +98,30 @@ enum ManifestCoding {
     }
 }
 
+/// Reading and writing the manifest value inside a transaction: the one place that knows how a
+/// manifest is stored under `meta`/`manifest` (FORMAT.md §1).
+enum ManifestIO {
+    /// The stored manifest bytes, or `nil` when the key is absent.
+    static func readBytes(in txn: borrowing Transaction, meta: Database) throws -> [UInt8]? {
+        try txn.value(forKey: DatabaseName.manifestKey, in: meta)
+    }
+
+    /// The stored manifest decoded as `T`, or `nil` when the key is absent.
+    static func read<T: Decodable>(_ type: T.Type, in txn: borrowing Transaction, meta: Database) throws -> T? {
+        try readBytes(in: txn, meta: meta).map { try ManifestCoding.decode(type, from: $0) }
+    }
+
+    /// Stores `value` as the manifest.
+    static func write<T: Encodable>(_ value: T, in txn: borrowing Transaction, meta: Database) throws {
+        try writeBytes(try ManifestCoding.encode(value), in: txn, meta: meta)
+    }
+
+    /// Stores already-encoded manifest bytes.
+    static func writeBytes(_ bytes: [UInt8], in txn: borrowing Transaction, meta: Database) throws {
+        try txn.put(bytes, forKey: DatabaseName.manifestKey, in: meta)
+    }
+}
+
 /// The kind of a kdcache store, read from its manifest's `format` field.
 public enum StoreKind: String, Sendable {
     case dataset = "kdcache-dataset"
@@ -126,38 +150,6 @@ enum DatabaseName {
     static let idToIndex = "id_to_index"
     static let indexToID = "index_to_id"
     static func teacher(_ name: String) -> String { "teacher/" + name }
-}
-
-/// Opens `path` read-only and reads the manifest's `format`; errors name the file and say why.
-public func openStoreFile(_ path: String, writable: Bool = false) throws -> (Environment, StoreKind, [UInt8]) {
-    let env: Environment
-    do {
-        env = try Environment(path: path, options: writable ? [] : .readOnly)
-    } catch let error as LMDBError {
-        switch error.code {
-        case ENOENT: throw StoreError(path: path, message: "no such file", hint: "Check the path")
-        case EACCES, EPERM: throw StoreError(path: path, message: "permission denied", hint: "Check the permissions of the file and its directories")
-        case LMDBError.invalid.code, LMDBError.versionMismatch.code:
-            throw StoreError(path: path, message: "not an LMDB file", hint: "Pass a store written by kdcache")
-        case LMDBError.corrupted.code:
-            throw StoreError(path: path, message: "damaged LMDB file (\(error.context))",
-                             hint: "Copy the file again from its source")
-        default: throw StoreError(path: path, message: "cannot open: \(error)")
-        }
-    }
-    let meta: Database
-    do { meta = try env.openDatabase(named: DatabaseName.meta) } catch {
-        throw StoreError(path: path, message: "an LMDB file but not a kdcache store (no 'meta' database)")
-    }
-    guard let manifest = try env.read({ txn throws in try txn.value(forKey: DatabaseName.manifestKey, in: meta) }) else {
-        throw StoreError(path: path, message: "not a complete kdcache store (no manifest)",
-                         hint: "It may be a partial file from an interrupted run; recreate it")
-    }
-    struct Head: Decodable { var format: String; var schemaVersion: Int }
-    guard let head = try? ManifestCoding.decode(Head.self, from: manifest), let kind = StoreKind(rawValue: head.format) else {
-        throw StoreError(path: path, message: "unreadable manifest", hint: "The file is damaged; recreate it")
-    }
-    return (env, kind, manifest)
 }
 
 func iso8601Now() -> String {

@@ -1,0 +1,355 @@
+import Foundation
+import LMDB
+
+/// Writes one teacher's records into a soft-label cache, creating the cache or resuming it.
+///
+/// Each ``write(_:completing:)`` is one LMDB transaction that stores the records *and* the
+/// manifest's updated `completed` ranges, so a crash leaves exactly the committed batches and a
+/// rerun resumes after them (``pendingRanges``).
+public final class SoftLabelWriter {
+    public let path: String
+    public let environment: Environment
+    public private(set) var manifest: SoftLabelManifest
+    public let teacherName: String
+    public let layout: SoftLabelLayout
+    let meta: Database
+    let records: Database
+    let classCount: Int
+
+    /// Opens (or creates) the cache at `path` for `teacher`, keyed against `dataset`.
+    ///
+    /// An existing cache must match the dataset's fingerprint and labels; an existing entry for
+    /// the same teacher name must match its identity and layout (then the run resumes).
+    public init(path: String, dataset: DatasetManifest, teacher: TeacherIdentity, layout: SoftLabelLayout) throws {
+        guard teacher.name.range(of: "^[A-Za-z0-9._-]+$", options: .regularExpression) != nil else {
+            throw StoreError(path: path, message: "teacher name '\(teacher.name)' has characters outside A-Z a-z 0-9 . _ -")
+        }
+        guard layout.writeTemperature > 0, layout.writeTemperature.isFinite else {
+            throw StoreError(path: path, message: "write temperature must be positive, got \(layout.writeTemperature)")
+        }
+        guard layout.views >= 1, layout.topK >= 0, layout.topK <= dataset.labels.count, layout.topK <= Int(UInt16.max) else {
+            throw StoreError(path: path, message: "views must be ≥ 1 and top-k within 0…\(dataset.labels.count)")
+        }
+        let exists = FileManager.default.fileExists(atPath: path)
+        let env: Environment
+        if exists {
+            let (e, kind, bytes) = try openStoreFile(path, writable: true)
+            guard kind == .softLabels else { throw StoreError(path: path, message: "is a dataset store, not a soft-label cache") }
+            env = e
+            manifest = try ManifestCoding.decode(SoftLabelManifest.self, from: bytes)
+            try SoftLabelStore.checkCompatible(manifest, with: dataset, path: path)
+        } else {
+            env = try Environment(path: path, maxDatabases: 64)
+            manifest = SoftLabelManifest(created: iso8601Now(), datasetFingerprint: dataset.fingerprint,
+                                         featurizerSignature: dataset.featurizer.signature, labels: dataset.labels,
+                                         sampleCount: dataset.sampleCount, teachers: [:])
+        }
+        let entry = TeacherManifest(identity: teacher, writeTemperature: layout.writeTemperature, dtype: layout.dtype.name,
+                                    topK: layout.topK, views: layout.views, completed: [], metrics: [:],
+                                    created: iso8601Now(), toolVersion: kdcacheVersion,
+                                    augmentation: layout.views > 1 ? layout.augmentation?.description : nil,
+                                    augmentationSeed: layout.views > 1 && layout.augmentation != nil ? layout.augmentationSeed : nil)
+        try SoftLabelWriter.adopt(entry, into: &manifest, path: path)
+        let fresh = manifest
+        (meta, records, manifest) = try env.write { txn throws in
+            let meta = try txn.openDatabase(named: DatabaseName.meta, create: true)
+            let records = try txn.openDatabase(named: DatabaseName.teacher(teacher.name), create: true)
+            // Another process may have committed since the manifest was read: merge into what is stored.
+            var current = try ManifestIO.read(SoftLabelManifest.self, in: txn, meta: meta) ?? fresh
+            try SoftLabelWriter.adopt(entry, into: &current, path: path)
+            try ManifestIO.write(current, in: txn, meta: meta)
+            return (meta, records, current)
+        }
+        self.path = path
+        self.environment = env
+        self.teacherName = teacher.name
+        self.layout = layout
+        self.classCount = dataset.labels.count
+    }
+
+    /// This teacher's manifest entry as committed so far.
+    public var teacher: TeacherManifest { manifest.teachers[teacherName]! }
+
+    /// Sample ranges of `0..<sampleCount` not yet completed.
+    public var pendingRanges: [Range<Int>] {
+        var pending: [Range<Int>] = []
+        var cursor = 0
+        for r in teacher.completedRanges {
+            if r.lowerBound > cursor { pending.append(cursor..<min(r.lowerBound, manifest.sampleCount)) }
+            cursor = max(cursor, r.upperBound)
+        }
+        if cursor < manifest.sampleCount { pending.append(cursor..<manifest.sampleCount) }
+        return pending
+    }
+
+    /// One record to write: log-probabilities at T_w over all classes.
+    public struct Entry {
+        public var sample: Int
+        public var view: Int
+        public var logProbs: [Float]
+        public init(sample: Int, view: Int, logProbs: [Float]) { self.sample = sample; self.view = view; self.logProbs = logProbs }
+    }
+
+    /// Adds `entry` to `manifest` as a new teacher, or checks that the teacher already there has
+    /// the same identity and layout (then a run resumes).
+    static func adopt(_ entry: TeacherManifest, into manifest: inout SoftLabelManifest, path: String) throws {
+        guard let existing = manifest.teachers[entry.identity.name] else {
+            manifest.teachers[entry.identity.name] = entry
+            return
+        }
+        let sameLayout = existing.writeTemperature == entry.writeTemperature && existing.dtype == entry.dtype
+            && existing.topK == entry.topK && existing.views == entry.views
+            && existing.augmentation == entry.augmentation && existing.augmentationSeed == entry.augmentationSeed
+        guard existing.identity == entry.identity, sameLayout else {
+            throw StoreError(path: path, message: "teacher '\(entry.identity.name)' is already in the cache with another identity or layout (T_w \(existing.writeTemperature), \(existing.dtype), top-k \(existing.topK), \(existing.views) views, hash \(existing.identity.contentHash))",
+                             hint: "Pass another --name to keep both, or write to a new --out")
+        }
+    }
+
+    /// Inside a write transaction: adds `ranges` to this teacher's completed ranges and merges
+    /// `metrics`, in the manifest *as stored* — so that another process writing another teacher
+    /// (or another shard of this one) into the same file at the same time loses nothing — and
+    /// writes it back. Returns the updated manifest.
+    private func commitManifest(in txn: borrowing Transaction, completing ranges: [Range<Int>],
+                                metrics: [String: Double]) throws -> SoftLabelManifest {
+        var current = try ManifestIO.read(SoftLabelManifest.self, in: txn, meta: meta) ?? manifest
+        try SoftLabelWriter.adopt(teacher, into: &current, path: path)
+        var entry = current.teachers[teacherName]!
+        var completed = entry.completedRanges
+        for r in ranges { completed = insertRange(r, into: completed) }
+        entry.completed = completed.map { [$0.lowerBound, $0.upperBound] }
+        for (k, v) in metrics { entry.metrics[k] = v }
+        current.teachers[teacherName] = entry
+        try ManifestIO.write(current, in: txn, meta: meta)
+        return current
+    }
+
+    /// Writes `entries` and marks `range` complete, in one transaction.
+    ///
+    /// Entries are sorted by key; when they all follow the last stored key they are appended
+    /// (`MDB_APPEND`), otherwise put normally. An entry that disagrees with an existing record is
+    /// overwritten only if its range was not complete (a complete range is never rewritten).
+    public func write(_ entries: [Entry], completing range: Range<Int>, metrics: [String: Double] = [:]) throws {
+        for e in entries {
+            guard e.logProbs.count == classCount else {
+                throw StoreError(path: path, message: "sample \(e.sample) view \(e.view): \(e.logProbs.count) values, the dataset has \(classCount) classes")
+            }
+            guard (0..<manifest.sampleCount).contains(e.sample), (0..<layout.views).contains(e.view) else {
+                throw StoreError(path: path, message: "sample \(e.sample) view \(e.view) is outside 0..<\(manifest.sampleCount) × 0..<\(layout.views)")
+            }
+            guard e.logProbs.allSatisfy({ !$0.isNaN && $0 != .infinity }) else {
+                throw StoreError(path: path, message: "sample \(e.sample) view \(e.view): NaN or +inf among the log-probabilities")
+            }
+        }
+        let inOrder = zip(entries, entries.dropFirst()).allSatisfy { ($0.sample, $0.view) < ($1.sample, $1.view) }
+        let sorted = inOrder ? entries : entries.sorted { ($0.sample, $0.view) < ($1.sample, $1.view) }
+        let size = SoftLabelRecord.size(classCount: classCount, dtype: layout.dtype, topK: layout.topK)
+        let (records, layout) = (self.records, self.layout)
+        manifest = try environment.write { txn throws in
+            var appending = true
+            if let first = sorted.first {
+                let lastKey: UInt64? = try txn.withCursor(in: records) { c in
+                    try c.last().map { UInt64(bigEndian: $0.key.loadUnaligned(as: UInt64.self)) }
+                }
+                let firstKey = UInt64(bigEndian: SampleKey.softLabel(sample: first.sample, view: first.view))
+                appending = lastKey.map { $0 < firstKey } ?? true
+            }
+            var previous: UInt64? = nil
+            for e in sorted {
+                var key = SampleKey.softLabel(sample: e.sample, view: e.view)
+                if previous == key { throw StoreError(path: self.path, message: "sample \(e.sample) view \(e.view) appears twice in one batch") }
+                previous = key
+                try withUnsafeBytes(of: &key) { k in
+                    try txn.putReserving(count: size, forKey: k, in: records, flags: appending ? .append : []) { buffer in
+                        SoftLabelRecord.encode(logProbs: e.logProbs, dtype: layout.dtype, topK: layout.topK, into: buffer)
+                    }
+                }
+            }
+            return try commitManifest(in: txn, completing: [range], metrics: metrics)
+        }
+    }
+
+    /// Writes the log-probabilities (at T_w) of every view of the samples in `samples` and marks
+    /// them complete, in one transaction: `rows` holds `samples.count × views × classes` floats,
+    /// sample-major. The fast path for teachers: records are encoded from the flat buffer in
+    /// chunks by a background thread while this thread puts the chunks already encoded, in key
+    /// order (``EncodingPipeline``). A NaN or +inf aborts the transaction: nothing is written.
+    public func write(rows: UnsafeBufferPointer<Float>, samples: Range<Int>, metrics: [String: Double] = [:]) throws {
+        let C = classCount, V = layout.views
+        let count = samples.count * V
+        guard rows.count == count * C else {
+            throw StoreError(path: path, message: "\(rows.count) values for \(samples.count) samples × \(V) views × \(C) classes")
+        }
+        guard samples.lowerBound >= 0, samples.upperBound <= manifest.sampleCount else {
+            throw StoreError(path: path, message: "samples \(samples.lowerBound)..<\(samples.upperBound) are outside 0..<\(manifest.sampleCount)")
+        }
+        let size = SoftLabelRecord.size(classCount: C, dtype: layout.dtype, topK: layout.topK)
+        let pipeline = EncodingPipeline(rows: rows, count: count, classes: C, size: size, dtype: layout.dtype, topK: layout.topK)
+        defer { pipeline.finish() }
+        let (records, path) = (self.records, self.path)
+        manifest = try environment.write { txn throws in
+            let lastKey: UInt64? = try txn.withCursor(in: records) { c in
+                try c.last().map { UInt64(bigEndian: $0.key.loadUnaligned(as: UInt64.self)) }
+            }
+            let firstKey = UInt64(bigEndian: SampleKey.softLabel(sample: samples.lowerBound, view: 0))
+            let flags: WriteFlags = (lastKey.map { $0 < firstKey } ?? true) ? .append : []
+            for chunk in 0..<pipeline.chunkCount {
+                let (range, bytes, invalid) = pipeline.waitForChunk(chunk)
+                if let bad = invalid {
+                    throw StoreError(path: path, message: "sample \(samples.lowerBound + bad / V) view \(bad % V): NaN or +inf among the log-probabilities")
+                }
+                for r in range {
+                    var key = SampleKey.softLabel(sample: samples.lowerBound + r / V, view: r % V)
+                    try withUnsafeBytes(of: &key) { k in
+                        try txn.put(UnsafeRawBufferPointer(rebasing: bytes[((r - range.lowerBound) * size)...].prefix(size)),
+                                    forKey: k, in: records, flags: flags)
+                    }
+                }
+            }
+            return try commitManifest(in: txn, completing: [samples], metrics: metrics)
+        }
+    }
+
+    /// Writes already-encoded records (as another cache stores them: copied byte for byte, so a
+    /// merge is bit-exact) and marks `ranges` complete, in one transaction. Each record is checked
+    /// (structure, CRC, layout) before anything is written. Keys must ascend.
+    public func writeEncoded(_ records: [(key: UInt64, bytes: UnsafeRawBufferPointer)], completing ranges: [Range<Int>],
+                             metrics: [String: Double] = [:]) throws {
+        for r in records {
+            let sample = Int(r.key >> 32), view = Int(r.key & 0xffff_ffff)
+            let decoded = Result { () throws(RecordError) -> SoftLabelView in try SoftLabelView(r.bytes, classCount: classCount) }
+            guard case .success(let v) = decoded else {
+                if case .failure(let e) = decoded { throw StoreError(path: path, message: "sample \(sample) view \(view): \(e)") }
+                continue
+            }
+            guard v.dtype == layout.dtype, v.topK == layout.topK, sample < manifest.sampleCount, view < layout.views else {
+                throw StoreError(path: path, message: "sample \(sample) view \(view) does not fit the teacher's layout")
+            }
+        }
+        let db = self.records
+        manifest = try environment.write { txn throws in
+            for r in records {
+                var key = r.key.bigEndian
+                try withUnsafeBytes(of: &key) { k in try txn.put(r.bytes, forKey: k, in: db, flags: .append) }
+            }
+            return try commitManifest(in: txn, completing: ranges, metrics: metrics)
+        }
+    }
+
+    /// Lends every record of this teacher stored so far, in key order, as a checked view; `body`
+    /// returns false to stop. (A writer reads through its own environment: LMDB allows one per
+    /// file and process.)
+    public func scanStoredRecords(verifyChecksums: Bool = true, _ body: (_ sample: Int, _ view: Int, SoftLabelView) throws -> Bool) throws {
+        let (records, path, classCount) = (self.records, self.path, self.classCount)
+        try environment.read { txn throws in
+            try txn.forEach(in: records) { key, value in
+                guard let (sample, view) = SampleKey.decodeSoftLabel(key) else { return true }
+                do { return try body(sample, view, try SoftLabelView(value, classCount: classCount, verifyChecksum: verifyChecksums)) }
+                catch let e as RecordError {
+                    throw StoreError(path: path, message: "sample \(sample) view \(view): \(e)", hint: "Run kdcache verify")
+                }
+            }
+        }
+    }
+
+    /// Flushes to disk (records are durable after each commit already; this is for `.noSync` use).
+    public func sync() throws { try environment.sync() }
+}
+
+/// Encodes a batch's records in chunks, in order, on a background thread and on the caller's
+/// thread whenever it would otherwise wait: the caller puts chunk j into LMDB while chunk j+1 is
+/// being encoded, so a write costs about max(encode, put) rather than their sum.
+///
+/// The caller asks for chunks in order with ``waitForChunk(_:)`` (safe to repeat: the transaction
+/// body may run again after a map resize) and must call ``finish()`` before `rows` goes away.
+final class EncodingPipeline: @unchecked Sendable {
+    let rows: UnsafeBufferPointer<Float>
+    let bytes: UnsafeMutableRawBufferPointer
+    let count: Int, classes: Int, size: Int, topK: Int
+    let dtype: LogProbDType
+    let chunkRecords: Int
+    let chunkCount: Int
+    private let condition = NSCondition()
+    private var nextUnclaimed = 0
+    private var done: [Bool]
+    /// Per chunk: the first record (batch index) holding a NaN or +inf.
+    private var firstInvalid: [Int?]
+    private var stopped = false
+    private let worker = DispatchGroup()
+
+    /// Batches below this many records are encoded on the caller's thread alone.
+    static let backgroundThreshold = 2048
+    /// About 64 KB of encoded records per chunk: small enough that the first put starts early.
+    static let chunkBytes = 1 << 16
+
+    init(rows: UnsafeBufferPointer<Float>, count: Int, classes: Int, size: Int, dtype: LogProbDType, topK: Int) {
+        self.rows = rows; self.count = count; self.classes = classes; self.size = size; self.dtype = dtype; self.topK = topK
+        bytes = .allocate(byteCount: max(1, count * size), alignment: 16)
+        chunkRecords = max(1, Self.chunkBytes / size)
+        chunkCount = (count + chunkRecords - 1) / chunkRecords
+        done = Array(repeating: false, count: chunkCount)
+        firstInvalid = Array(repeating: nil, count: chunkCount)
+        if count >= Self.backgroundThreshold {
+            DispatchQueue.global().async(group: worker) { [self] in
+                while let chunk = claim() { encode(chunk) }
+            }
+        }
+    }
+
+    func records(of chunk: Int) -> Range<Int> { (chunk * chunkRecords)..<min(count, (chunk + 1) * chunkRecords) }
+
+    private func claim() -> Int? {
+        condition.lock(); defer { condition.unlock() }
+        guard !stopped, nextUnclaimed < chunkCount else { return nil }
+        nextUnclaimed += 1
+        return nextUnclaimed - 1
+    }
+
+    private func encode(_ chunk: Int) {
+        var invalid: Int? = nil
+        for r in records(of: chunk) {
+            let values = UnsafeBufferPointer(rebasing: rows[(r * classes)..<((r + 1) * classes)])
+            guard values.allSatisfy({ !$0.isNaN && $0 != .infinity }) else {
+                invalid = invalid ?? r
+                continue
+            }
+            SoftLabelRecord.encode(logProbs: values, dtype: dtype, topK: topK,
+                                   into: UnsafeMutableRawBufferPointer(rebasing: bytes[(r * size)..<((r + 1) * size)]))
+        }
+        condition.lock()
+        done[chunk] = true
+        firstInvalid[chunk] = invalid
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Chunk `chunk`'s record range, its encoded bytes, and its first invalid record, once encoded.
+    /// While it is not, encodes the next unclaimed chunk itself, or waits.
+    func waitForChunk(_ chunk: Int) -> (records: Range<Int>, bytes: UnsafeRawBufferPointer, firstInvalid: Int?) {
+        while true {
+            condition.lock()
+            if done[chunk] {
+                let invalid = firstInvalid[chunk]
+                condition.unlock()
+                let range = records(of: chunk)
+                return (range, UnsafeRawBufferPointer(rebasing: bytes[(range.lowerBound * size)..<(range.upperBound * size)]), invalid)
+            }
+            if nextUnclaimed < chunkCount {
+                nextUnclaimed += 1
+                let mine = nextUnclaimed - 1
+                condition.unlock()
+                encode(mine)
+            } else {
+                condition.wait()
+                condition.unlock()
+            }
+        }
+    }
+
+    /// Stops the background thread, waits for it, and frees the encoded bytes.
+    func finish() {
+        condition.lock(); stopped = true; condition.unlock()
+        worker.wait()
+        bytes.deallocate()
+    }
+}
