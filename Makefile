@@ -8,6 +8,9 @@ APT_PACKAGES := liblmdb-dev zlib1g-dev pkg-config gcc
 BIN := .build/debug/kdcache
 RELEASE_BIN := .build/release/kdcache
 DEMO := .build-demo
+# The compiler's progress lines (hundreds on a first build) only with V=1; errors always show.
+QUIET := $(if $(V),,--quiet)
+SAY := @echo
 
 .PHONY: deps system-deps venv build test demo bench clean fixtures
 
@@ -33,18 +36,21 @@ $(VENV)/.bench-installed: $(VENV)/.installed tools/requirements-bench.txt
 	touch $@
 
 build: deps
-	$(SWIFT) build
+	$(SAY) "building kdcache (debug; a first build takes a few minutes, V=1 shows the compiler)"
+	$(SWIFT) build $(QUIET)
 
 ## test: Swift unit and end-to-end CLI tests, then the Python interop tests.
 test: deps
-	$(SWIFT) build --build-tests
+	$(SAY) "building kdcache and its tests (debug; a first build takes a few minutes, V=1 shows the compiler)"
+	$(SWIFT) build --build-tests $(QUIET)
 	$(SWIFT) test
 	KDCACHE_BIN=$(CURDIR)/$(BIN) $(PY) -m pytest -q tools/python/tests
 
 ## demo: the main job on the bundled fortunes dataset: prep → built-in teacher (4 views, token
 ## dropout) → a 60-run sweep → report.
 demo: system-deps
-	$(SWIFT) build -c release --product kdcache
+	$(SAY) "building kdcache (release; a first build takes a few minutes, V=1 shows the compiler)"
+	$(SWIFT) build -c release --product kdcache $(QUIET)
 	@rm -rf $(DEMO) && mkdir -p $(DEMO)
 	$(RELEASE_BIN) prep fixtures/fortunes/fortunes.csv --out $(DEMO)/fortunes.lmdb \
 	  --text-column text --label-column label --id-column id --seed 7 --quiet
@@ -58,7 +64,7 @@ demo: system-deps
 
 ## bench: release-build benchmarks, each printed as a ratio against a baseline run side by side.
 bench: deps $(VENV)/.bench-installed
-	$(SWIFT) build -c release
+	$(SWIFT) build -c release $(QUIET)
 	gcc -O2 -o .build/lmdb-c-bench tools/bench/lmdb_c_bench.c -llmdb
 	$(PY) tools/bench/run_bench.py --swift .build/release/kdcache-bench --c .build/lmdb-c-bench --kdcache $(RELEASE_BIN)
 

@@ -137,7 +137,9 @@ private struct PrepJob {
              try txn.openDatabase(named: DatabaseName.indexToID, create: true))
         }
         textFeaturizer = options.textColumn == nil ? nil : TextFeaturizer(bits: options.hashBits, ngramOrders: options.ngramOrders)
-        splitter = HashSplitter(testFraction: options.testFraction, validFraction: options.validFraction, seed: options.seed)
+        // With a --test file, the test split is exactly that file: the hash carves only valid out of train.
+        splitter = HashSplitter(testFraction: options.testInput == nil ? options.testFraction : 0,
+                                validFraction: options.validFraction, seed: options.seed)
         labels = options.labels ?? []
         labelIndex = Dictionary(uniqueKeysWithValues: labels.enumerated().map { ($1, $0) })
     }

@@ -47,7 +47,7 @@ public struct StoreInfo {
             lines += ["  schema:      v\(m.schemaVersion), written by kdcache \(m.toolVersion) at \(m.created)",
                       "  source:      \(m.sourceFiles.joined(separator: ", "))",
                       "  samples:     \(m.sampleCount) (" + Split.allCases.map { "\($0.name) \(m.splitCounts[$0.name] ?? 0)" }.joined(separator: ", ") + ")",
-                      "  split:       \(m.split.method)" + (m.split.seed.map { ", seed \($0)" } ?? "") + (m.split.column.map { ", column \($0)" } ?? ""),
+                      "  splits:      " + m.split.describeSources(mainFile: m.sourceFiles.first ?? "the input"),
                       "  classes:     \(m.labels.count): \(m.labels.prefix(12).joined(separator: ", "))\(m.labels.count > 12 ? ", …" : "")",
                       "  features:    \(m.featurizer.signature) (dimension \(m.featurizer.dimension))",
                       "  raw text:    \(m.hasText ? "kept (zlib)" : "none")",

@@ -41,7 +41,14 @@ public struct TeacherImporter {
     public let dataset: DatasetStore
     public init(dataset: DatasetStore) { self.dataset = dataset }
 
-    public func read(path: String, ids idsPath: String? = nil, tensor: String? = nil) throws -> [[Float]] {
+    /// Reads `path` into one row of C values per dataset sample, in the dataset's label order.
+    ///
+    /// - Parameter classes: for `.npy` / `.safetensors`, the class name of each column (e.g.
+    ///   scikit-learn's `classes_`, sorted); columns are then mapped to the dataset's labels by name.
+    ///   Without it, a safetensors `__metadata__` entry `labels` / `classes` (a JSON list) or
+    ///   `id2label` (a JSON object, as in Hugging Face configs) is used when present, else columns
+    ///   are taken in the dataset's label order.
+    public func read(path: String, ids idsPath: String? = nil, tensor: String? = nil, classes: [String]? = nil) throws -> [[Float]] {
         let lower = path.lowercased()
         let ids = try idsPath.map { p -> [String] in
             guard let text = try? String(contentsOfFile: p, encoding: .utf8) else {
@@ -49,11 +56,80 @@ public struct TeacherImporter {
             }
             return text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init).filter { !$0.isEmpty }
         }
-        if lower.hasSuffix(".npy") { return try arrange(try NumpyArray(path: path).rows(), file: path, ids: ids) }
-        if lower.hasSuffix(".safetensors") { return try arrange(try SafetensorsFile(path: path).rows(tensor: tensor), file: path, ids: ids) }
+        if lower.hasSuffix(".npy") {
+            let rows = try NumpyArray(path: path).rows()
+            return try arrange(try reorder(rows, columns: classes, source: "--classes", file: path), file: path, ids: ids)
+        }
+        if lower.hasSuffix(".safetensors") {
+            let file = try SafetensorsFile(path: path)
+            let rows = try file.rows(tensor: tensor)
+            if let classes { return try arrange(try reorder(rows, columns: classes, source: "--classes", file: path), file: path, ids: ids) }
+            let named = try file.metadataClassNames()
+            return try arrange(try reorder(rows, columns: named, source: "the file's __metadata__", file: path), file: path, ids: ids)
+        }
+        if classes != nil {
+            throw ImportError(file: path, message: "--classes applies to .npy and .safetensors files",
+                              hint: "A CSV names its columns in its header; a JSONL row follows the dataset's label order")
+        }
         if lower.hasSuffix(".jsonl") || lower.hasSuffix(".ndjson") { return try readJSONL(path) }
         if lower.hasSuffix(".csv") { return try readCSV(path) }
         throw ImportError(file: path, message: "unknown file type", hint: "Use .npy, .safetensors, .jsonl or .csv")
+    }
+
+    /// Moves each row's values from the file's column order, where column j holds class
+    /// `columns[j]`, into the dataset's label order. `nil` columns: the rows are already in it.
+    /// Every label must be named exactly once, and every name must be a label.
+    func reorder(_ rows: [[Float]], columns: [String]?, source: String, file: String) throws -> [[Float]] {
+        guard let columns else { return rows }
+        let labels = dataset.manifest.labels
+        let names = columns.map { $0.trimmingCharacters(in: .whitespaces) }
+        let list = { (xs: [String]) in xs.prefix(8).map { "'\($0)'" }.joined(separator: ", ") + (xs.count > 8 ? ", … (\(xs.count) in all)" : "") }
+        var seen = Set<String>()
+        let repeated = names.filter { !seen.insert($0).inserted }
+        guard repeated.isEmpty else {
+            throw ImportError(file: file, message: "\(source) names \(list(Array(Set(repeated)).sorted())) more than once", hint: "Give each column one class name")
+        }
+        let labelSet = Set(labels), nameSet = Set(names)
+        let unknown = names.filter { !labelSet.contains($0) }, missing = labels.filter { !nameSet.contains($0) }
+        guard unknown.isEmpty, missing.isEmpty else {
+            var parts: [String] = []
+            if !unknown.isEmpty { parts.append("not labels of the dataset: \(list(unknown))") }
+            if !missing.isEmpty { parts.append("labels of the dataset with no column: \(list(missing))") }
+            throw ImportError(file: file, message: "\(source) does not match the dataset's labels; " + parts.joined(separator: "; "),
+                              hint: "The dataset's labels are \(list(labels)) (kdcache info DATA lists them)")
+        }
+        let classOf = Dictionary(uniqueKeysWithValues: labels.enumerated().map { ($1, $0) })
+        let target = names.map { classOf[$0]! }
+        if target == Array(0..<labels.count) { return rows }
+        return try rows.enumerated().map { i, row in
+            guard row.count == target.count else {
+                throw ImportError(file: file, message: "row \(i) has \(row.count) values, \(source) names \(target.count) classes",
+                                  hint: "Give one class name per column")
+            }
+            var out = [Float](repeating: 0, count: row.count)
+            for (j, c) in target.enumerated() { out[c] = row[j] }
+            return out
+        }
+    }
+
+    /// Parses `--classes`: a file of one class name per line when `text` names an existing file,
+    /// else a comma-separated list. Empty names are refused.
+    public static func parseClassNames(_ text: String) throws -> [String] {
+        var isDirectory: ObjCBool = false
+        let names: [String]
+        if FileManager.default.fileExists(atPath: text, isDirectory: &isDirectory), !isDirectory.boolValue {
+            guard let contents = try? String(contentsOfFile: text, encoding: .utf8) else {
+                throw ImportError(file: text, message: "cannot read the class list as UTF-8 text", hint: "Give one class name per line")
+            }
+            names = contents.split(separator: "\n", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+                .reversed().drop(while: { $0.isEmpty }).reversed()
+        } else {
+            names = text.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        }
+        if let empty = names.firstIndex(where: { $0.isEmpty }) {
+            throw ImportError(file: text, message: "class name \(empty + 1) of --classes is empty", hint: "Give one non-empty name per column")
+        }
+        return names
     }
 
     /// Places rows in dataset order: directly when N rows match the dataset, or by `ids`.
@@ -201,11 +277,17 @@ public func validateTeacherRows(_ rows: [[Float]], kind: TeacherOutputKind, file
     }
 }
 
-/// A 2-D `.npy` array (format versions 1–3, little-endian f2 / f4 / f8, C order).
+/// A 2-D `.npy` array (format versions 1–3, little-endian f2 / f4 / f8, C or Fortran order).
+///
+/// Layout: `\x93NUMPY`, u8 major, u8 minor, header length (u16 LE for v1, u32 LE for v2/v3), an
+/// ASCII (v3: UTF-8) Python dict literal with `descr`, `fortran_order` and `shape`, then the data.
+/// Every field is bounded before use: an untrusted file gives an ``ImportError``, never a trap.
 struct NumpyArray {
     let path: String
     let shape: [Int]
     let descr: String
+    /// Column-major data (`fortran_order: True`, which numpy gives for e.g. `x[:, order]`).
+    let fortranOrder: Bool
     let data: Data
     let offset: Int
 
@@ -218,12 +300,21 @@ struct NumpyArray {
         guard d.count >= 10, d.prefix(6) == Data([0x93] + Array("NUMPY".utf8)) else {
             throw ImportError(file: path, message: "not a .npy file (bad magic)", hint: "Save with numpy.save")
         }
-        let major = d[6]
+        let major = d[d.startIndex + 6]
+        guard (1...3).contains(major) else {
+            throw ImportError(file: path, message: ".npy format version \(major) is not supported", hint: "Save with numpy.save (versions 1–3)")
+        }
+        let b = { (i: Int) in Int(d[d.startIndex + i]) }
         let headerLength: Int, start: Int
-        if major == 1 { headerLength = Int(d[8]) | Int(d[9]) << 8; start = 10 }
-        else { headerLength = Int(d[8]) | Int(d[9]) << 8 | Int(d[10]) << 16 | Int(d[11]) << 24; start = 12 }
-        guard d.count >= start + headerLength, let header = String(data: d[start..<(start + headerLength)], encoding: .ascii) ?? String(data: d[start..<(start + headerLength)], encoding: .utf8) else {
-            throw ImportError(file: path, message: "truncated .npy header")
+        if major == 1 { headerLength = b(8) | b(9) << 8; start = 10 }
+        else {
+            guard d.count >= 12 else { throw ImportError(file: path, message: "truncated .npy header") }
+            headerLength = b(8) | b(9) << 8 | b(10) << 16 | b(11) << 24; start = 12
+        }
+        guard headerLength <= d.count - start else { throw ImportError(file: path, message: "truncated .npy header") }
+        let headerBytes = d[(d.startIndex + start)..<(d.startIndex + start + headerLength)]
+        guard let header = String(data: headerBytes, encoding: .utf8) else {
+            throw ImportError(file: path, message: "the .npy header is not text")
         }
         func field(_ name: String) -> String? {
             guard let r = header.range(of: "'\(name)':") else { return nil }
@@ -234,28 +325,41 @@ struct NumpyArray {
             throw ImportError(file: path, message: "no dtype in the .npy header")
         }
         descr = String(descrField[descrField.index(after: q1)..<q2])
-        if field("fortran_order")?.hasPrefix("True") == true {
-            throw ImportError(file: path, message: "Fortran-ordered array", hint: "Save np.ascontiguousarray(x)")
-        }
-        guard let shapeField = field("shape"), let open = shapeField.firstIndex(of: "("), let close = shapeField.firstIndex(of: ")") else {
+        fortranOrder = field("fortran_order")?.hasPrefix("True") == true
+        guard let shapeField = field("shape"), let open = shapeField.firstIndex(of: "("),
+              let close = shapeField[open...].firstIndex(of: ")") else {
             throw ImportError(file: path, message: "no shape in the .npy header")
         }
-        shape = shapeField[shapeField.index(after: open)..<close].split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        let parts = shapeField[shapeField.index(after: open)..<close].split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        var dims: [Int] = []
+        for part in parts where !part.isEmpty {
+            guard let n = Int(part), n >= 0 else {
+                throw ImportError(file: path, message: "bad shape entry '\(part.prefix(40))' in the .npy header")
+            }
+            dims.append(n)
+        }
+        shape = dims
         offset = start + headerLength
     }
 
     func rows() throws -> [[Float]] {
         guard shape.count == 2 else { throw ImportError(file: path, message: "array of shape \(shape), expected 2 dimensions [samples, classes]") }
-        return try decodeRows(data, offset: offset, dtype: descr, rows: shape[0], columns: shape[1], file: path)
+        return try decodeRows(data, offset: offset, dtype: descr, rows: shape[0], columns: shape[1], file: path,
+                              columnMajor: fortranOrder)
     }
 }
 
-/// A `.safetensors` file: u64 little-endian header length, JSON header, then tensor bytes.
+/// A `.safetensors` file: u64 little-endian header length, a JSON header mapping tensor names to
+/// `{"dtype", "shape", "data_offsets": [begin, end]}` (offsets relative to the end of the header)
+/// plus an optional `__metadata__` object of strings, then the tensor bytes.
 struct SafetensorsFile {
     let path: String
     let data: Data
     let header: [String: Any]
     let base: Int
+
+    /// The header is at most 100 MB, as in the reference implementation.
+    static let maxHeaderLength: UInt64 = 100_000_000
 
     init(path: String) throws {
         self.path = path
@@ -263,13 +367,40 @@ struct SafetensorsFile {
             throw ImportError(file: path, message: "cannot read the file or it is shorter than 8 bytes")
         }
         data = d
-        let length = d.prefix(8).enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
-        guard length > 0, 8 + length <= d.count,
-              let h = (try? JSONSerialization.jsonObject(with: d[8..<(8 + length)])) as? [String: Any] else {
+        let length64 = d.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+        guard length64 > 0, length64 <= Self.maxHeaderLength, Int(length64) <= d.count - 8,
+              let h = (try? JSONSerialization.jsonObject(with: d[(d.startIndex + 8)..<(d.startIndex + 8 + Int(length64))])) as? [String: Any] else {
             throw ImportError(file: path, message: "not a safetensors file (bad header)")
         }
         header = h
-        base = 8 + length
+        base = 8 + Int(length64)
+    }
+
+    /// Class names from `__metadata__`: `labels` or `classes` (a JSON list of strings), or `id2label`
+    /// (a JSON object from column index to name, as in Hugging Face configs); `nil` when absent.
+    func metadataClassNames() throws -> [String]? {
+        guard let metadata = header["__metadata__"] as? [String: Any] else { return nil }
+        for key in ["labels", "classes"] {
+            guard let text = metadata[key] as? String else { continue }
+            guard let list = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [Any],
+                  let names = list as? [String] else {
+                throw ImportError(file: path, message: "__metadata__ '\(key)' is not a JSON list of strings",
+                                  hint: "Store json.dumps(list_of_class_names), or pass --classes")
+            }
+            return names
+        }
+        guard let text = metadata["id2label"] as? String else { return nil }
+        guard let object = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] else {
+            throw ImportError(file: path, message: "__metadata__ 'id2label' is not a JSON object", hint: "Store json.dumps(config.id2label), or pass --classes")
+        }
+        var byIndex: [Int: String] = [:]
+        for (k, v) in object {
+            guard let i = Int(k), i >= 0, i < object.count, let name = v as? String else {
+                throw ImportError(file: path, message: "__metadata__ 'id2label' must map 0…\(object.count - 1) to names; bad entry '\(k.prefix(40))'")
+            }
+            byIndex[i] = name
+        }
+        return (0..<object.count).map { byIndex[$0]! }
     }
 
     func rows(tensor name: String?) throws -> [[Float]] {
@@ -277,40 +408,61 @@ struct SafetensorsFile {
         guard let chosen = name ?? (names.count == 1 ? names[0] : nil) else {
             throw ImportError(file: path, message: "holds \(names.count) tensors (\(names.joined(separator: ", ")))", hint: "Pick one with --tensor")
         }
-        guard let info = header[chosen] as? [String: Any], let dtype = info["dtype"] as? String,
-              let shape = info["shape"] as? [Int], let offsets = info["data_offsets"] as? [Int], offsets.count == 2 else {
-            throw ImportError(file: path, message: "no tensor '\(chosen)'", hint: "It has: \(names.joined(separator: ", "))")
-        }
+        let (dtype, shape, offsets) = try entry(chosen, names: names)
         guard shape.count == 2 else { throw ImportError(file: path, message: "tensor '\(chosen)' has shape \(shape), expected [samples, classes]") }
         return try decode(chosen, dtype: dtype, rows: shape[0], columns: shape[1], offsets: offsets)
     }
 
     /// A 1-D tensor as a vector.
     func vector(tensor name: String) throws -> [Float] {
-        guard let info = header[name] as? [String: Any], let dtype = info["dtype"] as? String,
-              let shape = info["shape"] as? [Int], shape.count == 1, let offsets = info["data_offsets"] as? [Int], offsets.count == 2 else {
-            throw ImportError(file: path, message: "no 1-D tensor '\(name)'")
-        }
+        let (dtype, shape, offsets) = try entry(name, names: header.keys.filter { $0 != "__metadata__" }.sorted())
+        guard shape.count == 1 else { throw ImportError(file: path, message: "no 1-D tensor '\(name)'") }
         return try decode(name, dtype: dtype, rows: 1, columns: shape[0], offsets: offsets)[0]
+    }
+
+    /// A tensor's header entry, with a non-negative shape and offsets `0 ≤ begin ≤ end`.
+    private func entry(_ name: String, names: [String]) throws -> (String, [Int], [Int]) {
+        guard let info = header[name] as? [String: Any], let dtype = info["dtype"] as? String,
+              let shape = info["shape"] as? [Int], let offsets = info["data_offsets"] as? [Int], offsets.count == 2 else {
+            throw ImportError(file: path, message: "no tensor '\(name)'", hint: "It has: \(names.joined(separator: ", "))")
+        }
+        guard shape.allSatisfy({ $0 >= 0 }), offsets[0] >= 0, offsets[0] <= offsets[1] else {
+            throw ImportError(file: path, message: "tensor '\(name)' has a negative shape or bad data_offsets \(offsets)")
+        }
+        return (dtype, shape, offsets)
     }
 
     private func decode(_ chosen: String, dtype: String, rows: Int, columns: Int, offsets: [Int]) throws -> [[Float]] {
         let descr = ["F32": "<f4", "F16": "<f2", "F64": "<f8"][dtype]
         guard let descr else { throw ImportError(file: path, message: "tensor dtype \(dtype) is not supported", hint: "Use F32, F16 or F64") }
-        guard base + offsets[1] <= data.count else { throw ImportError(file: path, message: "truncated tensor data") }
+        guard offsets[1] <= data.count - base else { throw ImportError(file: path, message: "truncated tensor data") }
+        let width = descr == "<f4" ? 4 : (descr == "<f2" ? 2 : 8)
+        let (cells, o1) = rows.multipliedReportingOverflow(by: columns)
+        let (bytes, o2) = cells.multipliedReportingOverflow(by: width)
+        guard !o1, !o2, bytes == offsets[1] - offsets[0] else {
+            throw ImportError(file: path, message: "tensor '\(chosen)': shape [\(rows), \(columns)] of \(dtype) does not match its \(offsets[1] - offsets[0]) data bytes")
+        }
         return try decodeRows(data, offset: base + offsets[0], dtype: descr, rows: rows, columns: columns, file: path)
     }
 }
 
-func decodeRows(_ data: Data, offset: Int, dtype: String, rows: Int, columns: Int, file: String) throws -> [[Float]] {
+/// Decodes `rows × columns` little-endian floats of `dtype` (`<f2`, `<f4`, `<f8`) starting at
+/// `offset`, stored row-major (element (r, c) at `r·columns + c`) or, with `columnMajor`, at
+/// `c·rows + r`; sizes are checked for overflow and against the data before anything is read.
+func decodeRows(_ data: Data, offset: Int, dtype: String, rows: Int, columns: Int, file: String,
+                columnMajor: Bool = false) throws -> [[Float]] {
     let width: Int
     switch dtype { case "<f4": width = 4; case "<f2": width = 2; case "<f8": width = 8
     default: throw ImportError(file: file, message: "dtype \(dtype) is not supported", hint: "Use float32, float16 or float64 (little-endian)") }
-    guard data.count >= offset + rows * columns * width else { throw ImportError(file: file, message: "truncated: the data is shorter than its shape says") }
+    let (cells, o1) = rows.multipliedReportingOverflow(by: columns)
+    let (bytes, o2) = cells.multipliedReportingOverflow(by: width)
+    guard rows >= 0, columns >= 0, offset >= 0, !o1, !o2, offset <= data.count, bytes <= data.count - offset else {
+        throw ImportError(file: file, message: "truncated: the data is shorter than its shape [\(rows), \(columns)] says")
+    }
     return data.withUnsafeBytes { raw in
         (0..<rows).map { r in
             (0..<columns).map { c in
-                let at = offset + (r * columns + c) * width
+                let at = offset + (columnMajor ? c * rows + r : r * columns + c) * width
                 switch width {
                 case 4: return Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: at, as: UInt32.self)))
                 case 2: return Float(Float16(bitPattern: UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: at, as: UInt16.self))))

@@ -8,7 +8,9 @@ struct Import: ParsableCommand {
         commandName: "import",
         abstract: "Write a teacher's outputs from .npy, .safetensors, JSONL or CSV into a soft-label cache.",
         discussion: """
-        .npy / .safetensors hold an array [samples, classes] in dataset order (or in the order of --ids). \
+        .npy / .safetensors hold an array [samples, classes] in dataset order (or in the order of --ids), its \
+        columns in the dataset's label order unless --classes (or a safetensors __metadata__ entry 'labels', \
+        'classes' or 'id2label') names the class of each column. \
         JSONL holds {"id": …, "logits": […]} per line. CSV has a header id,c0,c1,… (columns in the dataset's \
         label order) or id followed by the label names in any order. Values are in the dataset's label order \
         (kdcache info DATA lists it).
@@ -26,6 +28,7 @@ struct Import: ParsableCommand {
     @Option(help: "The temperature T_w the cache stores.") var writeTemperature: Double = 1
     @Option(help: "A file of sample ids, one per row of an .npy / .safetensors array.") var ids: String?
     @Option(help: "The tensor to read from a .safetensors file holding several.") var tensor: String?
+    @Option(help: "The class name of each column of an .npy / .safetensors array, as a file (one per line) or a comma-separated list; columns are mapped to the dataset's labels by name (e.g. scikit-learn's sorted classes_).") var classes: String?
     @Option(help: "Stored precision: f16 or f32.") var dtype: String = "f16"
     @Option(help: "Keep only the k most probable classes (0: all).") var topK: Int = 0
     @Option(help: "The teacher's name inside the cache.") var name: String = "imported"
@@ -43,7 +46,8 @@ struct Import: ParsableCommand {
     func run() throws {
         let store = try DatasetStore(path: data)
         let outputKind = TeacherOutputKind(rawValue: kind)!
-        let rows = try TeacherImporter(dataset: store).read(path: file, ids: ids, tensor: tensor)
+        let columnClasses = try classes.map(TeacherImporter.parseClassNames)
+        let rows = try TeacherImporter(dataset: store).read(path: file, ids: ids, tensor: tensor, classes: columnClasses)
         try validateTeacherRows(rows, kind: outputKind, file: file)
         let identity = TeacherIdentity(name: name, description: description ?? "imported from \((file as NSString).lastPathComponent) (\(kind) at T \(temperature))",
                                        contentHash: try TeacherImporter.contentHash(of: file))

@@ -39,8 +39,8 @@ struct Prep: ParsableCommand {
     @Option(help: "A separate file of test rows, with the same columns.")
     var test: String?
 
-    @Option(help: "Fraction of rows hashed into the test split.")
-    var testFraction: Double = 0.1
+    @Option(help: "Fraction of rows hashed into the test split (default 0.1; not with --test, whose file is the whole test split).")
+    var testFraction: Double?
 
     @Option(help: "Fraction of rows hashed into the valid split.")
     var validFraction: Double = 0.1
@@ -70,6 +70,10 @@ struct Prep: ParsableCommand {
         guard (textColumn == nil) != (featureColumns == nil) else {
             throw ValidationError("Pass exactly one of --text-column and --feature-columns.")
         }
+        if test != nil, testFraction != nil {
+            throw ValidationError("--test-fraction cannot be combined with --test: the test split is exactly the --test file. Drop --test-fraction.")
+        }
+        let testFraction = test == nil ? (self.testFraction ?? 0.1) : 0
         guard (0...1).contains(testFraction), (0...1).contains(validFraction), testFraction + validFraction < 1 else {
             throw ValidationError("--test-fraction and --valid-fraction must be in [0, 1] and sum to less than 1.")
         }
@@ -86,7 +90,7 @@ struct Prep: ParsableCommand {
         options.featureColumns = featureColumns?.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
         options.idColumn = idColumn
         options.splitColumn = splitColumn
-        options.testFraction = testFraction
+        options.testFraction = test == nil ? (testFraction ?? 0.1) : 0
         options.validFraction = validFraction
         options.seed = seed
         options.hashBits = hashBits
@@ -103,6 +107,7 @@ struct Prep: ParsableCommand {
         let seconds = Date().timeIntervalSince(started)
         let splits = Split.allCases.map { "\($0.name) \(m.splitCounts[$0.name] ?? 0)" }.joined(separator: ", ")
         print("wrote \(out): \(m.sampleCount) samples (\(splits)), \(m.labels.count) classes, \(formatBytes(summary.fileBytes)), \(String(format: "%.1f", seconds)) s")
+        print("splits: " + m.split.describeSources(mainFile: m.sourceFiles.first ?? input))
         print("features: \(m.featurizer.signature)")
         if !m.skippedRows.isEmpty {
             let total = m.skippedRows.values.reduce(0, +)
