@@ -15,7 +15,7 @@ struct ByteWriter {
     mutating func append(_ v: Float16) { append(v.bitPattern) }
     mutating func append(contentsOf other: some Sequence<UInt8>) { bytes.append(contentsOf: other) }
     /// A `u32` length followed by the bytes.
-    mutating func appendLengthPrefixed(_ other: [UInt8]) { append(UInt32(other.count)); bytes.append(contentsOf: other) }
+    mutating func appendLengthPrefixed(_ other: [UInt8]) { append(UInt32(clamping: other.count)); bytes.append(contentsOf: other) }
 
     /// Overwrites four bytes at `offset` with `v`, little-endian.
     mutating func set(_ v: UInt32, at offset: Int) {
@@ -72,10 +72,17 @@ func hex(_ v: UInt32) -> String {
 }
 
 /// CRC-32 (IEEE 802.3, zlib's `crc32`; Python `zlib.crc32`) of `bytes`, continuing from `crc`.
+/// Buffers beyond zlib's 32-bit length are fed in 1 GiB pieces (no length conversion can trap).
 @inline(__always)
 public func crc32(_ bytes: UnsafeRawBufferPointer, continuing crc: UInt32 = 0) -> UInt32 {
     guard let base = bytes.baseAddress, bytes.count > 0 else { return crc }
-    return UInt32(CZlib.crc32(UInt(crc), base.assumingMemoryBound(to: Bytef.self), UInt32(bytes.count)))
+    var c = UInt(crc), offset = 0
+    while offset < bytes.count {
+        let n = min(bytes.count - offset, 1 << 30)
+        c = CZlib.crc32(c, (base + offset).assumingMemoryBound(to: Bytef.self), UInt32(n))
+        offset += n
+    }
+    return UInt32(truncatingIfNeeded: c)
 }
 
 /// CRC-32 of a record whose four checksum bytes at `offset` are left out: `crc32(r[..<offset] ‖ r[offset+4...])`.
@@ -162,24 +169,35 @@ public final class ZlibCompressor {
 
 /// zlib (RFC 1950) decompression, as Python's `zlib.decompress` reads (writing: ``ZlibCompressor``).
 public enum Zlib {
-    /// Decompresses a zlib stream; `nil` when it is corrupt.
-    public static func decompress(_ bytes: UnsafeRawBufferPointer) -> [UInt8]? {
+    /// The largest output ``decompress(_:limit:)`` produces by default: 256 MiB, far above any
+    /// text prep stores, far below what a hostile length field could ask for.
+    public static let defaultLimit = 256 << 20
+
+    /// Decompresses exactly one complete zlib stream; `nil` when it is corrupt or truncated, has
+    /// bytes after its end, or would decompress to more than `limit` bytes. Never traps: every
+    /// length is checked before it reaches zlib's 32-bit fields, and the output grows in bounded
+    /// steps (at most 1 MiB at a time), never by a size read from the input.
+    public static func decompress(_ bytes: UnsafeRawBufferPointer, limit: Int = defaultLimit) -> [UInt8]? {
+        guard let input = bytes.baseAddress, bytes.count > 0, bytes.count <= Int(UInt32.max) else { return nil }
         var stream = z_stream()
         guard inflateInit_(&stream, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else { return nil }
         defer { inflateEnd(&stream) }
-        stream.next_in = UnsafeMutablePointer(mutating: bytes.baseAddress?.assumingMemoryBound(to: Bytef.self))
+        stream.next_in = UnsafeMutablePointer(mutating: input.assumingMemoryBound(to: Bytef.self))
         stream.avail_in = UInt32(bytes.count)
         var out: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: max(256, bytes.count * 4))
+        var chunk = [UInt8](repeating: 0, count: min(1 << 20, max(256, bytes.count.multipliedReportingOverflow(by: 4).partialValue)))
         while true {
             let rc = chunk.withUnsafeMutableBufferPointer { c -> Int32 in
                 stream.next_out = c.baseAddress
                 stream.avail_out = UInt32(c.count)
                 return inflate(&stream, Z_NO_FLUSH)
             }
-            out.append(contentsOf: chunk[0..<(chunk.count - Int(stream.avail_out))])
-            if rc == Z_STREAM_END { return out }
-            if rc != Z_OK { return nil }
+            let produced = chunk.count - Int(stream.avail_out)
+            guard out.count + produced <= limit else { return nil }
+            out.append(contentsOf: chunk[0..<produced])
+            if rc == Z_STREAM_END { return stream.avail_in == 0 ? out : nil }
+            // Z_BUF_ERROR: no progress possible (the input ended mid-stream); anything else: corrupt.
+            guard rc == Z_OK, produced > 0 || stream.avail_in > 0 else { return nil }
         }
     }
 }
@@ -189,12 +207,12 @@ public enum Zlib {
 public enum SampleKey {
     /// The 8-byte key of a dataset sample: `u64` big-endian sample index.
     @inline(__always)
-    public static func dataset(_ index: Int) -> UInt64 { UInt64(index).bigEndian }
+    public static func dataset(_ index: Int) -> UInt64 { UInt64(truncatingIfNeeded: index).bigEndian }
 
     /// The 8-byte key of a soft-label record: `u32` big-endian sample index ‖ `u32` big-endian view.
     @inline(__always)
     public static func softLabel(sample: Int, view: Int) -> UInt64 {
-        (UInt64(UInt32(sample)) << 32 | UInt64(UInt32(view))).bigEndian
+        (UInt64(UInt32(truncatingIfNeeded: sample)) << 32 | UInt64(UInt32(truncatingIfNeeded: view))).bigEndian
     }
 
     /// Decodes a soft-label key into (sample, view).
@@ -204,10 +222,10 @@ public enum SampleKey {
         return (Int(v >> 32), Int(v & 0xffff_ffff))
     }
 
-    /// Decodes a dataset key into a sample index.
+    /// Decodes a dataset key into a sample index; `nil` for a key of another length or beyond `Int.max`.
     public static func decodeDataset(_ key: UnsafeRawBufferPointer) -> Int? {
         guard key.count == 8 else { return nil }
-        return Int(UInt64(bigEndian: key.loadUnaligned(as: UInt64.self)))
+        return Int(exactly: UInt64(bigEndian: key.loadUnaligned(as: UInt64.self)))
     }
 }
 
