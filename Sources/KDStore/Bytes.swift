@@ -50,6 +50,8 @@ struct ByteReader {
 public enum RecordError: Error, Equatable, CustomStringConvertible {
     case truncated(needed: Int, had: Int)
     case badVersion(UInt8)
+    /// A known record version in a store of the other format (FORMAT.md §4).
+    case wrongVersion(UInt8, store: RecordFormat)
     case badChecksum(stored: UInt32, computed: UInt32)
     case badLength(expected: Int, had: Int)
     case badField(String)
@@ -58,6 +60,7 @@ public enum RecordError: Error, Equatable, CustomStringConvertible {
         switch self {
         case let .truncated(needed, had): "record is truncated: needs \(needed) bytes, has \(had)"
         case let .badVersion(v): "unknown record version \(v)"
+        case let .wrongVersion(v, store): "record version \(v) in a \(store) store, which holds version \(store.recordVersion) records"
         case let .badChecksum(stored, computed):
             "CRC-32 mismatch: stored \(hex(stored)), computed \(hex(computed))"
         case let .badLength(expected, had): "record length \(had), expected \(expected)"
@@ -85,20 +88,27 @@ public func crc32(_ bytes: UnsafeRawBufferPointer, continuing crc: UInt32 = 0) -
     return UInt32(truncatingIfNeeded: c)
 }
 
-/// CRC-32 of a record whose four checksum bytes at `offset` are left out: `crc32(r[..<offset] ‖ r[offset+4...])`.
+/// The checksum of a record: CRC-32 of `key ‖ r[..<offset] ‖ r[offset+4...]`, the record with its
+/// four checksum bytes at `offset` left out, preceded by the record's 8-byte key (as stored:
+/// big-endian) when `key` is given (format v2) or not (format v1, FORMAT.md §1).
 ///
-/// Records under 256 bytes use slicing-by-8 tables in Swift: for the 20–60-byte soft-label records
-/// of small label sets, zlib's set-up cost, paid twice per record, was a fifth of the write time
-/// (BENCHMARKS.md §2). Larger records use zlib. Both give zlib's CRC-32 (tested against it).
+/// `key` is the in-memory value whose bytes are the stored key, e.g. ``SampleKey/dataset(_:)``.
+/// The key is chained into the register, never copied next to the record. Records under 256
+/// bytes use slicing-by-8 tables in Swift: for the 20–60-byte soft-label records of small label
+/// sets, zlib's set-up cost, paid per piece, was a fifth of the write time (BENCHMARKS.md §2).
+/// Larger records use zlib. Both give zlib's CRC-32 (tested against it).
 @inline(__always)
-func recordChecksum(_ record: UnsafeRawBufferPointer, skipping offset: Int) -> UInt32 {
+func recordChecksum(_ record: UnsafeRawBufferPointer, skipping offset: Int, key: UInt64? = nil) -> UInt32 {
     if record.count < 256 {
         var c: UInt32 = 0xFFFF_FFFF
+        if let key { c = SmallCRC32.update(c, key: key) }
         c = SmallCRC32.update(c, UnsafeRawBufferPointer(rebasing: record[0..<offset]))
         c = SmallCRC32.update(c, UnsafeRawBufferPointer(rebasing: record[(offset + 4)...]))
         return c ^ 0xFFFF_FFFF
     }
-    let head = crc32(UnsafeRawBufferPointer(rebasing: record[0..<offset]))
+    var head: UInt32 = 0
+    if let key { head = withUnsafeBytes(of: key) { crc32($0) } }
+    head = crc32(UnsafeRawBufferPointer(rebasing: record[0..<offset]), continuing: head)
     return crc32(UnsafeRawBufferPointer(rebasing: record[(offset + 4)...]), continuing: head)
 }
 
@@ -115,6 +125,17 @@ enum SmallCRC32 {
         for k in 1..<8 { for n in 0..<256 { let prev = t[(k - 1) * 256 + n]; t[k * 256 + n] = (prev >> 8) ^ t[Int(prev & 0xFF)] } }
         return t
     }()
+
+    /// Continues a pre-inverted CRC register over the 8 bytes of `key` as they lie in memory: one
+    /// slicing-by-8 step, the same as ``update(_:_:)`` over those bytes.
+    @inline(__always)
+    static func update(_ crc: UInt32, key: UInt64) -> UInt32 {
+        let t = tables
+        let word = UInt64(littleEndian: key)   // the in-memory bytes, read as a little-endian word
+        let lo = UInt32(truncatingIfNeeded: word) ^ crc, hi = UInt32(truncatingIfNeeded: word >> 32)
+        return t[7 * 256 + Int(lo & 0xFF)] ^ t[6 * 256 + Int((lo >> 8) & 0xFF)] ^ t[5 * 256 + Int((lo >> 16) & 0xFF)] ^ t[4 * 256 + Int(lo >> 24)]
+            ^ t[3 * 256 + Int(hi & 0xFF)] ^ t[2 * 256 + Int((hi >> 8) & 0xFF)] ^ t[256 + Int((hi >> 16) & 0xFF)] ^ t[Int(hi >> 24)]
+    }
 
     /// Continues a pre-inverted CRC register `crc` over `bytes` (no final inversion).
     @inline(__always)

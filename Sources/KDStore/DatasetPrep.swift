@@ -93,6 +93,7 @@ private struct PendingRow {
     var id: String
     var line: Int
     var file: String
+    /// The encoded record without its checksum, which needs the sample's index (``SampleRecord/seal(_:index:format:)``).
     var record: [UInt8]
     var text: [UInt8]?
     var split: Split
@@ -180,8 +181,7 @@ private struct PrepJob {
             throw StoreError(path: options.input, message: "no valid rows", hint: "Check the column flags against the file's header")
         }
         let manifest = finishManifest()
-        let encoded = try ManifestCoding.encode(manifest)
-        try environment.write { txn throws in try ManifestIO.writeBytes(encoded, in: txn, meta: meta) }
+        try environment.write { txn throws in try ManifestIO.write(manifest, in: txn, meta: meta) }
         return manifest
     }
 
@@ -267,7 +267,7 @@ private struct PrepJob {
             guard let text = row.values[3] else { throw fail(column, "missing text", skipHint) }
             let (indices, values) = featurizer.features(text)
             let record = SampleRecord(split: split, label: label, kind: .sparse, indices: indices, values: values)
-            return PendingRow(id: id, line: row.line, file: file, record: record.encoded(), text: Array(text.utf8),
+            return PendingRow(id: id, line: row.line, file: file, record: record.encodedWithoutChecksum(), text: Array(text.utf8),
                               split: split, label: label, dense: nil)
         }
         let columns = denseColumns ?? []
@@ -279,7 +279,7 @@ private struct PrepJob {
             vector[j] = v
         }
         let record = SampleRecord(split: split, label: label, kind: .dense, indices: [], values: vector)
-        return PendingRow(id: id, line: row.line, file: file, record: record.encoded(), text: nil,
+        return PendingRow(id: id, line: row.line, file: file, record: record.encodedWithoutChecksum(), text: nil,
                           split: split, label: label, dense: vector)
     }
 
@@ -306,8 +306,10 @@ private struct PrepJob {
                                      message: "duplicate id '\(row.id)' (already used by sample \(first))",
                                      hint: "Ids must be unique; fix the data or pass --skip-invalid")
                 }
+                var record = row.record
+                SampleRecord.seal(&record, index: index)   // the index, known only now, enters the checksum
                 try withUnsafeBytes(of: &key) { k in
-                    try row.record.withUnsafeBytes { try txn.put($0, forKey: k, in: samples, flags: .append) }
+                    try record.withUnsafeBytes { try txn.put($0, forKey: k, in: samples, flags: .append) }
                     try idBytes.withUnsafeBytes { try txn.put($0, forKey: k, in: indexToID, flags: .append) }
                     if let text = row.text {
                         try compressor.compress(text).withUnsafeBytes { try txn.put($0, forKey: k, in: texts, flags: .append) }
@@ -318,9 +320,11 @@ private struct PrepJob {
             return accepted
         }
         if accepted.count < batch.count { skipped["duplicate id", default: 0] += batch.count - accepted.count }
-        for i in accepted {
+        for (k, i) in accepted.enumerated() {
             let row = batch[i]
-            updateFingerprint(id: row.id, record: row.record, text: row.text)
+            var record = row.record
+            SampleRecord.seal(&record, index: start + k)
+            updateFingerprint(id: row.id, record: record, text: row.text)
             splitCounts[Int(row.split.rawValue)] += 1
             for s in 0..<3 where classCounts[s].count <= row.label {
                 classCounts[s] += [Int](repeating: 0, count: row.label + 1 - classCounts[s].count)
