@@ -320,11 +320,9 @@ private struct PrepJob {
             return accepted
         }
         if accepted.count < batch.count { skipped["duplicate id", default: 0] += batch.count - accepted.count }
-        for (k, i) in accepted.enumerated() {
+        for i in accepted {
             let row = batch[i]
-            var record = row.record
-            SampleRecord.seal(&record, index: start + k)
-            updateFingerprint(id: row.id, record: record, text: row.text)
+            updateFingerprint(id: row.id, record: SampleRecord.fingerprintBytes(ofUnsealed: row.record), text: row.text)
             splitCounts[Int(row.split.rawValue)] += 1
             for s in 0..<3 where classCounts[s].count <= row.label {
                 classCounts[s] += [Int](repeating: 0, count: row.label + 1 - classCounts[s].count)
@@ -388,11 +386,14 @@ private func fileName(_ path: String) -> String { (path as NSString).lastPathCom
 /// The dataset fingerprint (FORMAT.md §2.6):
 ///
 /// ```
-/// content = for each sample in index order: lp(id) ‖ lp(record) ‖ lp(raw text or empty)
+/// content = for each sample in index order: lp(id) ‖ lp(record as v1 encodes it) ‖ lp(raw text or empty)
 /// header  = "kdcache-dataset-v1\n" ‖ lp(signature) ‖ u32 label count ‖ lp(label)…
 /// fingerprint = "sha256:" + hex(SHA-256(header ‖ SHA-256(content)))
 /// ```
-/// where `lp(x)` is a `u32` little-endian byte length followed by the bytes.
+/// where `lp(x)` is a `u32` little-endian byte length followed by the bytes, and a record "as v1
+/// encodes it" has version byte 1 and the v1 CRC (without the key), whatever the store's format:
+/// the fingerprint names the data, so a v2 store and a v1 store of the same input share it (and a
+/// cache keyed to one fits the other).
 public enum DatasetFingerprint {
     public static func denseSignature(_ columns: [String]) -> String {
         "dense;columns=" + columns.joined(separator: ",")
@@ -418,9 +419,10 @@ public enum DatasetFingerprint {
                 if store.manifest.hasText {
                     text = try txn.withValue(forKey: key, in: store.texts) { Zlib.decompress($0) ?? [] } ?? []
                 }
-                var w = ByteWriter(capacity: 12 + id.count + record.count + text.count)
+                let canonical = store.format == .v1 ? Array(record) : SampleRecord.fingerprintBytes(of: record)
+                var w = ByteWriter(capacity: 12 + id.count + canonical.count + text.count)
                 w.appendLengthPrefixed(id)
-                w.appendLengthPrefixed(Array(record))
+                w.appendLengthPrefixed(canonical)
                 w.appendLengthPrefixed(text)
                 content.update(data: w.bytes)
                 return true

@@ -105,6 +105,20 @@ public struct SampleRecord: Equatable, Sendable {
         withUnsafeBytes(of: crc.littleEndian) { for i in 0..<4 { bytes[checksumOffset + i] = $0[i] } }
     }
 
+    /// The bytes the dataset fingerprint hashes for stored record `bytes` (FORMAT.md §2.6): the
+    /// record as format v1 encodes it (version byte 1, the CRC without the key), so that the
+    /// fingerprint does not depend on the store's format.
+    static func fingerprintBytes(of bytes: UnsafeRawBufferPointer) -> [UInt8] {
+        var v1 = Array(bytes)
+        guard v1.count >= headerSize else { return v1 }
+        v1[0] = RecordFormat.v1.recordVersion
+        seal(&v1, index: 0, format: .v1)
+        return v1
+    }
+
+    /// ``fingerprintBytes(of:)`` of a record encoded without its checksum.
+    static func fingerprintBytes(ofUnsealed bytes: [UInt8]) -> [UInt8] { bytes.withUnsafeBytes { fingerprintBytes(of: $0) } }
+
     /// Decodes and checks the record stored for sample `index` (see ``SampleView``).
     public static func decode(_ bytes: UnsafeRawBufferPointer, index: Int, classCount: Int? = nil, features: FeatureSpace? = nil,
                               format: RecordFormat = .current) throws(RecordError) -> SampleRecord {

@@ -71,6 +71,17 @@ import Testing
         if version == 1 { #expect(report.notes.first?.contains("records swapped between keys, cannot be detected") == true) }
     }
 
+    /// The fingerprint names the data, not the format: the v2 store of the v1 golden source has the
+    /// v1 fingerprint, and the v1 golden cache fits it.
+    @Test func aV2StoreOfTheSameInputHasTheV1FingerprintAndFitsV1Caches() throws {
+        let (v1, expected1) = try copies(1)
+        let (v2, expected2) = try copies(2)
+        #expect(expected2.dataset.fingerprint == expected1.dataset.fingerprint)
+        #expect(try DatasetStore(path: v2 + "/dataset.lmdb").manifest.fingerprint == expected1.dataset.fingerprint)
+        let report = try StoreVerifier.verify(path: v1 + "/softlabels.lmdb", dataset: v2 + "/dataset.lmdb")
+        #expect(report.isValid, "\(report.problems)")
+    }
+
     @Test func denseStoreV2ReadsIdentically() throws {
         let (dir, expected) = try copies(2)
         let e = try #require(expected.denseDataset)

@@ -623,13 +623,18 @@ class DatasetStore(_Store):
                 yield i, self._decode(bytes(v), i)
 
     def fingerprint(self) -> str:
-        """Recompute the fingerprint of FORMAT.md §2.6 from the content."""
+        """Recompute the fingerprint of FORMAT.md §2.6 from the content: each record as format v1
+        encodes it (version byte 1, the CRC without the key), so v1 and v2 stores of one input agree."""
         content = hashlib.sha256()
         with self.env.begin() as txn:
             for k, v in txn.cursor(db=self._samples):
                 sample_id = txn.get(k, db=self._index_to_id)
                 text = _decompress(txn.get(k, db=self._texts)) if self.manifest["has_text"] else b""
-                content.update(_lp(bytes(sample_id)) + _lp(bytes(v)) + _lp(text))
+                record = bytearray(v)
+                if self.version >= 2 and len(record) >= 16:
+                    record[0] = 1
+                    struct.pack_into("<I", record, 12, _record_crc(bytes(record), 12, None))
+                content.update(_lp(bytes(sample_id)) + _lp(bytes(record)) + _lp(text))
         header = b"kdcache-dataset-v1\n" + _lp(self.manifest["featurizer"]["signature"].encode())
         header += struct.pack("<I", len(self.manifest["labels"]))
         header += b"".join(_lp(l.encode("utf-8")) for l in self.manifest["labels"])

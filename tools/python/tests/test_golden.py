@@ -62,3 +62,14 @@ def test_v2_golden_bytes_checksums_and_both_encoders(tmp_path):
         kdcache.decode_soft_label(record, 3, sample=1, view=0)
     with pytest.raises(kdcache.FormatError, match="record version 2 in a format v1 store"):
         kdcache.decode_soft_label(record, 3, sample=0, view=0, version=1)
+
+
+def test_the_fingerprint_does_not_depend_on_the_format(tmp_path):
+    """The v2 store of the v1 golden source has the v1 fingerprint (FORMAT.md §2.6), recomputed by
+    this reader too, and the v1 golden cache verifies against it."""
+    v1 = json.loads((ROOT / "fixtures/format-v1/expected.json").read_text())
+    expected = copies(2, tmp_path)
+    assert expected["dataset"]["fingerprint"] == v1["dataset"]["fingerprint"]
+    assert kdcache.open(str(tmp_path / "dataset.lmdb")).fingerprint() == v1["dataset"]["fingerprint"]
+    shutil.copy(ROOT / "fixtures/format-v1/softlabels.lmdb", tmp_path / "v1-cache.lmdb")
+    assert run("verify", tmp_path / "v1-cache.lmdb", "--data", tmp_path / "dataset.lmdb").returncode == 0
