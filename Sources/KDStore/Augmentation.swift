@@ -18,7 +18,7 @@ public enum Augmentation: Equatable, Sendable, CustomStringConvertible {
         let parts = text.split(separator: ":", maxSplits: 1).map(String.init)
         guard parts.count == 2 else { return nil }
         let kv = parts[1].split(separator: "=").map(String.init)
-        guard kv.count == 2, let x = Double(kv[1]), x >= 0 else { return nil }
+        guard kv.count == 2, let x = Double(kv[1]), x.isFinite, x >= 0 else { return nil }
         switch (parts[0], kv[0]) {
         case ("token-dropout", "p") where x < 1: self = .tokenDropout(p: x)
         case ("gaussian", "sigma"): self = .gaussian(sigma: x)

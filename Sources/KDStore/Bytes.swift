@@ -15,7 +15,7 @@ struct ByteWriter {
     mutating func append(_ v: Float16) { append(v.bitPattern) }
     mutating func append(contentsOf other: some Sequence<UInt8>) { bytes.append(contentsOf: other) }
     /// A `u32` length followed by the bytes.
-    mutating func appendLengthPrefixed(_ other: [UInt8]) { append(UInt32(other.count)); bytes.append(contentsOf: other) }
+    mutating func appendLengthPrefixed(_ other: [UInt8]) { append(UInt32(clamping: other.count)); bytes.append(contentsOf: other) }
 
     /// Overwrites four bytes at `offset` with `v`, little-endian.
     mutating func set(_ v: UInt32, at offset: Int) {
@@ -50,6 +50,8 @@ struct ByteReader {
 public enum RecordError: Error, Equatable, CustomStringConvertible {
     case truncated(needed: Int, had: Int)
     case badVersion(UInt8)
+    /// A known record version in a store of the other format (FORMAT.md §4).
+    case wrongVersion(UInt8, store: RecordFormat)
     case badChecksum(stored: UInt32, computed: UInt32)
     case badLength(expected: Int, had: Int)
     case badField(String)
@@ -58,6 +60,7 @@ public enum RecordError: Error, Equatable, CustomStringConvertible {
         switch self {
         case let .truncated(needed, had): "record is truncated: needs \(needed) bytes, has \(had)"
         case let .badVersion(v): "unknown record version \(v)"
+        case let .wrongVersion(v, store): "record version \(v) in a \(store) store, which holds version \(store.recordVersion) records"
         case let .badChecksum(stored, computed):
             "CRC-32 mismatch: stored \(hex(stored)), computed \(hex(computed))"
         case let .badLength(expected, had): "record length \(had), expected \(expected)"
@@ -72,26 +75,40 @@ func hex(_ v: UInt32) -> String {
 }
 
 /// CRC-32 (IEEE 802.3, zlib's `crc32`; Python `zlib.crc32`) of `bytes`, continuing from `crc`.
+/// Buffers beyond zlib's 32-bit length are fed in 1 GiB pieces (no length conversion can trap).
 @inline(__always)
 public func crc32(_ bytes: UnsafeRawBufferPointer, continuing crc: UInt32 = 0) -> UInt32 {
     guard let base = bytes.baseAddress, bytes.count > 0 else { return crc }
-    return UInt32(CZlib.crc32(UInt(crc), base.assumingMemoryBound(to: Bytef.self), UInt32(bytes.count)))
+    var c = UInt(crc), offset = 0
+    while offset < bytes.count {
+        let n = min(bytes.count - offset, 1 << 30)
+        c = CZlib.crc32(c, (base + offset).assumingMemoryBound(to: Bytef.self), UInt32(n))
+        offset += n
+    }
+    return UInt32(truncatingIfNeeded: c)
 }
 
-/// CRC-32 of a record whose four checksum bytes at `offset` are left out: `crc32(r[..<offset] ‖ r[offset+4...])`.
+/// The checksum of a record: CRC-32 of `key ‖ r[..<offset] ‖ r[offset+4...]`, the record with its
+/// four checksum bytes at `offset` left out, preceded by the record's 8-byte key (as stored:
+/// big-endian) when `key` is given (format v2) or not (format v1, FORMAT.md §1).
 ///
-/// Records under 256 bytes use slicing-by-8 tables in Swift: for the 20–60-byte soft-label records
-/// of small label sets, zlib's set-up cost, paid twice per record, was a fifth of the write time
-/// (BENCHMARKS.md §2). Larger records use zlib. Both give zlib's CRC-32 (tested against it).
+/// `key` is the in-memory value whose bytes are the stored key, e.g. ``SampleKey/dataset(_:)``.
+/// The key is chained into the register, never copied next to the record. Records under 256
+/// bytes use slicing-by-8 tables in Swift: for the 20–60-byte soft-label records of small label
+/// sets, zlib's set-up cost, paid per piece, was a fifth of the write time (BENCHMARKS.md §2).
+/// Larger records use zlib. Both give zlib's CRC-32 (tested against it).
 @inline(__always)
-func recordChecksum(_ record: UnsafeRawBufferPointer, skipping offset: Int) -> UInt32 {
+func recordChecksum(_ record: UnsafeRawBufferPointer, skipping offset: Int, key: UInt64? = nil) -> UInt32 {
     if record.count < 256 {
         var c: UInt32 = 0xFFFF_FFFF
+        if let key { c = SmallCRC32.update(c, key: key) }
         c = SmallCRC32.update(c, UnsafeRawBufferPointer(rebasing: record[0..<offset]))
         c = SmallCRC32.update(c, UnsafeRawBufferPointer(rebasing: record[(offset + 4)...]))
         return c ^ 0xFFFF_FFFF
     }
-    let head = crc32(UnsafeRawBufferPointer(rebasing: record[0..<offset]))
+    var head: UInt32 = 0
+    if let key { head = withUnsafeBytes(of: key) { crc32($0) } }
+    head = crc32(UnsafeRawBufferPointer(rebasing: record[0..<offset]), continuing: head)
     return crc32(UnsafeRawBufferPointer(rebasing: record[(offset + 4)...]), continuing: head)
 }
 
@@ -108,6 +125,17 @@ enum SmallCRC32 {
         for k in 1..<8 { for n in 0..<256 { let prev = t[(k - 1) * 256 + n]; t[k * 256 + n] = (prev >> 8) ^ t[Int(prev & 0xFF)] } }
         return t
     }()
+
+    /// Continues a pre-inverted CRC register over the 8 bytes of `key` as they lie in memory: one
+    /// slicing-by-8 step, the same as ``update(_:_:)`` over those bytes.
+    @inline(__always)
+    static func update(_ crc: UInt32, key: UInt64) -> UInt32 {
+        let t = tables
+        let word = UInt64(littleEndian: key)   // the in-memory bytes, read as a little-endian word
+        let lo = UInt32(truncatingIfNeeded: word) ^ crc, hi = UInt32(truncatingIfNeeded: word >> 32)
+        return t[7 * 256 + Int(lo & 0xFF)] ^ t[6 * 256 + Int((lo >> 8) & 0xFF)] ^ t[5 * 256 + Int((lo >> 16) & 0xFF)] ^ t[4 * 256 + Int(lo >> 24)]
+            ^ t[3 * 256 + Int(hi & 0xFF)] ^ t[2 * 256 + Int((hi >> 8) & 0xFF)] ^ t[256 + Int((hi >> 16) & 0xFF)] ^ t[Int(hi >> 24)]
+    }
 
     /// Continues a pre-inverted CRC register `crc` over `bytes` (no final inversion).
     @inline(__always)
@@ -162,24 +190,35 @@ public final class ZlibCompressor {
 
 /// zlib (RFC 1950) decompression, as Python's `zlib.decompress` reads (writing: ``ZlibCompressor``).
 public enum Zlib {
-    /// Decompresses a zlib stream; `nil` when it is corrupt.
-    public static func decompress(_ bytes: UnsafeRawBufferPointer) -> [UInt8]? {
+    /// The largest output ``decompress(_:limit:)`` produces by default: 256 MiB, far above any
+    /// text prep stores, far below what a hostile length field could ask for.
+    public static let defaultLimit = 256 << 20
+
+    /// Decompresses exactly one complete zlib stream; `nil` when it is corrupt or truncated, has
+    /// bytes after its end, or would decompress to more than `limit` bytes. Never traps: every
+    /// length is checked before it reaches zlib's 32-bit fields, and the output grows in bounded
+    /// steps (at most 1 MiB at a time), never by a size read from the input.
+    public static func decompress(_ bytes: UnsafeRawBufferPointer, limit: Int = defaultLimit) -> [UInt8]? {
+        guard let input = bytes.baseAddress, bytes.count > 0, bytes.count <= Int(UInt32.max) else { return nil }
         var stream = z_stream()
         guard inflateInit_(&stream, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else { return nil }
         defer { inflateEnd(&stream) }
-        stream.next_in = UnsafeMutablePointer(mutating: bytes.baseAddress?.assumingMemoryBound(to: Bytef.self))
+        stream.next_in = UnsafeMutablePointer(mutating: input.assumingMemoryBound(to: Bytef.self))
         stream.avail_in = UInt32(bytes.count)
         var out: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: max(256, bytes.count * 4))
+        var chunk = [UInt8](repeating: 0, count: min(1 << 20, max(256, bytes.count.multipliedReportingOverflow(by: 4).partialValue)))
         while true {
             let rc = chunk.withUnsafeMutableBufferPointer { c -> Int32 in
                 stream.next_out = c.baseAddress
                 stream.avail_out = UInt32(c.count)
                 return inflate(&stream, Z_NO_FLUSH)
             }
-            out.append(contentsOf: chunk[0..<(chunk.count - Int(stream.avail_out))])
-            if rc == Z_STREAM_END { return out }
-            if rc != Z_OK { return nil }
+            let produced = chunk.count - Int(stream.avail_out)
+            guard out.count + produced <= limit else { return nil }
+            out.append(contentsOf: chunk[0..<produced])
+            if rc == Z_STREAM_END { return stream.avail_in == 0 ? out : nil }
+            // Z_BUF_ERROR: no progress possible (the input ended mid-stream); anything else: corrupt.
+            guard rc == Z_OK, produced > 0 || stream.avail_in > 0 else { return nil }
         }
     }
 }
@@ -189,12 +228,12 @@ public enum Zlib {
 public enum SampleKey {
     /// The 8-byte key of a dataset sample: `u64` big-endian sample index.
     @inline(__always)
-    public static func dataset(_ index: Int) -> UInt64 { UInt64(index).bigEndian }
+    public static func dataset(_ index: Int) -> UInt64 { UInt64(truncatingIfNeeded: index).bigEndian }
 
     /// The 8-byte key of a soft-label record: `u32` big-endian sample index ‖ `u32` big-endian view.
     @inline(__always)
     public static func softLabel(sample: Int, view: Int) -> UInt64 {
-        (UInt64(UInt32(sample)) << 32 | UInt64(UInt32(view))).bigEndian
+        (UInt64(UInt32(truncatingIfNeeded: sample)) << 32 | UInt64(UInt32(truncatingIfNeeded: view))).bigEndian
     }
 
     /// Decodes a soft-label key into (sample, view).
@@ -204,10 +243,10 @@ public enum SampleKey {
         return (Int(v >> 32), Int(v & 0xffff_ffff))
     }
 
-    /// Decodes a dataset key into a sample index.
+    /// Decodes a dataset key into a sample index; `nil` for a key of another length or beyond `Int.max`.
     public static func decodeDataset(_ key: UnsafeRawBufferPointer) -> Int? {
         guard key.count == 8 else { return nil }
-        return Int(UInt64(bigEndian: key.loadUnaligned(as: UInt64.self)))
+        return Int(exactly: UInt64(bigEndian: key.loadUnaligned(as: UInt64.self)))
     }
 }
 

@@ -93,6 +93,7 @@ private struct PendingRow {
     var id: String
     var line: Int
     var file: String
+    /// The encoded record without its checksum, which needs the sample's index (``SampleRecord/seal(_:index:format:)``).
     var record: [UInt8]
     var text: [UInt8]?
     var split: Split
@@ -182,8 +183,7 @@ private struct PrepJob {
             throw StoreError(path: options.input, message: "no valid rows", hint: "Check the column flags against the file's header")
         }
         let manifest = finishManifest()
-        let encoded = try ManifestCoding.encode(manifest)
-        try environment.write { txn throws in try ManifestIO.writeBytes(encoded, in: txn, meta: meta) }
+        try environment.write { txn throws in try ManifestIO.write(manifest, in: txn, meta: meta) }
         return manifest
     }
 
@@ -269,7 +269,7 @@ private struct PrepJob {
             guard let text = row.values[3] else { throw fail(column, "missing text", skipHint) }
             let (indices, values) = featurizer.features(text)
             let record = SampleRecord(split: split, label: label, kind: .sparse, indices: indices, values: values)
-            return PendingRow(id: id, line: row.line, file: file, record: record.encoded(), text: Array(text.utf8),
+            return PendingRow(id: id, line: row.line, file: file, record: record.encodedWithoutChecksum(), text: Array(text.utf8),
                               split: split, label: label, dense: nil)
         }
         let columns = denseColumns ?? []
@@ -281,7 +281,7 @@ private struct PrepJob {
             vector[j] = v
         }
         let record = SampleRecord(split: split, label: label, kind: .dense, indices: [], values: vector)
-        return PendingRow(id: id, line: row.line, file: file, record: record.encoded(), text: nil,
+        return PendingRow(id: id, line: row.line, file: file, record: record.encodedWithoutChecksum(), text: nil,
                           split: split, label: label, dense: vector)
     }
 
@@ -308,8 +308,10 @@ private struct PrepJob {
                                      message: "duplicate id '\(row.id)' (already used by sample \(first))",
                                      hint: "Ids must be unique; fix the data or pass --skip-invalid")
                 }
+                var record = row.record
+                SampleRecord.seal(&record, index: index)   // the index, known only now, enters the checksum
                 try withUnsafeBytes(of: &key) { k in
-                    try row.record.withUnsafeBytes { try txn.put($0, forKey: k, in: samples, flags: .append) }
+                    try record.withUnsafeBytes { try txn.put($0, forKey: k, in: samples, flags: .append) }
                     try idBytes.withUnsafeBytes { try txn.put($0, forKey: k, in: indexToID, flags: .append) }
                     if let text = row.text {
                         try compressor.compress(text).withUnsafeBytes { try txn.put($0, forKey: k, in: texts, flags: .append) }
@@ -322,7 +324,7 @@ private struct PrepJob {
         if accepted.count < batch.count { skipped["duplicate id", default: 0] += batch.count - accepted.count }
         for i in accepted {
             let row = batch[i]
-            updateFingerprint(id: row.id, record: row.record, text: row.text)
+            updateFingerprint(id: row.id, record: SampleRecord.fingerprintBytes(ofUnsealed: row.record), text: row.text)
             splitCounts[Int(row.split.rawValue)] += 1
             for s in 0..<3 where classCounts[s].count <= row.label {
                 classCounts[s] += [Int](repeating: 0, count: row.label + 1 - classCounts[s].count)
@@ -386,11 +388,14 @@ private func fileName(_ path: String) -> String { (path as NSString).lastPathCom
 /// The dataset fingerprint (FORMAT.md §2.6):
 ///
 /// ```
-/// content = for each sample in index order: lp(id) ‖ lp(record) ‖ lp(raw text or empty)
+/// content = for each sample in index order: lp(id) ‖ lp(record as v1 encodes it) ‖ lp(raw text or empty)
 /// header  = "kdcache-dataset-v1\n" ‖ lp(signature) ‖ u32 label count ‖ lp(label)…
 /// fingerprint = "sha256:" + hex(SHA-256(header ‖ SHA-256(content)))
 /// ```
-/// where `lp(x)` is a `u32` little-endian byte length followed by the bytes.
+/// where `lp(x)` is a `u32` little-endian byte length followed by the bytes, and a record "as v1
+/// encodes it" has version byte 1 and the v1 CRC (without the key), whatever the store's format:
+/// the fingerprint names the data, so a v2 store and a v1 store of the same input share it (and a
+/// cache keyed to one fits the other).
 public enum DatasetFingerprint {
     public static func denseSignature(_ columns: [String]) -> String {
         "dense;columns=" + columns.joined(separator: ",")
@@ -416,9 +421,10 @@ public enum DatasetFingerprint {
                 if store.manifest.hasText {
                     text = try txn.withValue(forKey: key, in: store.texts) { Zlib.decompress($0) ?? [] } ?? []
                 }
-                var w = ByteWriter(capacity: 12 + id.count + record.count + text.count)
+                let canonical = store.format == .v1 ? Array(record) : SampleRecord.fingerprintBytes(of: record)
+                var w = ByteWriter(capacity: 12 + id.count + canonical.count + text.count)
                 w.appendLengthPrefixed(id)
-                w.appendLengthPrefixed(Array(record))
+                w.appendLengthPrefixed(canonical)
                 w.appendLengthPrefixed(text)
                 content.update(data: w.bytes)
                 return true

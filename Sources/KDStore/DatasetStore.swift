@@ -14,24 +14,30 @@ import LMDB
 public final class DatasetStore: @unchecked Sendable {
     public let path: String
     public let environment: Environment
+    /// The manifest, every field checked (``DatasetManifest/problems()``), its checksum too (v2).
     public let manifest: DatasetManifest
+    /// The record layout, from the manifest's schema version.
+    public let format: RecordFormat
+    /// The feature space every record is bounded by.
+    public let features: FeatureSpace
     let samples, texts, idToIndex, indexToID: Database
 
-    /// Opens the store read-only; refuses files that are not kdcache dataset stores.
-    public init(path: String) throws {
-        let (env, kind, manifestBytes) = try openStoreFile(path)
+    /// Opens the store read-only; refuses files that are not kdcache dataset stores, and stores
+    /// whose manifest fails its checksum or any field check (the error names the field).
+    public convenience init(path: String) throws {
+        let (env, kind, _) = try openStoreFile(path)
         guard kind == .dataset else {
             throw StoreError(path: path, message: "is a \(kind == .softLabels ? "soft-label cache" : kind.rawValue), not a dataset store",
                              hint: "Pass the file written by kdcache prep")
         }
-        let manifest: DatasetManifest
-        do { manifest = try ManifestCoding.decode(DatasetManifest.self, from: manifestBytes) } catch {
-            throw StoreError(path: path, message: "unreadable dataset manifest: \(error)")
+        guard let inspection = try ManifestIO.inspect(DatasetManifest.self, in: env) else {
+            throw StoreError(path: path, message: "not a complete kdcache store (no manifest)")
         }
-        guard manifest.schemaVersion <= DatasetManifest.currentSchemaVersion else {
-            throw StoreError(path: path, message: "dataset schema version \(manifest.schemaVersion) is newer than this kdcache reads (\(DatasetManifest.currentSchemaVersion))",
-                             hint: "Upgrade kdcache")
-        }
+        try self.init(path: path, environment: env, manifest: try inspection.manifest(path: path))
+    }
+
+    /// A store over an environment already open, with a manifest already read (and checked by the caller).
+    init(path: String, environment env: Environment, manifest: DatasetManifest) throws {
         do {
             samples = try env.openDatabase(named: DatabaseName.samples)
             texts = try env.openDatabase(named: DatabaseName.texts)
@@ -43,11 +49,19 @@ public final class DatasetStore: @unchecked Sendable {
         self.path = path
         self.environment = env
         self.manifest = manifest
+        self.format = RecordFormat(schemaVersion: manifest.schemaVersion) ?? .current
+        self.features = manifest.featurizer.space
     }
 
     /// The number of samples.
     public var count: Int { manifest.sampleCount }
     public var classCount: Int { manifest.labels.count }
+
+    /// Checks the record stored for sample `index` against this store (format, labels, features).
+    @inline(__always)
+    func view(_ bytes: UnsafeRawBufferPointer, index: Int, verifyChecksum: Bool = true) throws(RecordError) -> SampleView {
+        try SampleView(bytes, index: index, classCount: classCount, features: features, format: format, verifyChecksum: verifyChecksum)
+    }
 
     /// Lends sample `index` as a checked zero-copy view; the view is valid inside `body` only.
     public func withSample<R>(_ index: Int, _ body: (SampleView) throws -> R) throws -> R {
@@ -55,7 +69,7 @@ public final class DatasetStore: @unchecked Sendable {
             var key = SampleKey.dataset(index)
             let result = try withUnsafeBytes(of: &key) { k in
                 try txn.withValue(forKey: k, in: samples) { bytes in
-                    do { return try body(try SampleView(bytes, classCount: classCount)) } catch let e as RecordError {
+                    do { return try body(try view(bytes, index: index)) } catch let e as RecordError {
                         throw StoreError(path: path, message: "sample \(index): \(e)", hint: "Run kdcache verify")
                     }
                 }
@@ -67,7 +81,7 @@ public final class DatasetStore: @unchecked Sendable {
 
     /// Sample `index`, decoded.
     public func sample(_ index: Int) throws -> SampleRecord {
-        try withSample(index) { try SampleRecord.decode($0.bytes) }
+        try withSample(index) { SampleRecord($0) }
     }
 
     /// The original id of sample `index`.
@@ -92,7 +106,7 @@ public final class DatasetStore: @unchecked Sendable {
             return try withUnsafeBytes(of: &key) { k in
                 try txn.withValue(forKey: k, in: texts) { compressed -> String in
                     guard let raw = Zlib.decompress(compressed) else {
-                        throw StoreError(path: path, message: "sample \(index): corrupt compressed text", hint: "Run kdcache verify")
+                        throw StoreError(path: path, message: "sample \(index): corrupt or oversized compressed text", hint: "Run kdcache verify")
                     }
                     return String(decoding: raw, as: UTF8.self)
                 }
@@ -108,7 +122,7 @@ public final class DatasetStore: @unchecked Sendable {
                 guard let index = SampleKey.decodeDataset(key) else {
                     throw StoreError(path: path, message: "malformed sample key of \(key.count) bytes")
                 }
-                do { return try body(index, try SampleView(value, classCount: classCount)) } catch let e as RecordError {
+                do { return try body(index, try view(value, index: index)) } catch let e as RecordError {
                     throw StoreError(path: path, message: "sample \(index): \(e)", hint: "Run kdcache verify")
                 }
             }

@@ -7,9 +7,17 @@ import LMDB
 public enum StoreExporter {
     public struct Result: Sendable { public var bytes: Int; public var sha256: String }
 
+    /// Exports `path` after checking it completely (``StoreVerifier``): a store that fails
+    /// `verify` is not passed on, so what is shared is what was checked.
     public static func export(_ path: String, to output: String, compress: Bool, overwrite: Bool) throws -> Result {
         if FileManager.default.fileExists(atPath: output) && !overwrite {
             throw StoreError(path: output, message: "already exists", hint: "Pass --force to replace it, or choose another --out")
+        }
+        let report = try StoreVerifier.verify(path: path)
+        guard report.isValid else {
+            let count = report.problems.count + report.unlistedProblems
+            throw StoreError(path: path, message: "fails verification (\(count) problem\(count == 1 ? "" : "s"), first: \(report.problems.first ?? "?"))",
+                             hint: "Run kdcache verify \(path) for the full list; export shares only stores that verify")
         }
         let (env, _, _) = try openStoreFile(path)
         let temporary = output + ".tmp-\(getpid())"

@@ -1,3 +1,5 @@
+import Foundation
+
 /// The element type of stored log-probabilities.
 public enum LogProbDType: UInt8, Sendable, Codable, CaseIterable {
     case float32 = 1
@@ -20,42 +22,48 @@ public enum LogProbDType: UInt8, Sendable, Codable, CaseIterable {
 ///
 /// Layout (little-endian, FORMAT.md §3.2):
 /// ```
-/// 0  u8   record version (1)
+/// 0  u8   record version (2; 1 in format-v1 caches)
 /// 1  u8   dtype (1 = f32, 2 = f16)
 /// 2  u16  k: 0 = dense (all C classes), else the number of top classes kept
-/// 4  u32  CRC-32 of bytes [0, 4) ‖ [8, end)
+/// 4  u32  CRC-32 of key ‖ bytes [0, 4) ‖ [8, end)   (v1: of bytes [0, 4) ‖ [8, end))
 /// 8  dense: C × dtype log p, class order
 ///    top-k: k × u32 class index, k × dtype log p (descending), f32 log of the tail's total probability
 /// ```
-/// A 1000-class f16 dense record is 2008 bytes: under LMDB's 2022-byte inline limit for 8-byte keys.
+/// where `key` is the record's 8-byte key. A 1000-class f16 dense record is 2008 bytes: under
+/// LMDB's 2022-byte inline limit for 8-byte keys.
 public enum SoftLabelRecord {
-    public static let version: UInt8 = 1
+    /// The version byte kdcache writes.
+    public static let version: UInt8 = RecordFormat.current.recordVersion
     public static let headerSize = 8
+    static let checksumOffset = 4
 
     /// The encoded size of a record.
     public static func size(classCount: Int, dtype: LogProbDType, topK: Int) -> Int {
         topK == 0 ? headerSize + classCount * dtype.byteWidth : headerSize + topK * (4 + dtype.byteWidth) + 4
     }
 
-    /// Encodes log-probabilities over all classes, keeping the `topK` largest when `topK > 0`.
-    public static func encode(logProbs: [Float], dtype: LogProbDType, topK: Int = 0) -> [UInt8] {
+    /// Encodes the record of (sample, view) from log-probabilities over all classes, keeping the
+    /// `topK` largest when `topK > 0`.
+    public static func encode(logProbs: [Float], dtype: LogProbDType, topK: Int = 0, sample: Int, view: Int,
+                              format: RecordFormat = .current) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: size(classCount: logProbs.count, dtype: dtype, topK: topK))
-        out.withUnsafeMutableBytes { encode(logProbs: logProbs, dtype: dtype, topK: topK, into: $0) }
+        out.withUnsafeMutableBytes { encode(logProbs: logProbs, dtype: dtype, topK: topK, sample: sample, view: view, format: format, into: $0) }
         return out
     }
 
     /// Encodes into `buffer`, which must be exactly ``size(classCount:dtype:topK:)`` bytes (for
     /// writing straight into the map with `MDB_RESERVE`).
-    public static func encode(logProbs: [Float], dtype: LogProbDType, topK: Int, into buffer: UnsafeMutableRawBufferPointer) {
-        logProbs.withUnsafeBufferPointer { encode(logProbs: $0, dtype: dtype, topK: topK, into: buffer) }
+    public static func encode(logProbs: [Float], dtype: LogProbDType, topK: Int, sample: Int, view: Int,
+                              format: RecordFormat = .current, into buffer: UnsafeMutableRawBufferPointer) {
+        logProbs.withUnsafeBufferPointer { encode(logProbs: $0, dtype: dtype, topK: topK, sample: sample, view: view, format: format, into: buffer) }
     }
 
-    /// Encodes the log-probabilities in `logProbs` (one record's C values, read in place) into
-    /// `buffer`, which must be exactly ``size(classCount:dtype:topK:)`` bytes.
-    public static func encode(logProbs: UnsafeBufferPointer<Float>, dtype: LogProbDType, topK: Int,
-                              into buffer: UnsafeMutableRawBufferPointer) {
+    /// Encodes the log-probabilities in `logProbs` (one record's C values, read in place) as the
+    /// record of (sample, view) into `buffer`, which must be exactly ``size(classCount:dtype:topK:)`` bytes.
+    public static func encode(logProbs: UnsafeBufferPointer<Float>, dtype: LogProbDType, topK: Int, sample: Int, view: Int,
+                              format: RecordFormat = .current, into buffer: UnsafeMutableRawBufferPointer) {
         precondition(buffer.count == size(classCount: logProbs.count, dtype: dtype, topK: topK))
-        buffer[0] = version
+        buffer[0] = format.recordVersion
         buffer[1] = dtype.rawValue
         buffer.storeBytes(of: UInt16(topK).littleEndian, toByteOffset: 2, as: UInt16.self)
         let body = buffer.baseAddress! + headerSize
@@ -80,12 +88,31 @@ public enum SoftLabelRecord {
             let logTail = logSumExp(tail.map { logProbs[$0] })
             buffer.storeBytes(of: logTail.bitPattern.littleEndian, toByteOffset: buffer.count - 4, as: UInt32.self)
         }
-        let crc = recordChecksum(UnsafeRawBufferPointer(buffer), skipping: 4)
-        buffer.storeBytes(of: crc.littleEndian, toByteOffset: 4, as: UInt32.self)
+        seal(buffer, sample: sample, view: view, format: format)
     }
+
+    /// Writes the checksum of the encoded record in `buffer` for the key of (sample, view).
+    static func seal(_ buffer: UnsafeMutableRawBufferPointer, sample: Int, view: Int, format: RecordFormat = .current) {
+        let key = format.checksumKey(SampleKey.softLabel(sample: sample, view: view))
+        let crc = recordChecksum(UnsafeRawBufferPointer(buffer), skipping: checksumOffset, key: key)
+        buffer.storeBytes(of: crc.littleEndian, toByteOffset: checksumOffset, as: UInt32.self)
+    }
+
+    /// The largest positive log-probability a record may hold: 2^-10, room for the rounding of a
+    /// value at 0 and no more (a log-probability is at most 0).
+    public static let logProbTolerance: Float = 1.0 / 1024
 }
 
 /// A checked, zero-copy view of a soft-label record in the LMDB map; valid while its transaction lives.
+///
+/// Construction checks everything a reader relies on, so that decoding can never trap or yield a
+/// non-distribution: version (against the store's format), dtype, length against `classCount`,
+/// the CRC (over the key in v2), and the values: top-k class indices below C and distinct, every
+/// log-probability and the tail neither NaN nor +inf nor above ``SoftLabelRecord/logProbTolerance``
+/// (−inf is log 0), the tail −inf when k = C, and the largest entry at least
+/// `log(1 / m) − 0.05` with m = C (dense) or k + 1 (top-k: k classes and the tail), which a
+/// distribution over m parts must reach. Σ p = 1 itself is checked by `verify` only (it costs an
+/// `exp` per class).
 public struct SoftLabelView: @unchecked Sendable {
     public let bytes: UnsafeRawBufferPointer
     public let dtype: LogProbDType
@@ -93,22 +120,116 @@ public struct SoftLabelView: @unchecked Sendable {
     public let topK: Int
     public let classCount: Int
 
-    /// Checks version, dtype, length against `classCount`, and (by default) the CRC.
-    public init(_ bytes: UnsafeRawBufferPointer, classCount: Int, verifyChecksum: Bool = true) throws(RecordError) {
+    /// Checks the record stored under (sample, view) (its key enters the v2 CRC).
+    /// `verifyChecksum: false` skips only the CRC, never the value checks.
+    public init(_ bytes: UnsafeRawBufferPointer, sample: Int, view: Int, classCount: Int,
+                format: RecordFormat = .current, verifyChecksum: Bool = true) throws(RecordError) {
         var r = ByteReader(bytes)
-        let version = try r.read(UInt8.self)
-        guard version == SoftLabelRecord.version else { throw .badVersion(version) }
+        try format.check(version: try r.read(UInt8.self))
         guard let dtype = LogProbDType(rawValue: try r.read(UInt8.self)) else { throw .badField("unknown dtype") }
         let k = Int(try r.read(UInt16.self))
         let stored = try r.read(UInt32.self)
+        guard classCount >= 1 else { throw .badField("no classes") }
         let expected = SoftLabelRecord.size(classCount: classCount, dtype: dtype, topK: k)
         guard bytes.count == expected else { throw .badLength(expected: expected, had: bytes.count) }
         if verifyChecksum {
-            let computed = recordChecksum(bytes, skipping: 4)
+            let key = format.checksumKey(SampleKey.softLabel(sample: sample, view: view))
+            let computed = recordChecksum(bytes, skipping: SoftLabelRecord.checksumOffset, key: key)
             guard computed == stored else { throw .badChecksum(stored: stored, computed: computed) }
         }
         guard k <= classCount else { throw .badField("top-k \(k) exceeds \(classCount) classes") }
         self.bytes = bytes; self.dtype = dtype; self.topK = k; self.classCount = classCount
+        try checkValues()
+    }
+
+    /// The value checks of the type's documentation: O(C) for dense records, O(k) (O(k log k) for
+    /// k > 32) for top-k ones, on the stored bits (no float16 conversion per value).
+    private func checkValues() throws(RecordError) {
+        let h = SoftLabelRecord.headerSize
+        let valuesOffset = topK == 0 ? h : h + 4 * topK
+        let n = topK == 0 ? classCount : topK
+        var largest: Float
+        // Each value's bits map to an order-preserving key (negative: ~b, else b | sign bit), so
+        // that "not NaN, not above the tolerance" is `minimum key ≥ key(−inf)` and `maximum key ≤
+        // key(tolerance)`, and the largest value is the maximum key: two branch-free reductions
+        // the compiler vectorizes. Only a record that fails is scanned again, to name the value.
+        switch dtype {
+        case .float16:
+            let limit = Float16(SoftLabelRecord.logProbTolerance).bitPattern | 0x8000
+            var low = UInt16.max, high = UInt16.min
+            let base = bytes.baseAddress! + valuesOffset
+            for j in 0..<n {
+                let b = UInt16(littleEndian: base.loadUnaligned(fromByteOffset: 2 * j, as: UInt16.self))
+                let key = b ^ (UInt16(bitPattern: Int16(bitPattern: b) >> 15) | 0x8000)
+                low = min(low, key); high = max(high, key)
+            }
+            guard low >= ~UInt16(0xFC00), high <= limit else {
+                let j = (0..<n).first { j in
+                    let b = UInt16(littleEndian: base.loadUnaligned(fromByteOffset: 2 * j, as: UInt16.self))
+                    return b & 0x8000 != 0 ? b > 0xFC00 : b > limit & 0x7FFF
+                } ?? 0
+                let b = UInt16(littleEndian: base.loadUnaligned(fromByteOffset: 2 * j, as: UInt16.self))
+                throw .badField(Self.describeBad(Float(Float16(bitPattern: b)), entry: j, topK: topK))
+            }
+            largest = Float(Float16(bitPattern: high & 0x8000 != 0 ? high & 0x7FFF : ~high))
+        case .float32:
+            let limit = SoftLabelRecord.logProbTolerance.bitPattern | 0x8000_0000
+            var low = UInt32.max, high = UInt32.min
+            let base = bytes.baseAddress! + valuesOffset
+            for j in 0..<n {
+                let b = UInt32(littleEndian: base.loadUnaligned(fromByteOffset: 4 * j, as: UInt32.self))
+                let key = b ^ (UInt32(bitPattern: Int32(bitPattern: b) >> 31) | 0x8000_0000)
+                low = min(low, key); high = max(high, key)
+            }
+            guard low >= ~UInt32(0xFF80_0000), high <= limit else {
+                let j = (0..<n).first { j in
+                    let b = UInt32(littleEndian: base.loadUnaligned(fromByteOffset: 4 * j, as: UInt32.self))
+                    return b & 0x8000_0000 != 0 ? b > 0xFF80_0000 : b > limit & 0x7FFF_FFFF
+                } ?? 0
+                let b = UInt32(littleEndian: base.loadUnaligned(fromByteOffset: 4 * j, as: UInt32.self))
+                throw .badField(Self.describeBad(Float(bitPattern: b), entry: j, topK: topK))
+            }
+            largest = Float(bitPattern: high & 0x8000_0000 != 0 ? high & 0x7FFF_FFFF : ~high)
+        }
+        var parts = classCount
+        if topK > 0 {
+            parts = topK + 1
+            try checkClasses()
+            let tail = Float(bitPattern: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: bytes.count - 4, as: UInt32.self)))
+            guard !tail.isNaN, tail <= SoftLabelRecord.logProbTolerance else { throw .badField("log tail mass is \(tail), not a log-probability") }
+            if topK == classCount {
+                guard tail == -.infinity else { throw .badField("log tail mass is \(tail) but all \(classCount) classes are kept (it must be -inf)") }
+                parts = classCount
+            }
+            largest = max(largest, tail)
+        }
+        let bound = -Foundation.log(Float(parts))
+        guard largest >= bound - 0.05 else {
+            throw .badField("the largest log-probability is \(largest), below log(1/\(parts)) = \(bound): not a distribution")
+        }
+    }
+
+    /// Top-k class indices: each below C, no class twice.
+    private func checkClasses() throws(RecordError) {
+        let h = SoftLabelRecord.headerSize
+        func classIndex(_ j: Int) -> UInt32 { UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: h + 4 * j, as: UInt32.self)) }
+        for j in 0..<topK where Int(classIndex(j)) >= classCount {
+            throw .badField("top-k entry \(j) names class \(classIndex(j)), beyond \(classCount) classes")
+        }
+        if topK <= 32 {
+            for j in 1..<max(1, topK) {
+                let c = classIndex(j)
+                for i in 0..<j where classIndex(i) == c { throw .badField("class \(c) appears twice among the top-\(topK) entries") }
+            }
+        } else {
+            let sorted = (0..<topK).map(classIndex).sorted()
+            for j in 1..<topK where sorted[j] == sorted[j - 1] { throw .badField("class \(sorted[j]) appears twice among the top-\(topK) entries") }
+        }
+    }
+
+    private static func describeBad(_ v: Float, entry j: Int, topK: Int) -> String {
+        let which = topK == 0 ? "class \(j)" : "top-k entry \(j)"
+        return "\(which): log-probability \(v) is \(v.isNaN ? "NaN" : v == .infinity ? "+inf" : "above 0")"
     }
 
     @inline(__always)
@@ -153,7 +274,6 @@ public struct SoftLabelView: @unchecked Sendable {
     }
 }
 
-import Foundation
 
 /// log Σ exp(x), max-shifted so it never overflows; −∞ for an empty input.
 public func logSumExp(_ x: [Float]) -> Float {

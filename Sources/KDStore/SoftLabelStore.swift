@@ -36,8 +36,9 @@ public struct TeacherManifest: Codable, Equatable, Sendable {
     public var augmentationSeed: UInt64?
 
     public var logProbDType: LogProbDType { LogProbDType(name: dtype) ?? .float32 }
-    /// The completed ranges as Swift ranges.
-    public var completedRanges: [Range<Int>] { completed.map { $0[0]..<$0[1] } }
+    /// The completed ranges as Swift ranges (entries that are not `[a, b]` with a ≤ b are left
+    /// out: a checked manifest has none, see ``problems(key:classCount:sampleCount:into:)``).
+    public var completedRanges: [Range<Int>] { completed.compactMap { $0.count == 2 && $0[0] <= $0[1] ? $0[0]..<$0[1] : nil } }
     /// The number of samples whose views are all written.
     public var completedSamples: Int { completedRanges.reduce(0) { $0 + $1.count } }
 }
@@ -45,7 +46,8 @@ public struct TeacherManifest: Codable, Equatable, Sendable {
 /// The soft-label cache manifest: JSON under `manifest` in `meta` (FORMAT.md §3.1).
 public struct SoftLabelManifest: Codable, Equatable, Sendable {
     public static let formatName = "kdcache-softlabels"
-    public static let currentSchemaVersion = 1
+    /// The schema version kdcache writes (FORMAT.md §4).
+    public static let currentSchemaVersion = RecordFormat.current.schemaVersion
 
     public var format = formatName
     public var schemaVersion = currentSchemaVersion
@@ -97,42 +99,76 @@ public final class SoftLabelStore: @unchecked Sendable {
     public let manifest: SoftLabelManifest
     let teacherDatabases: [String: Database]
 
-    public init(path: String) throws {
-        let (env, kind, bytes) = try openStoreFile(path)
+    /// The record layout, from the manifest's schema version.
+    public let format: RecordFormat
+
+    /// Opens the cache read-only; refuses files that are not kdcache soft-label caches, and caches
+    /// whose manifest fails its checksum or any field check (the error names the field).
+    public convenience init(path: String) throws {
+        let (env, kind, _) = try openStoreFile(path)
         guard kind == .softLabels else {
             throw StoreError(path: path, message: "is a dataset store, not a soft-label cache", hint: "Pass the file written by kdcache teach or import")
         }
-        let manifest: SoftLabelManifest
-        do { manifest = try ManifestCoding.decode(SoftLabelManifest.self, from: bytes) } catch {
-            throw StoreError(path: path, message: "unreadable soft-label manifest: \(error)")
+        guard let inspection = try ManifestIO.inspect(SoftLabelManifest.self, in: env) else {
+            throw StoreError(path: path, message: "not a complete kdcache store (no manifest)")
         }
-        guard manifest.schemaVersion <= SoftLabelManifest.currentSchemaVersion else {
-            throw StoreError(path: path, message: "soft-label schema version \(manifest.schemaVersion) is newer than this kdcache reads", hint: "Upgrade kdcache")
-        }
+        try self.init(path: path, environment: env, manifest: try inspection.manifest(path: path))
+    }
+
+    /// A cache over an environment already open, with a manifest already read (and checked by the caller).
+    init(path: String, environment env: Environment, manifest: SoftLabelManifest) throws {
         var dbs: [String: Database] = [:]
         for name in manifest.teachers.keys {
             do { dbs[name] = try env.openDatabase(named: DatabaseName.teacher(name)) } catch {
-                throw StoreError(path: path, message: "teacher '\(name)' is in the manifest but its records are missing")
+                throw StoreError(path: path, message: "teacher '\(name)' is in the manifest but its records are missing (\(error))")
             }
         }
         self.path = path; self.environment = env; self.manifest = manifest; self.teacherDatabases = dbs
+        self.format = RecordFormat(schemaVersion: manifest.schemaVersion) ?? .current
+    }
+
+    /// The checked manifest of an existing cache a writer is about to extend: it must be format
+    /// v2 (this kdcache writes v2 records only; a v1 cache is upgraded by `kdcache merge`).
+    static func manifestForWriting(_ env: Environment, path: String) throws -> SoftLabelManifest {
+        guard let inspection = try ManifestIO.inspect(SoftLabelManifest.self, in: env) else {
+            throw StoreError(path: path, message: "not a complete kdcache store (no manifest)",
+                             hint: "It may be a partial file from an interrupted run; recreate it")
+        }
+        let manifest = try inspection.manifest(path: path)
+        guard inspection.format == .current else {
+            throw StoreError(path: path, message: "is a \(inspection.format.map(String.init(describing:)) ?? "older") cache; this kdcache adds records to \(RecordFormat.current) caches only",
+                             hint: "Write to a new --out, or upgrade the cache first with kdcache merge \(path) --out NEW (it re-checksums every record) and write into NEW")
+        }
+        return manifest
     }
 
     public var classCount: Int { manifest.labels.count }
 
     /// The named teacher, or the only one when `name` is nil.
-    public func teacher(_ name: String? = nil) throws -> TeacherManifest {
+    public func teacher(_ name: String? = nil) throws -> TeacherManifest { try entry(name).manifest }
+
+    /// The named teacher (or the only one) with its key, which names its database.
+    func entry(_ name: String?) throws -> (key: String, manifest: TeacherManifest, database: Database) {
+        let key: String
         if let name {
-            guard let t = manifest.teachers[name] else {
-                throw StoreError(path: path, message: "no teacher '\(name)'", hint: "The cache has: \(manifest.teachers.keys.sorted().joined(separator: ", "))")
+            key = name
+        } else {
+            guard manifest.teachers.count == 1, let only = manifest.teachers.keys.first else {
+                throw StoreError(path: path, message: manifest.teachers.isEmpty ? "the cache holds no teacher" : "the cache holds several teachers",
+                                 hint: "Name one of: \(manifest.teachers.keys.sorted().joined(separator: ", "))")
             }
-            return t
+            key = only
         }
-        guard manifest.teachers.count == 1, let only = manifest.teachers.values.first else {
-            throw StoreError(path: path, message: manifest.teachers.isEmpty ? "the cache holds no teacher" : "the cache holds several teachers",
-                             hint: "Name one of: \(manifest.teachers.keys.sorted().joined(separator: ", "))")
+        guard let t = manifest.teachers[key], let db = teacherDatabases[key] else {
+            throw StoreError(path: path, message: "no teacher '\(key)'", hint: "The cache has: \(manifest.teachers.keys.sorted().joined(separator: ", "))")
         }
-        return only
+        return (key, t, db)
+    }
+
+    /// Checks the record stored under (sample, view) against this cache (format, classes, values).
+    @inline(__always)
+    func view(_ bytes: UnsafeRawBufferPointer, sample: Int, view: Int, verifyChecksum: Bool = true) throws(RecordError) -> SoftLabelView {
+        try SoftLabelView(bytes, sample: sample, view: view, classCount: classCount, format: format, verifyChecksum: verifyChecksum)
     }
 
     /// Throws unless `manifest` was written against `dataset` (fingerprint, labels, featurizer).
@@ -147,6 +183,10 @@ public final class SoftLabelStore: @unchecked Sendable {
             throw StoreError(path: path, message: "dataset fingerprint differs (cache: \(manifest.datasetFingerprint), dataset: \(dataset.fingerprint))",
                              hint: "The cache was written for another version of the data; recompute it")
         }
+        if manifest.sampleCount != dataset.sampleCount {
+            throw StoreError(path: path, message: "manifest says \(manifest.sampleCount) samples, the dataset has \(dataset.sampleCount)",
+                             hint: "The manifest was edited or damaged; run kdcache verify")
+        }
     }
 
     /// Throws unless this cache was written against `dataset`; the message says which part differs.
@@ -154,15 +194,16 @@ public final class SoftLabelStore: @unchecked Sendable {
         try Self.checkCompatible(manifest, with: dataset, path: path)
     }
 
-    /// Lends the record of (sample, view) of a teacher as a checked zero-copy view; `nil` if absent.
+    /// Lends the record of (sample, view) of a teacher as a checked zero-copy view (structure,
+    /// CRC, values: see ``SoftLabelView``); `nil` if absent.
     public func withRecord<R>(sample: Int, view: Int = 0, teacher: String? = nil, _ body: (SoftLabelView) throws -> R) throws -> R? {
-        let name = try self.teacher(teacher).identity.name
-        let db = teacherDatabases[name]!
+        let (name, _, db) = try entry(teacher)
+        guard FieldChecker.within(sample, 0, Int(UInt32.max)), FieldChecker.within(view, 0, Int(UInt32.max)) else { return nil }
         return try environment.read { txn throws in
             var key = SampleKey.softLabel(sample: sample, view: view)
             return try withUnsafeBytes(of: &key) { k in
                 try txn.withValue(forKey: k, in: db) { bytes in
-                    do { return try body(try SoftLabelView(bytes, classCount: classCount)) } catch let e as RecordError {
+                    do { return try body(try self.view(bytes, sample: sample, view: view)) } catch let e as RecordError {
                         throw StoreError(path: path, message: "teacher \(name) sample \(sample) view \(view): \(e)", hint: "Run kdcache verify")
                     }
                 }
@@ -184,28 +225,52 @@ public final class SoftLabelStore: @unchecked Sendable {
     /// Visits every record of a teacher in key order (sample, then view), inside one read transaction.
     /// Undecodable records are passed as the error instead of a view, so a verifier can name them.
     public func scanRaw(teacher: String, _ body: (_ sample: Int, _ view: Int, Result<SoftLabelView, RecordError>) throws -> Bool) throws {
-        guard let db = teacherDatabases[teacher] else { throw StoreError(path: path, message: "no teacher '\(teacher)'") }
+        let db = try entry(teacher).database
         try environment.read { txn throws in
             try txn.forEach(in: db) { key, value in
                 guard let (sample, view) = SampleKey.decodeSoftLabel(key) else {
                     return try body(-1, -1, .failure(.badField("malformed key of \(key.count) bytes")))
                 }
-                do { return try body(sample, view, .success(try SoftLabelView(value, classCount: classCount))) }
+                do { return try body(sample, view, .success(try self.view(value, sample: sample, view: view))) }
                 catch let e as RecordError { return try body(sample, view, .failure(e)) }
             }
         }
     }
 
     /// Lends every record of a teacher as (key, encoded bytes), in key order, inside one read
-    /// transaction; `body` sees buffers valid only while it runs.
+    /// transaction; `body` sees buffers valid only while it runs. `key` is the numeric key,
+    /// `sample << 32 | view`.
+    ///
+    /// The bytes are always in the current record format, so that a merge copies them as they
+    /// are: a v2 cache lends its stored bytes; a v1 cache lends copies re-encoded as v2 (version
+    /// byte 2, the CRC recomputed over key and record) after each record passed every v1 check —
+    /// a damaged record throws rather than getting a fresh checksum.
     public func withEncodedRecords<R>(teacher: String, _ body: ([(key: UInt64, bytes: UnsafeRawBufferPointer)]) throws -> R) throws -> R {
-        guard let db = teacherDatabases[teacher] else { throw StoreError(path: path, message: "no teacher '\(teacher)'") }
+        let db = try entry(teacher).database
         return try environment.read { txn throws in
             var records: [(key: UInt64, bytes: UnsafeRawBufferPointer)] = []
+            var total = 0
             try txn.forEach(in: db) { key, value in
                 guard key.count == 8 else { throw StoreError(path: path, message: "malformed key of \(key.count) bytes in teacher \(teacher)") }
                 records.append((UInt64(bigEndian: key.loadUnaligned(as: UInt64.self)), value))
+                total += value.count
                 return true
+            }
+            guard format != .current else { return try body(records) }
+            let copies = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, total), alignment: 8)
+            defer { copies.deallocate() }
+            var offset = 0
+            for (i, r) in records.enumerated() {
+                let sample = Int(r.key >> 32), view = Int(r.key & 0xffff_ffff)
+                do { _ = try self.view(r.bytes, sample: sample, view: view) } catch let e as RecordError {
+                    throw StoreError(path: path, message: "teacher \(teacher) sample \(sample) view \(view): \(e)", hint: "Run kdcache verify")
+                }
+                let copy = UnsafeMutableRawBufferPointer(rebasing: copies[offset..<(offset + r.bytes.count)])
+                copy.copyMemory(from: r.bytes)
+                copy[0] = RecordFormat.current.recordVersion
+                SoftLabelRecord.seal(copy, sample: sample, view: view)
+                records[i].bytes = UnsafeRawBufferPointer(copy)
+                offset += r.bytes.count
             }
             return try body(records)
         }

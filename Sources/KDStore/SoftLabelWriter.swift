@@ -33,10 +33,10 @@ public final class SoftLabelWriter {
         let exists = FileManager.default.fileExists(atPath: path)
         let env: Environment
         if exists {
-            let (e, kind, bytes) = try openStoreFile(path, writable: true)
+            let (e, kind, _) = try openStoreFile(path, writable: true)
             guard kind == .softLabels else { throw StoreError(path: path, message: "is a dataset store, not a soft-label cache") }
             env = e
-            manifest = try ManifestCoding.decode(SoftLabelManifest.self, from: bytes)
+            manifest = try SoftLabelStore.manifestForWriting(e, path: path)
             try SoftLabelStore.checkCompatible(manifest, with: dataset, path: path)
         } else {
             env = try Environment(path: path, maxDatabases: 64)
@@ -161,7 +161,7 @@ public final class SoftLabelWriter {
                 previous = key
                 try withUnsafeBytes(of: &key) { k in
                     try txn.putReserving(count: size, forKey: k, in: records, flags: appending ? .append : []) { buffer in
-                        SoftLabelRecord.encode(logProbs: e.logProbs, dtype: layout.dtype, topK: layout.topK, into: buffer)
+                        SoftLabelRecord.encode(logProbs: e.logProbs, dtype: layout.dtype, topK: layout.topK, sample: e.sample, view: e.view, into: buffer)
                     }
                 }
             }
@@ -184,7 +184,8 @@ public final class SoftLabelWriter {
             throw StoreError(path: path, message: "samples \(samples.lowerBound)..<\(samples.upperBound) are outside 0..<\(manifest.sampleCount)")
         }
         let size = SoftLabelRecord.size(classCount: C, dtype: layout.dtype, topK: layout.topK)
-        let pipeline = EncodingPipeline(rows: rows, count: count, classes: C, size: size, dtype: layout.dtype, topK: layout.topK)
+        let pipeline = EncodingPipeline(rows: rows, count: count, classes: C, size: size, dtype: layout.dtype, topK: layout.topK,
+                                        firstSample: samples.lowerBound, views: V)
         defer { pipeline.finish() }
         let (records, path) = (self.records, self.path)
         manifest = try environment.write { txn throws in
@@ -212,12 +213,12 @@ public final class SoftLabelWriter {
 
     /// Writes already-encoded records (as another cache stores them: copied byte for byte, so a
     /// merge is bit-exact) and marks `ranges` complete, in one transaction. Each record is checked
-    /// (structure, CRC, layout) before anything is written. Keys must ascend.
+    /// (structure, CRC over key and record, values, layout) before anything is written. Keys must ascend.
     public func writeEncoded(_ records: [(key: UInt64, bytes: UnsafeRawBufferPointer)], completing ranges: [Range<Int>],
                              metrics: [String: Double] = [:]) throws {
         for r in records {
             let sample = Int(r.key >> 32), view = Int(r.key & 0xffff_ffff)
-            let decoded = Result { () throws(RecordError) -> SoftLabelView in try SoftLabelView(r.bytes, classCount: classCount) }
+            let decoded = Result { () throws(RecordError) -> SoftLabelView in try SoftLabelView(r.bytes, sample: sample, view: view, classCount: classCount) }
             guard case .success(let v) = decoded else {
                 if case .failure(let e) = decoded { throw StoreError(path: path, message: "sample \(sample) view \(view): \(e)") }
                 continue
@@ -244,7 +245,7 @@ public final class SoftLabelWriter {
         try environment.read { txn throws in
             try txn.forEach(in: records) { key, value in
                 guard let (sample, view) = SampleKey.decodeSoftLabel(key) else { return true }
-                do { return try body(sample, view, try SoftLabelView(value, classCount: classCount, verifyChecksum: verifyChecksums)) }
+                do { return try body(sample, view, try SoftLabelView(value, sample: sample, view: view, classCount: classCount, verifyChecksum: verifyChecksums)) }
                 catch let e as RecordError {
                     throw StoreError(path: path, message: "sample \(sample) view \(view): \(e)", hint: "Run kdcache verify")
                 }
@@ -266,6 +267,8 @@ final class EncodingPipeline: @unchecked Sendable {
     let rows: UnsafeBufferPointer<Float>
     let bytes: UnsafeMutableRawBufferPointer
     let count: Int, classes: Int, size: Int, topK: Int
+    /// Record r is (firstSample + r / views, r % views): its key enters the checksum.
+    let firstSample: Int, views: Int
     let dtype: LogProbDType
     let chunkRecords: Int
     let chunkCount: Int
@@ -282,8 +285,9 @@ final class EncodingPipeline: @unchecked Sendable {
     /// About 64 KB of encoded records per chunk: small enough that the first put starts early.
     static let chunkBytes = 1 << 16
 
-    init(rows: UnsafeBufferPointer<Float>, count: Int, classes: Int, size: Int, dtype: LogProbDType, topK: Int) {
+    init(rows: UnsafeBufferPointer<Float>, count: Int, classes: Int, size: Int, dtype: LogProbDType, topK: Int, firstSample: Int, views: Int) {
         self.rows = rows; self.count = count; self.classes = classes; self.size = size; self.dtype = dtype; self.topK = topK
+        self.firstSample = firstSample; self.views = views
         bytes = .allocate(byteCount: max(1, count * size), alignment: 16)
         chunkRecords = max(1, Self.chunkBytes / size)
         chunkCount = (count + chunkRecords - 1) / chunkRecords
@@ -313,7 +317,7 @@ final class EncodingPipeline: @unchecked Sendable {
                 invalid = invalid ?? r
                 continue
             }
-            SoftLabelRecord.encode(logProbs: values, dtype: dtype, topK: topK,
+            SoftLabelRecord.encode(logProbs: values, dtype: dtype, topK: topK, sample: firstSample + r / views, view: r % views,
                                    into: UnsafeMutableRawBufferPointer(rebasing: bytes[(r * size)..<((r + 1) * size)]))
         }
         condition.lock()

@@ -2,7 +2,8 @@ import LMDB
 
 /// Every sample of a dataset store as a checked zero-copy view, gathered in one cursor pass inside
 /// a ``ReadSnapshot``: the views stay valid while the table lives, and reading them is flat-array
-/// access instead of B-tree descents.
+/// access instead of B-tree descents. Every record passed all of ``SampleView``'s checks against
+/// the store's labels and feature space, so a trainer may index with its labels and buckets.
 public final class DatasetTable: @unchecked Sendable {
     public let store: DatasetStore
     public let snapshot: ReadSnapshot
@@ -14,13 +15,16 @@ public final class DatasetTable: @unchecked Sendable {
         let snapshot = try ReadSnapshot(environment: store.environment)
         self.snapshot = snapshot
         var views: [SampleView] = []
-        views.reserveCapacity(store.count)
+        views.reserveCapacity(reservation(store.count, path: store.path, minimumRecordBytes: SampleRecord.headerSize))
         try snapshot.read { txn throws in
             try txn.forEach(in: store.samples) { key, value in
                 guard let index = SampleKey.decodeDataset(key), index == views.count else {
                     throw StoreError(path: store.path, message: "sample keys are not dense at \(views.count)", hint: "Run kdcache verify")
                 }
-                do { views.append(try SampleView(value, classCount: store.classCount)) } catch let e as RecordError {
+                guard index < store.count else {
+                    throw StoreError(path: store.path, message: "holds sample \(index), the manifest says \(store.count) samples", hint: "Run kdcache verify")
+                }
+                do { views.append(try store.view(value, index: index)) } catch let e as RecordError {
                     throw StoreError(path: store.path, message: "sample \(index): \(e)", hint: "Run kdcache verify")
                 }
                 return true
@@ -39,7 +43,8 @@ extension DatasetStore {
 }
 
 /// One teacher's records as zero-copy views, `records[sample * views + view]`, gathered in one
-/// cursor pass. Every (sample, view) of the dataset must be present.
+/// cursor pass. Every (sample, view) of the dataset must be present, in the teacher's dtype and
+/// top-k, and pass all of ``SoftLabelView``'s checks (classes below C, values log-probabilities).
 public final class SoftLabelTable: @unchecked Sendable {
     public let store: SoftLabelStore
     public let teacher: TeacherManifest
@@ -49,28 +54,39 @@ public final class SoftLabelTable: @unchecked Sendable {
 
     init(store: SoftLabelStore, teacher name: String?) throws {
         self.store = store
-        let teacher = try store.teacher(name)
-        let db = store.teacherDatabases[teacher.identity.name]!
+        let (name, teacher, db) = try store.entry(name)
         let snapshot = try ReadSnapshot(environment: store.environment)
-        let views = teacher.views
-        let expected = store.manifest.sampleCount * views
+        let views = teacher.views, samples = store.manifest.sampleCount
+        let expected = samples * views   // ≤ 2^32 · 2^16: both bounded by the manifest checks
+        let dtype = teacher.logProbDType, topK = teacher.topK
         var out: [SoftLabelView] = []
-        out.reserveCapacity(expected)
-        let name = teacher.identity.name
+        out.reserveCapacity(reservation(expected, path: store.path, minimumRecordBytes: SoftLabelRecord.headerSize + 2))
         self.teacher = teacher
         self.snapshot = snapshot
         self.views = views
         try snapshot.read { txn throws in
             try txn.forEach(in: db) { key, value in
-                guard let (sample, view) = SampleKey.decodeSoftLabel(key) else { return true }
+                guard let (sample, view) = SampleKey.decodeSoftLabel(key) else {
+                    throw StoreError(path: store.path, message: "teacher \(name) has a malformed key of \(key.count) bytes", hint: "Run kdcache verify")
+                }
+                guard sample < samples, view < views else {
+                    throw StoreError(path: store.path, message: "teacher \(name) has a record for sample \(sample) view \(view), outside \(samples) samples × \(views) views",
+                                     hint: "Run kdcache verify")
+                }
                 guard sample * views + view == out.count else {
                     let missing = out.count
                     throw StoreError(path: store.path, message: "teacher \(name) has no record for sample \(missing / views) view \(missing % views)",
                                      hint: "Finish the teacher run (kdcache teach resumes), or check kdcache verify --data")
                 }
-                do { out.append(try SoftLabelView(value, classCount: store.classCount)) } catch let e as RecordError {
+                let record: SoftLabelView
+                do { record = try store.view(value, sample: sample, view: view) } catch let e as RecordError {
                     throw StoreError(path: store.path, message: "teacher \(name) sample \(sample) view \(view): \(e)", hint: "Run kdcache verify")
                 }
+                guard record.dtype == dtype, record.topK == topK else {
+                    throw StoreError(path: store.path, message: "teacher \(name) sample \(sample) view \(view): a \(record.dtype.name) top-\(record.topK) record, the manifest says \(dtype.name) top-\(topK)",
+                                     hint: "Run kdcache verify")
+                }
+                out.append(record)
                 return true
             }
         }
@@ -85,4 +101,11 @@ public final class SoftLabelTable: @unchecked Sendable {
 extension SoftLabelStore {
     /// Scans one teacher's records once into a table of zero-copy views.
     public func table(teacher: String? = nil) throws -> SoftLabelTable { try SoftLabelTable(store: self, teacher: teacher) }
+}
+
+/// How many elements to reserve for `count` records read from the file at `path`: never more than
+/// the file could hold (each record takes at least `minimumRecordBytes` plus its key), so a
+/// manifest's count cannot ask for an allocation the file does not back.
+func reservation(_ count: Int, path: String, minimumRecordBytes: Int) -> Int {
+    min(count, fileSize(path) / (minimumRecordBytes + 8) + 1)
 }

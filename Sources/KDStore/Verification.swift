@@ -5,12 +5,17 @@ import LMDB
 public struct VerificationReport: Sendable {
     public var path: String
     public var kind: StoreKind
+    /// The store's format, when its manifest names a known one.
+    public var format: RecordFormat?
     /// Lines describing what passed (for the summary).
     public var checked: [String] = []
-    /// One line per problem, naming the sample / view / teacher.
+    /// One line per problem, naming the sample / view / teacher / manifest field.
     public var problems: [String] = []
     /// Problems beyond `problemLimit` are counted, not listed.
     public var unlistedProblems = 0
+    /// Checks this store cannot have, and why (a format-v1 store has no key-covering record CRCs
+    /// and no manifest checksum).
+    public var notes: [String] = []
 
     public var isValid: Bool { problems.isEmpty && unlistedProblems == 0 }
     static let problemLimit = 50
@@ -20,22 +25,56 @@ public struct VerificationReport: Sendable {
     }
 }
 
-/// Checks every record of a store: structure, CRC, keys, counts against the manifest, and (for
-/// dataset stores) the fingerprint; for soft-label caches, coverage of the dataset when given.
+/// Checks a store completely: the manifest (checksum and every field), every record (structure,
+/// CRC over key and record in v2, values against labels, feature space and classes), keys, counts
+/// against the manifest, and (for dataset stores) the fingerprint; for soft-label caches, coverage
+/// of the dataset when given.
 public enum StoreVerifier {
     public static func verify(path: String, dataset datasetPath: String? = nil) throws -> VerificationReport {
-        let (_, kind, _) = try openStoreFile(path)
+        let (env, kind, _) = try openStoreFile(path)
+        var report = VerificationReport(path: path, kind: kind)
         switch kind {
-        case .dataset: return try verifyDataset(try DatasetStore(path: path))
-        case .softLabels: return try verifySoftLabels(try SoftLabelStore(path: path), dataset: try datasetPath.map { try DatasetStore(path: $0) })
+        case .dataset:
+            guard let manifest = try checkManifest(DatasetManifest.self, env: env, into: &report) else { return report }
+            return try verifyDataset(try DatasetStore(path: path, environment: env, manifest: manifest), report: report)
+        case .softLabels:
+            guard let manifest = try checkManifest(SoftLabelManifest.self, env: env, into: &report) else { return report }
+            let store = try SoftLabelStore(path: path, environment: env, manifest: manifest)
+            return try verifySoftLabels(store, dataset: try datasetPath.map { try DatasetStore(path: $0) }, report: report)
         }
     }
 
-    static func verifyDataset(_ store: DatasetStore) throws -> VerificationReport {
-        var report = VerificationReport(path: store.path, kind: .dataset)
+    /// Reports every problem of the manifest and returns it when the records can be checked
+    /// against it: it decodes and every field is in range (a checksum mismatch alone is reported
+    /// and the records are still checked).
+    static func checkManifest<T: StoreManifest>(_ type: T.Type, env: Environment, into report: inout VerificationReport) throws -> T? {
+        guard let inspection = try ManifestIO.inspect(type, in: env) else {
+            report.fail("no manifest: a partial file from an interrupted run")
+            return nil
+        }
+        report.format = inspection.format
+        for problem in inspection.problems { report.fail(problem) }
+        if let format = inspection.format {
+            if format.hasManifestChecksum {
+                if inspection.checksumProblem == nil {
+                    report.checked.append("manifest checksum \(hex(inspection.computedChecksum)) matches its \(inspection.byteCount) bytes")
+                }
+            } else {
+                let upgrade = report.kind == .softLabels ? "kdcache merge \(report.path) --out NEW rewrites it as v2"
+                                                         : "kdcache prep of its source writes a v2 store"
+                report.notes.append("\(format) store: its manifest has no checksum and its record CRC-32s do not cover their keys, so an edited manifest value that is still in range, or records swapped between keys, cannot be detected (\(upgrade))")
+            }
+        }
+        guard let manifest = inspection.decoded, inspection.format != nil, inspection.fieldProblems.isEmpty else { return nil }
+        report.checked.append("manifest: every field in range and consistent")
+        return manifest
+    }
+
+    static func verifyDataset(_ store: DatasetStore, report: VerificationReport) throws -> VerificationReport {
+        var report = report
         let m = store.manifest
         var expected = 0
-        var badRecords = 0
+        var badRecords = 0, beyond = 0
         var splitCounts = [Int](repeating: 0, count: 3)
         var classCounts = [[Int]](repeating: [Int](repeating: 0, count: m.labels.count), count: 3)
         try store.environment.read { txn throws in
@@ -43,20 +82,13 @@ public enum StoreVerifier {
                 guard let index = SampleKey.decodeDataset(key) else {
                     report.fail("malformed key of \(key.count) bytes in samples"); return true
                 }
+                guard index < m.sampleCount else { beyond += 1; return true }
                 if index != expected { report.fail("samples \(expected)..<\(index) are missing") }
                 expected = index + 1
                 do {
-                    let view = try SampleView(value, classCount: m.labels.count)
+                    let view = try store.view(value, index: index)
                     splitCounts[Int(view.split.rawValue)] += 1
                     classCounts[Int(view.split.rawValue)][view.label] += 1
-                    if view.kind == .sparse, view.count > 0 {
-                        let dim = UInt32(m.featurizer.dimension)
-                        for j in 0..<view.count where view.index(at: j) >= dim || (j > 0 && view.index(at: j) <= view.index(at: j - 1)) {
-                            report.fail("sample \(index): bucket indices unsorted or ≥ \(dim)"); break
-                        }
-                    } else if view.kind == .dense, view.count != m.featurizer.dimension {
-                        report.fail("sample \(index): \(view.count) features, manifest says \(m.featurizer.dimension)")
-                    }
                 } catch let e as RecordError {
                     report.fail("sample \(index): \(e)")
                     badRecords += 1
@@ -65,7 +97,7 @@ public enum StoreVerifier {
                     report.fail("sample \(index): no id"); return true
                 }
                 let back = try txn.value(forKey: Array(id.utf8), in: store.idToIndex).flatMap { $0.withUnsafeBytes { SampleKey.decodeDataset($0) } }
-                if back != index { report.fail("sample \(index): id '\(id)' maps back to \(back.map(String.init) ?? "nothing")") }
+                if back != index { report.fail("sample \(index): id '\(id.prefix(80))' maps back to \(back.map(String.init) ?? "nothing")") }
                 if m.hasText {
                     let ok = try txn.withValue(forKey: key, in: store.texts) { Zlib.decompress($0) != nil }
                     if ok != true { report.fail("sample \(index): raw text \(ok == nil ? "missing" : "corrupt")") }
@@ -74,9 +106,11 @@ public enum StoreVerifier {
             }
         }
         if expected != m.sampleCount { report.fail("the manifest says \(m.sampleCount) samples, the store holds keys up to \(expected)") }
+        if beyond > 0 { report.fail("\(beyond) sample records lie beyond the manifest's \(m.sampleCount) samples") }
         // Counts are only comparable when every record decoded; a damaged record is reported once.
         if badRecords == 0 {
-            report.checked.append("\(expected) sample records: structure and CRC-32")
+            report.checked.append("\(expected) sample records: structure, labels, features within the \(m.featurizer.kind) space of dimension \(m.featurizer.dimension), CRC-32" +
+                                  (store.format.checksumCoversKey ? " over key and record" : ""))
             for s in Split.allCases where m.splitCounts[s.name] != splitCounts[Int(s.rawValue)] {
                 report.fail("split \(s.name): manifest says \(m.splitCounts[s.name] ?? 0) samples, records hold \(splitCounts[Int(s.rawValue)])")
             }
@@ -96,13 +130,13 @@ public enum StoreVerifier {
         return report
     }
 
-    static func verifySoftLabels(_ store: SoftLabelStore, dataset: DatasetStore?) throws -> VerificationReport {
-        var report = VerificationReport(path: store.path, kind: .softLabels)
+    static func verifySoftLabels(_ store: SoftLabelStore, dataset: DatasetStore?, report: VerificationReport) throws -> VerificationReport {
+        var report = report
         let m = store.manifest
         if let dataset {
             do {
                 try store.checkCompatible(with: dataset.manifest)
-                report.checked.append("dataset fingerprint, labels and featurizer match \(dataset.path)")
+                report.checked.append("dataset fingerprint, labels, featurizer and sample count match \(dataset.path)")
             } catch let e as StoreError { report.fail(e.message) }
         }
         for name in m.teachers.keys.sorted() {
@@ -145,7 +179,10 @@ public enum StoreVerifier {
             }
             let covered = coverage.reduce(0) { $0 + $1.count }
             let recordsValid = report.problems.count + report.unlistedProblems == problemsAtStart
-            if recordsValid { report.checked.append("teacher \(name): \(seen) records (T_w \(t.writeTemperature), \(t.dtype)\(t.topK > 0 ? ", top-\(t.topK)" : "")), structure and CRC-32; \(covered)/\(m.sampleCount) samples with all \(t.views) view(s)") }
+            if recordsValid {
+                report.checked.append("teacher \(name): \(seen) records (T_w \(t.writeTemperature), \(t.dtype)\(t.topK > 0 ? ", top-\(t.topK)" : "")), structure, values and CRC-32"
+                                      + (store.format.checksumCoversKey ? " over key and record" : "") + "; \(covered)/\(m.sampleCount) samples with all \(t.views) view(s)")
+            }
             if dataset != nil, covered < m.sampleCount {
                 let gaps = gapsOf(coverage, total: m.sampleCount)
                 report.fail("teacher \(name): \(m.sampleCount - covered) samples of the dataset have no soft labels: \(describe(gaps))")

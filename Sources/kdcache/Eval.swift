@@ -67,7 +67,7 @@ struct Predict: ParsableCommand {
             print("id\tlabel\tprediction")
             try store.scan { i, view in
                 guard view.split == which else { return true }
-                let record = try SampleRecord.decode(view.bytes)
+                let record = SampleRecord(view)
                 let p = record.kind == .dense ? try student.probabilities(dense: record.values)
                                               : try student.probabilities(text: try store.text(of: i) ?? "")
                 print("\(try store.id(of: i) ?? "")\t\(store.manifest.labels[view.label])\t\(show(p))")

@@ -14,6 +14,7 @@ struct Verify: ParsableCommand {
     func run() throws {
         let report = try StoreVerifier.verify(path: store, dataset: data)
         for line in report.checked { print("ok    \(line)") }
+        for line in report.notes { print("note  \(line)") }
         for line in report.problems { print("FAIL  \(line)") }
         if report.unlistedProblems > 0 { print("FAIL  … and \(report.unlistedProblems) more problems") }
         if report.isValid {

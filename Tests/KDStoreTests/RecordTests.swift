@@ -10,28 +10,28 @@ import Testing
     ]
 
     @Test(arguments: cases) func roundTrips(_ record: SampleRecord) throws {
-        let bytes = record.encoded()
+        let bytes = record.encoded(index: 3)
         #expect(bytes.count == SampleRecord.headerSize + record.values.count * (record.kind == .sparse ? 8 : 4))
-        let decoded = try bytes.withUnsafeBytes { try SampleRecord.decode($0, classCount: 10) }
+        let decoded = try bytes.withUnsafeBytes { try SampleRecord.decode($0, index: 3, classCount: 10) }
         #expect(decoded == record)
     }
 
     @Test func aFlippedByteFailsTheChecksum() {
-        var bytes = Self.cases[0].encoded()
+        var bytes = Self.cases[0].encoded(index: 3)
         bytes[20] ^= 1
-        #expect(throws: RecordError.self) { try bytes.withUnsafeBytes { try SampleRecord.decode($0) } }
-        let error = bytes.withUnsafeBytes { b in Result { try SampleView(b) } }
+        #expect(throws: RecordError.self) { try bytes.withUnsafeBytes { try SampleRecord.decode($0, index: 3) } }
+        let error = bytes.withUnsafeBytes { b in Result { try SampleView(b, index: 3) } }
         guard case .failure(let e as RecordError) = error, case .badChecksum = e else { Issue.record("expected a checksum error"); return }
     }
 
     @Test(arguments: [0, 5, 15, 27]) func truncatedRecordsThrowNotTrap(_ length: Int) {
-        let bytes = Array(Self.cases[0].encoded().prefix(length))
-        #expect(throws: RecordError.self) { try bytes.withUnsafeBytes { try SampleView($0) } }
+        let bytes = Array(Self.cases[0].encoded(index: 3).prefix(length))
+        #expect(throws: RecordError.self) { try bytes.withUnsafeBytes { try SampleView($0, index: 3) } }
     }
 
     @Test func labelOutOfRangeIsAnError() {
-        let bytes = Self.cases[0].encoded()
-        #expect(throws: RecordError.badField("label 3 out of range 0..<3")) { try bytes.withUnsafeBytes { try SampleView($0, classCount: 3) } }
+        let bytes = Self.cases[0].encoded(index: 3)
+        #expect(throws: RecordError.badField("label 3 out of range 0..<3")) { try bytes.withUnsafeBytes { try SampleView($0, index: 3, classCount: 3) } }
     }
 }
 
@@ -40,26 +40,26 @@ import Testing
 
     @Test(arguments: LogProbDType.allCases) func denseRoundTrip(_ dtype: LogProbDType) throws {
         let lp = logSoftmax(logits, temperature: 2)
-        let bytes = SoftLabelRecord.encode(logProbs: lp, dtype: dtype)
+        let bytes = SoftLabelRecord.encode(logProbs: lp, dtype: dtype, sample: 4, view: 1)
         #expect(bytes.count == 8 + 5 * dtype.byteWidth)
         var out = [Float](repeating: 0, count: 5)
-        try bytes.withUnsafeBytes { try SoftLabelView($0, classCount: 5).decode(into: &out) }
+        try bytes.withUnsafeBytes { try SoftLabelView($0, sample: 4, view: 1, classCount: 5).decode(into: &out) }
         for (a, b) in zip(out, lp) { #expect(abs(a - b) <= (dtype == .float32 ? 0 : 2e-3)) }
     }
 
     @Test func float16IsBitExactAfterRounding() throws {
         let lp = logSoftmax(logits)
-        let bytes = SoftLabelRecord.encode(logProbs: lp, dtype: .float16)
+        let bytes = SoftLabelRecord.encode(logProbs: lp, dtype: .float16, sample: 4, view: 1)
         var out = [Float](repeating: 0, count: 5)
-        try bytes.withUnsafeBytes { try SoftLabelView($0, classCount: 5).decode(into: &out) }
+        try bytes.withUnsafeBytes { try SoftLabelView($0, sample: 4, view: 1, classCount: 5).decode(into: &out) }
         #expect(out == lp.map { Float(Float16($0)) })
     }
 
     @Test func topKKeepsTheLargestAndTheTailMass() throws {
         let lp = logSoftmax(logits)
-        let bytes = SoftLabelRecord.encode(logProbs: lp, dtype: .float32, topK: 2)
+        let bytes = SoftLabelRecord.encode(logProbs: lp, dtype: .float32, topK: 2, sample: 4, view: 1)
         #expect(bytes.count == SoftLabelRecord.size(classCount: 5, dtype: .float32, topK: 2))
-        let (classes, values, tail) = try bytes.withUnsafeBytes { b in try SoftLabelView(b, classCount: 5).topEntries }
+        let (classes, values, tail) = try bytes.withUnsafeBytes { b in try SoftLabelView(b, sample: 4, view: 1, classCount: 5).topEntries }
         #expect(classes == [3, 0])
         #expect(values == [lp[3], lp[0]])
         let expectedTail = log([1, 2, 4].map { exp(Double(lp[$0])) }.reduce(0, +))
@@ -71,9 +71,9 @@ import Testing
     }
 
     @Test func aFlippedByteFailsTheChecksum() {
-        var bytes = SoftLabelRecord.encode(logProbs: logSoftmax(logits), dtype: .float32)
+        var bytes = SoftLabelRecord.encode(logProbs: logSoftmax(logits), dtype: .float32, sample: 4, view: 1)
         bytes[12] ^= 0x10
-        #expect(throws: RecordError.self) { try bytes.withUnsafeBytes { try SoftLabelView($0, classCount: 5) } }
+        #expect(throws: RecordError.self) { try bytes.withUnsafeBytes { try SoftLabelView($0, sample: 4, view: 1, classCount: 5) } }
     }
 
     @Test(arguments: [0.5, 1, 3, 8] as [Float]) func retemperingIsExact(_ target: Float) {
@@ -215,9 +215,9 @@ struct SplitMixForTests {
             }
             var lp = logSoftmax(logits, temperature: Float(1 + trial % 4))
             if trial % 5 == 0 { lp[11] = lp.max()! }   // a tie: the first class wins
-            let bytes = SoftLabelRecord.encode(logProbs: lp, dtype: dtype)
+            let bytes = SoftLabelRecord.encode(logProbs: lp, dtype: dtype, sample: 4, view: 1)
             try bytes.withUnsafeBytes { raw in
-                let view = try SoftLabelView(raw, classCount: 13)
+                let view = try SoftLabelView(raw, sample: 4, view: 1, classCount: 13)
                 var decoded = [Float](repeating: 0, count: 13)
                 view.decode(into: &decoded)
                 #expect(view.mostProbableClass == decoded.firstIndex(of: decoded.max()!)!)
@@ -234,5 +234,54 @@ struct SplitMixForTests {
         }
         #expect(agreeing(0.38).looksUnrelated)
         #expect(!agreeing(0.40).looksUnrelated)
+    }
+}
+
+@Suite struct KeyedChecksumTests {
+    /// CRC-32 over key ‖ head ‖ tail, computed by zlib on one contiguous copy.
+    func reference(_ record: [UInt8], skipping offset: Int, key: UInt64) -> UInt32 {
+        let joined = withUnsafeBytes(of: key) { Array($0) } + record[..<offset] + record[(offset + 4)...]
+        return joined.withUnsafeBytes { crc32($0) }
+    }
+
+    @Test(arguments: [8, 12, 28, 100, 255, 256, 2008]) func theKeyIsChainedInFrontOfTheRecord(_ length: Int) {
+        var rng = SplitMixForTests(seed: UInt64(length))
+        let record = (0..<length).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+        let key = SampleKey.softLabel(sample: 123_456, view: 7)
+        let keyed = record.withUnsafeBytes { recordChecksum($0, skipping: 4, key: key) }
+        #expect(keyed == reference(record, skipping: 4, key: key))
+        #expect(keyed != record.withUnsafeBytes { recordChecksum($0, skipping: 4, key: SampleKey.softLabel(sample: 123_457, view: 7)) })
+    }
+
+    @Test func aRecordMovedToAnotherKeyFailsItsCheck() throws {
+        let lp = logSoftmax([1, 2, 3])
+        let bytes = SoftLabelRecord.encode(logProbs: lp, dtype: .float16, sample: 3, view: 0)
+        _ = try bytes.withUnsafeBytes { try SoftLabelView($0, sample: 3, view: 0, classCount: 3) }
+        #expect(throws: RecordError.self) { try bytes.withUnsafeBytes { try SoftLabelView($0, sample: 4, view: 0, classCount: 3) } }
+        #expect(throws: RecordError.self) { try bytes.withUnsafeBytes { try SoftLabelView($0, sample: 3, view: 1, classCount: 3) } }
+        let v1 = SoftLabelRecord.encode(logProbs: lp, dtype: .float16, sample: 3, view: 0, format: .v1)
+        #expect(v1[0] == 1)
+        _ = try v1.withUnsafeBytes { try SoftLabelView($0, sample: 999, view: 0, classCount: 3, format: .v1) }
+        #expect(throws: RecordError.wrongVersion(1, store: .v2)) { try v1.withUnsafeBytes { try SoftLabelView($0, sample: 3, view: 0, classCount: 3) } }
+        #expect(throws: RecordError.wrongVersion(2, store: .v1)) { try bytes.withUnsafeBytes { try SoftLabelView($0, sample: 3, view: 0, classCount: 3, format: .v1) } }
+        let sample = SampleRecord(split: .train, label: 1, kind: .sparse, indices: [2, 9], values: [1, 3]).encoded(index: 5)
+        _ = try sample.withUnsafeBytes { try SampleView($0, index: 5) }
+        #expect(throws: RecordError.self) { try sample.withUnsafeBytes { try SampleView($0, index: 6) } }
+    }
+
+    @Test func legalEdgeValuesPass() throws {
+        // -inf is log 0; a top-k record keeping every class has a -inf tail; the uniform distribution is the floor.
+        let withZero: [Float] = [0, -.infinity, -.infinity]
+        _ = try SoftLabelRecord.encode(logProbs: withZero, dtype: .float16, sample: 0, view: 0).withUnsafeBytes { try SoftLabelView($0, sample: 0, view: 0, classCount: 3) }
+        let all = SoftLabelRecord.encode(logProbs: logSoftmax([1, 2, 3]), dtype: .float32, topK: 3, sample: 0, view: 0)
+        _ = try all.withUnsafeBytes { try SoftLabelView($0, sample: 0, view: 0, classCount: 3) }
+        let uniform = [Float](repeating: -Float(log(1000.0)), count: 1000)
+        _ = try SoftLabelRecord.encode(logProbs: uniform, dtype: .float16, sample: 0, view: 0).withUnsafeBytes { try SoftLabelView($0, sample: 0, view: 0, classCount: 1000) }
+        let big = SoftLabelRecord.encode(logProbs: logSoftmax((0..<100).map { Float($0 % 17) }), dtype: .float16, topK: 40, sample: 0, view: 0)
+        _ = try big.withUnsafeBytes { try SoftLabelView($0, sample: 0, view: 0, classCount: 100) }
+        var duplicated = big
+        duplicated.store(duplicated.load(UInt32.self, at: 8 + 4 * 3), at: 8 + 4 * 37)
+        duplicated.withUnsafeMutableBytes { SoftLabelRecord.seal($0, sample: 0, view: 0) }
+        #expect(throws: RecordError.self, "the sorted path for k > 32") { try duplicated.withUnsafeBytes { try SoftLabelView($0, sample: 0, view: 0, classCount: 100) } }
     }
 }

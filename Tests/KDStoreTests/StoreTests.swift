@@ -144,7 +144,7 @@ import Testing
             let writer = try SoftLabelWriter(path: path, dataset: data.manifest, teacher: teacher, layout: SoftLabelLayout(dtype: .float32))
             try writer.write((0..<10).map { .init(sample: $0, view: 0, logProbs: logProbs($0)) }, completing: 0..<10)
         }
-        let record = SoftLabelRecord.encode(logProbs: logProbs(7), dtype: .float32)
+        let record = SoftLabelRecord.encode(logProbs: logProbs(7), dtype: .float32, sample: 7, view: 0)
         try flipByte(in: path, of: record, at: 10)
         let report = try StoreVerifier.verify(path: path, dataset: data.path)
         #expect(!report.isValid)
@@ -233,7 +233,7 @@ import Testing
         flat[4400 * classes] = .infinity
         let size = SoftLabelRecord.size(classCount: classes, dtype: .float32, topK: 0)
         flat.withUnsafeBufferPointer { rows in
-            let pipeline = EncodingPipeline(rows: rows, count: count, classes: classes, size: size, dtype: .float32, topK: 0)
+            let pipeline = EncodingPipeline(rows: rows, count: count, classes: classes, size: size, dtype: .float32, topK: 0, firstSample: 0, views: 1)
             defer { pipeline.finish() }
             #expect(pipeline.chunkCount > 2)
             func pass() -> ([UInt8], [Int]) {
@@ -249,7 +249,7 @@ import Testing
             let (first, invalid) = pass()
             #expect(invalid == [4321])
             #expect(pass() == (first, invalid))
-            let expected = SoftLabelRecord.encode(logProbs: row(17, 0), dtype: .float32)
+            let expected = SoftLabelRecord.encode(logProbs: row(17, 0), dtype: .float32, sample: 17, view: 0)
             #expect(Array(first[(17 * size)..<(18 * size)]) == expected)
         }
     }
