@@ -44,9 +44,10 @@ import Darwin
 public enum PageValidator {
     /// How much of the file to walk.
     public enum Scope: Int, Sendable, Comparable {
-        /// Both meta pages, the free list's and main database's trees in full, and every *branch*
-        /// page of the named databases (their leaves and overflow pages are counted from the
-        /// branch pointers, not read). About 1 % of the pages of a large store.
+        /// Both meta pages, the free list, the main database and every database of depth 1 in
+        /// full (pages, overflow runs), and of the deeper named databases every *branch* page
+        /// (their leaves are counted from the branch pointers, not read; nor are their overflow
+        /// runs). About 1 % of the pages of a large store.
         case upperLevels
         /// Every page reachable from the picked meta, plus the free list's contents.
         case full
@@ -66,7 +67,10 @@ public enum PageValidator {
     /// never makes a sound file look damaged.
     ///
     /// - Throws: ``LMDBError`` with an `errno` code when the file cannot be opened or read.
-    public static func validate(path: String, scope: Scope = .full) throws -> PageValidationReport {
+    ///
+    /// - Parameter walkInFull: named databases walked in full even in the ``Scope/upperLevels``
+    ///   scope (kdcache's `meta`, whose manifest every command reads).
+    public static func validate(path: String, scope: Scope = .full, walkInFull: Set<String> = []) throws -> PageValidationReport {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw LMDBError(code: errno, context: "open \(path) to check its pages") }
         defer { close(fd) }
@@ -75,7 +79,7 @@ public enum PageValidator {
             var st = stat()
             guard fstat(fd, &st) == 0 else { throw LMDBError(code: errno, context: "stat \(path)") }
             var source = FileSource(fd: fd)
-            report = check(length: Int(st.st_size), source: &source, scope: scope)
+            report = check(length: Int(st.st_size), source: &source, scope: scope, walkInFull: walkInFull)
             if let code = source.ioError { throw LMDBError(code: code, context: "read \(path) to check its pages") }
             report.attempts = attempt
             if report.isValid || !report.metaWasPicked { return report }
@@ -90,9 +94,10 @@ public enum PageValidator {
     }
 
     /// Validates an in-memory copy of a file (one walk; nothing here can change under it).
-    public static func validate(bytes: UnsafeRawBufferPointer, scope: Scope = .full) -> PageValidationReport {
+    public static func validate(bytes: UnsafeRawBufferPointer, scope: Scope = .full,
+                                walkInFull: Set<String> = []) -> PageValidationReport {
         var source = BytesSource(bytes: bytes)
-        return check(length: bytes.count, source: &source, scope: scope)
+        return check(length: bytes.count, source: &source, scope: scope, walkInFull: walkInFull)
     }
 
     /// What liblmdb's `mdb_env_read_header` checks before it creates a lock file or maps anything:
@@ -348,12 +353,14 @@ extension PageValidator {
     }
 
     /// The whole check: metas, then the trees of the picked one.
-    static func check(length: Int, source: inout some PageSource, scope: Scope) -> PageValidationReport {
+    static func check(length: Int, source: inout some PageSource, scope: Scope,
+                      walkInFull: Set<String> = []) -> PageValidationReport {
         var unused: [PageInfo]? = nil
-        return check(length: length, source: &source, scope: scope, map: &unused)
+        return check(length: length, source: &source, scope: scope, walkInFull: walkInFull, map: &unused)
     }
 
-    static func check(length: Int, source: inout some PageSource, scope: Scope, map: inout [PageInfo]?) -> PageValidationReport {
+    static func check(length: Int, source: inout some PageSource, scope: Scope, walkInFull: Set<String> = [],
+                      map: inout [PageInfo]?) -> PageValidationReport {
         var report = PageValidationReport(scope: scope)
         let (m0, m1): (Meta, Meta)
         switch readMetas(length: length, source: &source) {
@@ -382,7 +389,7 @@ extension PageValidator {
             report.notes.append("the file length \(length) is not a multiple of the page size \(picked.pageSize)")
         }
         var walker = Walker(pageSize: picked.pageSize, lastPage: Int(picked.lastPage), txnid: picked.txnid,
-                            scope: scope, report: report)
+                            scope: scope, walkInFull: walkInFull, report: report)
         walker.map = map
         walker.run(meta: picked, source: &source)
         map = walker.map
@@ -458,6 +465,9 @@ struct TreeContext {
     var isFree: Bool
     var isMain: Bool
     var depth: Int
+    /// Every page of this tree is read (the full scope, the free list, the main database, and
+    /// the named databases asked for), rather than the branch pages only.
+    var isFullWalk: Bool
     var summary: PageValidationReport.DatabaseSummary
     /// Integer keys must all have this size (4 or 8); set by the first key.
     var integerKeySize = 0
@@ -468,6 +478,8 @@ struct Walker {
     let lastPage: Int
     let txnid: UInt64
     let scope: PageValidator.Scope
+    /// Named databases walked in full whatever the scope.
+    let walkInFull: Set<String>
     var report: PageValidationReport
     /// One bit per page ≤ lastPage: reached by a tree (or an overflow run).
     var used: [UInt64]
@@ -482,7 +494,9 @@ struct Walker {
     /// When not nil, every page reached is recorded here (for tests that aim damage at pages).
     var map: [PageInfo]? = nil
 
-    init(pageSize: Int, lastPage: Int, txnid: UInt64, scope: PageValidator.Scope, report: PageValidationReport) {
+    init(pageSize: Int, lastPage: Int, txnid: UInt64, scope: PageValidator.Scope, walkInFull: Set<String>,
+         report: PageValidationReport) {
+        self.walkInFull = walkInFull
         self.pageSize = pageSize
         self.lastPage = lastPage
         self.txnid = txnid
@@ -519,8 +533,9 @@ struct Walker {
 
     mutating func walkDatabase(name: String, record: DBRecord, isFree: Bool, isMain: Bool, source: inout some PageSource) {
         let label = isFree ? "the free list" : isMain ? "the main database" : "database '\(name)'"
+        let isFullWalk = scope == .full || isFree || isMain || record.depth == 1 || walkInFull.contains(name)
         var ctx = TreeContext(name: label, order: .bytes, isFree: isFree, isMain: isMain, depth: record.depth,
-                              summary: .init(name: name))
+                              isFullWalk: isFullWalk, summary: .init(name: name))
         defer { report.databases.append(ctx.summary) }
         if isFree {
             ctx.order = .integer
@@ -559,18 +574,17 @@ struct Walker {
             report.fail("\(label): \(s.branchPages) branch pages, the record says \(record.branch)")
         }
         if UInt64(s.leafPages) != record.leaf { report.fail("\(label): \(s.leafPages) leaf pages, the record says \(record.leaf)") }
-        // In the upper-levels scope a named tree's leaves (unless the root is one) and its
-        // overflow runs are not read: take the record's word for the summary only.
-        let leavesRead = scope == .full || isFree || isMain || record.depth == 1
-        let overflowRead = scope == .full || isFree || isMain
-        if overflowRead, UInt64(s.overflowPages) != record.overflow {
-            report.fail("\(label): \(s.overflowPages) overflow pages, the record says \(record.overflow)")
+        // In the upper-levels scope a deep named tree's leaves and overflow runs are not read:
+        // take the record's word for the summary only.
+        if ctx.isFullWalk {
+            if UInt64(s.overflowPages) != record.overflow {
+                report.fail("\(label): \(s.overflowPages) overflow pages, the record says \(record.overflow)")
+            }
+            if UInt64(s.entries) != record.entries { report.fail("\(label): \(s.entries) entries, the record says \(record.entries)") }
+        } else {
+            ctx.summary.overflowPages = Int(clamping: record.overflow)
+            ctx.summary.entries = Int(clamping: record.entries)
         }
-        if leavesRead, UInt64(s.entries) != record.entries {
-            report.fail("\(label): \(s.entries) entries, the record says \(record.entries)")
-        }
-        if !overflowRead { ctx.summary.overflowPages = Int(clamping: record.overflow) }
-        if !leavesRead { ctx.summary.entries = Int(clamping: record.entries) }
     }
 
     /// Marks `page` used by a tree; false (with a problem) when it was reached before.
@@ -652,7 +666,7 @@ struct Walker {
         for (i, entry) in children.enumerated() {
             let childLower = i == 0 ? lower : entry.key
             let childUpper = i + 1 < children.count ? children[i + 1].key : upper
-            if scope == .upperLevels && !ctx.isFree && !ctx.isMain && level + 1 == ctx.depth {
+            if !ctx.isFullWalk && level + 1 == ctx.depth {
                 // Leaves are counted from the pointers here, not read.
                 guard claim(entry.child, ctx.name) else { return }
                 ctx.summary.leafPages += 1
@@ -745,9 +759,6 @@ struct Walker {
             report.fail("page \(leaf) (\(ctx.name), leaf): node \(i)'s value is on overflow page \(run), outside 2…\(lastPage)"); return nil
         }
         let first = Int(run)
-        if scope == .upperLevels && !ctx.isFree && !ctx.isMain {
-            return []   // only reached for depth-1 named trees; their runs are left to the full walk
-        }
         let header = buffer(level: Layout.maxDepth + 1)
         guard source.read(offset: first * pageSize, count: Layout.pageHeader, into: header.baseAddress!) == Layout.pageHeader else {
             report.fail("page \(leaf) (\(ctx.name), leaf): node \(i)'s overflow page \(first) is past the end of the file"); return nil

@@ -112,7 +112,9 @@ extension Array where Element == UInt8 {
         let leaf = try #require(F.pages(.leaf, in: "small").last)
         bytes.zero(page: leaf.page)
         #expect(bytes.withUnsafeBytes { PageValidator.validate(bytes: $0, scope: .upperLevels) }.isValid)
-        // … but a zeroed branch page is.
+        // … unless the database is named to be walked in full.
+        #expect(!bytes.withUnsafeBytes { PageValidator.validate(bytes: $0, scope: .upperLevels, walkInFull: ["small"]) }.isValid)
+        // A zeroed branch page is always found.
         bytes = F.bytes
         bytes.zero(page: try #require(F.pages(.branch, in: "small").first).page)
         #expect(!bytes.withUnsafeBytes { PageValidator.validate(bytes: $0, scope: .upperLevels) }.isValid)
