@@ -406,7 +406,9 @@ extension PageValidator {
         }
         let pagesInFile = length / ps
         guard m.lastPage >= 1, m.lastPage < UInt64(pagesInFile) else {
-            return problems + ["last page \(m.lastPage), but the file holds \(pagesInFile) pages of \(ps) bytes (\(length) bytes)"]
+            return problems + [m.lastPage >= 1
+                ? "the file is truncated: its last page is \(m.lastPage), but it holds \(pagesInFile) pages of \(ps) bytes (\(length) bytes)"
+                : "last page \(m.lastPage), but a file has at least pages 0 and 1"]
         }
         for (name, db) in [("free list", m.free), ("main database", m.main)] {
             if db.root == Layout.invalidPage {

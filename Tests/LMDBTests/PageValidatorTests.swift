@@ -223,7 +223,7 @@ extension Array where Element == UInt8 {
             let a = $0.u16(o + 2), b = $0.u16(o + 4)
             $0.setU16(o + 2, b); $0.setU16(o + 4, a)
         },
-        Damage(name: "truncated to half", expected: "but the file holds") { $0.removeLast($0.count / 2) },
+        Damage(name: "truncated to half", expected: "the file is truncated: its last page is") { $0.removeLast($0.count / 2) },
         Damage(name: "truncated to 100 bytes", expected: "too short for an LMDB file") { $0.removeLast($0.count - 100) },
         Damage(name: "truncated inside meta page 1", expected: "meta page 1") { $0.removeLast($0.count - 4200) },
         Damage(name: "depth of a named database", expected: "a branch page at level 1 of a tree of depth 1") {
@@ -244,7 +244,7 @@ extension Array where Element == UInt8 {
             let meta = ValidatorFixture.report.metaPage * 4096 + 16
             $0.setU64(meta + 72 + 40, 99_999)
         },
-        Damage(name: "last page beyond the file", expected: "but the file holds") {
+        Damage(name: "last page beyond the file", expected: "the file is truncated") {
             let meta = ValidatorFixture.report.metaPage * 4096 + 16
             $0.setU64(meta + 120, UInt64($0.count / 4096 + 5))
         },
