@@ -140,7 +140,7 @@ public final class Environment: @unchecked Sendable {
         }
         var wanted = lockFileSize
         if fstat(fd, &st) == 0 { wanted = max(wanted, Int(st.st_size)) }
-        let rc = posix_fallocate(fd, 0, off_t(wanted))
+        let rc = allocateBlocks(fd, wanted)
         guard rc != 0 else { return created }
         if created { unlink(lockPath) }
         if rc == ENOSPC || rc == EDQUOT {
@@ -149,6 +149,23 @@ public final class Environment: @unchecked Sendable {
         // A file system without fallocate (glibc emulates it, so this is rare): let liblmdb try.
         if rc == EOPNOTSUPP || rc == EINVAL { return false }
         throw LMDBError(code: rc, context: "allocate lock file \(lockPath)")
+    }
+
+    /// Allocates the first `count` bytes of `fd` (`posix_fallocate`; on Darwin, which lacks it,
+    /// zeros are written — only ever to a file no process uses yet). Returns 0 or an errno code.
+    static func allocateBlocks(_ fd: Int32, _ count: Int) -> Int32 {
+        #if canImport(Glibc)
+        return posix_fallocate(fd, 0, off_t(count))
+        #else
+        let zeros = [UInt8](repeating: 0, count: 4096)
+        var done = 0
+        while done < count {
+            let n = zeros.withUnsafeBytes { pwrite(fd, $0.baseAddress, min(4096, count - done), off_t(done)) }
+            if n < 0 { if errno == EINTR { continue }; return errno }
+            done += n
+        }
+        return fsync(fd) == 0 ? 0 : errno
+        #endif
     }
 
     /// Removes a lock file this process created, unless another process holds a lock on it.

@@ -483,10 +483,10 @@ struct Walker {
     /// Named databases walked in full whatever the scope.
     let walkInFull: Set<String>
     var report: PageValidationReport
-    /// One bit per page ≤ lastPage: reached by a tree (or an overflow run).
-    var used: [UInt64]
-    /// One bit per page: listed in the free list.
-    var free: [UInt64]
+    /// Pages reached by a tree (or an overflow run).
+    var used = PageSet()
+    /// Pages listed in the free list.
+    var free = PageSet()
     /// Named databases found in the main database, walked after it: name, record.
     var named: [(String, DBRecord)] = []
     /// One page buffer per tree level, plus one for overflow headers.
@@ -504,9 +504,6 @@ struct Walker {
         self.txnid = txnid
         self.scope = scope
         self.report = report
-        let words = lastPage / 64 + 1
-        used = [UInt64](repeating: 0, count: words)
-        free = [UInt64](repeating: 0, count: words)
         buffers = UnsafeMutableRawBufferPointer.allocate(byteCount: (Layout.maxDepth + 2) * pageSize, alignment: 16)
     }
 
@@ -514,13 +511,11 @@ struct Walker {
         UnsafeMutableRawBufferPointer(rebasing: buffers[(level * pageSize)..<((level + 1) * pageSize)])
     }
 
-    @inline(__always) func isSet(_ bits: [UInt64], _ page: Int) -> Bool { bits[page >> 6] & (1 << UInt64(page & 63)) != 0 }
-    @inline(__always) static func set(_ bits: inout [UInt64], _ page: Int) { bits[page >> 6] |= 1 << UInt64(page & 63) }
 
     mutating func run(meta: Meta, source: inout some PageSource) {
         defer { buffers.deallocate() }
-        Walker.set(&used, 0)
-        Walker.set(&used, 1)
+        used.insert(0)
+        used.insert(1)
         report.pagesChecked = 2
         walkDatabase(name: "<free>", record: meta.free, isFree: true, isMain: false, source: &source)
         walkDatabase(name: "<main>", record: meta.main, isFree: false, isMain: true, source: &source)
@@ -591,11 +586,11 @@ struct Walker {
 
     /// Marks `page` used by a tree; false (with a problem) when it was reached before.
     mutating func claim(_ page: Int, _ what: @autoclosure () -> String) -> Bool {
-        if isSet(used, page) {
+        if used.contains(page) {
             report.fail("\(what()): page \(page) is reached a second time (a cycle or a page shared by two parents)")
             return false
         }
-        Walker.set(&used, page)
+        used.insert(page)
         return true
     }
 
@@ -795,7 +790,6 @@ struct Walker {
     /// The free list's IDLs: a count, then that many page numbers, each ≤ last page, each once,
     /// none used by a tree.
     mutating func checkFreeList() {
-        var listed = 0
         for (r, value) in freeValues.enumerated() {
             let words = value.count / 8
             guard value.count % 8 == 0, words >= 1 else {
@@ -811,19 +805,46 @@ struct Walker {
                     report.fail("the free list: record \(r) lists page \(pg), outside 2…\(lastPage)"); return
                 }
                 let page = Int(pg)
-                if isSet(free, page) { report.fail("the free list: page \(page) is listed twice"); return }
-                if isSet(used, page) { report.fail("the free list: page \(page) is listed as free but is in use"); return }
-                Walker.set(&free, page)
-                listed += 1
+                if free.contains(page) { report.fail("the free list: page \(page) is listed twice"); return }
+                if used.contains(page) { report.fail("the free list: page \(page) is listed as free but is in use"); return }
+                free.insert(page)
             }
         }
         guard scope == .full, report.isValid else { return }
-        var accounted = 0
-        for w in 0..<used.count { accounted += (used[w] | free[w]).nonzeroBitCount }
+        let accounted = used.count(unionWith: free)
         let unaccounted = lastPage + 1 - accounted
         if unaccounted > 0 {
             report.notes.append("\(unaccounted) of \(lastPage + 1) pages are neither in use nor in the free list (leaked; harmless)")
         }
+    }
+}
+
+/// A set of page numbers: a bitmap in chunks of 2^18 pages (32 KiB), made as pages are added,
+/// so a huge sparse file with a huge `last_pg` costs memory only for the pages actually reached.
+struct PageSet {
+    static let chunkShift = 18
+    static let wordsPerChunk = (1 << chunkShift) / 64
+    private var chunks: [Int: [UInt64]] = [:]
+
+    func contains(_ page: Int) -> Bool {
+        guard let chunk = chunks[page >> Self.chunkShift] else { return false }
+        let bit = page & ((1 << Self.chunkShift) - 1)
+        return chunk[bit >> 6] & (1 << UInt64(bit & 63)) != 0
+    }
+
+    mutating func insert(_ page: Int) {
+        let bit = page & ((1 << Self.chunkShift) - 1)
+        chunks[page >> Self.chunkShift, default: [UInt64](repeating: 0, count: Self.wordsPerChunk)][bit >> 6] |= 1 << UInt64(bit & 63)
+    }
+
+    /// The number of pages in this set or `other`.
+    func count(unionWith other: PageSet) -> Int {
+        var n = 0
+        for key in Set(chunks.keys).union(other.chunks.keys) {
+            let a = chunks[key], b = other.chunks[key]
+            for w in 0..<Self.wordsPerChunk { n += ((a?[w] ?? 0) | (b?[w] ?? 0)).nonzeroBitCount }
+        }
+        return n
     }
 }
 
