@@ -1,4 +1,9 @@
 import CLMDB
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// An error returned by LMDB (or by the operating system through LMDB).
 ///
@@ -11,9 +16,25 @@ public struct LMDBError: Error, Hashable, Sendable, CustomStringConvertible {
     /// What was being done, e.g. `"open /data/cache.lmdb"`. Not part of equality.
     public var context: String
 
+    /// For ``isNoSpace`` errors: the file being written, the bytes that were needed (when known)
+    /// and the bytes its file system had free for unprivileged users (`statvfs`, when known).
+    public var path: String?
+    public var neededBytes: Int?
+    public var availableBytes: Int?
+
     public init(code: Int32, context: String = "") {
         self.code = code
         self.context = context
+    }
+
+    /// A no-space error (`ENOSPC`, or `EDQUOT` for a quota) about writing `path`, with the free
+    /// bytes of its file system filled in from `statvfs`.
+    public static func noSpace(path: String, code: Int32 = ENOSPC, needed: Int? = nil, context: String = "") -> LMDBError {
+        var error = LMDBError(code: code, context: context)
+        error.path = path
+        error.neededBytes = needed
+        error.availableBytes = availableBytesOnFileSystem(of: path)
+        return error
     }
 
     public static func == (lhs: LMDBError, rhs: LMDBError) -> Bool { lhs.code == rhs.code }
@@ -48,15 +69,70 @@ public struct LMDBError: Error, Hashable, Sendable, CustomStringConvertible {
     /// `MDB_BAD_VALSIZE`: a key is empty or longer than ``Environment/maxKeySize``.
     public static let badValueSize = LMDBError(code: MDB_BAD_VALSIZE)
 
-    /// LMDB's message for the code, followed by the context.
+    /// `ENOSPC`: the file system is full. See ``isNoSpace``.
+    public static let noSpace = LMDBError(code: ENOSPC)
+    /// `EDQUOT`: the user's disk quota is used up. See ``isNoSpace``.
+    public static let quotaExceeded = LMDBError(code: EDQUOT)
+
+    /// `ENOSPC` or `EDQUOT`: nothing more can be written to the file's file system.
+    public var isNoSpace: Bool { code == ENOSPC || code == EDQUOT }
+
+    /// LMDB's message for the code, followed by the context. No-space errors read
+    /// `no space left on the file system of PATH: need 16.0 KiB, have 0 bytes (context)`.
     public var description: String {
+        if isNoSpace {
+            var text = "no space left on the file system of \(path ?? "the file")"
+            switch (neededBytes, availableBytes) {
+            case let (need?, have?): text += ": need \(formatBytes(need)), have \(formatBytes(have))"
+            case let (nil, have?): text += ": \(formatBytes(have)) free"
+            case let (need?, nil): text += ": need \(formatBytes(need))"
+            case (nil, nil): break
+            }
+            if code == EDQUOT { text += " (disk quota exceeded)" }
+            return context.isEmpty ? text : "\(text) (\(context))"
+        }
         let message = String(cString: mdb_strerror(code))
         return context.isEmpty ? "LMDB: \(message)" : "LMDB: \(message) (\(context))"
     }
+}
+
+/// Bytes free for unprivileged users (`f_bavail × f_frsize`) on the file system holding `path`,
+/// or its directory when the file does not exist; nil when `statvfs` fails.
+public func availableBytesOnFileSystem(of path: String) -> Int? {
+    var s = statvfs()
+    if statvfs(path, &s) == 0 { return Int(clamping: UInt64(s.f_bavail) &* UInt64(s.f_frsize)) }
+    let slash = path.lastIndex(of: "/")
+    let directory = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
+    guard statvfs(directory, &s) == 0 else { return nil }
+    return Int(clamping: UInt64(s.f_bavail) &* UInt64(s.f_frsize))
+}
+
+/// A byte count for people: `512 B`, `16.0 KiB`, `3.2 MiB` (powers of 1024; as KDStore's).
+func formatBytes(_ bytes: Int) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    var value = Double(bytes), unit = 0
+    while value >= 1024 && unit < units.count - 1 { value /= 1024; unit += 1 }
+    guard unit > 0 else { return "\(bytes) B" }
+    let tenths = Int((value * 10).rounded())
+    return "\(tenths / 10).\(tenths % 10) \(units[unit])"
 }
 
 /// The single funnel every LMDB call passes through: `MDB_SUCCESS` returns, anything else throws.
 @inline(__always)
 func check(_ rc: Int32, _ context: @autoclosure () -> String) throws(LMDBError) {
     if rc != MDB_SUCCESS { throw LMDBError(code: rc, context: context()) }
+}
+
+/// The funnel for calls that may write `path` (open, put, commit, sync, copy): like ``check(_:_:)``,
+/// but `ENOSPC`/`EDQUOT` become ``LMDBError/noSpace(path:code:needed:context:)`` errors, and so
+/// does `EIO` when the file system has under 1 MiB free — liblmdb reports a short `pwrite` (what
+/// a full disk gives) as `EIO`, "Input/output error".
+@inline(__always)
+func checkWrite(_ rc: Int32, path: String, _ context: @autoclosure () -> String) throws(LMDBError) {
+    guard rc != MDB_SUCCESS else { return }
+    if rc == ENOSPC || rc == EDQUOT { throw LMDBError.noSpace(path: path, code: rc, context: context()) }
+    if rc == EIO, let free = availableBytesOnFileSystem(of: path), free < 1 << 20 {
+        throw LMDBError.noSpace(path: path, context: context() + "; liblmdb reported a short write as an I/O error")
+    }
+    throw LMDBError(code: rc, context: context())
 }

@@ -9,7 +9,9 @@ public struct EnvironmentOptions: OptionSet, Sendable {
     public init(rawValue: UInt32) { self.rawValue = rawValue }
 
     /// `MDB_RDONLY`: open for reading only. When no lock file can be created beside the data
-    /// (read-only directory or medium), the environment is opened with `MDB_NOLOCK` instead.
+    /// (read-only directory or medium, no permission, no space left for its blocks), the
+    /// environment is opened with `MDB_NOLOCK` instead: it then does not register as a reader,
+    /// so a writer in another process may reuse the pages it reads.
     public static let readOnly = EnvironmentOptions(rawValue: UInt32(MDB_RDONLY))
     /// `MDB_NORDAHEAD`: no OS read-ahead; faster cold random reads of files larger than RAM.
     public static let noReadAhead = EnvironmentOptions(rawValue: UInt32(MDB_NORDAHEAD))

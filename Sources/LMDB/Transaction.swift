@@ -43,7 +43,7 @@ public struct Transaction: ~Copyable {
     /// Commits (`mdb_txn_commit`). LMDB frees the transaction even when the commit fails.
     consuming func commit() throws {
         isFinished = true
-        try check(mdb_txn_commit(handle), "commit to \(environment.path)")
+        try checkWrite(mdb_txn_commit(handle), path: environment.path, "commit to \(environment.path)")
     }
 
     /// Opens a named database (`mdb_dbi_open`), creating it when `create` is true.
@@ -80,7 +80,7 @@ public struct Transaction: ~Copyable {
                     flags: WriteFlags = []) throws {
         var k = MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))
         var v = MDB_val(mv_size: value.count, mv_data: UnsafeMutableRawPointer(mutating: value.baseAddress))
-        try check(mdb_put(handle, db.handle, &k, &v, flags.rawValue),
+        try checkWrite(mdb_put(handle, db.handle, &k, &v, flags.rawValue), path: environment.path,
                   "put into \(db.name ?? "<main>") in \(environment.path)")
     }
 
@@ -97,7 +97,7 @@ public struct Transaction: ~Copyable {
                              flags: WriteFlags = [], _ fill: (UnsafeMutableRawBufferPointer) throws -> Void) throws {
         var k = MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))
         var v = MDB_val(mv_size: count, mv_data: nil)
-        try check(mdb_put(handle, db.handle, &k, &v, flags.rawValue | UInt32(MDB_RESERVE)),
+        try checkWrite(mdb_put(handle, db.handle, &k, &v, flags.rawValue | UInt32(MDB_RESERVE)), path: environment.path,
                   "reserve in \(db.name ?? "<main>") in \(environment.path)")
         try fill(UnsafeMutableRawBufferPointer(start: v.mv_data, count: count))
     }
@@ -108,13 +108,13 @@ public struct Transaction: ~Copyable {
         var k = MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))
         let rc = mdb_del(handle, db.handle, &k, nil)
         if rc == MDB_NOTFOUND { return false }
-        try check(rc, "delete from \(db.name ?? "<main>") in \(environment.path)")
+        try checkWrite(rc, path: environment.path, "delete from \(db.name ?? "<main>") in \(environment.path)")
         return true
     }
 
     /// Deletes every entry of `db`, keeping the database (`mdb_drop(…, 0)`).
     public func removeAll(in db: Database) throws {
-        try check(mdb_drop(handle, db.handle, 0), "empty \(db.name ?? "<main>") in \(environment.path)")
+        try checkWrite(mdb_drop(handle, db.handle, 0), path: environment.path, "empty \(db.name ?? "<main>") in \(environment.path)")
     }
 
     /// Entry and page counts of `db` (`mdb_stat`).

@@ -13,6 +13,8 @@ struct Info: ParsableCommand {
     var json = false
 
     func run() throws {
+        // info reads manifests and mdb_stat counts only: the full page walk only for small files.
+        StorePageCheck.processDefault = .automatic
         let info = try StoreInfo(path: store)
         if json {
             FileHandle.standardOutput.write(Data(try info.jsonBytes()))
