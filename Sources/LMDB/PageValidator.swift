@@ -64,12 +64,13 @@ public enum PageValidator {
     /// The walk is not an LMDB reader, so a writer in another process may reuse the pages of the
     /// snapshot under it. When the walk finds a problem, the meta pages are read again; if the
     /// picked txnid changed, the walk is repeated (up to ``maxAttempts`` times), so a live writer
-    /// never makes a sound file look damaged.
-    ///
-    /// - Throws: ``LMDBError`` with an `errno` code when the file cannot be opened or read.
+    /// never makes a sound file look damaged. (A writer can only overwrite pages of a snapshot
+    /// two commits after it, so a damaged-looking walk of a changing file always sees a new txnid
+    /// or a longer file when it looks again.)
     ///
     /// - Parameter walkInFull: named databases walked in full even in the ``Scope/upperLevels``
     ///   scope (kdcache's `meta`, whose manifest every command reads).
+    /// - Throws: ``LMDBError`` with an `errno` code when the file cannot be opened or read.
     public static func validate(path: String, scope: Scope = .full, walkInFull: Set<String> = []) throws -> PageValidationReport {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw LMDBError(code: errno, context: "open \(path) to check its pages") }
@@ -82,11 +83,15 @@ public enum PageValidator {
             report = check(length: Int(st.st_size), source: &source, scope: scope, walkInFull: walkInFull)
             if let code = source.ioError { throw LMDBError(code: code, context: "read \(path) to check its pages") }
             report.attempts = attempt
-            if report.isValid || !report.metaWasPicked { return report }
-            // Did a writer commit while we walked? Then the failure may be a reused page.
-            var again = FileSource(fd: fd)
-            guard let now = pickedMeta(length: Int(st.st_size), source: &again), now.txnid != report.transactionID else {
-                return report
+            if report.isValid { return report }
+            // Did a writer commit (or grow the file) while we walked? Then the failure may be a
+            // reused page, or a meta page newer than the length we took.
+            var after = stat()
+            guard fstat(fd, &after) == 0 else { throw LMDBError(code: errno, context: "stat \(path)") }
+            if after.st_size == st.st_size {
+                var again = FileSource(fd: fd)
+                guard report.metaWasPicked, let now = pickedMeta(length: Int(after.st_size), source: &again),
+                      now.txnid != report.transactionID else { return report }
             }
         }
         report.notes.append("a writer committed during each of \(maxAttempts) walks; the last one is reported")
