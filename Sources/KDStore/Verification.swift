@@ -31,8 +31,18 @@ public struct VerificationReport: Sendable {
 /// of the dataset when given.
 public enum StoreVerifier {
     public static func verify(path: String, dataset datasetPath: String? = nil) throws -> VerificationReport {
+        // The full LMDB page walk first, so every page problem is listed, not only the first.
+        let pages = try validateStorePages(path: path)
+        guard pages.isValid else {
+            let shown = pages.problems.prefix(VerificationReport.problemLimit)
+            let more = pages.problems.count - shown.count
+            throw StoreError(path: path, message: "damaged LMDB file (\(pages.problems.count) problem\(pages.problems.count == 1 ? "" : "s") in its page structure):\n  "
+                                + shown.joined(separator: "\n  ") + (more > 0 ? "\n  … \(more) more" : ""),
+                             hint: "Copy the file again from its source")
+        }
         let (env, kind, _) = try openStoreFile(path)
         var report = VerificationReport(path: path, kind: kind)
+        report.checked.append("LMDB page structure: \(pages.pagesChecked) pages" + (pages.notes.isEmpty ? "" : " (" + pages.notes.joined(separator: "; ") + ")"))
         switch kind {
         case .dataset:
             guard let manifest = try checkManifest(DatasetManifest.self, env: env, into: &report) else { return report }
