@@ -31,13 +31,14 @@ public struct VerificationReport: Sendable {
 /// of the dataset when given.
 public enum StoreVerifier {
     public static func verify(path: String, dataset datasetPath: String? = nil) throws -> VerificationReport {
-        // The full LMDB page walk first, so every page problem is listed, not only the first.
+        // The full LMDB page walk first, so that every page problem is listed, not only the first.
+        // A file that is not LMDB at all gets openStoreFile's own message below.
         let pages = try validateStorePages(path: path)
-        guard pages.isValid else {
+        if !pages.isValid, PageValidator.headerError(path: path) == nil {
             let shown = pages.problems.prefix(VerificationReport.problemLimit)
             let more = pages.problems.count - shown.count
-            throw StoreError(path: path, message: "damaged LMDB file (\(pages.problems.count) problem\(pages.problems.count == 1 ? "" : "s") in its page structure):\n  "
-                                + shown.joined(separator: "\n  ") + (more > 0 ? "\n  … \(more) more" : ""),
+            throw StoreError(path: path, message: "damaged LMDB file: " + shown.joined(separator: "\n  ")
+                                + (more > 0 ? "\n  … and \(more) more page problems" : ""),
                              hint: "Copy the file again from its source")
         }
         let (env, kind, _) = try openStoreFile(path)
