@@ -6,6 +6,12 @@ import LMDB
 /// Each ``write(_:completing:)`` is one LMDB transaction that stores the records *and* the
 /// manifest's updated `completed` ranges, so a crash leaves exactly the committed batches and a
 /// rerun resumes after them (``pendingRanges``).
+///
+/// **Records, not claims.** What is complete is counted from the records (``completedRanges``, a
+/// key scan when the writer opens): a sample whose views are not all stored is written again even
+/// if the manifest claims it (``unbackedClaims``), and the manifest's `completed` is corrected to
+/// the records in the same transaction as the next write (or by ``reconcileManifest()``).
+
 public final class SoftLabelWriter {
     public let path: String
     public let environment: Environment
@@ -15,6 +21,16 @@ public final class SoftLabelWriter {
     let meta: Database
     let records: Database
     let classCount: Int
+    /// Samples whose every view has a record: counted from the keys when the writer opened, plus
+    /// what it committed since. Sorted, disjoint.
+    public private(set) var completedRanges: [Range<Int>]
+    /// Samples the manifest claimed complete when the writer opened but whose records are not all
+    /// there (e.g. a dropped or damaged teacher database). They are pending again, and the claim is
+    /// corrected at the next commit.
+    public private(set) var unbackedClaims: [Range<Int>]
+    /// Samples whose records are all there but which the manifest did not claim; added to
+    /// `completed` at the next commit.
+    private var unclaimedRecords: [Range<Int>]
 
     /// Opens (or creates) the cache at `path` for `teacher`, keyed against `dataset`.
     ///
@@ -30,32 +46,33 @@ public final class SoftLabelWriter {
         guard layout.views >= 1, layout.topK >= 0, layout.topK <= dataset.labels.count, layout.topK <= Int(UInt16.max) else {
             throw StoreError(path: path, message: "views must be ≥ 1 and top-k within 0…\(dataset.labels.count)")
         }
-        let exists = FileManager.default.fileExists(atPath: path)
-        let env: Environment
-        if exists {
-            let (e, kind, bytes) = try openStoreFile(path, writable: true)
-            guard kind == .softLabels else { throw StoreError(path: path, message: "is a dataset store, not a soft-label cache") }
-            env = e
-            manifest = try ManifestCoding.decode(SoftLabelManifest.self, from: bytes)
-            try SoftLabelStore.checkCompatible(manifest, with: dataset, path: path)
-        } else {
-            env = try Environment(path: path, maxDatabases: 64)
-            manifest = SoftLabelManifest(created: iso8601Now(), datasetFingerprint: dataset.fingerprint,
-                                         featurizerSignature: dataset.featurizer.signature, labels: dataset.labels,
-                                         sampleCount: dataset.sampleCount, teachers: [:])
-        }
         let entry = TeacherManifest(identity: teacher, writeTemperature: layout.writeTemperature, dtype: layout.dtype.name,
                                     topK: layout.topK, views: layout.views, completed: [], metrics: [:],
                                     created: iso8601Now(), toolVersion: kdcacheVersion,
                                     augmentation: layout.views > 1 ? layout.augmentation?.description : nil,
                                     augmentationSeed: layout.views > 1 && layout.augmentation != nil ? layout.augmentationSeed : nil)
-        try SoftLabelWriter.adopt(entry, into: &manifest, path: path)
-        let fresh = manifest
+        var fresh = SoftLabelManifest(created: iso8601Now(), datasetFingerprint: dataset.fingerprint,
+                                      featurizerSignature: dataset.featurizer.signature, labels: dataset.labels,
+                                      sampleCount: dataset.sampleCount, teachers: [:])
+        try SoftLabelWriter.adopt(entry, into: &fresh, path: path)
+        let env: Environment
+        if FileManager.default.fileExists(atPath: path) {
+            let (e, kind, _) = try openStoreFile(path, writable: true)
+            guard kind == .softLabels else { throw StoreError(path: path, message: "is a dataset store, not a soft-label cache") }
+            env = e
+        } else {
+            env = try Environment(path: path, maxDatabases: 64)
+        }
+        let initial = fresh
         (meta, records, manifest) = try env.write { txn throws in
             let meta = try txn.openDatabase(named: DatabaseName.meta, create: true)
             let records = try txn.openDatabase(named: DatabaseName.teacher(teacher.name), create: true)
-            // Another process may have committed since the manifest was read: merge into what is stored.
-            var current = try ManifestIO.read(SoftLabelManifest.self, in: txn, meta: meta) ?? fresh
+            // Another process may have committed since the file was opened: merge into what is stored.
+            var current = initial
+            if let stored = try SoftLabelWriter.storedManifest(in: txn, meta: meta, path: path) {
+                try SoftLabelStore.checkCompatible(stored, with: dataset, path: path)
+                current = stored
+            }
             try SoftLabelWriter.adopt(entry, into: &current, path: path)
             try ManifestIO.write(current, in: txn, meta: meta)
             return (meta, records, current)
@@ -65,21 +82,32 @@ public final class SoftLabelWriter {
         self.teacherName = teacher.name
         self.layout = layout
         self.classCount = dataset.labels.count
+        let (n, views, db) = (manifest.sampleCount, layout.views, records)
+        let covered = try env.read { txn throws in try RecordCoverage.scan(in: txn, db: db, views: views, within: 0..<n) }
+        let claimed = RecordCoverage.claimed(manifest.teachers[teacher.name]!, sampleCount: n)
+        completedRanges = covered
+        unbackedClaims = RecordCoverage.subtract(covered, from: claimed)
+        unclaimedRecords = RecordCoverage.subtract(claimed, from: covered)
+    }
+
+    /// The manifest stored in `meta`, decoded; `nil` when there is none yet.
+    private static func storedManifest(in txn: borrowing Transaction, meta: Database, path: String) throws -> SoftLabelManifest? {
+        do { return try ManifestIO.read(SoftLabelManifest.self, in: txn, meta: meta) } catch let error as LMDBError {
+            throw error
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw StoreError(path: path, message: "unreadable soft-label manifest: \(error)", hint: "Run kdcache verify on it, or write to a new --out")
+        }
     }
 
     /// This teacher's manifest entry as committed so far.
     public var teacher: TeacherManifest { manifest.teachers[teacherName]! }
 
-    /// Sample ranges of `0..<sampleCount` not yet completed.
+    /// Sample ranges of `0..<sampleCount` whose records are not all written (the complement of
+    /// ``completedRanges``).
     public var pendingRanges: [Range<Int>] {
-        var pending: [Range<Int>] = []
-        var cursor = 0
-        for r in teacher.completedRanges {
-            if r.lowerBound > cursor { pending.append(cursor..<min(r.lowerBound, manifest.sampleCount)) }
-            cursor = max(cursor, r.upperBound)
-        }
-        if cursor < manifest.sampleCount { pending.append(cursor..<manifest.sampleCount) }
-        return pending
+        RecordCoverage.subtract(completedRanges, from: manifest.sampleCount > 0 ? [0..<manifest.sampleCount] : [])
     }
 
     /// One record to write: log-probabilities at T_w over all classes.
@@ -110,18 +138,41 @@ public final class SoftLabelWriter {
     /// `metrics`, in the manifest *as stored* — so that another process writing another teacher
     /// (or another shard of this one) into the same file at the same time loses nothing — and
     /// writes it back. Returns the updated manifest.
+    ///
+    /// The stored claim is corrected to the records here too: claims found without records when
+    /// the writer opened stay only where the records are now there (looked up in this
+    /// transaction, so what it wrote counts), and complete samples that were not claimed are added.
     private func commitManifest(in txn: borrowing Transaction, completing ranges: [Range<Int>],
                                 metrics: [String: Double]) throws -> SoftLabelManifest {
-        var current = try ManifestIO.read(SoftLabelManifest.self, in: txn, meta: meta) ?? manifest
+        var current = try SoftLabelWriter.storedManifest(in: txn, meta: meta, path: path) ?? manifest
         try SoftLabelWriter.adopt(teacher, into: &current, path: path)
         var entry = current.teachers[teacherName]!
-        var completed = entry.completedRanges
-        for r in ranges { completed = insertRange(r, into: completed) }
+        var completed = RecordCoverage.claimed(entry, sampleCount: current.sampleCount)
+        for r in unbackedClaims {
+            let backed = try RecordCoverage.scan(in: txn, db: records, views: layout.views, within: r)
+            completed = RecordCoverage.subtract(RecordCoverage.subtract(backed, from: [r]), from: completed)
+        }
+        for r in unclaimedRecords + ranges { completed = insertRange(r, into: completed) }
         entry.completed = completed.map { [$0.lowerBound, $0.upperBound] }
         for (k, v) in metrics { entry.metrics[k] = v }
         current.teachers[teacherName] = entry
         try ManifestIO.write(current, in: txn, meta: meta)
         return current
+    }
+
+    /// After a commit: what it completed is complete, and the stored claim matches the records.
+    private func didCommit(_ ranges: [Range<Int>]) {
+        for r in ranges { completedRanges = insertRange(r, into: completedRanges) }
+        unbackedClaims = []
+        unclaimedRecords = []
+    }
+
+    /// Commits the correction of the manifest's `completed` to the records when nothing else will
+    /// be written (every sample complete already); does nothing when the claim was right.
+    public func reconcileManifest() throws {
+        guard !unbackedClaims.isEmpty || !unclaimedRecords.isEmpty else { return }
+        manifest = try environment.write { txn throws in try commitManifest(in: txn, completing: [], metrics: [:]) }
+        didCommit([])
     }
 
     /// Writes `entries` and marks `range` complete, in one transaction.
@@ -167,6 +218,7 @@ public final class SoftLabelWriter {
             }
             return try commitManifest(in: txn, completing: [range], metrics: metrics)
         }
+        didCommit([range])
     }
 
     /// Writes the log-probabilities (at T_w) of every view of the samples in `samples` and marks
@@ -208,6 +260,7 @@ public final class SoftLabelWriter {
             }
             return try commitManifest(in: txn, completing: [samples], metrics: metrics)
         }
+        didCommit([samples])
     }
 
     /// Writes already-encoded records (as another cache stores them: copied byte for byte, so a
@@ -234,6 +287,7 @@ public final class SoftLabelWriter {
             }
             return try commitManifest(in: txn, completing: ranges, metrics: metrics)
         }
+        didCommit(ranges)
     }
 
     /// Lends every record of this teacher stored so far, in key order, as a checked view; `body`

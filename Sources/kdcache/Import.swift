@@ -50,13 +50,27 @@ struct Import: ParsableCommand {
         let layout = SoftLabelLayout(writeTemperature: writeTemperature, dtype: LogProbDType(name: dtype)!, topK: topK)
         try DiskSpace.check(path: out, needed: SoftLabelPlan(samples: store.count, classes: store.classCount, layout: layout).bytes)
         let writer = try SoftLabelWriter(path: out, dataset: store.manifest, teacher: identity, layout: layout)
+        reportWriterFindings(writer)
         let bar = ProgressBar(label: "import", quiet: quiet)
         let written = try TeacherOutput.write(writer, batchSize: commitEvery, produce: { range in range.map { [outputKind.toLogits(rows[$0], temperature: temperature)] } },
                                               progress: { done, total in bar.update(done: done, total: total, items: done, unit: "samples") })
         bar.finish()
+        try writer.reconcileManifest()
         try reportLabelAgreement(writer, store: store, imported: true)
         let already = store.count - written
         print("imported \(written) samples × \(store.classCount) classes from \(file) into \(out) as teacher '\(name)' (T_w \(writeTemperature), \(dtype))"
               + (already > 0 ? "; \(already) samples were already complete" : ""))
+    }
+}
+
+/// Tells what a writer found at its --out that the manifest did not say: samples the manifest
+/// claimed whose records are missing (written again now).
+func reportWriterFindings(_ writer: SoftLabelWriter) {
+    let unbacked = writer.unbackedClaims
+    if !unbacked.isEmpty {
+        let count = unbacked.reduce(0) { $0 + $1.count }
+        printError("warning: \(writer.path): the manifest claims \(count) samples of teacher '\(writer.teacherName)' complete whose records are missing ("
+                   + unbacked.prefix(3).map { "\($0.lowerBound)..<\($0.upperBound)" }.joined(separator: ", ") + (unbacked.count > 3 ? ", …" : "")
+                   + "); they are written again")
     }
 }

@@ -75,9 +75,10 @@ struct Teach: ParsableCommand {
         }
     }
 
-    func alreadyComplete(_ writer: SoftLabelWriter, _ shard: Shard?, _ total: Int) -> Bool {
+    func alreadyComplete(_ writer: SoftLabelWriter, _ shard: Shard?, _ total: Int) throws -> Bool {
         let allowed = shard?.range(of: total) ?? 0..<total
         guard writer.pendingRanges.allSatisfy({ $0.clamped(to: allowed).isEmpty }) else { return false }
+        try writer.reconcileManifest()
         print("\(out): teacher '\(writer.teacherName)' already complete for samples \(allowed.lowerBound)..<\(allowed.upperBound); nothing to do")
         return true
     }
@@ -86,7 +87,8 @@ struct Teach: ParsableCommand {
         let teacher = try ExternalTeacher(command: command, dataset: store.manifest, timeout: timeout)
         let identity = teacher.identity(name: name)
         let writer = try SoftLabelWriter(path: out, dataset: store.manifest, teacher: identity, layout: layout)
-        if alreadyComplete(writer, shard, store.count) { try teacher.finish(); return }
+        reportWriterFindings(writer)
+        if try alreadyComplete(writer, shard, store.count) { try teacher.finish(); return }
         let bar = ProgressBar(label: "teach", quiet: quiet)
         var checkedEarly = false
         let written: Int
@@ -117,7 +119,7 @@ struct Teach: ParsableCommand {
         }) } catch {
             bar.finish()
             let allowed = shard?.range(of: store.count) ?? 0..<store.count
-            let committed = writer.teacher.completedRanges.reduce(0) { $0 + $1.clamped(to: allowed).count }
+            let committed = writer.completedRanges.reduce(0) { $0 + $1.clamped(to: allowed).count }
             printError("teach: stopped with \(committed) of \(allowed.count) samples committed to \(out); "
                        + "they are kept, and the same command resumes after them")
             throw error
@@ -138,7 +140,8 @@ struct Teach: ParsableCommand {
         let name = self.name ?? "builtin"
         let identity = options.identity(dataset: store.manifest, name: name)
         let writer = try SoftLabelWriter(path: out, dataset: store.manifest, teacher: identity, layout: layout)
-        if alreadyComplete(writer, shard, store.count) { return }
+        reportWriterFindings(writer)
+        if try alreadyComplete(writer, shard, store.count) { return }
         let log: @Sendable (String) -> Void = { [quiet] message in if !quiet { printError("teach: \(message)") } }
         let (logProbs, report) = try BuiltinTeacher(options: options).predict(dataset: store, views: layout.views, augmentation: layout.augmentation,
                                                                               augmentationSeed: layout.augmentationSeed, progress: log)
