@@ -20,13 +20,15 @@ public struct MergeReport: Sendable {
 /// Records are copied as stored, so the result equals a single-process run's records bit for bit.
 /// What is complete is counted from the records (every view of a sample present in some shard),
 /// not from the shards' `completed` claims; the merged manifest's `completed` is that count.
-/// The output is written under a temporary name and renamed when complete.
+/// The output is written as `OUT.tmp-PID` and renamed when complete.
 public enum CacheMerger {
     public static func merge(_ paths: [String], into output: String, overwrite: Bool = false) throws -> MergeReport {
         guard !paths.isEmpty else { throw StoreError(path: output, message: "nothing to merge", hint: "Name the shard caches") }
+        try OutputFile.checkCanWrite(output)
         if FileManager.default.fileExists(atPath: output) && !overwrite {
             throw StoreError(path: output, message: "already exists", hint: "Pass --force to replace it, or choose another --out")
         }
+        OutputFile.removeStaleTemporaries(of: output)
         let stores = try paths.map { try SoftLabelStore(path: $0) }
         let first = stores[0].manifest
         var teachers: [String: (TeacherManifest, String)] = [:]
@@ -52,7 +54,7 @@ public enum CacheMerger {
                 }
             }
         }
-        let temporary = output + ".tmp-\(getpid())"
+        let temporary = OutputFile.temporaryName(for: output)
         removeStoreFiles(temporary)
         var report = MergeReport(gaps: [:], duplicates: [:], records: [:], unbackedClaims: [:])
         do {
@@ -61,10 +63,11 @@ public enum CacheMerger {
                                           split: SplitConfig(method: ""), hasText: false, fingerprint: first.datasetFingerprint, skippedRows: [:])
             for name in teachers.keys.sorted() {
                 let (t, _) = teachers[name]!
-                let writer = try SoftLabelWriter(path: temporary, dataset: dataset, teacher: t.identity,
+                let writer = try SoftLabelWriter(path: output, dataset: dataset, teacher: t.identity,
                                                  layout: SoftLabelLayout(writeTemperature: t.writeTemperature, dtype: t.logProbDType, topK: t.topK, views: t.views,
                                                                          augmentation: t.augmentation.flatMap(Augmentation.init(parsing:)),
-                                                                         augmentationSeed: t.augmentationSeed ?? 0))
+                                                                         augmentationSeed: t.augmentationSeed ?? 0),
+                                                 privateFile: temporary)
                 let holders = stores.filter { $0.manifest.teachers[name] != nil }
                 var metrics: [String: Double] = [:]
                 for s in holders { metrics.merge(s.manifest.teachers[name]!.metrics) { a, _ in a } }
@@ -75,9 +78,9 @@ public enum CacheMerger {
                 if !merged.unbacked.isEmpty { report.unbackedClaims[name] = merged.unbacked }
             }
             guard rename(temporary, output) == 0 else {
-                throw StoreError(path: output, message: "cannot rename \(temporary) into place: \(String(cString: strerror(errno)))")
+                throw StoreError(path: output, message: "cannot move the merged cache into place: \(String(cString: strerror(errno)))")
             }
-            unlink(temporary + "-lock")
+            unlink(output + "-lock")
             return report
         } catch {
             removeStoreFiles(temporary)

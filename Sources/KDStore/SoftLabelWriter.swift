@@ -11,8 +11,14 @@ import LMDB
 /// key scan when the writer opens): a sample whose views are not all stored is written again even
 /// if the manifest claims it (``unbackedClaims``), and the manifest's `completed` is corrected to
 /// the records in the same transaction as the next write (or by ``reconcileManifest()``).
-
+///
+/// **Creation is atomic.** A new cache is built as `OUT.tmp-PID` (meta database and manifest
+/// committed) and then hard-linked to `OUT` (`link(2)`, which fails with `EEXIST` when another
+/// writer got there first: then that cache is opened and this teacher added to it, as for any
+/// existing cache). So `OUT` never exists without a manifest, and a run killed at any instant
+/// resumes with the same command; the temporary of a killed run is removed by the next one.
 public final class SoftLabelWriter {
+    /// The cache's path, as errors name it.
     public let path: String
     public let environment: Environment
     public private(set) var manifest: SoftLabelManifest
@@ -31,12 +37,23 @@ public final class SoftLabelWriter {
     /// Samples whose records are all there but which the manifest did not claim; added to
     /// `completed` at the next commit.
     private var unclaimedRecords: [Range<Int>]
+    /// When `path` held the leftover of a run killed while creating it (an empty file, or an LMDB
+    /// file whose databases are all empty and which has no manifest), what it was; the writer
+    /// adopted it as an empty cache.
+    public let adoptedLeftover: String?
 
     /// Opens (or creates) the cache at `path` for `teacher`, keyed against `dataset`.
     ///
     /// An existing cache must match the dataset's fingerprint and labels; an existing entry for
-    /// the same teacher name must match its identity and layout (then the run resumes).
-    public init(path: String, dataset: DatasetManifest, teacher: TeacherIdentity, layout: SoftLabelLayout) throws {
+    /// the same teacher name must match its identity and layout (then the run resumes). A file at
+    /// `path` that is not a kdcache cache is refused, except an empty leftover (``adoptedLeftover``).
+    public convenience init(path: String, dataset: DatasetManifest, teacher: TeacherIdentity, layout: SoftLabelLayout) throws {
+        try self.init(path: path, dataset: dataset, teacher: teacher, layout: layout, privateFile: nil)
+    }
+
+    /// With `privateFile`, writes into that file instead, created in place and named `path` in
+    /// errors: for a temporary that only this process knows (``CacheMerger``), renamed by the caller.
+    init(path: String, dataset: DatasetManifest, teacher: TeacherIdentity, layout: SoftLabelLayout, privateFile: String?) throws {
         guard teacher.name.range(of: "^[A-Za-z0-9._-]+$", options: .regularExpression) != nil else {
             throw StoreError(path: path, message: "teacher name '\(teacher.name)' has characters outside A-Z a-z 0-9 . _ -")
         }
@@ -56,12 +73,12 @@ public final class SoftLabelWriter {
                                       sampleCount: dataset.sampleCount, teachers: [:])
         try SoftLabelWriter.adopt(entry, into: &fresh, path: path)
         let env: Environment
-        if FileManager.default.fileExists(atPath: path) {
-            let (e, kind, _) = try openStoreFile(path, writable: true)
-            guard kind == .softLabels else { throw StoreError(path: path, message: "is a dataset store, not a soft-label cache") }
-            env = e
+        if let privateFile {
+            env = try Environment(path: privateFile, options: .noLock, maxDatabases: 64)
+            adoptedLeftover = nil
         } else {
-            env = try Environment(path: path, maxDatabases: 64)
+            let planned = SoftLabelPlan(samples: dataset.sampleCount, classes: dataset.labels.count, layout: layout).bytes
+            (env, adoptedLeftover) = try SoftLabelWriter.openOrCreate(path, manifest: fresh, teacher: teacher.name, plannedBytes: planned)
         }
         let initial = fresh
         (meta, records, manifest) = try env.write { txn throws in
@@ -98,6 +115,115 @@ public final class SoftLabelWriter {
             throw error
         } catch {
             throw StoreError(path: path, message: "unreadable soft-label manifest: \(error)", hint: "Run kdcache verify on it, or write to a new --out")
+        }
+    }
+
+    /// Opens the cache at `path` for writing, creating it first when there is none (see the type's
+    /// doc). Returns the environment and, when `path` held an empty leftover, what it was.
+    private static func openOrCreate(_ path: String, manifest: SoftLabelManifest, teacher: String,
+                                     plannedBytes: Int) throws -> (Environment, String?) {
+        try OutputFile.checkCanWrite(path)
+        OutputFile.removeStaleTemporaries(of: path)
+        // Each pass either opens what is at `path` or creates it; a creation that loses the race to
+        // another writer goes round once more to open theirs.
+        for _ in 0..<3 {
+            var st = stat()
+            guard stat(path, &st) == 0 else {
+                let why = errno
+                guard why == ENOENT else { throw StoreError(path: path, message: "cannot open: \(String(cString: strerror(why)))") }
+                if lstat(path, &st) == 0 {
+                    throw StoreError(path: path, message: "is a symbolic link to a file that does not exist", hint: "Remove the link or choose another --out")
+                }
+                _ = try createUnderTemporaryName(path, manifest: manifest, teacher: teacher, plannedBytes: plannedBytes)
+                continue
+            }
+            if st.st_size == 0 {
+                return (try Environment(path: path, maxDatabases: 64), "an empty file")
+            }
+            guard OutputFile.looksLikeLMDB(path) else {
+                throw StoreError(path: path, message: "exists and is not a kdcache cache (not an LMDB file)",
+                                 hint: "kdcache does not overwrite files it did not write: choose another --out, or remove \(path) if you do not need it")
+            }
+            let lock = path + "-lock"
+            let lockExisted = access(lock, F_OK) == 0
+            let opened: (Environment, StoreKind)
+            do {
+                let (env, kind, _) = try openStoreFile(path, writable: true)
+                opened = (env, kind)
+            } catch let error as StoreError {
+                let contents = OutputFile.inspectWithoutManifest(path)
+                if contents == .emptyLeftover {
+                    return (try Environment(path: path, maxDatabases: 64), "an LMDB file with no manifest and no records")
+                }
+                if !lockExisted { unlink(lock) }
+                if contents == .foreignData {
+                    throw StoreError(path: path, message: "exists and is not a kdcache cache (an LMDB file without a kdcache manifest, holding data)",
+                                     hint: "kdcache does not overwrite files it did not write: choose another --out, or remove \(path) if you do not need it")
+                }
+                throw error
+            }
+            guard opened.1 == .softLabels else {
+                throw StoreError(path: path, message: "is a dataset store, not a soft-label cache", hint: "Choose another --out for the cache")
+            }
+            return (opened.0, nil)
+        }
+        throw StoreError(path: path, message: "appeared and disappeared again while being opened",
+                         hint: "Another process is creating and removing it; run again when it is done")
+    }
+
+    /// Builds a new cache holding `manifest` as `OUT.tmp-PID` (without a lock file: no other
+    /// process knows the name), closes it, and links it to `path`. Returns false when `path`
+    /// appeared meanwhile (another writer won the race); the temporary name is gone either way.
+    /// Errors name `path`, never the temporary.
+    private static func createUnderTemporaryName(_ path: String, manifest: SoftLabelManifest, teacher: String,
+                                                 plannedBytes: Int) throws -> Bool {
+        let temporary = OutputFile.temporaryName(for: path)
+        removeStoreFiles(temporary)
+        defer { removeStoreFiles(temporary) }
+        do {
+            try writeInitialCache(at: temporary, manifest: manifest, teacher: teacher)
+        } catch {
+            throw creationError(error, path: path, plannedBytes: plannedBytes)
+        }
+        if link(temporary, path) == 0 { return true }
+        let why = errno
+        if why == EEXIST { return false }
+        // A file system without hard links: fall back to a rename, exclusive only as far as the
+        // existence check goes.
+        if why == EPERM || why == ENOTSUP || why == EOPNOTSUPP || why == EMLINK || why == ENOSYS {
+            guard access(path, F_OK) != 0 else { return false }
+            if rename(temporary, path) == 0 { return true }
+        }
+        throw StoreError(path: path, message: "cannot create: \(String(cString: strerror(why)))")
+    }
+
+    /// The meta and teacher databases and the manifest, in one transaction; the environment is
+    /// closed when this returns, so nothing writes through the temporary name afterwards.
+    private static func writeInitialCache(at temporary: String, manifest: SoftLabelManifest, teacher: String) throws {
+        let env = try Environment(path: temporary, options: .noLock, maxDatabases: 64)
+        try env.write { txn throws in
+            let meta = try txn.openDatabase(named: DatabaseName.meta, create: true)
+            _ = try txn.openDatabase(named: DatabaseName.teacher(teacher), create: true)
+            try ManifestIO.write(manifest, in: txn, meta: meta)
+        }
+    }
+
+    /// An error met while building the temporary, told about `path`.
+    private static func creationError(_ error: Error, path: String, plannedBytes: Int) -> Error {
+        guard let e = error as? LMDBError else { return error }
+        let directory = OutputFile.directory(of: path)
+        if let full = DiskSpace.explain(error, path: path, needed: plannedBytes,
+                                        hint: "Free space, write elsewhere, or shrink the cache (--dtype f16, --top-k)") as? StoreError {
+            return full
+        }
+        switch e.code {
+        case EACCES, EPERM:
+            return StoreError(path: path, message: "cannot create files in \(directory): permission denied",
+                              hint: "Check the directory's permissions, or choose another --out")
+        case EROFS:
+            return StoreError(path: path, message: "the file system of \(directory) is read-only", hint: "Choose another --out")
+        default:
+            return StoreError(path: path, message: "cannot create: \(LMDBError(code: e.code))")
         }
     }
 

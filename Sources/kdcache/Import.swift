@@ -97,9 +97,13 @@ func explainWriteFailure(_ error: Error, out: String, writer: SoftLabelWriter?, 
     return DiskSpace.explain(error, path: out, needed: remainingPlan(writer, shard: shard), existingCounts: false)
 }
 
-/// Tells what a writer found at its --out that the manifest did not say: samples the manifest
-/// claimed whose records are missing (written again now).
+/// Tells what a writer found at its --out that the manifest did not say: an empty leftover of a
+/// killed run that it adopted, or samples the manifest claimed whose records are missing (written
+/// again now).
 func reportWriterFindings(_ writer: SoftLabelWriter) {
+    if let leftover = writer.adoptedLeftover {
+        printError("note: \(writer.path) was \(leftover), left by a run killed while creating it; it is used as an empty cache")
+    }
     let unbacked = writer.unbackedClaims
     if !unbacked.isEmpty {
         let count = unbacked.reduce(0) { $0 + $1.count }

@@ -3,7 +3,8 @@ import LMDB
 import Testing
 @testable import KDStore
 
-/// Resume, merge and info count the records, not the manifest's claim.
+/// Resume, merge and info count the records, not the manifest's claim; a new cache appears only
+/// with its manifest; what is at `--out` is adopted only when it holds nothing.
 @Suite struct WriterResumeTests {
     let teacher = TeacherIdentity(name: "mlp", description: "test teacher", contentHash: "sha256:abc")
 
@@ -168,5 +169,103 @@ import Testing
         let coverage = (json?["coverage"] as? [String: Any])?["mlp"] as? [String: Any]
         #expect(coverage?["complete_samples"] as? Int == 27)
         #expect(coverage?["claimed_samples"] as? Int == 30)
+    }
+
+    // MARK: - What is at --out
+
+    @Test func aNewCacheLeavesNoTemporaryAndNoLockOfIt() throws {
+        let dir = temporaryDirectory()
+        let data = try makeTextStore(rows: 6, in: dir)
+        _ = try SoftLabelWriter(path: dir + "/c.lmdb", dataset: data.manifest, teacher: teacher, layout: SoftLabelLayout())
+        let names = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasPrefix("c.lmdb") }.sorted()
+        #expect(names == ["c.lmdb", "c.lmdb-lock"])
+        #expect(try SoftLabelStore(path: dir + "/c.lmdb").manifest.teachers.keys.sorted() == ["mlp"])
+    }
+
+    @Test func emptyLeftoversAreAdopted() throws {
+        let dir = temporaryDirectory()
+        let data = try makeTextStore(rows: 6, in: dir)
+        // A zero-byte file, and an LMDB file with an empty `meta` and teacher database and no manifest
+        // (what a run killed between creating the file and its first commit leaves).
+        #expect(FileManager.default.createFile(atPath: dir + "/zero.lmdb", contents: Data()))
+        try { let env = try Environment(path: dir + "/bare.lmdb", maxDatabases: 64)
+              try env.write { txn throws in
+                  _ = try txn.openDatabase(named: "meta", create: true)
+                  _ = try txn.openDatabase(named: "teacher/x", create: true)
+              } }()
+        for name in ["zero.lmdb", "bare.lmdb"] {
+            let writer = try SoftLabelWriter(path: dir + "/" + name, dataset: data.manifest, teacher: teacher, layout: SoftLabelLayout())
+            #expect(writer.adoptedLeftover != nil, "\(name)")
+            #expect(writer.pendingRanges == [0..<6])
+            try writer.write(entries(0..<6, views: 1), completing: 0..<6)
+            let reopened = try SoftLabelWriter(path: dir + "/" + name, dataset: data.manifest, teacher: teacher, layout: SoftLabelLayout())
+            #expect(reopened.adoptedLeftover == nil && reopened.pendingRanges.isEmpty)
+        }
+    }
+
+    struct RefusalCase: Sendable, CustomTestStringConvertible {
+        var name: String
+        var message: String
+        var hintContainsPath: Bool
+        var testDescription: String { name }
+    }
+
+    static let refusals: [RefusalCase] = [
+        RefusalCase(name: "a text file", message: "exists and is not a kdcache cache (not an LMDB file)", hintContainsPath: true),
+        RefusalCase(name: "an LMDB file with data", message: "exists and is not a kdcache cache (an LMDB file without a kdcache manifest, holding data)",
+                    hintContainsPath: true),
+        RefusalCase(name: "a directory", message: "is a directory, not a file", hintContainsPath: true),
+        RefusalCase(name: "a missing directory", message: "the directory", hintContainsPath: false),
+        RefusalCase(name: "a dataset store", message: "is a dataset store, not a soft-label cache", hintContainsPath: false),
+    ]
+
+    @Test(arguments: refusals) func whatIsNotACacheIsRefusedInPlainWords(_ c: RefusalCase) throws {
+        let dir = temporaryDirectory()
+        let data = try makeTextStore(rows: 6, in: dir)
+        var path = dir + "/out.lmdb"
+        switch c.name {
+        case "a text file": #expect(FileManager.default.createFile(atPath: path, contents: Data("id,label\n1,a\n".utf8)))
+        case "an LMDB file with data":
+            try { let env = try Environment(path: path, maxDatabases: 4)
+                  try env.write { txn throws in try txn.put(Array("v".utf8), forKey: Array("k".utf8), in: try txn.openDatabase(named: "other", create: true)) } }()
+            unlink(path + "-lock")
+        case "a directory": try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false)
+        case "a missing directory": path = dir + "/no/such/out.lmdb"
+        default: path = data.path
+        }
+        let before = try FileManager.default.contentsOfDirectory(atPath: dir).sorted()
+        let error = #expect(throws: StoreError.self) {
+            try SoftLabelWriter(path: path, dataset: data.manifest, teacher: teacher, layout: SoftLabelLayout())
+        }
+        #expect(error?.path == path)
+        #expect(error?.message.hasPrefix(c.message) == true, "\(String(describing: error))")
+        if c.hintContainsPath { #expect(error?.hint?.contains(path) == true, "\(String(describing: error?.hint))") }
+        #expect(error?.description.contains(".tmp-") == false)
+        if c.name != "a dataset store" {
+            #expect(try FileManager.default.contentsOfDirectory(atPath: dir).sorted() == before, "no lock file or temporary is left beside it")
+        }
+    }
+
+    @Test func staleTemporariesOfDeadProcessesAreRemoved() throws {
+        let dir = temporaryDirectory()
+        let data = try makeTextStore(rows: 6, in: dir)
+        let dead = try deadPid()
+        let out = dir + "/c.lmdb"
+        for name in ["c.lmdb.tmp-\(dead)", "c.lmdb.tmp-\(dead)-lock", "c.lmdb.tmp-1", "c.lmdb.tmp-x\(dead)", "other.lmdb.tmp-\(dead)"] {
+            #expect(FileManager.default.createFile(atPath: dir + "/" + name, contents: Data("partial".utf8)))
+        }
+        _ = try SoftLabelWriter(path: out, dataset: data.manifest, teacher: teacher, layout: SoftLabelLayout())
+        let left = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.contains(".tmp-") }.sorted()
+        #expect(left == ["c.lmdb.tmp-1", "c.lmdb.tmp-x\(dead)", "other.lmdb.tmp-\(dead)"],
+                "only this output's temporaries of processes that are gone (pid 1 lives)")
+    }
+
+    /// The pid of a process that has exited.
+    func deadPid() throws -> Int32 {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/true")
+        try p.run()
+        p.waitUntilExit()
+        return p.processIdentifier
     }
 }
