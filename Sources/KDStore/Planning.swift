@@ -53,10 +53,10 @@ public enum DiskSpace {
 
     /// The error for a store at `path` that needs `needed` more bytes (nil: unknown) where `free`
     /// are left. With a need that is unknown or not above `free` (an estimate that was too low, or
-    /// another process filling the disk), says "need more than Y".
+    /// another process filling the disk), says "need more than is free".
     public static func noSpace(path: String, needed: Int?, free: Int,
                                hint: String = "Free space, write elsewhere, or shrink the cache (--dtype f16, --top-k)") -> StoreError {
-        let need = needed.flatMap { $0 > free ? formatBytes($0) : nil } ?? "more than \(formatBytes(free))"
+        let need = needed.flatMap { $0 > free ? formatBytes($0) : nil } ?? "more than is free"
         return StoreError(path: path, message: "no space left on the file system of \(path): need \(need), have \(formatBytes(free))", hint: hint)
     }
 

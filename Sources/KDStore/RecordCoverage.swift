@@ -9,7 +9,10 @@ import LMDB
 /// present but damaged counts as present, and `verify` is what finds it. Keys of another length,
 /// views ≥ `views` and samples outside the range asked for are skipped.
 ///
-/// Cost: one cursor step per record, and no value is read.
+/// Cost: one cursor step per record, no value read. Measured (release, warm page cache) on
+/// 100,000 samples × 1 view: 1.9–2.9 ms with 3-class records (14 B; a CRC-checked decoding scan
+/// takes 5–6 ms) and 2.8 ms with 1000-class f16 records (2008 B, one leaf page per two records;
+/// the checked scan takes 130–210 ms; cold, the key scan took 274 ms).
 enum RecordCoverage {
     /// Builds sorted, disjoint complete ranges from keys fed in ascending order.
     struct Builder {

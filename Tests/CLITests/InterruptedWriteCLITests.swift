@@ -253,11 +253,15 @@ import Testing
         #expect(try String(contentsOfFile: notes, encoding: .utf8) == "my notes\n")
     }
 
-    @Test func aFullDiskIsToldInPlainWordsAndKeepsWhatWasCommitted() throws {
+    @Test func aFullDiskIsToldInPlainWordsAndKeepsWhatWasCommittedOrThePreviousStore() throws {
         let dir = try Self.prepared(rows: 300)
         let tiny = dir + "/tiny"
         try FileManager.default.createDirectory(atPath: tiny, withIntermediateDirectories: false)
+        var csv = "id,label,text\n"
+        for i in 0..<3000 { csv += "q\(i),\(["x", "y"][i % 2]),word\(i % 97) other\(i % 13) more\(i)\n" }
+        writeFile(dir + "/big.csv", Array(csv.utf8))
         let importA = "\(kdcacheBinary) import \(dir)/l.jsonl --data \(dir)/d.lmdb --out \(tiny)/c.lmdb --quiet"
+        let prep = "\(kdcacheBinary) prep --text-column text --label-column label --id-column id --hash-bits 10 --quiet --force"
         // A second teacher into a cache on a file system filled up after the first: the plan check
         // before opening passes (it counts the whole file), then the commit that adds the teacher
         // meets ENOSPC.
@@ -270,6 +274,11 @@ import Testing
             \(kdcacheBinary) verify \(tiny)/c.lmdb --data \(dir)/d.lmdb >/dev/null; echo verify=$?
             \(importA) --name B --commit-every 50 >/dev/null 2>&1; echo resumed=$?
             \(kdcacheBinary) info \(tiny)/c.lmdb --json
+            rm \(tiny)/c.lmdb*
+            \(prep) \(dir)/d.csv --out \(tiny)/p.lmdb; echo small=$?; sha256sum \(tiny)/p.lmdb > \(dir)/p.sum
+            \(prep) \(dir)/big.csv --out \(tiny)/p.lmdb; echo big=$?
+            sha256sum -c --quiet \(dir)/p.sum && echo previous-intact
+            echo left=$(ls -A \(tiny))
             """
         var result: CommandResult? = nil
         for prefix in [["unshare", "--user", "--map-root-user", "--mount"], ["unshare", "--mount"]] {
@@ -293,5 +302,10 @@ import Testing
         #expect(r.stdout.contains("verify=0\n"), "the teacher committed before the disk filled is intact: \(r.output)")
         #expect(r.stdout.contains("resumed=0\n"), "with space again, the same command finishes: \(r.output)")
         #expect(r.stdout.contains("\"B\":{\"claimed_samples\":300,\"claimed_without_records\":[],\"complete_samples\":300}"), "\(r.stdout)")
+        // prep --force over a store, on a file system without room for the new one: the old store stays.
+        #expect(r.stdout.contains("small=0\n") && r.stdout.contains("big=1\n"), "\(r.output)")
+        #expect(r.stderr.contains("\(tiny)/p.lmdb: no space left on the file system of \(tiny)/p.lmdb: need "), "\(r.stderr)")
+        #expect(r.stderr.contains("the input and the existing store are untouched"), "\(r.stderr)")
+        #expect(r.stdout.contains("previous-intact\n") && r.stdout.contains("left=p.lmdb\n"), "\(r.output)")
     }
 }
