@@ -155,8 +155,10 @@ public final class SoftLabelWriter {
                 if contents == .emptyLeftover {
                     return (try Environment(path: path, maxDatabases: 64), "an LMDB file with no manifest and no records")
                 }
-                if !lockExisted { unlink(lock) }
                 if contents == .foreignData {
+                    // Not a store: take away the lock file this open made beside it. (Beside a store,
+                    // the lock file may be in use by another writer by now, and stays.)
+                    if !lockExisted { unlink(lock) }
                     throw StoreError(path: path, message: "exists and is not a kdcache cache (an LMDB file without a kdcache manifest, holding data)",
                                      hint: "kdcache does not overwrite files it did not write: choose another --out, or remove \(path) if you do not need it")
                 }
