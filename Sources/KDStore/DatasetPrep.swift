@@ -50,9 +50,12 @@ public struct PrepSummary: Sendable {
 
 /// Builds a dataset store from a CSV / TSV / JSONL file (`kdcache prep`).
 ///
-/// The store is written to `OUTPUT.tmp-PID` and renamed over `output` only after a final sync: bad
-/// input or a crash never leaves a half-written store under the requested name. Memory is bounded
-/// by one batch of rows, whatever the input size.
+/// The store is written to `OUTPUT.tmp-PID` (without a lock file: no other process knows the
+/// name) and renamed over `output` only after a final sync, so `output` is at every instant either
+/// absent, the complete previous store, or the complete new one: bad input, a full disk or a
+/// crash never leaves a half-written store under the requested name. A temporary left by a killed
+/// run is removed by the next run writing the same `output`. Memory is bounded by one batch of
+/// rows, whatever the input size.
 public struct DatasetPreparer {
     public var options: PrepOptions
 
@@ -60,25 +63,35 @@ public struct DatasetPreparer {
 
     public func run(output: String, overwrite: Bool = false,
                     progress: ((PrepProgress) -> Void)? = nil) throws -> PrepSummary {
+        try OutputFile.checkCanWrite(output)
         if FileManager.default.fileExists(atPath: output) && !overwrite {
             throw StoreError(path: output, message: "already exists", hint: "Pass --force to replace it, or choose another --out")
         }
-        let temporary = output + ".tmp-\(getpid())"
+        OutputFile.removeStaleTemporaries(of: output)
+        let temporary = OutputFile.temporaryName(for: output)
         removeStoreFiles(temporary)
+        var last: PrepProgress? = nil
         do {
             var job = try PrepJob(options: options, path: temporary)
-            let manifest = try job.run(progress: progress)
+            let manifest = try job.run { p in last = p; progress?(p) }
             try job.environment.sync()
             job.close()
             guard rename(temporary, output) == 0 else {
-                throw StoreError(path: output, message: "cannot rename \(temporary) into place: \(String(cString: strerror(errno)))")
+                throw StoreError(path: output, message: "cannot move the new store into place: \(String(cString: strerror(errno)))")
             }
-            unlink(temporary + "-lock")
             unlink(output + "-lock")
             return PrepSummary(path: output, manifest: manifest, fileBytes: fileSize(output))
         } catch {
+            // What the store would need, extrapolated from how far it got through the input.
+            let partial = fileSize(temporary)
             removeStoreFiles(temporary)
-            throw error
+            let needed = last.flatMap { p in p.bytesRead > 0 ? Int(Double(partial) * Double(p.bytesTotal) / Double(p.bytesRead)) : nil }
+            let explained = DiskSpace.explain(error, path: output, needed: needed, existingCounts: false,
+                                              hint: "Free space or write elsewhere; the input\(overwrite ? " and the existing store are" : " is") untouched")
+            if let e = explained as? LMDBError {
+                throw StoreError(path: output, message: "cannot write the store: \(LMDBError(code: e.code))")
+            }
+            throw explained
         }
     }
 }
@@ -128,7 +141,7 @@ private struct PrepJob {
         guard (1...30).contains(options.hashBits) else {
             throw StoreError(path: options.input, message: "--hash-bits \(options.hashBits) is out of range", hint: "Use 1…30")
         }
-        let env = try Environment(path: path, options: .noSync, maxDatabases: 8)
+        let env = try Environment(path: path, options: [.noSync, .noLock], maxDatabases: 8)
         environment = env
         (meta, samples, texts, idToIndex, indexToID) = try env.write { txn throws in
             (try txn.openDatabase(named: DatabaseName.meta, create: true),

@@ -8,6 +8,9 @@ public struct MergeReport: Sendable {
     /// Per teacher: records present in more than one shard (identical, so written once).
     public var duplicates: [String: Int]
     public var records: [String: Int]
+    /// Per teacher: the shards whose manifest claims samples complete that their records do not
+    /// hold, with those samples. They are not counted as complete in the merged cache.
+    public var unbackedClaims: [String: [(shard: String, samples: [Range<Int>])]]
 }
 
 /// Merges soft-label caches written by shards of one run (`kdcache merge`).
@@ -15,13 +18,17 @@ public struct MergeReport: Sendable {
 /// Shards must agree on the dataset (fingerprint, labels, featurizer) and, for every teacher they
 /// share, on its identity and layout; a record present in several shards must be byte-identical.
 /// Records are copied as stored, so the result equals a single-process run's records bit for bit.
-/// The output is written under a temporary name and renamed when complete.
+/// What is complete is counted from the records (every view of a sample present in some shard),
+/// not from the shards' `completed` claims; the merged manifest's `completed` is that count.
+/// The output is written as `OUT.tmp-PID` and renamed when complete.
 public enum CacheMerger {
     public static func merge(_ paths: [String], into output: String, overwrite: Bool = false) throws -> MergeReport {
         guard !paths.isEmpty else { throw StoreError(path: output, message: "nothing to merge", hint: "Name the shard caches") }
+        try OutputFile.checkCanWrite(output)
         if FileManager.default.fileExists(atPath: output) && !overwrite {
             throw StoreError(path: output, message: "already exists", hint: "Pass --force to replace it, or choose another --out")
         }
+        OutputFile.removeStaleTemporaries(of: output)
         let stores = try paths.map { try SoftLabelStore(path: $0) }
         let first = stores[0].manifest
         var teachers: [String: (TeacherManifest, String)] = [:]
@@ -47,33 +54,33 @@ public enum CacheMerger {
                 }
             }
         }
-        let temporary = output + ".tmp-\(getpid())"
+        let temporary = OutputFile.temporaryName(for: output)
         removeStoreFiles(temporary)
-        var report = MergeReport(gaps: [:], duplicates: [:], records: [:])
+        var report = MergeReport(gaps: [:], duplicates: [:], records: [:], unbackedClaims: [:])
         do {
             let dataset = DatasetManifest(created: first.created, sourceFiles: [], featurizer: FeaturizerConfig(kind: "", signature: first.featurizerSignature, dimension: 0),
                                           labels: first.labels, sampleCount: first.sampleCount, splitCounts: [:], classCounts: [:],
                                           split: SplitConfig(method: ""), hasText: false, fingerprint: first.datasetFingerprint, skippedRows: [:])
             for name in teachers.keys.sorted() {
                 let (t, _) = teachers[name]!
-                let writer = try SoftLabelWriter(path: temporary, dataset: dataset, teacher: t.identity,
+                let writer = try SoftLabelWriter(path: output, dataset: dataset, teacher: t.identity,
                                                  layout: SoftLabelLayout(writeTemperature: t.writeTemperature, dtype: t.logProbDType, topK: t.topK, views: t.views,
                                                                          augmentation: t.augmentation.flatMap(Augmentation.init(parsing:)),
-                                                                         augmentationSeed: t.augmentationSeed ?? 0))
+                                                                         augmentationSeed: t.augmentationSeed ?? 0),
+                                                 privateFile: temporary)
                 let holders = stores.filter { $0.manifest.teachers[name] != nil }
-                var completed: [Range<Int>] = []
-                for s in holders { for r in s.manifest.teachers[name]!.completedRanges { completed = insertRange(r, into: completed) } }
                 var metrics: [String: Double] = [:]
                 for s in holders { metrics.merge(s.manifest.teachers[name]!.metrics) { a, _ in a } }
-                let (written, duplicates) = try mergeRecords(holders, teacher: name, writer: writer, completed: completed, metrics: metrics)
-                report.records[name] = written
-                report.duplicates[name] = duplicates
-                report.gaps[name] = StoreVerifier.gapsOf(completed, total: first.sampleCount)
+                let merged = try mergeRecords(holders, teacher: name, views: t.views, sampleCount: first.sampleCount, writer: writer, metrics: metrics)
+                report.records[name] = merged.written
+                report.duplicates[name] = merged.duplicates
+                report.gaps[name] = RecordCoverage.subtract(merged.complete, from: first.sampleCount > 0 ? [0..<first.sampleCount] : [])
+                if !merged.unbacked.isEmpty { report.unbackedClaims[name] = merged.unbacked }
             }
             guard rename(temporary, output) == 0 else {
-                throw StoreError(path: output, message: "cannot rename \(temporary) into place: \(String(cString: strerror(errno)))")
+                throw StoreError(path: output, message: "cannot move the merged cache into place: \(String(cString: strerror(errno)))")
             }
-            unlink(temporary + "-lock")
+            unlink(output + "-lock")
             return report
         } catch {
             removeStoreFiles(temporary)
@@ -81,13 +88,26 @@ public enum CacheMerger {
         }
     }
 
-    /// A k-way merge of the shards' key-ordered records, copied in batches of 50,000.
-    static func mergeRecords(_ stores: [SoftLabelStore], teacher: String, writer: SoftLabelWriter,
-                             completed: [Range<Int>], metrics: [String: Double]) throws -> (Int, Int) {
-        func nest(_ i: Int, _ lists: [[(key: UInt64, bytes: UnsafeRawBufferPointer)]]) throws -> (Int, Int) {
+    /// A k-way merge of the shards' key-ordered records, copied in batches of 50,000. Returns the
+    /// records written, the identical duplicates skipped, the samples complete in the merge (all
+    /// `views` present, counted from the keys) and each shard's claims its own records do not back.
+    static func mergeRecords(_ stores: [SoftLabelStore], teacher: String, views: Int, sampleCount: Int, writer: SoftLabelWriter,
+                             metrics: [String: Double]) throws
+        -> (written: Int, duplicates: Int, complete: [Range<Int>], unbacked: [(shard: String, samples: [Range<Int>])]) {
+        func nest(_ i: Int, _ lists: [[(key: UInt64, bytes: UnsafeRawBufferPointer)]]) throws
+            -> (written: Int, duplicates: Int, complete: [Range<Int>], unbacked: [(shard: String, samples: [Range<Int>])]) {
             if i < stores.count {
                 return try stores[i].withEncodedRecords(teacher: teacher) { try nest(i + 1, lists + [$0]) }
             }
+            var unbacked: [(shard: String, samples: [Range<Int>])] = []
+            for (store, list) in zip(stores, lists) {
+                var own = RecordCoverage.Builder(views: views, within: 0..<sampleCount)
+                for r in list { own.add(r.key) }
+                let claimed = RecordCoverage.claimed(store.manifest.teachers[teacher]!, sampleCount: sampleCount)
+                let missing = RecordCoverage.subtract(own.finish(), from: claimed)
+                if !missing.isEmpty { unbacked.append((store.path, missing)) }
+            }
+            var coverage = RecordCoverage.Builder(views: views, within: 0..<sampleCount)
             var cursors = [Int](repeating: 0, count: lists.count)
             var batch: [(key: UInt64, bytes: UnsafeRawBufferPointer)] = []
             var written = 0, duplicates = 0
@@ -107,6 +127,7 @@ public enum CacheMerger {
                     duplicates += 1
                 }
                 cursors[b] += 1
+                coverage.add(record.key)
                 batch.append(record)
                 if batch.count == 50_000 {
                     try writer.writeEncoded(batch, completing: [])
@@ -114,8 +135,9 @@ public enum CacheMerger {
                     batch.removeAll(keepingCapacity: true)
                 }
             }
-            try writer.writeEncoded(batch, completing: completed, metrics: metrics)
-            return (written + batch.count, duplicates)
+            let complete = coverage.finish()
+            try writer.writeEncoded(batch, completing: complete, metrics: metrics)
+            return (written + batch.count, duplicates, complete, unbacked)
         }
         return try nest(0, [])
     }

@@ -6,7 +6,19 @@ import LMDB
 /// Each ``write(_:completing:)`` is one LMDB transaction that stores the records *and* the
 /// manifest's updated `completed` ranges, so a crash leaves exactly the committed batches and a
 /// rerun resumes after them (``pendingRanges``).
+///
+/// **Records, not claims.** What is complete is counted from the records (``completedRanges``, a
+/// key scan when the writer opens): a sample whose views are not all stored is written again even
+/// if the manifest claims it (``unbackedClaims``), and the manifest's `completed` is corrected to
+/// the records in the same transaction as the next write (or by ``reconcileManifest()``).
+///
+/// **Creation is atomic.** A new cache is built as `OUT.tmp-PID` (meta database and manifest
+/// committed) and then hard-linked to `OUT` (`link(2)`, which fails with `EEXIST` when another
+/// writer got there first: then that cache is opened and this teacher added to it, as for any
+/// existing cache). So `OUT` never exists without a manifest, and a run killed at any instant
+/// resumes with the same command; the temporary of a killed run is removed by the next one.
 public final class SoftLabelWriter {
+    /// The cache's path, as errors name it.
     public let path: String
     public let environment: Environment
     public private(set) var manifest: SoftLabelManifest
@@ -15,12 +27,33 @@ public final class SoftLabelWriter {
     let meta: Database
     let records: Database
     let classCount: Int
+    /// Samples whose every view has a record: counted from the keys when the writer opened, plus
+    /// what it committed since. Sorted, disjoint.
+    public private(set) var completedRanges: [Range<Int>]
+    /// Samples the manifest claimed complete when the writer opened but whose records are not all
+    /// there (e.g. a dropped or damaged teacher database). They are pending again, and the claim is
+    /// corrected at the next commit.
+    public private(set) var unbackedClaims: [Range<Int>]
+    /// Samples whose records are all there but which the manifest did not claim; added to
+    /// `completed` at the next commit.
+    private var unclaimedRecords: [Range<Int>]
+    /// When `path` held the leftover of a run killed while creating it (an empty file, or an LMDB
+    /// file whose databases are all empty and which has no manifest), what it was; the writer
+    /// adopted it as an empty cache.
+    public let adoptedLeftover: String?
 
     /// Opens (or creates) the cache at `path` for `teacher`, keyed against `dataset`.
     ///
     /// An existing cache must match the dataset's fingerprint and labels; an existing entry for
-    /// the same teacher name must match its identity and layout (then the run resumes).
-    public init(path: String, dataset: DatasetManifest, teacher: TeacherIdentity, layout: SoftLabelLayout) throws {
+    /// the same teacher name must match its identity and layout (then the run resumes). A file at
+    /// `path` that is not a kdcache cache is refused, except an empty leftover (``adoptedLeftover``).
+    public convenience init(path: String, dataset: DatasetManifest, teacher: TeacherIdentity, layout: SoftLabelLayout) throws {
+        try self.init(path: path, dataset: dataset, teacher: teacher, layout: layout, privateFile: nil)
+    }
+
+    /// With `privateFile`, writes into that file instead, created in place and named `path` in
+    /// errors: for a temporary that only this process knows (``CacheMerger``), renamed by the caller.
+    init(path: String, dataset: DatasetManifest, teacher: TeacherIdentity, layout: SoftLabelLayout, privateFile: String?) throws {
         guard teacher.name.range(of: "^[A-Za-z0-9._-]+$", options: .regularExpression) != nil else {
             throw StoreError(path: path, message: "teacher name '\(teacher.name)' has characters outside A-Z a-z 0-9 . _ -")
         }
@@ -30,32 +63,36 @@ public final class SoftLabelWriter {
         guard layout.views >= 1, layout.topK >= 0, layout.topK <= dataset.labels.count, layout.topK <= Int(UInt16.max) else {
             throw StoreError(path: path, message: "views must be ≥ 1 and top-k within 0…\(dataset.labels.count)")
         }
-        let exists = FileManager.default.fileExists(atPath: path)
-        let env: Environment
-        if exists {
-            let (e, kind, _) = try openStoreFile(path, writable: true)
-            guard kind == .softLabels else { throw StoreError(path: path, message: "is a dataset store, not a soft-label cache") }
-            env = e
-            manifest = try SoftLabelStore.manifestForWriting(e, path: path)
-            try SoftLabelStore.checkCompatible(manifest, with: dataset, path: path)
-        } else {
-            env = try Environment(path: path, maxDatabases: 64)
-            manifest = SoftLabelManifest(created: iso8601Now(), datasetFingerprint: dataset.fingerprint,
-                                         featurizerSignature: dataset.featurizer.signature, labels: dataset.labels,
-                                         sampleCount: dataset.sampleCount, teachers: [:])
-        }
         let entry = TeacherManifest(identity: teacher, writeTemperature: layout.writeTemperature, dtype: layout.dtype.name,
                                     topK: layout.topK, views: layout.views, completed: [], metrics: [:],
                                     created: iso8601Now(), toolVersion: kdcacheVersion,
                                     augmentation: layout.views > 1 ? layout.augmentation?.description : nil,
                                     augmentationSeed: layout.views > 1 && layout.augmentation != nil ? layout.augmentationSeed : nil)
-        try SoftLabelWriter.adopt(entry, into: &manifest, path: path)
-        let fresh = manifest
+        var fresh = SoftLabelManifest(created: iso8601Now(), datasetFingerprint: dataset.fingerprint,
+                                      featurizerSignature: dataset.featurizer.signature, labels: dataset.labels,
+                                      sampleCount: dataset.sampleCount, teachers: [:])
+        try SoftLabelWriter.adopt(entry, into: &fresh, path: path)
+        let env: Environment
+        if let privateFile {
+            env = try Environment(path: privateFile, options: .noLock, maxDatabases: 64)
+            adoptedLeftover = nil
+        } else {
+            let planned = SoftLabelPlan(samples: dataset.sampleCount, classes: dataset.labels.count, layout: layout).bytes
+            (env, adoptedLeftover) = try SoftLabelWriter.openOrCreate(path, manifest: fresh, teacher: teacher.name, plannedBytes: planned)
+            // An existing cache must be of the current format (a v1 cache is refused with a hint
+            // to upgrade it through merge), and its manifest checksum and fields must hold.
+            if adoptedLeftover == nil { _ = try SoftLabelStore.manifestForWriting(env, path: path) }
+        }
+        let initial = fresh
         (meta, records, manifest) = try env.write { txn throws in
             let meta = try txn.openDatabase(named: DatabaseName.meta, create: true)
             let records = try txn.openDatabase(named: DatabaseName.teacher(teacher.name), create: true)
-            // Another process may have committed since the manifest was read: merge into what is stored.
-            var current = try ManifestIO.read(SoftLabelManifest.self, in: txn, meta: meta) ?? fresh
+            // Another process may have committed since the file was opened: merge into what is stored.
+            var current = initial
+            if let stored = try SoftLabelWriter.storedManifest(in: txn, meta: meta, path: path) {
+                try SoftLabelStore.checkCompatible(stored, with: dataset, path: path)
+                current = stored
+            }
             try SoftLabelWriter.adopt(entry, into: &current, path: path)
             try ManifestIO.write(current, in: txn, meta: meta)
             return (meta, records, current)
@@ -65,21 +102,143 @@ public final class SoftLabelWriter {
         self.teacherName = teacher.name
         self.layout = layout
         self.classCount = dataset.labels.count
+        let (n, views, db) = (manifest.sampleCount, layout.views, records)
+        let covered = try env.read { txn throws in try RecordCoverage.scan(in: txn, db: db, views: views, within: 0..<n) }
+        let claimed = RecordCoverage.claimed(manifest.teachers[teacher.name]!, sampleCount: n)
+        completedRanges = covered
+        unbackedClaims = RecordCoverage.subtract(covered, from: claimed)
+        unclaimedRecords = RecordCoverage.subtract(claimed, from: covered)
+    }
+
+    /// The manifest stored in `meta`, decoded; `nil` when there is none yet.
+    private static func storedManifest(in txn: borrowing Transaction, meta: Database, path: String) throws -> SoftLabelManifest? {
+        do { return try ManifestIO.read(SoftLabelManifest.self, in: txn, meta: meta) } catch let error as LMDBError {
+            throw error
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw StoreError(path: path, message: "unreadable soft-label manifest: \(error)", hint: "Run kdcache verify on it, or write to a new --out")
+        }
+    }
+
+    /// Opens the cache at `path` for writing, creating it first when there is none (see the type's
+    /// doc). Returns the environment and, when `path` held an empty leftover, what it was.
+    private static func openOrCreate(_ path: String, manifest: SoftLabelManifest, teacher: String,
+                                     plannedBytes: Int) throws -> (Environment, String?) {
+        try OutputFile.checkCanWrite(path)
+        OutputFile.removeStaleTemporaries(of: path)
+        // Each pass either opens what is at `path` or creates it; a creation that loses the race to
+        // another writer goes round once more to open theirs.
+        for _ in 0..<3 {
+            var st = stat()
+            guard stat(path, &st) == 0 else {
+                let why = errno
+                guard why == ENOENT else { throw StoreError(path: path, message: "cannot open: \(String(cString: strerror(why)))") }
+                if lstat(path, &st) == 0 {
+                    throw StoreError(path: path, message: "is a symbolic link to a file that does not exist", hint: "Remove the link or choose another --out")
+                }
+                _ = try createUnderTemporaryName(path, manifest: manifest, teacher: teacher, plannedBytes: plannedBytes)
+                continue
+            }
+            if st.st_size == 0 {
+                return (try Environment(path: path, maxDatabases: 64), "an empty file")
+            }
+            guard OutputFile.looksLikeLMDB(path) else {
+                throw StoreError(path: path, message: "exists and is not a kdcache cache (not an LMDB file)",
+                                 hint: "kdcache does not overwrite files it did not write: choose another --out, or remove \(path) if you do not need it")
+            }
+            let lock = path + "-lock"
+            let lockExisted = access(lock, F_OK) == 0
+            let opened: (Environment, StoreKind)
+            do {
+                let (env, kind, _) = try openStoreFile(path, writable: true)
+                opened = (env, kind)
+            } catch let error as StoreError {
+                let contents = OutputFile.inspectWithoutManifest(path)
+                if contents == .emptyLeftover {
+                    return (try Environment(path: path, maxDatabases: 64), "an LMDB file with no manifest and no records")
+                }
+                if contents == .foreignData {
+                    // Not a store: take away the lock file this open made beside it. (Beside a store,
+                    // the lock file may be in use by another writer by now, and stays.)
+                    if !lockExisted { unlink(lock) }
+                    throw StoreError(path: path, message: "exists and is not a kdcache cache (an LMDB file without a kdcache manifest, holding data)",
+                                     hint: "kdcache does not overwrite files it did not write: choose another --out, or remove \(path) if you do not need it")
+                }
+                throw error
+            }
+            guard opened.1 == .softLabels else {
+                throw StoreError(path: path, message: "is a dataset store, not a soft-label cache", hint: "Choose another --out for the cache")
+            }
+            return (opened.0, nil)
+        }
+        throw StoreError(path: path, message: "appeared and disappeared again while being opened",
+                         hint: "Another process is creating and removing it; run again when it is done")
+    }
+
+    /// Builds a new cache holding `manifest` as `OUT.tmp-PID` (without a lock file: no other
+    /// process knows the name), closes it, and links it to `path`. Returns false when `path`
+    /// appeared meanwhile (another writer won the race); the temporary name is gone either way.
+    /// Errors name `path`, never the temporary.
+    private static func createUnderTemporaryName(_ path: String, manifest: SoftLabelManifest, teacher: String,
+                                                 plannedBytes: Int) throws -> Bool {
+        let temporary = OutputFile.temporaryName(for: path)
+        removeStoreFiles(temporary)
+        defer { removeStoreFiles(temporary) }
+        do {
+            try writeInitialCache(at: temporary, manifest: manifest, teacher: teacher)
+        } catch {
+            throw creationError(error, path: path, plannedBytes: plannedBytes)
+        }
+        if link(temporary, path) == 0 { return true }
+        let why = errno
+        if why == EEXIST { return false }
+        // A file system without hard links: fall back to a rename, exclusive only as far as the
+        // existence check goes.
+        if why == EPERM || why == ENOTSUP || why == EOPNOTSUPP || why == EMLINK || why == ENOSYS {
+            guard access(path, F_OK) != 0 else { return false }
+            if rename(temporary, path) == 0 { return true }
+        }
+        throw StoreError(path: path, message: "cannot create: \(String(cString: strerror(why)))")
+    }
+
+    /// The meta and teacher databases and the manifest, in one transaction; the environment is
+    /// closed when this returns, so nothing writes through the temporary name afterwards.
+    private static func writeInitialCache(at temporary: String, manifest: SoftLabelManifest, teacher: String) throws {
+        let env = try Environment(path: temporary, options: .noLock, maxDatabases: 64)
+        try env.write { txn throws in
+            let meta = try txn.openDatabase(named: DatabaseName.meta, create: true)
+            _ = try txn.openDatabase(named: DatabaseName.teacher(teacher), create: true)
+            try ManifestIO.write(manifest, in: txn, meta: meta)
+        }
+    }
+
+    /// An error met while building the temporary, told about `path`.
+    private static func creationError(_ error: Error, path: String, plannedBytes: Int) -> Error {
+        guard let e = error as? LMDBError else { return error }
+        let directory = OutputFile.directory(of: path)
+        if let full = DiskSpace.explain(error, path: path, needed: plannedBytes,
+                                        hint: "Free space, write elsewhere, or shrink the cache (--dtype f16, --top-k)") as? StoreError {
+            return full
+        }
+        switch e.code {
+        case EACCES, EPERM:
+            return StoreError(path: path, message: "cannot create files in \(directory): permission denied",
+                              hint: "Check the directory's permissions, or choose another --out")
+        case EROFS:
+            return StoreError(path: path, message: "the file system of \(directory) is read-only", hint: "Choose another --out")
+        default:
+            return StoreError(path: path, message: "cannot create: \(LMDBError(code: e.code))")
+        }
     }
 
     /// This teacher's manifest entry as committed so far.
     public var teacher: TeacherManifest { manifest.teachers[teacherName]! }
 
-    /// Sample ranges of `0..<sampleCount` not yet completed.
+    /// Sample ranges of `0..<sampleCount` whose records are not all written (the complement of
+    /// ``completedRanges``).
     public var pendingRanges: [Range<Int>] {
-        var pending: [Range<Int>] = []
-        var cursor = 0
-        for r in teacher.completedRanges {
-            if r.lowerBound > cursor { pending.append(cursor..<min(r.lowerBound, manifest.sampleCount)) }
-            cursor = max(cursor, r.upperBound)
-        }
-        if cursor < manifest.sampleCount { pending.append(cursor..<manifest.sampleCount) }
-        return pending
+        RecordCoverage.subtract(completedRanges, from: manifest.sampleCount > 0 ? [0..<manifest.sampleCount] : [])
     }
 
     /// One record to write: log-probabilities at T_w over all classes.
@@ -110,18 +269,41 @@ public final class SoftLabelWriter {
     /// `metrics`, in the manifest *as stored* — so that another process writing another teacher
     /// (or another shard of this one) into the same file at the same time loses nothing — and
     /// writes it back. Returns the updated manifest.
+    ///
+    /// The stored claim is corrected to the records here too: claims found without records when
+    /// the writer opened stay only where the records are now there (looked up in this
+    /// transaction, so what it wrote counts), and complete samples that were not claimed are added.
     private func commitManifest(in txn: borrowing Transaction, completing ranges: [Range<Int>],
                                 metrics: [String: Double]) throws -> SoftLabelManifest {
-        var current = try ManifestIO.read(SoftLabelManifest.self, in: txn, meta: meta) ?? manifest
+        var current = try SoftLabelWriter.storedManifest(in: txn, meta: meta, path: path) ?? manifest
         try SoftLabelWriter.adopt(teacher, into: &current, path: path)
         var entry = current.teachers[teacherName]!
-        var completed = entry.completedRanges
-        for r in ranges { completed = insertRange(r, into: completed) }
+        var completed = RecordCoverage.claimed(entry, sampleCount: current.sampleCount)
+        for r in unbackedClaims {
+            let backed = try RecordCoverage.scan(in: txn, db: records, views: layout.views, within: r)
+            completed = RecordCoverage.subtract(RecordCoverage.subtract(backed, from: [r]), from: completed)
+        }
+        for r in unclaimedRecords + ranges { completed = insertRange(r, into: completed) }
         entry.completed = completed.map { [$0.lowerBound, $0.upperBound] }
         for (k, v) in metrics { entry.metrics[k] = v }
         current.teachers[teacherName] = entry
         try ManifestIO.write(current, in: txn, meta: meta)
         return current
+    }
+
+    /// After a commit: what it completed is complete, and the stored claim matches the records.
+    private func didCommit(_ ranges: [Range<Int>]) {
+        for r in ranges { completedRanges = insertRange(r, into: completedRanges) }
+        unbackedClaims = []
+        unclaimedRecords = []
+    }
+
+    /// Commits the correction of the manifest's `completed` to the records when nothing else will
+    /// be written (every sample complete already); does nothing when the claim was right.
+    public func reconcileManifest() throws {
+        guard !unbackedClaims.isEmpty || !unclaimedRecords.isEmpty else { return }
+        manifest = try environment.write { txn throws in try commitManifest(in: txn, completing: [], metrics: [:]) }
+        didCommit([])
     }
 
     /// Writes `entries` and marks `range` complete, in one transaction.
@@ -167,6 +349,7 @@ public final class SoftLabelWriter {
             }
             return try commitManifest(in: txn, completing: [range], metrics: metrics)
         }
+        didCommit([range])
     }
 
     /// Writes the log-probabilities (at T_w) of every view of the samples in `samples` and marks
@@ -209,6 +392,7 @@ public final class SoftLabelWriter {
             }
             return try commitManifest(in: txn, completing: [samples], metrics: metrics)
         }
+        didCommit([samples])
     }
 
     /// Writes already-encoded records (as another cache stores them: copied byte for byte, so a
@@ -235,6 +419,7 @@ public final class SoftLabelWriter {
             }
             return try commitManifest(in: txn, completing: ranges, metrics: metrics)
         }
+        didCommit(ranges)
     }
 
     /// Lends every record of this teacher stored so far, in key order, as a checked view; `body`

@@ -1,7 +1,23 @@
 import Foundation
 import LMDB
 
+/// One teacher's coverage as its records give it, against its manifest's claim.
+public struct TeacherCoverage: Equatable, Sendable {
+    /// Samples whose every view has a record (a key scan, ``RecordCoverage``). Sorted, disjoint.
+    public var complete: [Range<Int>]
+    /// Samples the manifest's `completed` claims (malformed pairs dropped).
+    public var claimed: [Range<Int>]
+    /// Claimed samples whose records are not all there: a writer rerun rewrites them.
+    public var claimedWithoutRecords: [Range<Int>]
+
+    public var completeSamples: Int { RecordCoverage.count(complete) }
+    public var claimedSamples: Int { RecordCoverage.count(claimed) }
+}
+
 /// What `kdcache info` shows: the manifest, record counts, size on disk and coverage.
+///
+/// Coverage is counted from the records, not taken from the manifest's `completed`; when the
+/// manifest claims samples whose records are missing, the text says so in a warning line.
 public struct StoreInfo {
     public let path: String
     public let kind: StoreKind
@@ -10,6 +26,8 @@ public struct StoreInfo {
     public let softLabels: SoftLabelManifest?
     /// Records per teacher (soft-label caches).
     public let recordCounts: [String: Int]
+    /// Per teacher (soft-label caches): coverage by the records, and the manifest's claim.
+    public let coverage: [String: TeacherCoverage]
 
     public init(path: String) throws {
         let (_, kind, _) = try openStoreFile(path)
@@ -21,22 +39,48 @@ public struct StoreInfo {
             dataset = try DatasetStore(path: path).manifest
             softLabels = nil
             recordCounts = [:]
+            coverage = [:]
         case .softLabels:
             let store = try SoftLabelStore(path: path)
             dataset = nil
             softLabels = store.manifest
             recordCounts = Dictionary(uniqueKeysWithValues: try store.manifest.teachers.keys.map { ($0, try store.recordCount(teacher: $0)) })
+            coverage = try StoreInfo.coverage(of: store)
         }
     }
 
-    /// `{"path", "kind", "file_bytes", "manifest", "record_counts"}` as JSON.
+    /// Every teacher's coverage: one key scan of its records each.
+    static func coverage(of store: SoftLabelStore) throws -> [String: TeacherCoverage] {
+        let n = store.manifest.sampleCount
+        var out: [String: TeacherCoverage] = [:]
+        for (name, t) in store.manifest.teachers {
+            guard let db = store.teacherDatabases[name] else { continue }
+            let complete = try store.environment.read { txn throws in
+                try RecordCoverage.scan(in: txn, db: db, views: t.views, within: 0..<max(0, n))
+            }
+            let claimed = RecordCoverage.claimed(t, sampleCount: n)
+            out[name] = TeacherCoverage(complete: complete, claimed: claimed,
+                                        claimedWithoutRecords: RecordCoverage.subtract(complete, from: claimed))
+        }
+        return out
+    }
+
+    /// `{"path", "kind", "file_bytes", "dataset" | "soft_labels", "record_counts", "coverage"}` as
+    /// JSON; `coverage` maps each teacher to `{"complete_samples", "claimed_samples",
+    /// "claimed_without_records": [[start, end], …]}`, counted from the records.
     public func jsonBytes() throws -> [UInt8] {
+        struct Coverage: Encodable { var completeSamples: Int, claimedSamples: Int, claimedWithoutRecords: [[Int]] }
         struct Output: Encodable {
             var path: String, kind: String, fileBytes: Int
-            var dataset: DatasetManifest?, softLabels: SoftLabelManifest?, recordCounts: [String: Int]?
+            var dataset: DatasetManifest?, softLabels: SoftLabelManifest?, recordCounts: [String: Int]?, coverage: [String: Coverage]?
+        }
+        let coverage = self.coverage.mapValues {
+            Coverage(completeSamples: $0.completeSamples, claimedSamples: $0.claimedSamples,
+                     claimedWithoutRecords: $0.claimedWithoutRecords.map { [$0.lowerBound, $0.upperBound] })
         }
         return try ManifestCoding.encode(Output(path: path, kind: kind.rawValue, fileBytes: fileBytes, dataset: dataset,
-                                                softLabels: softLabels, recordCounts: kind == .softLabels ? recordCounts : nil))
+                                                softLabels: softLabels, recordCounts: kind == .softLabels ? recordCounts : nil,
+                                                coverage: kind == .softLabels ? coverage : nil))
     }
 
     /// A human-readable summary.
@@ -64,12 +108,19 @@ public struct StoreInfo {
                       "  classes:     \(m.labels.count): \(m.labels.prefix(12).joined(separator: ", "))\(m.labels.count > 12 ? ", …" : "")"]
             for name in m.teachers.keys.sorted() {
                 let t = m.teachers[name]!
-                let done = t.completedSamples
+                let c = coverage[name] ?? TeacherCoverage(complete: [], claimed: [], claimedWithoutRecords: [])
+                let done = c.completeSamples
                 lines += ["  teacher \(name): \(t.identity.description)",
                           "    hash:      \(t.identity.contentHash)",
                           "    layout:    T_w \(t.writeTemperature), \(t.dtype), \(t.topK == 0 ? "dense" : "top-\(t.topK)"), \(t.views) view(s)",
                           "    records:   \(recordCounts[name] ?? 0)",
-                          "    coverage:  \(done)/\(m.sampleCount) samples (\(String(format: "%.1f", 100 * Double(done) / Double(max(1, m.sampleCount))))%)"]
+                          "    coverage:  \(done)/\(m.sampleCount) samples (\(String(format: "%.1f", 100 * Double(done) / Double(max(1, m.sampleCount))))%) with the records of all \(t.views) view(s)"]
+                if !c.claimedWithoutRecords.isEmpty {
+                    let missing = c.claimedWithoutRecords
+                    lines.append("    warning:   the manifest claims \(c.claimedSamples) samples complete, but \(RecordCoverage.count(missing)) of them lack records ("
+                                 + missing.prefix(5).map { "\($0.lowerBound)..<\($0.upperBound)" }.joined(separator: ", ") + (missing.count > 5 ? ", …" : "")
+                                 + "); rerun the command that wrote teacher '\(name)' to write them again")
+                }
                 if !t.metrics.isEmpty { lines.append("    metrics:   " + t.metrics.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.4f", $0.value))" }.joined(separator: ", ")) }
             }
         }

@@ -52,15 +52,67 @@ struct Import: ParsableCommand {
         let identity = TeacherIdentity(name: name, description: description ?? "imported from \((file as NSString).lastPathComponent) (\(kind) at T \(temperature))",
                                        contentHash: try TeacherImporter.contentHash(of: file))
         let layout = SoftLabelLayout(writeTemperature: writeTemperature, dtype: LogProbDType(name: dtype)!, topK: topK)
-        try DiskSpace.check(path: out, needed: SoftLabelPlan(samples: store.count, classes: store.classCount, layout: layout).bytes)
-        let writer = try SoftLabelWriter(path: out, dataset: store.manifest, teacher: identity, layout: layout)
-        let bar = ProgressBar(label: "import", quiet: quiet)
-        let written = try TeacherOutput.write(writer, batchSize: commitEvery, produce: { range in range.map { [outputKind.toLogits(rows[$0], temperature: temperature)] } },
+        let planned = SoftLabelPlan(samples: store.count, classes: store.classCount, layout: layout).bytes
+        try DiskSpace.check(path: out, needed: planned)
+        var opened: SoftLabelWriter? = nil
+        let written: Int
+        do {
+            let writer = try openWriter(out, dataset: store.manifest, teacher: identity, layout: layout, shard: nil)
+            opened = writer
+            let bar = ProgressBar(label: "import", quiet: quiet)
+            written = try TeacherOutput.write(writer, batchSize: commitEvery, produce: { range in range.map { [outputKind.toLogits(rows[$0], temperature: temperature)] } },
                                               progress: { done, total in bar.update(done: done, total: total, items: done, unit: "samples") })
-        bar.finish()
+            bar.finish()
+            try writer.reconcileManifest()
+        } catch {
+            throw explainWriteFailure(error, out: out, writer: opened, planned: planned, shard: nil)
+        }
+        let writer = opened!
         try reportLabelAgreement(writer, store: store, imported: true)
         let already = store.count - written
         print("imported \(written) samples × \(store.classCount) classes from \(file) into \(out) as teacher '\(name)' (T_w \(writeTemperature), \(dtype))"
               + (already > 0 ? "; \(already) samples were already complete" : ""))
+    }
+}
+
+/// Opens (or creates) a soft-label cache for writing, says what it found there that the manifest
+/// did not (``reportWriterFindings(_:)``), and refuses to start when the samples still to write
+/// (within `shard`) cannot fit on the file system.
+func openWriter(_ out: String, dataset: DatasetManifest, teacher: TeacherIdentity, layout: SoftLabelLayout,
+                shard: Shard?) throws -> SoftLabelWriter {
+    let writer = try SoftLabelWriter(path: out, dataset: dataset, teacher: teacher, layout: layout)
+    reportWriterFindings(writer)
+    let remaining = remainingPlan(writer, shard: shard)
+    if remaining > 0 { try DiskSpace.check(path: out, needed: remaining, existingCounts: false) }
+    return writer
+}
+
+/// The planned bytes of the samples `writer` has still to write within `shard` (0 when none).
+func remainingPlan(_ writer: SoftLabelWriter, shard: Shard?) -> Int {
+    let allowed = shard?.range(of: writer.manifest.sampleCount) ?? 0..<writer.manifest.sampleCount
+    let samples = writer.pendingRanges.reduce(0) { $0 + $1.clamped(to: allowed).count }
+    return samples == 0 ? 0 : SoftLabelPlan(samples: samples, classes: writer.manifest.labels.count, layout: writer.layout).bytes
+}
+
+/// A write that failed for lack of space, told as "no space left on the file system of OUT: need
+/// X, have Y" with X what is still to write; any other error as it is.
+func explainWriteFailure(_ error: Error, out: String, writer: SoftLabelWriter?, planned: Int, shard: Shard?) -> Error {
+    guard let writer else { return DiskSpace.explain(error, path: out, needed: planned, existingCounts: false) }
+    return DiskSpace.explain(error, path: out, needed: remainingPlan(writer, shard: shard), existingCounts: false)
+}
+
+/// Tells what a writer found at its --out that the manifest did not say: an empty leftover of a
+/// killed run that it adopted, or samples the manifest claimed whose records are missing (written
+/// again now).
+func reportWriterFindings(_ writer: SoftLabelWriter) {
+    if let leftover = writer.adoptedLeftover {
+        printError("note: \(writer.path) was \(leftover), left by a run killed while creating it; it is used as an empty cache")
+    }
+    let unbacked = writer.unbackedClaims
+    if !unbacked.isEmpty {
+        let count = unbacked.reduce(0) { $0 + $1.count }
+        printError("warning: \(writer.path): the manifest claims \(count) samples of teacher '\(writer.teacherName)' complete whose records are missing ("
+                   + unbacked.prefix(3).map { "\($0.lowerBound)..<\($0.upperBound)" }.joined(separator: ", ") + (unbacked.count > 3 ? ", …" : "")
+                   + "); they are written again")
     }
 }

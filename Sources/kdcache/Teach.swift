@@ -66,27 +66,36 @@ struct Teach: ParsableCommand {
         let layout = SoftLabelLayout(writeTemperature: temperature, dtype: LogProbDType(name: dtype)!, topK: topK, views: views,
                                      augmentation: augmentation, augmentationSeed: seed)
         let shardChoice = shard.flatMap(Shard.init(parsing:)) ?? Shard.fromEnvironment()
-        try DiskSpace.check(path: out, needed: SoftLabelPlan(samples: store.count, classes: store.classCount, layout: layout).bytes)
+        let planned = SoftLabelPlan(samples: store.count, classes: store.classCount, layout: layout).bytes
+        try DiskSpace.check(path: out, needed: planned)
         let started = Date()
-        if let exec {
-            try runExternal(exec, store: store, layout: layout, shard: shardChoice, started: started)
-        } else {
-            try runBuiltin(store: store, layout: layout, shard: shardChoice, started: started)
+        var opened: SoftLabelWriter? = nil
+        do {
+            if let exec {
+                try runExternal(exec, store: store, layout: layout, shard: shardChoice, started: started, opened: &opened)
+            } else {
+                try runBuiltin(store: store, layout: layout, shard: shardChoice, started: started, opened: &opened)
+            }
+        } catch {
+            throw explainWriteFailure(error, out: out, writer: opened, planned: planned, shard: shardChoice)
         }
     }
 
-    func alreadyComplete(_ writer: SoftLabelWriter, _ shard: Shard?, _ total: Int) -> Bool {
+    func alreadyComplete(_ writer: SoftLabelWriter, _ shard: Shard?, _ total: Int) throws -> Bool {
         let allowed = shard?.range(of: total) ?? 0..<total
         guard writer.pendingRanges.allSatisfy({ $0.clamped(to: allowed).isEmpty }) else { return false }
+        try writer.reconcileManifest()
         print("\(out): teacher '\(writer.teacherName)' already complete for samples \(allowed.lowerBound)..<\(allowed.upperBound); nothing to do")
         return true
     }
 
-    func runExternal(_ command: String, store: DatasetStore, layout: SoftLabelLayout, shard: Shard?, started: Date) throws {
+    func runExternal(_ command: String, store: DatasetStore, layout: SoftLabelLayout, shard: Shard?, started: Date,
+                     opened: inout SoftLabelWriter?) throws {
         let teacher = try ExternalTeacher(command: command, dataset: store.manifest, timeout: timeout)
         let identity = teacher.identity(name: name)
-        let writer = try SoftLabelWriter(path: out, dataset: store.manifest, teacher: identity, layout: layout)
-        if alreadyComplete(writer, shard, store.count) { try teacher.finish(); return }
+        let writer = try openWriter(out, dataset: store.manifest, teacher: identity, layout: layout, shard: shard)
+        opened = writer
+        if try alreadyComplete(writer, shard, store.count) { try teacher.finish(); return }
         let bar = ProgressBar(label: "teach", quiet: quiet)
         var checkedEarly = false
         let written: Int
@@ -117,7 +126,7 @@ struct Teach: ParsableCommand {
         }) } catch {
             bar.finish()
             let allowed = shard?.range(of: store.count) ?? 0..<store.count
-            let committed = writer.teacher.completedRanges.reduce(0) { $0 + $1.clamped(to: allowed).count }
+            let committed = writer.completedRanges.reduce(0) { $0 + $1.clamped(to: allowed).count }
             printError("teach: stopped with \(committed) of \(allowed.count) samples committed to \(out); "
                        + "they are kept, and the same command resumes after them")
             throw error
@@ -129,7 +138,7 @@ struct Teach: ParsableCommand {
         print("wrote \(written) samples to \(out)\(shard.map { " (shard \($0))" } ?? "") in \(String(format: "%.1f", Date().timeIntervalSince(started))) s, T_w \(temperature), \(dtype)")
     }
 
-    func runBuiltin(store: DatasetStore, layout: SoftLabelLayout, shard: Shard?, started: Date) throws {
+    func runBuiltin(store: DatasetStore, layout: SoftLabelLayout, shard: Shard?, started: Date, opened: inout SoftLabelWriter?) throws {
         var options = BuiltinTeacherOptions()
         options.architecture = teacher == "mlp" ? Architecture(kind: .mlp, width: hidden) : Architecture(kind: .linear)
         options.epochs = epochs; options.learningRate = lr; options.ensemble = ensemble
@@ -137,8 +146,9 @@ struct Teach: ParsableCommand {
         options.richTextFeatures = !storeFeatures
         let name = self.name ?? "builtin"
         let identity = options.identity(dataset: store.manifest, name: name)
-        let writer = try SoftLabelWriter(path: out, dataset: store.manifest, teacher: identity, layout: layout)
-        if alreadyComplete(writer, shard, store.count) { return }
+        let writer = try openWriter(out, dataset: store.manifest, teacher: identity, layout: layout, shard: shard)
+        opened = writer
+        if try alreadyComplete(writer, shard, store.count) { return }
         let log: @Sendable (String) -> Void = { [quiet] message in if !quiet { printError("teach: \(message)") } }
         let (logProbs, report) = try BuiltinTeacher(options: options).predict(dataset: store, views: layout.views, augmentation: layout.augmentation,
                                                                               augmentationSeed: layout.augmentationSeed, progress: log)

@@ -82,7 +82,8 @@ import Testing
         #expect(result.stdout.contains("verify=0\n") && result.stdout.contains("f.lmdb: valid"), "\(result.output)")
         #expect(result.stdout.contains("prep=1\n"), "\(result.output)")
         #expect(result.stderr.contains("no space left on the file system of \(tiny)/new.lmdb"), "\(result.stderr)")
-        #expect(result.stderr.contains("need 16.0 KiB, have 0 B"), "\(result.stderr)")
+        // prep builds under a temporary name with no lock file, so what it needs is not known yet.
+        #expect(result.stderr.contains(": need more than is free, have 0 B"), "\(result.stderr)")
         #expect(!result.output.contains("Bus error") && !result.output.contains("crashed"), "\(result.output)")
         #expect(result.stdout.contains("same=yes"), "the store is untouched")
         #expect(result.stdout.contains("left=f.lmdb fill\n"), "no lock file, no partial output: \(result.stdout)")

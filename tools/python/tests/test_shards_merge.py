@@ -94,7 +94,8 @@ def test_teach_and_import_refuse_a_file_system_too_small_for_the_plan(data, tmp_
             break
     assert r.returncode == 0, "no private mount namespace for the small file system: " + r.stdout + r.stderr
     assert "teach=1" in r.stdout and "import=1" in r.stdout, r.stdout + r.stderr
-    assert f"{tiny}/t.lmdb: needs about " in r.stderr and f"more but the file system has {size_kib}.0 KiB free" in r.stderr, r.stderr
+    assert f"{tiny}/t.lmdb: no space left on the file system of {tiny}/t.lmdb: need " in r.stderr, r.stderr
+    assert f", have {size_kib}.0 KiB. Free space, write elsewhere" in r.stderr, r.stderr
     assert "left=\n" in r.stdout, "nothing is written when the plan does not fit"
 
 
