@@ -30,6 +30,8 @@ public struct StudentModel {
 
     public init(card: Card, network: Network) { self.card = card; self.network = network }
 
+    /// Writes `base.safetensors` and `base.json`, each atomically; a file-system failure is a
+    /// ``FileSystemError`` naming the file.
     public func save(to base: String) throws {
         var tensors: [(String, [Int], [Float])] = [("first", [network.inputDim, network.width], network.first),
                                                    ("first_bias", [network.width], network.firstBias)]
@@ -47,10 +49,11 @@ public struct StudentModel {
         withUnsafeBytes(of: UInt64(json.count).littleEndian) { data.append(contentsOf: $0) }
         data.append(json)
         for (_, _, values) in tensors { values.withUnsafeBytes { data.append(contentsOf: $0) } }
-        try data.write(to: URL(fileURLWithPath: base + ".safetensors"), options: .atomic)
+        try renderingFileErrors(.write, base + ".safetensors") { try data.write(to: URL(fileURLWithPath: base + ".safetensors"), options: .atomic) }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try encoder.encode(card).write(to: URL(fileURLWithPath: base + ".json"), options: .atomic)
+        let cardJSON = try encoder.encode(card)
+        try renderingFileErrors(.write, base + ".json") { try cardJSON.write(to: URL(fileURLWithPath: base + ".json"), options: .atomic) }
     }
 
     /// Loads `base.json` and `base.safetensors` (base may name either file).
@@ -62,7 +65,7 @@ public struct StudentModel {
         }
         let card: Card
         do { card = try JSONDecoder().decode(Card.self, from: cardData) } catch {
-            throw TrainingError(message: "\(base).json: not a kdcache student card (\(error))")
+            throw TrainingError(message: "\(base).json: not a kdcache student card (\(describeDecodingError(error)))")
         }
         let file = try SafetensorsFile(path: base + ".safetensors")
         var rng = SplitMix64(seed: 0)

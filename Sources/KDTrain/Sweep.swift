@@ -89,7 +89,9 @@ public final class SweepRunner {
     public func run(_ configs: [StudentConfig],
                     networkSink: (@Sendable (StudentConfig, Network) -> Void)? = nil,
                     onProgress: (@Sendable (Int, Int) -> Void)? = nil) throws -> [RunResult] {
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try renderingFileErrors(.createDirectory, directory) {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        }
         let done = finishedResults()
         let pending = configs.filter { done[$0.key] == nil }
         // Groups share a data order: same seed and batch size; split by architecture so that the
@@ -125,24 +127,35 @@ final class Progress: @unchecked Sendable {
     func add(_ n: Int) -> Int { lock.lock(); defer { lock.unlock() }; count += n; return count }
 }
 
-/// Appends JSON lines under a lock, flushing each, so a kill loses at most the group in flight.
+/// Appends JSON lines under a lock, syncing each batch, so a kill loses at most the group in
+/// flight. Plain POSIX calls, so a failure carries its errno into a ``FileSystemError``
+/// (`no space left on the file system of DIR`, `permission denied`) instead of a Foundation dump.
 final class ResultWriter: @unchecked Sendable {
-    private let handle: FileHandle
+    private let fd: Int32
+    private let path: String
     private let lock = NSLock()
 
-    /// Opens `path` for appending; a partial last line (a crash mid-write) is cut off first.
+    /// Opens (or creates) `path` for appending; a partial last line (a crash mid-write) is cut off first.
     init(path: String) throws {
-        if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
-        let existing = try Data(contentsOf: URL(fileURLWithPath: path))
-        handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
-        if let last = existing.last, last != UInt8(ascii: "\n") {
-            let keep = existing.lastIndex(of: UInt8(ascii: "\n")).map { $0 + 1 } ?? 0
-            try handle.truncate(atOffset: UInt64(keep))
+        self.path = path
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw FileSystemError(path: path, operation: .write, code: errno) }
+        self.fd = fd
+        do {
+            let existing = try renderingFileErrors(.read, path) { try Data(contentsOf: URL(fileURLWithPath: path)) }
+            var keep = existing.count
+            if let last = existing.last, last != UInt8(ascii: "\n") {
+                keep = existing.lastIndex(of: UInt8(ascii: "\n")).map { $0 + 1 } ?? 0
+                guard ftruncate(fd, off_t(keep)) == 0 else { throw FileSystemError(path: path, operation: .write, code: errno) }
+            }
+            guard lseek(fd, off_t(keep), SEEK_SET) >= 0 else { throw FileSystemError(path: path, operation: .write, code: errno) }
+        } catch {
+            close(fd)
+            throw error
         }
-        try handle.seekToEnd()
     }
 
-    deinit { try? handle.close() }
+    deinit { close(fd) }
 
     func append(_ results: [RunResult]) throws {
         let encoder = JSONEncoder()
@@ -150,8 +163,22 @@ final class ResultWriter: @unchecked Sendable {
         var bytes = Data()
         for r in results { bytes += try encoder.encode(r); bytes += Data("\n".utf8) }
         lock.lock(); defer { lock.unlock() }
-        try handle.write(contentsOf: bytes)
-        try handle.synchronize()
+        let start = lseek(fd, 0, SEEK_CUR)
+        var failure: Int32?
+        bytes.withUnsafeBytes { b in
+            var done = 0
+            while done < b.count {
+                let n = write(fd, b.baseAddress! + done, b.count - done)
+                if n < 0 { if errno == EINTR { continue }; failure = errno; return }
+                done += n
+            }
+            if fsync(fd) != 0 { failure = errno }
+        }
+        if let failure {
+            // Leave no partial line behind: the next run would cut it, but a reader now would not.
+            if start >= 0 { _ = ftruncate(fd, start); _ = lseek(fd, start, SEEK_SET) }
+            throw FileSystemError(path: path, operation: .write, code: failure)
+        }
     }
 }
 

@@ -28,9 +28,13 @@ public struct SweepReport {
         return (kd, baseline)
     }
 
+    /// Writes `results.csv` and `report.html` into `directory` (each atomically); a file-system
+    /// failure is a ``FileSystemError`` naming the file.
     public func write(to directory: String) throws -> Summary {
-        try csv().write(toFile: directory + "/results.csv", atomically: true, encoding: .utf8)
-        try html().write(toFile: directory + "/report.html", atomically: true, encoding: .utf8)
+        for (name, text) in [("results.csv", csv()), ("report.html", html())] {
+            let path = directory + "/" + name
+            try renderingFileErrors(.write, path) { try text.write(toFile: path, atomically: true, encoding: .utf8) }
+        }
         return Summary(table: table(), verdict: verdict())
     }
 

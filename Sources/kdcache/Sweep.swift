@@ -151,14 +151,17 @@ struct SweepMetadata: Codable {
     var teacherTestAccuracy: Double?
 
     func write(to directory: String) throws {
-        try JSONEncoder().encode(self).write(to: URL(fileURLWithPath: directory + "/sweep.json"), options: .atomic)
+        let bytes = try JSONEncoder().encode(self)
+        try renderingFileErrors(.write, directory + "/sweep.json") { try bytes.write(to: URL(fileURLWithPath: directory + "/sweep.json"), options: .atomic) }
     }
 
     static func read(from directory: String) throws -> SweepMetadata {
         guard let data = FileManager.default.contents(atPath: directory + "/sweep.json") else {
             throw ValidationError("\(directory): no sweep.json; is it the --out of a finished kdcache sweep?")
         }
-        return try JSONDecoder().decode(SweepMetadata.self, from: data)
+        do { return try JSONDecoder().decode(SweepMetadata.self, from: data) } catch {
+            throw CLIError("\(directory)/sweep.json: unreadable (\(describeDecodingError(error))); is it the --out of a finished kdcache sweep?")
+        }
     }
 }
 
@@ -183,12 +186,12 @@ struct SweepCollect: ParsableCommand {
             }
         }
         guard let metadata, !order.isEmpty else { throw ValidationError("no results found in \(directories.joined(separator: ", "))") }
-        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        try renderingFileErrors(.createDirectory, out) { try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true) }
         let results = order.map { byKey[$0]! }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let lines = try results.map { String(decoding: try encoder.encode($0), as: UTF8.self) }.joined(separator: "\n") + "\n"
-        try lines.write(toFile: out + "/results.jsonl", atomically: true, encoding: .utf8)
+        try renderingFileErrors(.write, out + "/results.jsonl") { try lines.write(toFile: out + "/results.jsonl", atomically: true, encoding: .utf8) }
         try metadata.write(to: out)
         let summary = try SweepReport(results: results, aggregated: aggregate(results), teacherTestAccuracy: metadata.teacherTestAccuracy,
                                       labels: metadata.labels).write(to: out)
