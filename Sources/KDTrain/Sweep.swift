@@ -185,7 +185,9 @@ final class ResultWriter: @unchecked Sendable {
 /// Results of one grid point averaged over seeds.
 public struct AggregatedResult: Sendable {
     public var point: StudentConfig      // seed set to the first seed
+    /// Every run of the point, diverged ones included.
     public var runs: [RunResult]
+    /// Means over the runs that finished (NaN when none did: such a point is never ranked).
     public var testAccuracy: (mean: Double, sd: Double)
     public var validAccuracy: (mean: Double, sd: Double)
     public var macroF1: Double
@@ -194,8 +196,23 @@ public struct AggregatedResult: Sendable {
     public var ece: Double
 
     public var isBaseline: Bool { point.loss.alpha == 0 }
+    /// The runs whose numbers stopped being finite.
+    public var divergedRuns: [RunResult] { runs.filter(\.diverged) }
+    /// Whether any seed of this point diverged: its means would hide that, so it is not ranked.
+    public var isDiverged: Bool { runs.contains(where: \.diverged) }
+
+    /// `ok`, the divergence of a single run, or e.g. `2 of 3 seeds diverged (seed 0: diverged at
+    /// epoch 3 (loss nan))`.
+    public var status: String {
+        let bad = divergedRuns
+        guard let first = bad.first, let d = first.divergence else { return "ok" }
+        if runs.count == 1 { return d.description }
+        return "\(bad.count) of \(runs.count) seeds diverged (seed \(first.config.seed): \(d))"
+    }
 }
 
+/// Groups results by grid point (every field of the configuration but the seed), in first-seen
+/// order; means and standard deviations are over the runs that finished.
 public func aggregate(_ results: [RunResult]) -> [AggregatedResult] {
     var groups: [String: [RunResult]] = [:]
     var order: [String] = []
@@ -205,20 +222,22 @@ public func aggregate(_ results: [RunResult]) -> [AggregatedResult] {
         groups[k.key, default: []].append(r)
     }
     func meanSD(_ x: [Double]) -> (Double, Double) {
+        guard !x.isEmpty else { return (.nan, .nan) }
         let m = x.reduce(0, +) / Double(x.count)
         let v = x.count > 1 ? x.reduce(0) { $0 + ($1 - m) * ($1 - m) } / Double(x.count - 1) : 0
         return (m, v.squareRoot())
     }
     return order.map { key in
         let runs = groups[key]!
-        let mean = { (f: (RunResult) -> Double) in runs.map(f).reduce(0, +) / Double(runs.count) }
-        let agreements = runs.compactMap(\.test.teacherAgreement), kls = runs.compactMap(\.test.teacherKL)
+        let tests = runs.compactMap { r in r.test.map { (r, $0) } }
+        let mean = { (f: (Metrics) -> Double) in meanSD(tests.map { f($0.1) }).0 }
+        let agreements = tests.compactMap(\.1.teacherAgreement), kls = tests.compactMap(\.1.teacherKL)
         return AggregatedResult(point: runs[0].config, runs: runs,
-                                testAccuracy: meanSD(runs.map(\.test.accuracy)),
-                                validAccuracy: meanSD(runs.map { $0.valid?.accuracy ?? $0.test.accuracy }),
-                                macroF1: mean { $0.test.macroF1 },
+                                testAccuracy: meanSD(tests.map(\.1.accuracy)),
+                                validAccuracy: meanSD(tests.map { $0.0.valid?.accuracy ?? $0.1.accuracy }),
+                                macroF1: mean { $0.macroF1 },
                                 agreement: agreements.isEmpty ? nil : agreements.reduce(0, +) / Double(agreements.count),
                                 kl: kls.isEmpty ? nil : kls.reduce(0, +) / Double(kls.count),
-                                ece: mean { $0.test.ece })
+                                ece: mean { $0.ece })
     }
 }
