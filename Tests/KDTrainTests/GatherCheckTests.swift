@@ -76,3 +76,41 @@ import Testing
         try expectSampleError(path, sample: 11, teachers: [try SoftLabelStore(path: dir + "/t.lmdb")], "class 9 of 3")
     }
 }
+
+/// A student card is a file too: its sizes are bounded before they size an allocation.
+@Suite struct StudentCardCheckTests {
+    func savedModel(dense: Bool) throws -> String {
+        let dir = temporaryDirectory()
+        var rng = SplitMix64(seed: 2)
+        let net = Network(architecture: Architecture(kind: .mlp, width: 4), inputDim: 3, classes: 2, sparseInput: !dense, rng: &rng)
+        var opt = OptimizerConfig(); opt.learningRate = 0.1
+        let config = StudentConfig(architecture: net.architecture, loss: DistillationLoss(alpha: 0, temperature: 1), optimizer: opt)
+        let featurizer = dense ? FeaturizerConfig(kind: "dense", signature: "dense;columns=a,b,c", dimension: 3, columns: ["a", "b", "c"], mean: [0, 0, 0], std: [1, 1, 1])
+                               : FeaturizerConfig(kind: "hashed-ngrams", signature: "x", dimension: 3, bits: 2, ngrams: [1], textColumn: "t")
+        let card = StudentModel.Card(config: config, labels: ["x", "y"], featurizer: featurizer, datasetFingerprint: "sha256:0",
+                                     teacher: nil, validAccuracy: nil, testAccuracy: nil)
+        try StudentModel(card: card, network: net).save(to: dir + "/s")
+        #expect(try StudentModel.load(dir + "/s.json").network.first == net.first)
+        return dir + "/s"
+    }
+
+    func tamper(_ base: String, _ edit: (inout [String: Any]) -> Void) throws {
+        var json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: base + ".json"))) as? [String: Any])
+        edit(&json)
+        try JSONSerialization.data(withJSONObject: json).write(to: URL(fileURLWithPath: base + ".json"))
+    }
+
+    @Test func hugeOrMissingSizesAreErrorsNotAllocations() throws {
+        for (dense, edit, expected): (Bool, (inout [String: Any]) -> Void, String) in [
+            (false, { j in var f = j["featurizer"] as! [String: Any]; f["dimension"] = 1 << 40; j["featurizer"] = f }, "feature dimension 1099511627776 is out of range"),
+            (false, { j in j["labels"] = [String]() }, "no labels"),
+            (true, { j in var f = j["featurizer"] as! [String: Any]; f["mean"] = [0.0]; j["featurizer"] = f }, "a dense featurizer needs 3 finite means"),
+            (false, { j in var f = j["featurizer"] as! [String: Any]; f["dimension"] = 5; j["featurizer"] = f }, "tensor first has 12 values, expected 20"),
+        ] {
+            let base = try savedModel(dense: dense)
+            try tamper(base, edit)
+            let error = #expect(throws: TrainingError.self) { try StudentModel.load(base) }
+            #expect(error?.message.contains(expected) == true, "\(error?.message ?? "no error")")
+        }
+    }
+}
