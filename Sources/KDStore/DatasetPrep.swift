@@ -28,6 +28,9 @@ public struct PrepOptions: Sendable {
     public var skipInvalid = false
     /// Rows per write transaction.
     public var batchSize = 20_000
+    /// The longest input line (or quoted multi-line field) accepted, in bytes: longer is an
+    /// error naming the line, so memory stays bounded.
+    public var maxLineLength = ByteSource.defaultMaxLineLength
 
     public init(input: String, labelColumn: String) {
         self.input = input; self.labelColumn = labelColumn
@@ -164,7 +167,7 @@ private struct PrepJob {
         let totalBytes = fileSize(options.input) + (options.testInput.map(fileSize) ?? 0)
         var doneBytes = 0
         for (file, isTestFile) in [(options.input, false)] + (options.testInput.map { [($0, true)] } ?? []) {
-            let reader = try TabularReader(path: file, format: options.format)
+            let reader = try TabularReader(path: file, format: options.format, maxLineLength: options.maxLineLength)
             let columns = try resolveColumns(reader)
             var batch: [PendingRow] = []
             var rowNumber = 0
@@ -173,14 +176,14 @@ private struct PrepJob {
                 do {
                     guard let r = try reader.next(columns: columns) else { break }
                     row = r
-                } catch let error as InputError where options.skipInvalid {
+                } catch let error as InputError where options.skipInvalid && error.skippable {
                     skipped[reason(error), default: 0] += 1
                     continue
                 }
                 defer { rowNumber += 1; rowsRead += 1 }
                 do {
                     batch.append(try parse(row, file: file, rowNumber: rowNumber, isTestFile: isTestFile))
-                } catch let error as InputError where options.skipInvalid {
+                } catch let error as InputError where options.skipInvalid && error.skippable {
                     skipped[reason(error), default: 0] += 1
                 }
                 if batch.count >= options.batchSize {
@@ -212,7 +215,7 @@ private struct PrepJob {
         if let c = options.textColumn { required.append(c) }
         for c in required where !reader.hasColumn(c) {
             throw InputError(file: reader.path, line: 1, column: c, message: "no such column",
-                             hint: "The file has: \(reader.header.joined(separator: ", "))")
+                             hint: "The file has: \(listInput(reader.header))")
         }
         var columns = [options.labelColumn, options.idColumn ?? "", reader.path == options.input ? (options.splitColumn ?? "") : ""]
         if let c = options.textColumn {
@@ -237,7 +240,7 @@ private struct PrepJob {
             if matches.isEmpty {
                 throw InputError(file: reader.path, line: 1, column: pattern,
                                  message: isGlob ? "the pattern matches no column" : "no such column",
-                                 hint: "The file has: \(reader.header.prefix(20).joined(separator: ", "))\(reader.header.count > 20 ? ", …" : "")")
+                                 hint: "The file has: \(listInput(reader.header))")
             }
             for m in matches where !out.contains(m) && m != options.labelColumn && m != options.idColumn && m != options.splitColumn { out.append(m) }
         }
@@ -256,7 +259,7 @@ private struct PrepJob {
         if let l = labelIndex[labelText] {
             label = l
         } else if options.labels != nil {
-            throw fail(options.labelColumn, "label '\(labelText)' is not in --labels", "Add it to --labels, or pass --skip-invalid")
+            throw fail(options.labelColumn, "label \(quoteInput(labelText)) is not in --labels", "Add it to --labels, or pass --skip-invalid")
         } else {
             label = labels.count
             labels.append(labelText); labelIndex[labelText] = label
@@ -272,7 +275,7 @@ private struct PrepJob {
             split = .test
         } else if let c = options.splitColumn {
             guard let text = row.values[2], let s = Split(parsing: text) else {
-                throw fail(c, "unknown split '\(row.values[2] ?? "")'", "Use train, valid or test, or pass --skip-invalid")
+                throw fail(c, "unknown split \(quoteInput(row.values[2] ?? ""))", "Use train, valid or test, or pass --skip-invalid")
             }
             split = s
         } else {
@@ -289,7 +292,7 @@ private struct PrepJob {
         var vector = [Float](repeating: 0, count: columns.count)
         for (j, column) in columns.enumerated() {
             guard let text = row.values[3 + j], let v = Float(text.trimmingCharacters(in: .whitespaces)), v.isFinite else {
-                throw fail(column, "not a finite number: '\(row.values[3 + j] ?? "")'", skipHint)
+                throw fail(column, "not a finite number: \(quoteInput(row.values[3 + j] ?? ""))", skipHint)
             }
             vector[j] = v
         }

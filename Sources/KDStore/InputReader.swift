@@ -23,9 +23,14 @@ public struct InputError: Error, CustomStringConvertible, Equatable {
     public var column: String?
     public var message: String
     public var hint: String?
+    /// Whether reading can go on past this row (`prep --skip-invalid` skips it). A damaged or
+    /// truncated compressed stream, a read error or an overlong line is not: the rest of the
+    /// file cannot be trusted, so it always stops the run.
+    public var skippable: Bool
 
-    public init(file: String, line: Int? = nil, column: String? = nil, message: String, hint: String? = nil) {
+    public init(file: String, line: Int? = nil, column: String? = nil, message: String, hint: String? = nil, skippable: Bool = true) {
         self.file = file; self.line = line; self.column = column; self.message = message; self.hint = hint
+        self.skippable = skippable
     }
 
     public var description: String {
@@ -39,79 +44,308 @@ public struct InputError: Error, CustomStringConvertible, Equatable {
     }
 }
 
-/// Reads a file, plain or gzip-compressed (zlib's `gzread` handles both), in large chunks.
-final class ByteSource {
-    private let file: gzFile
-    private var buffer: [UInt8]
-    private var start = 0
-    private var end = 0
-    private var atEOF = false
+/// `text` for an error message: in quotes, cut to its first `limit` characters with `…` and its
+/// total length when longer, so a 50 MB field never becomes a 50 MB message.
+public func quoteInput(_ text: some StringProtocol, limit: Int = 120) -> String {
+    guard text.utf8.count > limit, let cut = text.index(text.startIndex, offsetBy: limit, limitedBy: text.endIndex), cut < text.endIndex else {
+        return "'\(text)'"
+    }
+    return "'\(text[..<cut])…' (\(text.utf8.count) bytes)"
+}
+
+/// `items` joined with ", ", cut like ``quoteInput(_:limit:)`` (without quotes) when long:
+/// `a, b, c, … (5000 columns, 81234 bytes)`.
+public func listInput(_ items: [String], limit: Int = 120) -> String {
+    let joined = items.joined(separator: ", ")
+    guard joined.utf8.count > limit, let cut = joined.index(joined.startIndex, offsetBy: limit, limitedBy: joined.endIndex) else { return joined }
+    return "\(joined[..<cut])… (\(items.count) columns, \(joined.utf8.count) bytes)"
+}
+
+/// `64 MiB`, `512 KiB`, `100 bytes`: a line-length bound in words.
+func describeSize(_ bytes: Int) -> String {
+    bytes % (1 << 20) == 0 ? "\(bytes >> 20) MiB" : bytes % 1024 == 0 ? "\(bytes >> 10) KiB" : "\(bytes) bytes"
+}
+
+/// Reads a file, plain or gzip-compressed, in large chunks and cuts it into lines.
+///
+/// Gzip input (a `.gz` name, or a file starting with the magic bytes 1f 8b) goes through zlib's
+/// `inflate` directly, so every way the stream can end is seen: `Z_STREAM_END` of the last
+/// member is the only clean end. Members may follow each other (as `gzip -c a b > ab.gz`
+/// writes, and gzip(1) reads), trailing zero bytes are ignored like gzip(1) does; a stream cut
+/// short, corrupt deflate data, a CRC or length mismatch, or other bytes after the end are
+/// errors naming the file, the line reached and the compressed byte offset. A UTF-8 byte-order
+/// mark at the start is dropped. A line longer than `maxLineLength` is an error, so memory
+/// stays bounded by one line.
+public final class ByteSource {
+    /// The longest line accepted by default: 64 MiB.
+    public static let defaultMaxLineLength = 64 << 20
+
     let path: String
     /// The size of the file on disk, for progress.
     let fileSize: Int
+    let maxLineLength: Int
+    private let fd: Int32
+    private var gzip: GzipStream?
+    private var buffer: [UInt8]
+    private var start = 0
+    private var end = 0
+    /// Bytes of `buffer[start..<scanned]` already searched for a newline.
+    private var scanned = 0
+    private var atEOF = false
+    /// Nothing returned yet from a gzip stream: a byte-order mark may still come.
+    private var atStart = true
+    private var plainOffset = 0
+    /// Lines returned so far (the next one is line `linesRead + 1`).
+    private(set) var linesRead = 0
+    /// A fatal error, thrown again by every later call.
+    private var failure: InputError?
 
-    init(path: String, chunkSize: Int = 1 << 20) throws {
+    init(path: String, chunkSize: Int = 1 << 20, maxLineLength: Int = ByteSource.defaultMaxLineLength) throws {
         self.path = path
+        self.maxLineLength = maxLineLength
         var st = stat()
         guard stat(path, &st) == 0 else {
-            throw InputError(file: path, message: "cannot open: \(String(cString: strerror(errno)))",
-                             hint: "Check the path")
+            throw InputError(file: path, message: "cannot open: \(String(cString: strerror(errno)))", hint: "Check the path", skippable: false)
         }
         guard (st.st_mode & S_IFMT) == S_IFREG else {
-            throw InputError(file: path, message: "not a regular file", hint: "Pass a CSV, TSV or JSONL file")
+            throw InputError(file: path, message: "not a regular file", hint: "Pass a CSV, TSV or JSONL file", skippable: false)
         }
         fileSize = Int(st.st_size)
-        guard let f = gzopen(path, "rb") else {
-            throw InputError(file: path, message: "cannot open: \(String(cString: strerror(errno)))", hint: "Check the path and permissions")
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw InputError(file: path, message: "cannot open: \(String(cString: strerror(errno)))", hint: "Check the path and permissions", skippable: false)
         }
-        gzbuffer(f, 1 << 18)
-        file = f
-        buffer = [UInt8](repeating: 0, count: chunkSize)
+        self.fd = fd
+        // A small file gets a small buffer (it grows by doubling when a line needs more).
+        buffer = [UInt8](repeating: 0, count: max(16, min(chunkSize, 4 * fileSize + 4096)))
+        do {
+            var head = [UInt8](repeating: 0, count: 3)
+            let n = try Self.readFully(fd, &head, path: path)
+            let named = path.lowercased().hasSuffix(".gz")
+            if n >= 2 && head[0] == 0x1F && head[1] == 0x8B {
+                gzip = try GzipStream(fd: fd, path: path, prefix: Array(head[..<n]), chunkSize: min(1 << 18, fileSize + 16))
+            } else if named {
+                let magic = head
+                if n < 2 && (n == 0 || magic[0] == 0x1F) {
+                    throw InputError(file: path, message: "compressed stream ends early at byte \(n) (truncated file?)",
+                                     hint: "Copy or download the file again; gzip -t checks it", skippable: false)
+                }
+                throw InputError(file: path, message: "not gzip data: it starts with bytes \(magic.prefix(min(n, 2)).map { String(format: "%02x", $0) }.joined(separator: " ")), not 1f 8b",
+                                 hint: "Rename it without .gz if it is plain text, or recompress it", skippable: false)
+            } else {
+                // A UTF-8 byte-order mark is not part of the first column's name.
+                let bom = n == 3 && head == [0xEF, 0xBB, 0xBF]
+                if !bom { buffer.replaceSubrange(0..<n, with: head[0..<n]); end = n }
+                plainOffset = n
+                atStart = false
+            }
+        } catch {
+            close(fd)
+            throw error
+        }
     }
 
-    deinit { gzclose(file) }
+    deinit { close(fd) }
 
-    /// Bytes of the file consumed so far (compressed offset for gzip files).
-    var bytesConsumed: Int { Int(gzoffset(file)) }
+    /// Bytes of the file consumed so far (the compressed offset for gzip files).
+    var bytesConsumed: Int { gzip?.compressedOffset ?? plainOffset }
+
+    /// Reads up to `bytes.count` bytes, retrying short reads, until the end of the file.
+    private static func readFully(_ fd: Int32, _ bytes: inout [UInt8], path: String) throws -> Int {
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + done, $0.count - done) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw InputError(file: path, message: "cannot read: \(String(cString: strerror(errno)))", skippable: false)
+            }
+            if n == 0 { break }
+            done += n
+        }
+        return done
+    }
 
     /// The next line without its terminator (`\n` or `\r\n`), or `nil` at the end of the file.
     func nextLine() throws -> ArraySlice<UInt8>? {
-        while true {
-            if let nl = buffer[start..<end].firstIndex(of: 0x0A) {
-                var lineEnd = nl
-                if lineEnd > start && buffer[lineEnd - 1] == 0x0D { lineEnd -= 1 }
-                let line = buffer[start..<lineEnd]
-                start = nl + 1
-                return line
+        if let failure { throw failure }
+        do {
+            while true {
+                if let nl = buffer[scanned..<end].firstIndex(of: 0x0A) {
+                    var lineEnd = nl
+                    if lineEnd > start && buffer[lineEnd - 1] == 0x0D { lineEnd -= 1 }
+                    let line = buffer[start..<lineEnd]
+                    start = nl + 1; scanned = start
+                    linesRead += 1; atStart = false
+                    return line
+                }
+                scanned = end
+                if end - start > maxLineLength { throw overlong() }
+                if atEOF {
+                    guard start < end else { return nil }
+                    var lineEnd = end
+                    if buffer[lineEnd - 1] == 0x0D { lineEnd -= 1 }
+                    let line = buffer[start..<lineEnd]
+                    start = end; scanned = end
+                    linesRead += 1; atStart = false
+                    return line
+                }
+                try refill()
             }
-            if atEOF {
-                guard start < end else { return nil }
-                var lineEnd = end
-                if buffer[lineEnd - 1] == 0x0D { lineEnd -= 1 }
-                let line = buffer[start..<lineEnd]
-                start = end
-                return line
-            }
-            try refill()
+        } catch let error as InputError {
+            if !error.skippable { failure = error }
+            throw error
         }
+    }
+
+    private func overlong() -> InputError {
+        InputError(file: path, line: linesRead + 1, message: "line longer than \(describeSize(maxLineLength))",
+                   hint: "Is this a CSV, TSV or JSONL file with one record per line? Split the line, or check the file type", skippable: false)
     }
 
     private func refill() throws {
         if start > 0 {
-            buffer.replaceSubrange(0..<(end - start), with: buffer[start..<end])
-            end -= start; start = 0
+            buffer.withUnsafeMutableBytes { b in
+                _ = memmove(b.baseAddress!, b.baseAddress! + start, end - start)
+            }
+            end -= start; scanned -= start; start = 0
         }
-        if end == buffer.count { buffer.append(contentsOf: [UInt8](repeating: 0, count: buffer.count)) }
-        let n = buffer.withUnsafeMutableBytes { b in
-            gzread(file, b.baseAddress! + end, UInt32(b.count - end))
+        if end == buffer.count {
+            // Room for one more chunk, up to one line of maxLineLength and its terminator.
+            let bigger = max(buffer.count + 1, min(2 * buffer.count, maxLineLength + 2))
+            buffer.append(contentsOf: [UInt8](repeating: 0, count: bigger - buffer.count))
         }
-        if n < 0 {
-            var code: Int32 = 0
-            let message = String(cString: gzerror(file, &code))
-            throw InputError(file: path, message: "cannot read: \(message)", hint: "The file is damaged or not gzip despite its name")
+        let line = linesRead + 1
+        let n: Int = try buffer.withUnsafeMutableBytes { b in
+            let room = UnsafeMutableRawBufferPointer(rebasing: b[end...])
+            if let gzip { return try gzip.read(into: room, line: line) }
+            while true {
+                let n = read(fd, room.baseAddress!, room.count)
+                if n < 0 && errno == EINTR { continue }
+                if n < 0 {
+                    throw InputError(file: path, line: line, message: "cannot read at byte \(plainOffset): \(String(cString: strerror(errno)))", skippable: false)
+                }
+                plainOffset += n
+                return n
+            }
         }
         if n == 0 { atEOF = true }
-        end += Int(n)
+        end += n
+        // The byte-order mark of decompressed data, once its first three bytes are in.
+        if atStart && (end - start >= 3 || atEOF) {
+            atStart = false
+            if end - start >= 3 && buffer[start] == 0xEF && buffer[start + 1] == 0xBB && buffer[start + 2] == 0xBF {
+                start += 3; scanned = start
+            }
+        }
+    }
+}
+
+/// One gzip file read through zlib's `inflate`: members one after the other until the end of the
+/// file, every ending other than a finished member (trailing zero bytes aside) an error.
+final class GzipStream {
+    private var stream = z_stream()
+    private let input: UnsafeMutablePointer<Bytef>
+    private let capacity: Int
+    private let fd: Int32
+    private let path: String
+    private var fileOffset = 0
+    private var fileEOF = false
+    private var memberDone = false
+    /// An error found by the `inflate` call that also produced the last bytes returned: thrown on
+    /// the next call, so that its line number is where the good data ends.
+    private var pending: String?
+
+    /// `prefix`: the bytes already read from `fd` (the magic number).
+    init(fd: Int32, path: String, prefix: [UInt8], chunkSize: Int = 1 << 18) throws {
+        self.fd = fd; self.path = path
+        capacity = max(chunkSize, prefix.count)
+        input = .allocate(capacity: capacity)
+        for (i, b) in prefix.enumerated() { input[i] = b }
+        fileOffset = prefix.count
+        // 15 + 16: a gzip wrapper, whose header and CRC-32 / length trailer zlib checks.
+        guard inflateInit2_(&stream, 15 + 16, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
+            input.deallocate()
+            throw InputError(file: path, message: "cannot start zlib (out of memory?)", skippable: false)
+        }
+        stream.next_in = input
+        stream.avail_in = UInt32(prefix.count)
+    }
+
+    deinit { inflateEnd(&stream); input.deallocate() }
+
+    /// The offset in the file of the next compressed byte zlib has not consumed.
+    var compressedOffset: Int { fileOffset - Int(stream.avail_in) }
+
+    private func fail(_ message: String, line: Int, hint: String = "Copy or download the file again; gzip -t checks it") -> InputError {
+        InputError(file: path, line: line, message: message, hint: hint, skippable: false)
+    }
+
+    private func truncated(line: Int) -> InputError {
+        fail("compressed stream ends early at byte \(fileOffset) (truncated file?)", line: line)
+    }
+
+    /// Moves the bytes zlib has not consumed to the front of the input buffer and reads more
+    /// after them; sets `fileEOF` when the file has no more.
+    private func readInput(line: Int) throws {
+        let keep = Int(stream.avail_in)
+        if keep > 0, let next = stream.next_in, next != input { _ = memmove(input, next, keep) }
+        var n: Int
+        repeat { n = Foundation.read(fd, input + keep, capacity - keep) } while n < 0 && errno == EINTR
+        if n < 0 { throw fail("cannot read at byte \(fileOffset): \(String(cString: strerror(errno)))", line: line) }
+        if n == 0 { fileEOF = true }
+        fileOffset += n
+        stream.next_in = input
+        stream.avail_in = UInt32(keep + n)
+    }
+
+    /// Decompresses into `out` (not empty); returns the number of bytes written, 0 only at the
+    /// clean end of the file.
+    func read(into out: UnsafeMutableRawBufferPointer, line: Int) throws -> Int {
+        precondition(out.count > 0)
+        if let pending { throw fail(pending, line: line) }
+        while true {
+            if stream.avail_in == 0 && !fileEOF { try readInput(line: line) }
+            if memberDone {
+                // Between members: the end of the file, zero padding, or the next member's magic.
+                while stream.avail_in > 0 && stream.next_in.pointee == 0 { stream.next_in += 1; stream.avail_in -= 1 }
+                if stream.avail_in == 0 {
+                    if fileEOF { return 0 }
+                    continue
+                }
+                if stream.avail_in < 2 && !fileEOF { try readInput(line: line); continue }
+                let next = stream.next_in!
+                guard stream.avail_in >= 2, next[0] == 0x1F, next[1] == 0x8B else {
+                    if stream.avail_in == 1 && next[0] == 0x1F { throw truncated(line: line) }
+                    throw fail("unexpected bytes after the end of the compressed data at byte \(compressedOffset)", line: line,
+                               hint: "The file is damaged, or something was appended to its gzip stream")
+                }
+                inflateReset(&stream)   // keeps next_in / avail_in
+                memberDone = false
+            }
+            stream.next_out = out.baseAddress!.assumingMemoryBound(to: Bytef.self)
+            stream.avail_out = UInt32(min(out.count, Int(UInt32.max)))
+            let rc = inflate(&stream, Z_NO_FLUSH)
+            let produced = out.count - Int(stream.avail_out)
+            switch rc {
+            case Z_STREAM_END:
+                memberDone = true
+            case Z_OK, Z_BUF_ERROR:
+                break   // Z_BUF_ERROR: no progress without more input
+            case Z_NEED_DICT, Z_DATA_ERROR:
+                let why = stream.msg.map { String(cString: $0) } ?? "invalid data"
+                pending = "corrupt deflate data at byte \(compressedOffset) (zlib: \(why))"
+            case Z_MEM_ERROR:
+                throw fail("out of memory while decompressing", line: line, hint: "Free some memory")
+            default:
+                pending = "zlib error \(rc) at byte \(compressedOffset)"
+            }
+            if let pending {
+                if produced > 0 { return produced }
+                throw fail(pending, line: line)
+            }
+            if produced > 0 { return produced }
+            if !memberDone && stream.avail_in == 0 && fileEOF { throw truncated(line: line) }
+        }
     }
 }
 
@@ -138,14 +372,15 @@ public final class TabularReader {
     private var firstObject: [String: Any]?
     private var firstObjectLine = 0
 
-    public init(path: String, format: InputFormat? = nil) throws {
+    /// - Parameter maxLineLength: the longest line (and quoted multi-line field) accepted, in bytes.
+    public init(path: String, format: InputFormat? = nil, maxLineLength: Int = ByteSource.defaultMaxLineLength) throws {
         guard let format = format ?? InputFormat(path: path) else {
             throw InputError(file: path, message: "unknown file type",
                              hint: "Name it .csv, .tsv, .jsonl (optionally .gz) or pass --format csv|tsv|jsonl")
         }
         self.path = path
         self.format = format
-        self.source = try ByteSource(path: path)
+        self.source = try ByteSource(path: path, maxLineLength: maxLineLength)
         try readHeader()
     }
 
@@ -215,9 +450,9 @@ public final class TabularReader {
         }
     }
 
-    private func decodeUTF8(_ bytes: ArraySlice<UInt8>, line: Int) throws -> String {
+    private func decodeUTF8(_ bytes: ArraySlice<UInt8>, line: Int, column: String? = nil) throws -> String {
         guard let s = String(validating: bytes, as: UTF8.self) else {
-            throw InputError(file: path, line: line, message: "invalid UTF-8",
+            throw InputError(file: path, line: line, column: column, message: "invalid UTF-8",
                              hint: "Re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8), or pass --skip-invalid")
         }
         return s
@@ -253,19 +488,30 @@ public final class TabularReader {
         var i = line.startIndex
         var inQuotes = false
         var fieldWasQuoted = false
+        var recordBytes = line.count
+        // The header's name for the field being read (none while reading the header itself).
+        func column() -> String? { fields.count < header.count ? header[fields.count] : nil }
         while true {
             if i == line.endIndex {
                 if inQuotes {
                     guard let more = try source.nextLine() else {
-                        throw InputError(file: path, line: firstLine, message: "unterminated quoted field",
+                        throw InputError(file: path, line: firstLine, column: column(), message: "unterminated quoted field",
                                          hint: "Close the quote or pass --skip-invalid")
                     }
                     lineNumber += 1
+                    recordBytes += more.count + 1
+                    // One quoted field over many lines is bounded like one line: an unterminated
+                    // quote must not gather the rest of the file.
+                    if recordBytes > source.maxLineLength {
+                        throw InputError(file: path, line: firstLine, column: column(),
+                                         message: "a quoted field runs over \(lineNumber - firstLine + 1) lines and past \(describeSize(source.maxLineLength))",
+                                         hint: "Look for an unterminated quote on that line", skippable: false)
+                    }
                     field.append(0x0A)
                     line = more; i = line.startIndex
                     continue
                 }
-                fields.append(try decodeUTF8(field[...], line: firstLine))
+                fields.append(try decodeUTF8(field[...], line: firstLine, column: column()))
                 return (fields, firstLine)
             }
             let c = line[i]
@@ -280,7 +526,7 @@ public final class TabularReader {
                     field.append(c)
                 }
             } else if c == delimiter {
-                fields.append(try decodeUTF8(field[...], line: firstLine))
+                fields.append(try decodeUTF8(field[...], line: firstLine, column: column()))
                 field.removeAll(keepingCapacity: true); fieldWasQuoted = false
             } else if c == 0x22 && field.isEmpty && !fieldWasQuoted {
                 inQuotes = true; fieldWasQuoted = true

@@ -173,8 +173,11 @@ public final class BuiltinTeacher {
                                        seed: options.seed &+ UInt64(member) &* 1000 &+ UInt64(fold))
             let subset = features.with(train: trainSet, valid: [])
             var trained: Network?
-            _ = try GroupTrainer(data: subset).train([config]) { _, net in trained = net }
-            let net = trained!
+            let result = try GroupTrainer(data: subset).train([config]) { _, net in trained = net }[0]
+            guard let net = trained else {
+                throw TrainingError(message: "the built-in teacher (model \(j + 1) of \(jobs.count)) \(result.status ?? "diverged"): "
+                                    + "lower its learning rate (it was \(options.learningRate))")
+            }
             let decoder = InputDecoder(capacity: 512)
             var z = [Float](repeating: 0, count: C), p = z
             var local: [(Int, [Float])] = []

@@ -30,6 +30,8 @@ public struct StudentModel {
 
     public init(card: Card, network: Network) { self.card = card; self.network = network }
 
+    /// Writes `base.safetensors` and `base.json`, each atomically; a file-system failure is a
+    /// ``FileSystemError`` naming the file.
     public func save(to base: String) throws {
         var tensors: [(String, [Int], [Float])] = [("first", [network.inputDim, network.width], network.first),
                                                    ("first_bias", [network.width], network.firstBias)]
@@ -47,10 +49,11 @@ public struct StudentModel {
         withUnsafeBytes(of: UInt64(json.count).littleEndian) { data.append(contentsOf: $0) }
         data.append(json)
         for (_, _, values) in tensors { values.withUnsafeBytes { data.append(contentsOf: $0) } }
-        try data.write(to: URL(fileURLWithPath: base + ".safetensors"), options: .atomic)
+        try renderingFileErrors(.write, base + ".safetensors") { try data.write(to: URL(fileURLWithPath: base + ".safetensors"), options: .atomic) }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try encoder.encode(card).write(to: URL(fileURLWithPath: base + ".json"), options: .atomic)
+        let cardJSON = try encoder.encode(card)
+        try renderingFileErrors(.write, base + ".json") { try cardJSON.write(to: URL(fileURLWithPath: base + ".json"), options: .atomic) }
     }
 
     /// Loads `base.json` and `base.safetensors` (base may name either file).
@@ -62,16 +65,32 @@ public struct StudentModel {
         }
         let card: Card
         do { card = try JSONDecoder().decode(Card.self, from: cardData) } catch {
-            throw TrainingError(message: "\(base).json: not a kdcache student card (\(error))")
+            throw TrainingError(message: "\(base).json: not a kdcache student card (\(describeDecodingError(error)))")
+        }
+        // Every size read from the card is bounded before it sizes an allocation or an index.
+        let f = card.featurizer, arch = card.config.architecture, classes = card.labels.count
+        let width = arch.kind == .linear ? classes : arch.width
+        func bad(_ message: String) -> TrainingError { TrainingError(message: "\(base).json: \(message); is it the card kdcache sweep wrote?") }
+        guard classes >= 1 else { throw bad("no labels") }
+        guard (1...TrainingData.maxDimension).contains(f.dimension) else { throw bad("feature dimension \(f.dimension) is out of range 1…\(TrainingData.maxDimension)") }
+        guard (1...65_536).contains(width) else { throw bad("width \(width) is out of range 1…65536") }
+        if f.kind == "dense" {
+            guard let mean = f.mean, let std = f.std, mean.count == f.dimension, std.count == f.dimension,
+                  mean.allSatisfy(\.isFinite), std.allSatisfy({ $0.isFinite && $0 >= 0 }) else {
+                throw bad("a dense featurizer needs \(f.dimension) finite means and standard deviations")
+            }
         }
         let file = try SafetensorsFile(path: base + ".safetensors")
+        let (firstCount, overflow) = f.dimension.multipliedReportingOverflow(by: width)
+        guard !overflow else { throw bad("\(f.dimension) × \(width) parameters overflow") }
+        // Read (and size-check) the tensors before the network allocates its own.
+        let first = try tensor2D(file, "first", base, firstCount)
+        let firstBias = try tensor1D(file, "first_bias", base, width)
+        let output = arch.kind == .linear ? [] : try tensor2D(file, "output", base, width * classes)
+        let outputBias = try tensor1D(file, "output_bias", base, classes)
         var rng = SplitMix64(seed: 0)
-        let net = Network(architecture: card.config.architecture, inputDim: card.featurizer.dimension, classes: card.labels.count,
-                          sparseInput: card.featurizer.kind != "dense", rng: &rng)
-        net.first = try tensor2D(file, "first", base, net.first.count)
-        net.firstBias = try tensor1D(file, "first_bias", base, net.firstBias.count)
-        if !net.output.isEmpty { net.output = try tensor2D(file, "output", base, net.output.count) }
-        net.outputBias = try tensor1D(file, "output_bias", base, net.outputBias.count)
+        let net = Network(architecture: arch, inputDim: f.dimension, classes: classes, sparseInput: f.kind != "dense", rng: &rng)
+        net.first = first; net.firstBias = firstBias; net.output = output; net.outputBias = outputBias
         return StudentModel(card: card, network: net)
     }
 

@@ -89,7 +89,9 @@ public final class SweepRunner {
     public func run(_ configs: [StudentConfig],
                     networkSink: (@Sendable (StudentConfig, Network) -> Void)? = nil,
                     onProgress: (@Sendable (Int, Int) -> Void)? = nil) throws -> [RunResult] {
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try renderingFileErrors(.createDirectory, directory) {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        }
         let done = finishedResults()
         let pending = configs.filter { done[$0.key] == nil }
         // Groups share a data order: same seed and batch size; split by architecture so that the
@@ -125,24 +127,35 @@ final class Progress: @unchecked Sendable {
     func add(_ n: Int) -> Int { lock.lock(); defer { lock.unlock() }; count += n; return count }
 }
 
-/// Appends JSON lines under a lock, flushing each, so a kill loses at most the group in flight.
+/// Appends JSON lines under a lock, syncing each batch, so a kill loses at most the group in
+/// flight. Plain POSIX calls, so a failure carries its errno into a ``FileSystemError``
+/// (`no space left on the file system of DIR`, `permission denied`) instead of a Foundation dump.
 final class ResultWriter: @unchecked Sendable {
-    private let handle: FileHandle
+    private let fd: Int32
+    private let path: String
     private let lock = NSLock()
 
-    /// Opens `path` for appending; a partial last line (a crash mid-write) is cut off first.
+    /// Opens (or creates) `path` for appending; a partial last line (a crash mid-write) is cut off first.
     init(path: String) throws {
-        if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
-        let existing = try Data(contentsOf: URL(fileURLWithPath: path))
-        handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
-        if let last = existing.last, last != UInt8(ascii: "\n") {
-            let keep = existing.lastIndex(of: UInt8(ascii: "\n")).map { $0 + 1 } ?? 0
-            try handle.truncate(atOffset: UInt64(keep))
+        self.path = path
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw FileSystemError(path: path, operation: .write, code: errno) }
+        self.fd = fd
+        do {
+            let existing = try renderingFileErrors(.read, path) { try Data(contentsOf: URL(fileURLWithPath: path)) }
+            var keep = existing.count
+            if let last = existing.last, last != UInt8(ascii: "\n") {
+                keep = existing.lastIndex(of: UInt8(ascii: "\n")).map { $0 + 1 } ?? 0
+                guard ftruncate(fd, off_t(keep)) == 0 else { throw FileSystemError(path: path, operation: .write, code: errno) }
+            }
+            guard lseek(fd, off_t(keep), SEEK_SET) >= 0 else { throw FileSystemError(path: path, operation: .write, code: errno) }
+        } catch {
+            close(fd)
+            throw error
         }
-        try handle.seekToEnd()
     }
 
-    deinit { try? handle.close() }
+    deinit { close(fd) }
 
     func append(_ results: [RunResult]) throws {
         let encoder = JSONEncoder()
@@ -150,15 +163,31 @@ final class ResultWriter: @unchecked Sendable {
         var bytes = Data()
         for r in results { bytes += try encoder.encode(r); bytes += Data("\n".utf8) }
         lock.lock(); defer { lock.unlock() }
-        try handle.write(contentsOf: bytes)
-        try handle.synchronize()
+        let start = lseek(fd, 0, SEEK_CUR)
+        var failure: Int32?
+        bytes.withUnsafeBytes { b in
+            var done = 0
+            while done < b.count {
+                let n = write(fd, b.baseAddress! + done, b.count - done)
+                if n < 0 { if errno == EINTR { continue }; failure = errno; return }
+                done += n
+            }
+            if fsync(fd) != 0 { failure = errno }
+        }
+        if let failure {
+            // Leave no partial line behind: the next run would cut it, but a reader now would not.
+            if start >= 0 { _ = ftruncate(fd, start); _ = lseek(fd, start, SEEK_SET) }
+            throw FileSystemError(path: path, operation: .write, code: failure)
+        }
     }
 }
 
 /// Results of one grid point averaged over seeds.
 public struct AggregatedResult: Sendable {
     public var point: StudentConfig      // seed set to the first seed
+    /// Every run of the point, diverged ones included.
     public var runs: [RunResult]
+    /// Means over the runs that finished (NaN when none did: such a point is never ranked).
     public var testAccuracy: (mean: Double, sd: Double)
     public var validAccuracy: (mean: Double, sd: Double)
     public var macroF1: Double
@@ -167,8 +196,23 @@ public struct AggregatedResult: Sendable {
     public var ece: Double
 
     public var isBaseline: Bool { point.loss.alpha == 0 }
+    /// The runs whose numbers stopped being finite.
+    public var divergedRuns: [RunResult] { runs.filter(\.diverged) }
+    /// Whether any seed of this point diverged: its means would hide that, so it is not ranked.
+    public var isDiverged: Bool { runs.contains(where: \.diverged) }
+
+    /// `ok`, the divergence of a single run, or e.g. `2 of 3 seeds diverged (seed 0: diverged at
+    /// epoch 3 (loss nan))`.
+    public var status: String {
+        let bad = divergedRuns
+        guard let first = bad.first, let d = first.divergence else { return "ok" }
+        if runs.count == 1 { return d.description }
+        return "\(bad.count) of \(runs.count) seeds diverged (seed \(first.config.seed): \(d))"
+    }
 }
 
+/// Groups results by grid point (every field of the configuration but the seed), in first-seen
+/// order; means and standard deviations are over the runs that finished.
 public func aggregate(_ results: [RunResult]) -> [AggregatedResult] {
     var groups: [String: [RunResult]] = [:]
     var order: [String] = []
@@ -178,20 +222,22 @@ public func aggregate(_ results: [RunResult]) -> [AggregatedResult] {
         groups[k.key, default: []].append(r)
     }
     func meanSD(_ x: [Double]) -> (Double, Double) {
+        guard !x.isEmpty else { return (.nan, .nan) }
         let m = x.reduce(0, +) / Double(x.count)
         let v = x.count > 1 ? x.reduce(0) { $0 + ($1 - m) * ($1 - m) } / Double(x.count - 1) : 0
         return (m, v.squareRoot())
     }
     return order.map { key in
         let runs = groups[key]!
-        let mean = { (f: (RunResult) -> Double) in runs.map(f).reduce(0, +) / Double(runs.count) }
-        let agreements = runs.compactMap(\.test.teacherAgreement), kls = runs.compactMap(\.test.teacherKL)
+        let tests = runs.compactMap { r in r.test.map { (r, $0) } }
+        let mean = { (f: (Metrics) -> Double) in meanSD(tests.map { f($0.1) }).0 }
+        let agreements = tests.compactMap(\.1.teacherAgreement), kls = tests.compactMap(\.1.teacherKL)
         return AggregatedResult(point: runs[0].config, runs: runs,
-                                testAccuracy: meanSD(runs.map(\.test.accuracy)),
-                                validAccuracy: meanSD(runs.map { $0.valid?.accuracy ?? $0.test.accuracy }),
-                                macroF1: mean { $0.test.macroF1 },
+                                testAccuracy: meanSD(tests.map(\.1.accuracy)),
+                                validAccuracy: meanSD(tests.map { $0.0.valid?.accuracy ?? $0.1.accuracy }),
+                                macroF1: mean { $0.macroF1 },
                                 agreement: agreements.isEmpty ? nil : agreements.reduce(0, +) / Double(agreements.count),
                                 kl: kls.isEmpty ? nil : kls.reduce(0, +) / Double(kls.count),
-                                ece: mean { $0.test.ece })
+                                ece: mean { $0.ece })
     }
 }

@@ -15,10 +15,18 @@ public struct SweepReport {
     /// The printed table and the one-line verdict.
     public struct Summary { public var table: String; public var verdict: String }
 
-    /// Ranked by mean validation accuracy (test accuracy when there is no valid split).
+    /// Ranked by mean validation accuracy (test accuracy when there is no valid split). Grid
+    /// points with a diverged seed are left out: they are never ranked nor chosen as best.
     public var ranked: [AggregatedResult] {
-        aggregated.sorted { ($0.validAccuracy.mean, $0.testAccuracy.mean) > ($1.validAccuracy.mean, $1.testAccuracy.mean) }
+        aggregated.filter { !$0.isDiverged }
+            .sorted { ($0.validAccuracy.mean, $0.testAccuracy.mean) > ($1.validAccuracy.mean, $1.testAccuracy.mean) }
     }
+
+    /// Grid points with at least one diverged seed, in grid order.
+    public var diverged: [AggregatedResult] { aggregated.filter(\.isDiverged) }
+
+    /// Whether every run diverged (nothing to rank).
+    public var allDiverged: Bool { !results.isEmpty && results.allSatisfy(\.diverged) }
 
     /// The best distilled configuration and the best α = 0 one of the same student.
     public var comparison: (kd: AggregatedResult?, baseline: AggregatedResult?) {
@@ -28,9 +36,13 @@ public struct SweepReport {
         return (kd, baseline)
     }
 
+    /// Writes `results.csv` and `report.html` into `directory` (each atomically); a file-system
+    /// failure is a ``FileSystemError`` naming the file.
     public func write(to directory: String) throws -> Summary {
-        try csv().write(toFile: directory + "/results.csv", atomically: true, encoding: .utf8)
-        try html().write(toFile: directory + "/report.html", atomically: true, encoding: .utf8)
+        for (name, text) in [("results.csv", csv()), ("report.html", html())] {
+            let path = directory + "/" + name
+            try renderingFileErrors(.write, path) { try text.write(toFile: path, atomically: true, encoding: .utf8) }
+        }
         return Summary(table: table(), verdict: verdict())
     }
 
@@ -38,14 +50,15 @@ public struct SweepReport {
     func pm(_ x: (mean: Double, sd: Double)) -> String { String(format: "%.4f ± %.4f", x.mean, x.sd) }
 
     public func csv() -> String {
-        var lines = ["student,loss,temperature,alpha,optimizer,lr,weight_decay,batch_size,epochs,seed,test_accuracy,test_macro_f1,teacher_agreement,teacher_kl,ece,valid_accuracy,epochs_run,best_epoch,wall_seconds,samples_per_second"]
+        var lines = ["student,loss,temperature,alpha,optimizer,lr,weight_decay,batch_size,epochs,seed,test_accuracy,test_macro_f1,teacher_agreement,teacher_kl,ece,valid_accuracy,epochs_run,best_epoch,wall_seconds,samples_per_second,status"]
         for r in results {
             let c = r.config
+            // A diverged run has no metrics: empty cells, and its status says why.
             lines.append([c.architecture.description, c.loss.kind.rawValue, "\(c.loss.temperature)", "\(c.loss.alpha)", c.optimizer.kind.rawValue,
                           "\(c.optimizer.learningRate)", "\(c.optimizer.weightDecay)", "\(c.batchSize)", "\(c.epochs)", "\(c.seed)",
-                          fmt(r.test.accuracy, 6), fmt(r.test.macroF1, 6), fmt(r.test.teacherAgreement, 6), fmt(r.test.teacherKL, 6),
-                          fmt(r.test.ece, 6), fmt(r.valid?.accuracy, 6), "\(r.epochsRun)", "\(r.bestEpoch)",
-                          fmt(r.wallSeconds, 3), String(format: "%.0f", r.samplesPerSecond)].joined(separator: ","))
+                          fmt(r.test?.accuracy, 6), fmt(r.test?.macroF1, 6), fmt(r.test?.teacherAgreement, 6), fmt(r.test?.teacherKL, 6),
+                          fmt(r.test?.ece, 6), fmt(r.valid?.accuracy, 6), "\(r.epochsRun)", "\(r.bestEpoch)",
+                          fmt(r.wallSeconds, 3), String(format: "%.0f", r.samplesPerSecond), r.status ?? "ok"].joined(separator: ","))
         }
         return lines.joined(separator: "\n") + "\n"
     }
@@ -60,13 +73,29 @@ public struct SweepReport {
         }
         let widths = (0..<rows[0].count).map { j in rows.map { $0[j].count }.max()! }
         let text = rows.map { row in zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  ") }
-        let more = aggregated.count > limit ? "\n… \(aggregated.count - limit) more in results.csv" : ""
+        let ranked = self.ranked
+        var more = ranked.count > limit ? "\n… \(ranked.count - limit) more in results.csv" : ""
+        let diverged = self.diverged
+        if !diverged.isEmpty {
+            more += "\n\(diverged.count) of \(aggregated.count) configurations diverged and are not ranked:"
+            for a in diverged.prefix(5) { more += "\n  \(describe(a.point)): \(a.status)" }
+            if diverged.count > 5 { more += "\n  … \(diverged.count - 5) more in results.csv (status column)" }
+        }
         return text.joined(separator: "\n") + more
     }
 
+    /// `student lr … α … T …` of a grid point, for messages.
+    public func describe(_ c: StudentConfig) -> String {
+        "\(c.architecture) lr \(c.optimizer.learningRate) α \(c.loss.alpha)" + (c.loss.alpha > 0 ? " T \(c.loss.temperature)" : "")
+    }
+
     public func verdict() -> String {
+        if allDiverged { return "verdict: every configuration diverged (the loss or the parameters became NaN or infinite); nothing to rank" }
         let (kd, baseline) = comparison
-        guard let kd else { return "verdict: no distilled configuration (every α is 0)" }
+        guard let kd else {
+            return aggregated.contains { !$0.isBaseline } ? "verdict: every distilled configuration diverged; nothing to compare with the baseline"
+                                                            : "verdict: no distilled configuration (every α is 0)"
+        }
         var parts = ["best distilled student \(kd.point.architecture) (α \(kd.point.loss.alpha), T \(kd.point.loss.temperature), lr \(kd.point.optimizer.learningRate)): test \(pm(kd.testAccuracy))"]
         if let t = teacherTestAccuracy { parts.append("teacher \(fmt(t))") }
         if let b = baseline {
@@ -99,10 +128,11 @@ public struct SweepReport {
         var out = ""
         let students = Array(Set(aggregated.map(\.point.architecture))).sorted { $0.description < $1.description }
         for student in students {
-            let points = aggregated.filter { $0.point.architecture == student }
+            let all = aggregated.filter { $0.point.architecture == student }
+            let points = all.filter { !$0.isDiverged }
             // For each (T, α) cell: the best learning rate by validation accuracy.
-            let temps = Array(Set(points.filter { !$0.isBaseline }.map(\.point.loss.temperature))).sorted()
-            let alphas = Array(Set(points.map(\.point.loss.alpha))).sorted()
+            let temps = Array(Set(all.filter { !$0.isBaseline }.map(\.point.loss.temperature))).sorted()
+            let alphas = Array(Set(all.map(\.point.loss.alpha))).sorted()
             guard !alphas.isEmpty else { continue }
             let cols = max(1, temps.count)
             let cell = 86, left = 70, top = 30
@@ -116,8 +146,15 @@ public struct SweepReport {
                 let y = top + i * 40
                 svg += "<text x='\(left - 8)' y='\(y + 25)' text-anchor='end'>α=\(a)</text>"
                 for (j, T) in temps.enumerated() {
-                    let candidates = points.filter { $0.point.loss.alpha == a && (a == 0 || $0.point.loss.temperature == T) }
-                    guard let best = candidates.max(by: { $0.validAccuracy.mean < $1.validAccuracy.mean }) else { continue }
+                    let inCell = { (p: AggregatedResult) in p.point.loss.alpha == a && (a == 0 || p.point.loss.temperature == T) }
+                    let candidates = points.filter(inCell)
+                    guard let best = candidates.max(by: { $0.validAccuracy.mean < $1.validAccuracy.mean }) else {
+                        if let d = all.first(where: { inCell($0) && $0.isDiverged }) {
+                            svg += "<rect x='\(left + j * cell)' y='\(y)' width='\(cell - 2)' height='38' fill='#ccc'><title>\(escape(d.status))</title></rect>"
+                            svg += "<text x='\(left + j * cell + cell / 2)' y='\(y + 24)' text-anchor='middle' fill='#a00'>diverged</text>"
+                        }
+                        continue
+                    }
                     let t = hi > lo ? (best.testAccuracy.mean - lo) / (hi - lo) : 1
                     svg += "<rect x='\(left + j * cell)' y='\(y)' width='\(cell - 2)' height='38' fill='\(color(t))'><title>lr \(best.point.optimizer.learningRate): \(pm(best.testAccuracy))</title></rect>"
                     svg += "<text x='\(left + j * cell + cell / 2)' y='\(y + 24)' text-anchor='middle'>\(fmt(best.testAccuracy.mean, 3))</text>"
@@ -180,10 +217,16 @@ public struct SweepReport {
     }
 
     public func html() -> String {
-        let rows = ranked.map { a -> String in
+        let ok = ranked.map { a -> String in
             let c = a.point
-            return "<tr\(a.isBaseline ? " class='base'" : "")><td>\(escape(c.architecture.description))</td><td>\(c.optimizer.learningRate)</td><td>\(c.loss.alpha)</td><td>\(a.isBaseline ? "–" : "\(c.loss.temperature)")</td><td>\(fmt(a.validAccuracy.mean))</td><td>\(pm(a.testAccuracy))</td><td>\(fmt(a.macroF1))</td><td>\(fmt(a.agreement, 3))</td><td>\(fmt(a.kl, 3))</td><td>\(fmt(a.ece, 3))</td></tr>"
-        }.joined(separator: "\n")
+            return "<tr\(a.isBaseline ? " class='base'" : "")><td>\(escape(c.architecture.description))</td><td>\(c.optimizer.learningRate)</td><td>\(c.loss.alpha)</td><td>\(a.isBaseline ? "–" : "\(c.loss.temperature)")</td><td>\(fmt(a.validAccuracy.mean))</td><td>\(pm(a.testAccuracy))</td><td>\(fmt(a.macroF1))</td><td>\(fmt(a.agreement, 3))</td><td>\(fmt(a.kl, 3))</td><td>\(fmt(a.ece, 3))</td><td>ok</td></tr>"
+        }
+        let bad = diverged.map { a -> String in
+            let c = a.point
+            return "<tr class='diverged'><td>\(escape(c.architecture.description))</td><td>\(c.optimizer.learningRate)</td><td>\(c.loss.alpha)</td><td>\(a.isBaseline ? "–" : "\(c.loss.temperature)")</td><td colspan='6'>–</td><td>\(escape(a.status))</td></tr>"
+        }
+        let rows = (ok + bad).joined(separator: "\n")
+        let divergedNote = diverged.isEmpty ? "" : "<p class='warn'>\(diverged.count) of \(aggregated.count) configurations diverged (their loss or parameters became NaN or infinite) and are not ranked; see the status column. Lower their learning rate.</p>"
         return """
         <!doctype html>
         <html lang="en"><head><meta charset="utf-8"><title>kdcache sweep report</title>
@@ -191,17 +234,19 @@ public struct SweepReport {
         body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
         h1 { font-size: 1.5em; } .verdict { background: #f3f6fa; padding: .8em 1em; border-left: 4px solid #1f77b4; }
         table { border-collapse: collapse; font-size: 13px; } td, th { padding: 3px 8px; border-bottom: 1px solid #ddd; text-align: right; }
-        td:first-child, th:first-child { text-align: left; } tr.base td { color: #a33; }
+        td:first-child, th:first-child { text-align: left; } tr.base td { color: #a33; } tr.diverged td { color: #888; }
+        .warn { background: #fdf3e7; padding: .6em 1em; border-left: 4px solid #d62728; }
         figure { display: inline-block; margin: 1em 1em 1em 0; vertical-align: top; }
         </style></head><body>
         <h1>kdcache sweep: \(results.count) runs, \(aggregated.count) configurations</h1>
         <p class="verdict">\(escape(verdict()))</p>
+        \(divergedNote)
         <p>Selection by validation accuracy; test accuracy is reported as mean ± sd over seeds. Classes: \(escape(labels.joined(separator: ", "))).</p>
         \(bars())\(curves())
         <h2>Temperature × α</h2>
         \(heatmaps())
         <h2>All configurations</h2>
-        <table><tr><th>student</th><th>lr</th><th>α</th><th>T</th><th>valid acc</th><th>test acc</th><th>macro-F1</th><th>agree</th><th>KL</th><th>ECE</th></tr>
+        <table><tr><th>student</th><th>lr</th><th>α</th><th>T</th><th>valid acc</th><th>test acc</th><th>macro-F1</th><th>agree</th><th>KL</th><th>ECE</th><th>status</th></tr>
         \(rows)
         </table>
         </body></html>

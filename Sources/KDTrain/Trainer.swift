@@ -39,15 +39,66 @@ public struct Metrics: Codable, Equatable, Sendable {
 /// The outcome of training one configuration.
 public struct RunResult: Codable, Sendable {
     public var config: StudentConfig
-    public var test: Metrics
+    /// Metrics of the trained network on the test split; nil when the run diverged.
+    public var test: Metrics?
+    /// The same on the valid split; nil without a valid split or when the run diverged.
     public var valid: Metrics?
     public var epochsRun: Int
     public var bestEpoch: Int
     public var wallSeconds: Double
     public var samplesPerSecond: Double
-    /// Validation accuracy after each epoch (training-set loss when there is no valid split).
+    /// Validation accuracy after each epoch (training-set loss when there is no valid split);
+    /// a diverged run has no entry for the epoch it diverged in.
     public var curve: [Double]
     public var trainLoss: [Double]
+    /// `"ok"`, or the ``Divergence`` in words, e.g. `"diverged at epoch 3 (loss nan)"`; nil in
+    /// results written before divergence was recorded (they all finished).
+    public var status: String?
+    /// Why training stopped early with non-finite numbers; nil for a run that finished.
+    public var divergence: Divergence?
+
+    /// Whether the loss, the parameters or the outputs became NaN or infinite.
+    public var diverged: Bool { divergence != nil }
+}
+
+/// A run whose numbers stopped being finite: it stops at that epoch, keeps no metrics, and is
+/// never ranked nor chosen as the best student.
+public struct Divergence: Codable, Equatable, Sendable, CustomStringConvertible {
+    /// The 1-based epoch after which the check failed.
+    public var epoch: Int
+    /// What was not finite: `loss` (the epoch's mean training loss), `parameters`, or
+    /// `test outputs` / `valid outputs` (metrics of a network whose parameters are finite).
+    public var quantity: String
+    /// `nan`, `inf` or `-inf`.
+    public var value: String
+
+    public init(epoch: Int, quantity: String, value: Double) {
+        self.epoch = epoch; self.quantity = quantity
+        self.value = value.isNaN ? "nan" : value > 0 ? "inf" : "-inf"
+    }
+
+    public var description: String { "diverged at epoch \(epoch) (\(quantity) \(value))" }
+}
+
+extension Metrics {
+    /// The first non-finite value among the metrics, if any (a network whose outputs overflow).
+    var firstNonFinite: Double? {
+        [accuracy, macroF1, teacherAgreement ?? 0, teacherKL ?? 0, ece].first { !$0.isFinite }
+    }
+}
+
+extension Network {
+    /// A non-finite parameter (NaN before ±∞), or nil when every parameter is finite. One pass of
+    /// `Σ p·0`, which is 0 exactly when no p is NaN or ±∞; only then a second pass to name it.
+    func firstNonFiniteParameter() -> Float? {
+        var probe: Float = 0
+        for tensor in [first, firstBias, output, outputBias] {
+            tensor.withUnsafeBufferPointer { p in for v in p { probe += v * 0 } }
+        }
+        if probe == 0 { return nil }
+        let all = [first, firstBias, output, outputBias].joined()
+        return all.first { $0.isNaN } ?? all.first { !$0.isFinite }
+    }
 }
 
 /// Trains configurations that share passes over the data: every configuration of a group sees the
@@ -76,6 +127,10 @@ public final class GroupTrainer {
 
     /// Trains every configuration of `group` (same seed and batch size) and returns their results
     /// in the same order. Deterministic: the result depends only on the configurations and data.
+    ///
+    /// A configuration whose mean training loss or parameters stop being finite at the end of an
+    /// epoch stops there with a ``Divergence`` and no metrics; `trainedNetworks` receives only the
+    /// networks that finished.
     public func train(_ group: [StudentConfig], trainedNetworks: ((Int, Network) -> Void)? = nil) throws -> [RunResult] {
         guard let first = group.first else { return [] }
         precondition(group.allSatisfy { $0.seed == first.seed && $0.batchSize == first.batchSize })
@@ -110,6 +165,7 @@ public final class GroupTrainer {
         var curves = [[Double]](repeating: [], count: group.count)
         var losses = [[Double]](repeating: [], count: group.count)
         var epochsRun = [Int](repeating: 0, count: group.count)
+        var divergence = [Divergence?](repeating: nil, count: group.count)
         var seen = 0
 
         for epoch in 0..<maxEpochs {
@@ -176,7 +232,16 @@ public final class GroupTrainer {
             }
             for i in group.indices where active[i] {
                 epochsRun[i] = epoch + 1
-                losses[i].append(epochLoss[i] / Double(data.train.count))
+                let meanLoss = epochLoss[i] / Double(data.train.count)
+                // A diverging configuration stops here; the others of the group never read its
+                // numbers, so they go on exactly as they would without it.
+                if !meanLoss.isFinite {
+                    divergence[i] = Divergence(epoch: epoch + 1, quantity: "loss", value: meanLoss)
+                } else if let p = nets[i].firstNonFiniteParameter() {
+                    divergence[i] = Divergence(epoch: epoch + 1, quantity: "parameters", value: Double(p))
+                }
+                if divergence[i] != nil { active[i] = false; continue }
+                losses[i].append(meanLoss)
                 let score = data.valid.isEmpty ? -losses[i].last! : evaluate(nets[i], on: data.valid).accuracy
                 curves[i].append(score)
                 if best[i] == nil || score > best[i]!.accuracy {
@@ -193,12 +258,23 @@ public final class GroupTrainer {
             if config.patience > 0, let b = best[i], !b.weights.isEmpty {
                 net.first = b.weights[0]; net.firstBias = b.weights[1]; net.output = b.weights[2]; net.outputBias = b.weights[3]
             }
-            trainedNetworks?(i, net)
-            results.append(RunResult(config: config, test: evaluate(net, on: data.test),
-                                     valid: data.valid.isEmpty ? nil : evaluate(net, on: data.valid),
-                                     epochsRun: epochsRun[i], bestEpoch: best[i]?.epoch ?? epochsRun[i],
+            var test: Metrics?, valid: Metrics?
+            if divergence[i] == nil {
+                test = evaluate(net, on: data.test)
+                valid = data.valid.isEmpty ? nil : evaluate(net, on: data.valid)
+                // Finite parameters can still overflow the logits of some sample.
+                for (name, m) in [("test outputs", test), ("valid outputs", valid)] {
+                    if divergence[i] == nil, let bad = m?.firstNonFinite {
+                        divergence[i] = Divergence(epoch: epochsRun[i], quantity: name, value: bad)
+                    }
+                }
+            }
+            if divergence[i] == nil { trainedNetworks?(i, net) } else { test = nil; valid = nil }
+            results.append(RunResult(config: config, test: test, valid: valid,
+                                     epochsRun: epochsRun[i], bestEpoch: best[i]?.epoch ?? (divergence[i] == nil ? epochsRun[i] : 0),
                                      wallSeconds: seconds / Double(group.count),
-                                     samplesPerSecond: Double(seen) / max(seconds, 1e-9), curve: curves[i], trainLoss: losses[i]))
+                                     samplesPerSecond: Double(seen) / max(seconds, 1e-9), curve: curves[i], trainLoss: losses[i],
+                                     status: divergence[i]?.description ?? "ok", divergence: divergence[i]))
         }
         return results
     }
@@ -239,7 +315,7 @@ public final class GroupTrainer {
             let predicted = argmax(probs), label = data.labels[s]
             if predicted == label { correct += 1; tpCount[label] += 1 } else { fpCount[predicted] += 1; fnCount[label] += 1 }
             let confidence = Double(probs[predicted])
-            let bin = min(14, Int(confidence * 15))
+            let bin = confidence.isNaN ? 0 : min(14, Int(Swift.max(0, Swift.min(confidence, 1)) * 15))
             binConfidence[bin] += confidence; binCount[bin] += 1; binCorrect[bin] += predicted == label ? 1 : 0
             if !data.teachers.isEmpty {
                 tp.withUnsafeMutableBufferPointer { pp in tl.withUnsafeMutableBufferPointer { lp in

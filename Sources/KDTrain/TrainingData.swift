@@ -52,6 +52,10 @@ public final class TrainingData: @unchecked Sendable {
         mean = (m.featurizer.mean ?? []).map(Float.init)
         invStd = (m.featurizer.std ?? []).map { 1 / Float($0 == 0 ? 1 : $0) }
         guard !train.isEmpty else { throw TrainingError(message: "\(store.path): the train split is empty") }
+        try Self.checkIndices(store: store, table: dataset, classes: classes, sparse: sparse, mean: mean, invStd: invStd)
+        for (i, table) in tables.enumerated() {
+            try Self.checkIndices(teacher: table, samples: dataset.samples.count, classes: classes, writeTemperature: writeTemperatures[i])
+        }
         if let first = tables.first, first.views > 1 {
             guard let spec = first.teacher.augmentation, let augmentation = Augmentation(parsing: spec) else {
                 throw TrainingError(message: "\(store.path): the teacher has \(first.views) views but no augmentation recorded; cannot replay them")
@@ -67,6 +71,78 @@ public final class TrainingData: @unchecked Sendable {
             viewFeatures = viewFeatures.map(c.remap)
             compaction = c
             inputDim = c.compactDimension
+        }
+    }
+
+    /// Largest feature dimension a model is built for: 2^30 hashed buckets (`prep --hash-bits`
+    /// stops at 30), and as many dense columns.
+    static let maxDimension = 1 << 30
+
+    /// Bounds every value from a sample record that the trainer will index with or read through,
+    /// once, so that gathering features in the training loop can never trap: labels < C, sparse
+    /// buckets < dimension, dense records exactly `dimension` long with a finite mean and
+    /// 1/std for each column, and every feature value finite. A bad value is an error naming
+    /// the sample.
+    static func checkIndices(store: DatasetStore, table: DatasetTable, classes: Int, sparse: Bool, mean: [Float], invStd: [Float]) throws {
+        let dimension = store.manifest.featurizer.dimension
+        func fail(_ message: String) -> StoreError {
+            StoreError(path: store.path, message: message, hint: "Run kdcache verify; rebuild the store with kdcache prep")
+        }
+        guard classes >= 1 else { throw fail("the manifest lists no classes") }
+        guard (1...maxDimension).contains(dimension) else { throw fail("feature dimension \(dimension) is out of range 1…\(maxDimension)") }
+        if !sparse {
+            guard mean.count == dimension, invStd.count == dimension else {
+                throw fail("the dense featurizer has \(mean.count) means and \(invStd.count) standard deviations for \(dimension) columns")
+            }
+            if let j = (0..<dimension).first(where: { !mean[$0].isFinite || !invStd[$0].isFinite || invStd[$0] <= 0 }) {
+                throw fail("dense column \(j) has mean \(mean[j]) and 1/std \(invStd[j]); both must be finite and the std > 0")
+            }
+        }
+        let bound = UInt32(truncatingIfNeeded: dimension)
+        for (i, view) in table.samples.enumerated() {
+            guard view.label < classes else { throw fail("sample \(i): label \(view.label) is out of range 0..<\(classes)") }
+            let n = view.count
+            if sparse {
+                guard view.kind == .sparse else { throw fail("sample \(i) holds dense features in a store of hashed features") }
+                for j in 0..<n where view.index(at: j) >= bound || !view.value(at: j).isFinite {
+                    let b = view.index(at: j)
+                    throw fail(b >= bound ? "sample \(i): bucket \(b) is out of range 0..<\(dimension)"
+                                          : "sample \(i): feature value \(view.value(at: j)) at bucket \(b) is not finite")
+                }
+            } else {
+                guard view.kind == .dense, n == dimension else {
+                    throw fail("sample \(i) holds \(view.kind == .dense ? "\(n) dense features" : "sparse features"); the store has \(dimension) dense columns")
+                }
+                for j in 0..<n where !view.value(at: j).isFinite {
+                    throw fail("sample \(i): feature \(j) is \(view.value(at: j)), not a finite number")
+                }
+            }
+        }
+    }
+
+    /// Bounds what the trainer indexes with in a teacher's table: a record for every (sample, view)
+    /// of the dataset, as many classes as the dataset, top-k class indices < C, and a finite
+    /// write temperature > 0 (the re-tempering divides by it).
+    static func checkIndices(teacher table: SoftLabelTable, samples: Int, classes: Int, writeTemperature: Float) throws {
+        let name = table.teacher.identity.name
+        func fail(_ message: String) -> StoreError {
+            StoreError(path: table.store.path, message: "teacher \(name): " + message, hint: "Run kdcache verify --data")
+        }
+        guard table.store.classCount == classes else { throw fail("\(table.store.classCount) classes, the dataset has \(classes)") }
+        // At least one record per (sample, view) the trainer reads (more only with
+        // --allow-fingerprint-mismatch against another dataset).
+        guard table.views >= 1, table.records.count >= samples * table.views else {
+            throw fail("\(table.records.count) records for \(samples) samples × \(table.views) views")
+        }
+        guard writeTemperature.isFinite, writeTemperature > 0 else { throw fail("write temperature \(writeTemperature) is not a finite number > 0") }
+        let header = SoftLabelRecord.headerSize
+        for (r, record) in table.records.enumerated() where record.topK > 0 {
+            for j in 0..<record.topK {
+                let c = UInt32(littleEndian: record.bytes.loadUnaligned(fromByteOffset: header + 4 * j, as: UInt32.self))
+                if c >= UInt32(classes) {
+                    throw fail("sample \(r / table.views) view \(r % table.views): class index \(c) is out of range 0..<\(classes)")
+                }
+            }
         }
     }
 

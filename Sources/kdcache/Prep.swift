@@ -57,6 +57,9 @@ struct Prep: ParsableCommand {
     @Option(help: "A fixed class order, comma-separated (default: order of first appearance).")
     var labels: String?
 
+    @Option(help: "The longest input line accepted, in MiB; a longer one stops with its line number.")
+    var maxLineMib: Int = 64
+
     @Flag(help: "Skip and count invalid rows instead of stopping at the first.")
     var skipInvalid = false
 
@@ -79,6 +82,7 @@ struct Prep: ParsableCommand {
         }
         guard (1...30).contains(hashBits) else { throw ValidationError("--hash-bits must be in 1…30.") }
         guard (1...5).contains(ngrams) else { throw ValidationError("--ngrams must be in 1…5.") }
+        guard (1...1024).contains(maxLineMib) else { throw ValidationError("--max-line-mib must be in 1…1024.") }
         if let format, InputFormat(rawValue: format) == nil { throw ValidationError("--format must be csv, tsv or jsonl.") }
     }
 
@@ -97,6 +101,7 @@ struct Prep: ParsableCommand {
         options.ngramOrders = Array(1...ngrams)
         options.labels = labels?.split(separator: ",").map(String.init)
         options.skipInvalid = skipInvalid
+        options.maxLineLength = maxLineMib << 20
         let bar = ProgressBar(label: "prep", quiet: quiet)
         let started = Date()
         let summary = try DatasetPreparer(options: options).run(output: out, overwrite: force) { p in

@@ -60,9 +60,9 @@ struct SweepRun: ParsableCommand {
         func pick(_ flag: String?, _ key: String, _ fallback: String) throws -> String { try flag ?? file.list(key) ?? fallback }
         func pickInt(_ flag: Int?, _ key: String, _ fallback: Int) throws -> Int { try flag ?? file.int(key) ?? fallback }
         let students = try parseList(try pick(student, "student", "linear"), "--student", Architecture.init(parsing:))
-        let temperatures = try parseList(try pick(temperature, "temperature", "1,2,4"), "--temperature") { Float($0).flatMap { $0 > 0 ? $0 : nil } }
+        let temperatures = try parseList(try pick(temperature, "temperature", "1,2,4"), "--temperature") { Float($0).flatMap { $0 > 0 && $0.isFinite ? $0 : nil } }
         let alphas = try parseList(try pick(alpha, "alpha", "0,0.5,0.9"), "--alpha") { Float($0).flatMap { (0...1).contains($0) ? $0 : nil } }
-        let rates = try parseList(try pick(lr, "lr", "0.1"), "--lr") { Float($0).flatMap { $0 > 0 ? $0 : nil } }
+        let rates = try parseList(try pick(lr, "lr", "0.1"), "--lr") { Float($0).flatMap { $0 > 0 && $0.isFinite ? $0 : nil } }
         let seeds = try pickInt(self.seeds, "seeds", 3), epochs = try pickInt(self.epochs, "epochs", 10)
         let batchSize = try pickInt(self.batchSize, "batch_size", 32), patience = try pickInt(self.patience, "patience", 0)
         guard seeds >= 1, epochs >= 1, batchSize >= 1, workers >= 1, patience >= 0 else {
@@ -118,9 +118,10 @@ struct SweepRun: ParsableCommand {
         let table = aggregate(results)
         let teacherAccuracy = GroupTrainer(data: trainingData).teacherAccuracy(on: trainingData.test)
         try SweepMetadata(labels: store.manifest.labels, teacherTestAccuracy: teacherAccuracy).write(to: out)
-        let summary = try SweepReport(results: results, aggregated: table, teacherTestAccuracy: teacherAccuracy,
-                                      labels: store.manifest.labels).write(to: out)
-        if let best = SweepReport(results: results, aggregated: table, teacherTestAccuracy: nil, labels: []).ranked.first {
+        let report = SweepReport(results: results, aggregated: table, teacherTestAccuracy: teacherAccuracy, labels: store.manifest.labels)
+        let summary = try report.write(to: out)
+        try report.checkNotAllDiverged(out: out)
+        if let best = report.ranked.first {
             // The best configuration (by validation accuracy) retrained with its first seed —
             // deterministic, so it is the run whose numbers the table shows.
             let first = best.runs.min { $0.config.seed < $1.config.seed }!
@@ -129,11 +130,15 @@ struct SweepRun: ParsableCommand {
             if model == nil {   // resumed from an earlier run, or over the memory budget: train it again (deterministic)
                 run = try GroupTrainer(data: trainingData).train([first.config]) { _, net in model = net }[0]
             }
+            guard let model else {
+                throw CLIError("the best configuration \(report.describe(first.config)) \(run.status ?? "diverged") when trained again for best-student; rerun the sweep in a new --out")
+            }
             let card = StudentModel.Card(config: run.config, labels: store.manifest.labels, featurizer: store.manifest.featurizer,
                                          datasetFingerprint: store.manifest.fingerprint, teacher: names.compactMap { $0 }.joined(separator: ",").nilIfEmpty,
-                                         validAccuracy: run.valid?.accuracy, testAccuracy: run.test.accuracy)
-            try StudentModel(card: card, network: model!.expanded(trainingData.compaction)).save(to: out + "/best-student")
+                                         validAccuracy: run.valid?.accuracy, testAccuracy: run.test?.accuracy)
+            try StudentModel(card: card, network: model.expanded(trainingData.compaction)).save(to: out + "/best-student")
         }
+        report.warnAboutDivergence()
         print(summary.table)
         print("\(results.count) runs in \(String(format: "%.1f", Date().timeIntervalSince(started))) s → \(out)/results.csv, \(out)/results.jsonl, \(out)/report.html")
         print("best student: \(out)/best-student.safetensors (+ .json); try kdcache eval / predict")
@@ -151,14 +156,17 @@ struct SweepMetadata: Codable {
     var teacherTestAccuracy: Double?
 
     func write(to directory: String) throws {
-        try JSONEncoder().encode(self).write(to: URL(fileURLWithPath: directory + "/sweep.json"), options: .atomic)
+        let bytes = try JSONEncoder().encode(self)
+        try renderingFileErrors(.write, directory + "/sweep.json") { try bytes.write(to: URL(fileURLWithPath: directory + "/sweep.json"), options: .atomic) }
     }
 
     static func read(from directory: String) throws -> SweepMetadata {
         guard let data = FileManager.default.contents(atPath: directory + "/sweep.json") else {
             throw ValidationError("\(directory): no sweep.json; is it the --out of a finished kdcache sweep?")
         }
-        return try JSONDecoder().decode(SweepMetadata.self, from: data)
+        do { return try JSONDecoder().decode(SweepMetadata.self, from: data) } catch {
+            throw CLIError("\(directory)/sweep.json: unreadable (\(describeDecodingError(error))); is it the --out of a finished kdcache sweep?")
+        }
     }
 }
 
@@ -183,15 +191,18 @@ struct SweepCollect: ParsableCommand {
             }
         }
         guard let metadata, !order.isEmpty else { throw ValidationError("no results found in \(directories.joined(separator: ", "))") }
-        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        try renderingFileErrors(.createDirectory, out) { try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true) }
         let results = order.map { byKey[$0]! }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let lines = try results.map { String(decoding: try encoder.encode($0), as: UTF8.self) }.joined(separator: "\n") + "\n"
-        try lines.write(toFile: out + "/results.jsonl", atomically: true, encoding: .utf8)
+        try renderingFileErrors(.write, out + "/results.jsonl") { try lines.write(toFile: out + "/results.jsonl", atomically: true, encoding: .utf8) }
         try metadata.write(to: out)
-        let summary = try SweepReport(results: results, aggregated: aggregate(results), teacherTestAccuracy: metadata.teacherTestAccuracy,
-                                      labels: metadata.labels).write(to: out)
+        let report = SweepReport(results: results, aggregated: aggregate(results), teacherTestAccuracy: metadata.teacherTestAccuracy,
+                                 labels: metadata.labels)
+        let summary = try report.write(to: out)
+        try report.checkNotAllDiverged(out: out)
+        report.warnAboutDivergence()
         print(summary.table)
         print("\(results.count) runs from \(directories.count) directories → \(out)/results.csv, \(out)/report.html")
         print(summary.verdict)
@@ -218,5 +229,27 @@ final class KeptNetworks: @unchecked Sendable {
     func network(_ key: String) -> Network? {
         lock.lock(); defer { lock.unlock() }
         return networks[key]
+    }
+}
+
+extension SweepReport {
+    /// Stops the command (exit 1) when nothing finished, saying what to change; the results and
+    /// the report are already written so the statuses can be read.
+    func checkNotAllDiverged(out: String) throws {
+        guard allDiverged, let first = results.first else { return }
+        let rates = Set(results.map(\.config.optimizer.learningRate)).sorted()
+        throw CLIError("every configuration diverged: the training loss or the parameters became NaN or infinite "
+                       + "(e.g. \(describe(first.config)): \(first.status ?? "diverged")). "
+                       + "Lower --lr (this sweep used \(rates.map { "\($0)" }.joined(separator: ", "))); Adam usually suits 0.001–0.3. "
+                       + "Statuses are in \(out)/results.csv")
+    }
+
+    /// One line on standard error when some configurations diverged (they are listed under the table).
+    func warnAboutDivergence() {
+        let bad = diverged
+        guard !bad.isEmpty else { return }
+        let rates = Set(bad.map(\.point.optimizer.learningRate)).sorted().map { "\($0)" }.joined(separator: ", ")
+        printError("warning: \(bad.count) of \(aggregated.count) configurations diverged (loss or parameters NaN or infinite) and are not ranked; "
+                   + "their learning rates: \(rates). Lower them to train those students")
     }
 }

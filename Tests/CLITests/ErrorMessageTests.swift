@@ -35,7 +35,7 @@ import Testing
              skippedReason: "1 duplicate id"),
         Case(name: "invalid UTF-8", file: "d.csv", content: Array("label,text\na,ok\n".utf8) + [0x61, 0x2C, 0xC3, 0x28, 0x0A] + Array("b,fine\n".utf8),
              flags: text,
-             message: "d.csv:3: invalid UTF-8. Re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8), or pass --skip-invalid",
+             message: "d.csv:3: column 'text': invalid UTF-8. Re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8), or pass --skip-invalid",
              skippedReason: "1 invalid UTF-8"),
         Case(name: "bad JSON line", file: "d.jsonl", content: Array("{\"label\":\"a\",\"text\":\"hi\"}\n{not json\n{\"label\":\"b\",\"text\":\"x\"}\n".utf8),
              flags: text,

@@ -1,4 +1,5 @@
 import Foundation
+import KDStore
 import Testing
 
 /// End-to-end through the built binary: the happy paths on the bundled fixtures.
@@ -82,5 +83,209 @@ import Testing
         #expect(again.status != 0)
         #expect(again.stderr.contains("o.lmdb: already exists. Pass --force to replace it"))
         #expect(try kdcache(args + ["--force"]).status == 0)
+    }
+}
+
+/// Issue 9, input readers: truncated and corrupt gzip, byte-order marks, bounded lines and
+/// bounded quotes of the input in messages.
+@Suite struct InputReaderCLITests {
+    static let flags = ["--text-column", "text", "--label-column", "label", "--id-column", "id"]
+
+    /// Runs `gzip -c` on `bytes`.
+    static func gzip(_ bytes: [UInt8]) throws -> [UInt8] {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/gzip")
+        process.arguments = ["-c", "-n"]
+        let input = Pipe(), output = Pipe()
+        process.standardInput = input; process.standardOutput = output
+        try process.run()
+        input.fileHandleForWriting.write(Data(bytes)); try input.fileHandleForWriting.close()
+        let out = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Array(out)
+    }
+
+    static let csv: [UInt8] = {
+        var text = "id,label,text\n"
+        for i in 0..<6 { text += "r\(i),\(i % 2 == 0 ? "even" : "odd"),sample \(i) words \(i * 7)\n" }
+        return Array(text.utf8)
+    }()
+    static let compressed = try! gzip(csv)
+
+    func fingerprint(_ r: CommandResult) -> Substring? { r.stdout.split(separator: "\n").first { $0.hasPrefix("fingerprint:") } }
+
+    func prep(_ name: String, _ bytes: [UInt8], flags: [String] = flags) throws -> (CommandResult, String) {
+        let dir = temporaryDirectory()
+        let path = writeFile(dir + "/" + name, bytes)
+        return (try kdcache(["prep", path, "--out", dir + "/o.lmdb", "--quiet"] + flags), path)
+    }
+
+    /// What every damaged input must give: exit 1 and one located message, never a crash.
+    func expectCleanError(_ r: CommandResult, _ path: String, _ what: String) {
+        #expect(r.status == 1, "\(what): status \(r.status) \(r.output)")
+        #expect(r.stderr.hasPrefix("Error: \(path)"), "\(what): \(r.stderr)")
+        #expect(!r.stderr.contains("Fatal error") && !r.stderr.contains("Backtrace"), "\(what): \(r.stderr)")
+    }
+
+    /// Every row of a file through the library's reader, or the error that stopped it.
+    static func readAll(_ path: String) -> Result<[[String?]], InputError> {
+        do {
+            let reader = try TabularReader(path: path)
+            var rows: [[String?]] = []
+            while let row = try reader.next(columns: ["id", "label", "text"]) { rows.append(row.values) }
+            return .success(rows)
+        } catch let error as InputError { return .failure(error) } catch { fatalError("\(error)") }
+    }
+
+    /// In process, so that every case of a larger file is cheap: each truncation of a gzip file
+    /// of several deflate blocks and two members, and each byte flipped, either reads every row
+    /// exactly or stops with a non-skippable error; never part of the rows.
+    @Test func everyTruncationAndFlipOfAGzipFileIsCaughtInTheReader() throws {
+        var text = "id,label,text\n"
+        var rng: UInt64 = 7
+        for i in 0..<120 {
+            rng = rng &* 6364136223846793005 &+ 1442695040888963407
+            text += "r\(i),l\(i % 5),\((0..<8).map { "w\((Int(rng >> 33) + $0 * 31) % 997)" }.joined(separator: " "))\n"
+        }
+        let bytes = Array(text.utf8)
+        let half = bytes.count / 2
+        let gz = try Self.gzip(Array(bytes[..<half])) + Self.gzip(Array(bytes[half...]))
+        let memberEnd = try Self.gzip(Array(bytes[..<half])).count
+        let dir = temporaryDirectory(), path = dir + "/d.csv.gz"
+        writeFile(path, gz)
+        guard case .success(let all) = Self.readAll(path) else { Issue.record("the whole file must read"); return }
+        #expect(all.count == 120)
+        var truncations = 0, flips = 0
+        for n in 0..<gz.count where n != memberEnd {   // cut exactly after member 1: a complete gzip file
+            writeFile(path, Array(gz.prefix(n)))
+            switch Self.readAll(path) {
+            case .success(let rows): Issue.record("truncated to \(n) of \(gz.count) bytes: \(rows.count) rows and no error")
+            case .failure(let e):
+                #expect(!e.skippable && e.description.contains("compressed stream ends early at byte \(n)"), "\(n): \(e)")
+                truncations += 1
+            }
+        }
+        for i in 0..<gz.count {
+            var damaged = gz
+            damaged[i] ^= 0x5A
+            writeFile(path, damaged)
+            switch Self.readAll(path) {
+            case .success(let rows):
+                // Only bytes that change nothing may pass: header fields gzip ignores (time,
+                // extra flags, OS) and the padding bits after a member's last deflate block.
+                #expect(rows.count == all.count && zip(rows, all).allSatisfy { $0 == $1 }, "byte \(i) flipped: \(rows.count) rows, no error")
+            case .failure(let e):
+                #expect(e.description.hasPrefix(path), "\(e)")
+                flips += 1
+            }
+        }
+        #expect(truncations == gz.count - 1 && flips >= gz.count - 16, "\(flips) of \(gz.count) flips caught")
+    }
+
+    static let lengths = Array(0..<compressed.count)
+    /// The same through the binary, on a smaller file: exit 1, never a crash, never exit 0.
+    @Test(arguments: [0, 1, 2, 3].map { k in lengths.filter { $0 % 4 == k } })
+    func everyTruncationOfAGzipFileIsAnError(_ lengths: [Int]) throws {
+        for n in lengths {
+            let (r, path) = try prep("d.csv.gz", Array(Self.compressed.prefix(n)))
+            expectCleanError(r, path, "truncated to \(n) of \(Self.compressed.count) bytes")
+            #expect(r.stderr.contains("compressed stream ends early at byte \(n) (truncated file?)"), "\(n): \(r.stderr)")
+        }
+        let (skip, path) = try prep("d.csv.gz", Array(Self.compressed.prefix(Self.compressed.count - 9)), flags: Self.flags + ["--skip-invalid"])
+        expectCleanError(skip, path, "--skip-invalid does not skip a truncated stream")
+    }
+
+    @Test(arguments: [0, 1, 2, 3].map { k in lengths.filter { $0 % 4 == k } })
+    func aFlippedByteIsAnErrorOrChangesNothing(_ positions: [Int]) throws {
+        let (whole, _) = try prep("d.csv.gz", Self.compressed)
+        let expected = try #require(fingerprint(whole))
+        for i in positions {
+            var bytes = Self.compressed
+            bytes[i] ^= 0xFF
+            let (r, path) = try prep("d.csv.gz", bytes)
+            if r.status == 0 {
+                // Only a byte that changes nothing (an ignored header field, padding bits) may pass.
+                #expect(fingerprint(r) == expected, "byte \(i) flipped, exit 0: \(r.output)")
+            } else {
+                expectCleanError(r, path, "byte \(i) flipped")
+            }
+        }
+    }
+
+    @Test func concatenatedMembersReadLikeGzipDoesAndTrailingGarbageIsAnError() throws {
+        let (plain, _) = try prep("d.csv", Self.csv)
+        let cut = Self.csv.firstIndex(of: UInt8(ascii: "5"))!
+        let twoMembers = try Self.gzip(Array(Self.csv[..<cut])) + Self.gzip(Array(Self.csv[cut...]))
+        let (joined, _) = try prep("d.csv.gz", twoMembers)
+        #expect(joined.status == 0 && fingerprint(joined) != nil && fingerprint(joined) == fingerprint(plain), "\(joined.output)")
+        let (padded, _) = try prep("d.csv.gz", twoMembers + [0, 0, 0, 0])
+        #expect(padded.status == 0 && fingerprint(padded) == fingerprint(plain), "trailing zeros are ignored, as gzip does: \(padded.output)")
+        let (garbage, path) = try prep("d.csv.gz", Self.compressed + Array("junk".utf8))
+        expectCleanError(garbage, path, "trailing garbage")
+        #expect(garbage.stderr.contains("unexpected bytes after the end of the compressed data at byte \(Self.compressed.count)"), "\(garbage.stderr)")
+        let (notGzip, path2) = try prep("d.csv.gz", Self.csv)
+        expectCleanError(notGzip, path2, "plain text named .gz")
+        #expect(notGzip.stderr.contains("not gzip data: it starts with bytes 69 64, not 1f 8b"), "\(notGzip.stderr)")
+        let (sniffed, _) = try prep("d.data", Self.compressed, flags: Self.flags + ["--format", "csv"])
+        #expect(sniffed.status == 0 && fingerprint(sniffed) == fingerprint(plain), "gzip data is recognised by its magic: \(sniffed.output)")
+    }
+
+    @Test func aCorruptDeflateStreamNamesTheOffset() throws {
+        var bytes = Self.compressed
+        bytes[bytes.count - 6] ^= 0x01   // the CRC-32 in the trailer
+        let (r, path) = try prep("d.csv.gz", bytes)
+        expectCleanError(r, path, "bad CRC")
+        #expect(r.stderr.contains(":8: corrupt deflate data at byte ") && r.stderr.contains("(zlib: incorrect data check)"), "\(r.stderr)")
+    }
+
+    @Test func aByteOrderMarkIsDropped() throws {
+        let bom: [UInt8] = [0xEF, 0xBB, 0xBF]
+        let (plain, _) = try prep("d.csv", Self.csv)
+        #expect(plain.status == 0)
+        let (csv, _) = try prep("d.csv", bom + Self.csv)
+        #expect(csv.status == 0 && fingerprint(csv) == fingerprint(plain), "\(csv.output)")
+        let (gz, _) = try prep("d.csv.gz", try Self.gzip(bom + Self.csv))
+        #expect(gz.status == 0 && fingerprint(gz) == fingerprint(plain), "\(gz.output)")
+        let tsv = Array(String(decoding: Self.csv, as: UTF8.self).replacingOccurrences(of: ",", with: "\t").utf8)
+        let (t, _) = try prep("d.tsv", bom + tsv)
+        #expect(t.status == 0 && fingerprint(t) == fingerprint(plain), "\(t.output)")
+        let jsonl = Array(#"{"id":"a","label":"x","text":"hello there"}"#.utf8) + [0x0A] + Array(#"{"id":"b","label":"y","text":"bye now"}"#.utf8)
+        let (j, _) = try prep("d.jsonl", bom + jsonl)
+        let (j0, _) = try prep("d.jsonl", jsonl)
+        #expect(j.status == 0 && fingerprint(j) == fingerprint(j0), "\(j.output)")
+    }
+
+    @Test func messagesQuoteAtMost120CharactersOfTheInput() throws {
+        let wide = (0..<400_000).map { "column_\($0)" }.joined(separator: ",")   // a 5 MB header
+        let (missing, path) = try prep("d.csv", Array((wide + "\n" + String(repeating: "1,", count: 399_999) + "1\n").utf8))
+        expectCleanError(missing, path, "no such column")
+        #expect(missing.stderr.count < 400, "\(missing.stderr.count) characters")
+        #expect(missing.stderr.contains("The file has: column_0, column_1, ") && missing.stderr.contains("… (400000 columns, "), "\(missing.stderr.prefix(400))")
+        let value = String(repeating: "9x", count: 1_000_000)
+        let (number, path2) = try prep("n.csv", Array("label,x\n1,\(value)\n".utf8), flags: ["--feature-columns", "x", "--label-column", "label"])
+        expectCleanError(number, path2, "not a number")
+        #expect(number.stderr.contains("n.csv:2: column 'x': not a finite number: '\(String(value.prefix(120)))…' (2000000 bytes)"), "\(number.stderr.prefix(300))")
+        #expect(number.stderr.count < 400)
+    }
+
+    @Test func aLineLongerThanTheBoundIsAnErrorNamingTheLine() throws {
+        var bytes = Array("id,label,text\nr0,a,short\nr1,b,".utf8)
+        bytes += [UInt8](repeating: UInt8(ascii: "w"), count: (1 << 20) + 10)
+        bytes += Array("\nr2,a,after\n".utf8)
+        let (r, path) = try prep("d.csv", bytes, flags: Self.flags + ["--max-line-mib", "1"])
+        expectCleanError(r, path, "overlong line")
+        #expect(r.stderr.contains("d.csv:3: line longer than 1 MiB"), "\(r.stderr.prefix(300))")
+        #expect(r.stderr.count < 400)
+        // An unterminated quote does not gather the rest of the file either, even with --skip-invalid.
+        var quoted = Array("id,label,text\nr0,a,\"open\n".utf8)
+        for _ in 0..<1100 { quoted += [UInt8](repeating: UInt8(ascii: "q"), count: 999) + [0x0A] }
+        let (q, qpath) = try prep("q.csv", quoted, flags: Self.flags + ["--skip-invalid", "--max-line-mib", "1"])
+        expectCleanError(q, qpath, "unterminated quote")
+        #expect(q.stderr.contains("q.csv:2: column 'text': a quoted field runs over 1050 lines and past 1 MiB"), "\(q.stderr.prefix(300))")
+    }
+
+    @Test func theDefaultBoundIs64MiB() throws {
+        let r = try kdcache(["help", "prep"])
+        #expect(r.stdout.contains("--max-line-mib") && r.stdout.contains("(default: 64)"), "\(r.stdout)")
     }
 }

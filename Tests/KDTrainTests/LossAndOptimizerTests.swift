@@ -65,11 +65,50 @@ func evaluate(_ loss: DistillationLoss, logits: [Float], label: Int, teacherLogP
     }
 
     @Test func fastExpIsAccurate() {
-        for x in stride(from: Float(-80), through: 0, by: 0.37) {
-            let rel = abs(Softmax.fastExp(x) - exp(x)) / exp(x)
-            #expect(rel < 1e-6, "x = \(x)")
+        var worst = 0.0
+        for x in stride(from: Float(-87), through: 88.7228, by: 0.0137) {
+            let exact = Foundation.exp(Double(x))
+            worst = max(worst, abs(Double(Softmax.fastExp(x)) - exact) / exact)
         }
+        #expect(worst < 3e-7, "worst relative error \(worst)")
         #expect(Softmax.fastExp(-100) == 0)
+        #expect(Softmax.fastExp(0) == 1)
+    }
+
+    /// Issue 9: every input, non-finite or huge, gives the IEEE answer (Int32(k) of a NaN trapped).
+    static let totalCases: [(Float, Float)] = [
+        (.nan, .nan), (-.infinity, 0), (.infinity, .infinity), (1e30, .infinity), (-1e30, 0),
+        (.greatestFiniteMagnitude, .infinity), (-.greatestFiniteMagnitude, 0), (88.73, .infinity),
+        (-87.01, 0), (.leastNonzeroMagnitude, 1), (-.leastNonzeroMagnitude, 1),
+    ]
+
+    @Test(arguments: totalCases)
+    func fastExpIsTotal(_ x: Float, _ expected: Float) {
+        let y = Softmax.fastExp(x)
+        #expect(expected.isNaN ? y.isNaN : y == expected, "fastExp(\(x)) = \(y)")
+    }
+
+    @Test func fastExpNearTheOverflowThresholdIsFiniteAndExact() {
+        for x: Float in [88.3, 88.37, 88.371, 88.5, 88.72] {
+            let y = Softmax.fastExp(x)
+            #expect(y.isFinite && abs(Double(y) - Foundation.exp(Double(x))) / Foundation.exp(Double(x)) < 3e-7, "fastExp(\(x)) = \(y)")
+        }
+    }
+
+    @Test func softmaxOfNonFiniteInputsIsNaNNotATrap() {
+        for bad: Float in [.nan, .infinity] {
+            let x: [Float] = [0.5, bad, -1]
+            var out = [Float](repeating: 0, count: 3), log = out
+            x.withUnsafeBufferPointer { p in
+                Softmax.softmax(p.baseAddress!, 3, into: &out)
+                Softmax.logSoftmax(p.baseAddress!, 3, temperature: 2, into: &log)
+            }
+            #expect(out.contains { $0.isNaN } && log.contains { $0.isNaN }, "\(bad): \(out) \(log)")
+        }
+        let x: [Float] = [0, -.infinity, 0]   // p = 0 is a legal teacher entry
+        var out = [Float](repeating: 0, count: 3)
+        x.withUnsafeBufferPointer { Softmax.softmax($0.baseAddress!, 3, into: &out) }
+        #expect(out == [0.5, 0, 0.5])
     }
 }
 
