@@ -36,14 +36,14 @@ import Testing
     @Test func aBucketBeyondTheDimensionIsAnError() throws {
         let (path, _) = try textStore()
         let record = SampleRecord(split: .train, label: 1, kind: .sparse, indices: [3, 5000], values: [1, 1])
-        try overwrite(path, database: "samples", key: SampleKey.dataset(7), with: record.encoded())
+        try overwrite(path, database: "samples", key: SampleKey.dataset(7), with: record.encoded(index: 7))
         try expectSampleError(path, sample: 7, "bucket 5000 of 1024")
     }
 
     @Test func aNonFiniteFeatureIsAnError() throws {
         let (path, _) = try textStore()
         let record = SampleRecord(split: .train, label: 0, kind: .sparse, indices: [3], values: [.nan])
-        try overwrite(path, database: "samples", key: SampleKey.dataset(4), with: record.encoded())
+        try overwrite(path, database: "samples", key: SampleKey.dataset(4), with: record.encoded(index: 4))
         try expectSampleError(path, sample: 4, "NaN count")
     }
 
@@ -56,7 +56,7 @@ import Testing
         options.featureColumns = ["x", "y"]
         _ = try DatasetPreparer(options: options).run(output: dir + "/d.lmdb")
         let record = SampleRecord(split: .train, label: 1, kind: .dense, indices: [], values: [1, 2, 3])
-        try overwrite(dir + "/d.lmdb", database: "samples", key: SampleKey.dataset(5), with: record.encoded())
+        try overwrite(dir + "/d.lmdb", database: "samples", key: SampleKey.dataset(5), with: record.encoded(index: 5))
         try expectSampleError(dir + "/d.lmdb", sample: 5, "3 of 2 dense features")
     }
 
@@ -67,10 +67,10 @@ import Testing
                                          teacher: TeacherIdentity(name: "top", description: "top-2", contentHash: "x"),
                                          layout: SoftLabelLayout(writeTemperature: 1, dtype: .float32, topK: 2))
         try TeacherOutput.write(writer) { range in range.map { _ in [[-0.5, -1.5, -2.5]] } }
-        var bad = SoftLabelRecord.encode(logProbs: [-0.5, -1.5, -2.5], dtype: .float32, topK: 2)
+        var bad = SoftLabelRecord.encode(logProbs: [-0.5, -1.5, -2.5], dtype: .float32, topK: 2, sample: 11, view: 0)
         bad.withUnsafeMutableBytes { b in
             b.storeBytes(of: UInt32(9).littleEndian, toByteOffset: SoftLabelRecord.headerSize + 4, as: UInt32.self)
-            b.storeBytes(of: recordChecksum(UnsafeRawBufferPointer(b), skipping: 4).littleEndian, toByteOffset: 4, as: UInt32.self)
+            b.storeBytes(of: recordChecksum(UnsafeRawBufferPointer(b), skipping: 4, key: SampleKey.softLabel(sample: 11, view: 0)).littleEndian, toByteOffset: 4, as: UInt32.self)
         }
         try overwrite(dir + "/t.lmdb", database: "teacher/top", key: SampleKey.softLabel(sample: 11, view: 0), with: bad)
         try expectSampleError(path, sample: 11, teachers: [try SoftLabelStore(path: dir + "/t.lmdb")], "class 9 of 3")
