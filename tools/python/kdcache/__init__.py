@@ -980,12 +980,19 @@ class SoftLabelWriter:
         self.manifest = manifest
 
     def pending(self):
-        done = sorted(tuple(r) for r in self.manifest["teachers"][self.name]["completed"])
+        """Sample ranges still to write, counted from the records themselves (FORMAT.md §3.1):
+        `completed` in the manifest is a claim, and a record it claims may be gone."""
         out, cursor = [], 0
-        for a, b in done:
-            if a > cursor:
-                out.append((cursor, a))
-            cursor = max(cursor, b)
+        with self.env.begin(db=self.db) as txn:
+            for key in txn.cursor().iternext(keys=True, values=False):
+                if len(key) != 8:
+                    continue
+                sample, view = struct.unpack(">II", bytes(key))
+                if view != 0 or sample >= self.sample_count or sample < cursor:
+                    continue
+                if sample > cursor:
+                    out.append((cursor, sample))
+                cursor = sample + 1
         if cursor < self.sample_count:
             out.append((cursor, self.sample_count))
         return out

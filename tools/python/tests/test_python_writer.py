@@ -23,6 +23,27 @@ def teacher_logits(store):
     return z
 
 
+def test_python_writer_resumes_from_the_records_not_the_claim(data, tmp_path):
+    """A record the manifest claims but that is gone is pending again (FORMAT.md §3.1)."""
+    import lmdb
+    import struct
+    store = kdcache.open(str(data / "d.lmdb"))
+    z = teacher_logits(store)
+    out = tmp_path / "claim.lmdb"
+    with kdcache.SoftLabelWriter(out, store, name="t", write_temperature=1.0) as w:
+        w.write(0, z)
+        assert w.pending() == []
+    env = lmdb.open(str(out), subdir=False, max_dbs=64)
+    with env.begin(write=True) as txn:
+        assert txn.delete(struct.pack(">II", 700, 0), db=env.open_db(b"teacher/t", txn=txn))
+    env.close()
+    with kdcache.SoftLabelWriter(out, store, name="t", write_temperature=1.0) as w:
+        assert w.pending() == [(700, 701)]
+        w.write(700, z[700:701])
+        assert w.pending() == []
+    assert "1797/1797 samples" in run("verify", out, "--data", data / "d.lmdb").stdout
+
+
 def test_python_written_cache_verifies_and_sweeps(data):
     store = kdcache.open(str(data / "d.lmdb"))
     z = teacher_logits(store)
