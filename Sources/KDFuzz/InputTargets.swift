@@ -67,7 +67,7 @@ enum InputTargets {
         } catch {
             fatalError("oracle: a store prep just wrote does not open for verify: \(error)")
         }
-        Consumers.dataset(out)
+        Consumers.dataset(out, templates: Templates.v1)
     }
 }
 

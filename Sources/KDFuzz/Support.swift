@@ -56,40 +56,71 @@ public enum FuzzFixtures {
     }
 }
 
-/// Intact stores the targets damage one part of: the format-v1 golden files (12 samples, 3 labels;
-/// a cache with a dense f16 teacher `dense16` and a top-2 f32 teacher `topk32`).
-enum Templates {
-    static let datasetBytes = FuzzFixtures.bytes("fixtures/format-v1/dataset.lmdb")
-    static let cacheBytes = FuzzFixtures.bytes("fixtures/format-v1/softlabels.lmdb")
+/// One format version's golden stores (fixtures/format-vN/): a text dataset store (12 samples, 3
+/// labels), a cache of it with a dense f16 and a top-k f32 teacher, and (v2) a dense dataset store.
+/// The targets damage one part of a copy and hand the copy to the commands' code.
+struct TemplateSet: Sendable {
+    /// `format-v1`, `format-v2`.
+    let name: String
+    let schemaVersion: Int
+    let datasetBytes: [UInt8], cacheBytes: [UInt8], denseBytes: [UInt8]?
+    /// The intact stores as files of their own (never modified).
+    let datasetPath: String, cachePath: String, densePath: String?
+    let datasetManifestBytes: [UInt8], cacheManifestBytes: [UInt8]
+    /// The cache's teachers: the first dense one and the first top-k one (by name).
+    let denseTeacher: String, topKTeacher: String
 
-    /// The intact dataset store, as a file of its own (never modified).
-    static let datasetPath: String = Scratch.write(datasetBytes, as: "template-dataset.lmdb")
-    /// The intact cache, as a file of its own (never modified).
-    static let cachePath: String = Scratch.write(cacheBytes, as: "template-cache.lmdb")
-    /// The dataset store's manifest, decoded once.
+    /// The set in fixtures/NAME/, or nil when it is absent or this build cannot read it.
+    static func load(_ name: String) -> TemplateSet? {
+        let dir = FuzzFixtures.root + "/fixtures/" + name
+        guard let dataset = FileManager.default.contents(atPath: dir + "/dataset.lmdb"),
+              let cache = FileManager.default.contents(atPath: dir + "/softlabels.lmdb") else { return nil }
+        let dense = FileManager.default.contents(atPath: dir + "/dense.lmdb")
+        let datasetPath = Scratch.write(Array(dataset), as: "\(name)-dataset.lmdb")
+        let cachePath = Scratch.write(Array(cache), as: "\(name)-cache.lmdb")
+        let densePath = dense.map { Scratch.write(Array($0), as: "\(name)-dense.lmdb") }
+        for path in [datasetPath, cachePath] + (densePath.map { [$0] } ?? []) { unlink(path + "-lock") }
+        guard let datasetManifest = Templates.manifestBytes(datasetPath), let cacheManifest = Templates.manifestBytes(cachePath),
+              (try? DatasetStore(path: datasetPath)) != nil, let store = try? SoftLabelStore(path: cachePath),
+              let denseTeacher = store.manifest.teachers.keys.sorted().first(where: { store.manifest.teachers[$0]!.topK == 0 }),
+              let topKTeacher = store.manifest.teachers.keys.sorted().first(where: { store.manifest.teachers[$0]!.topK > 0 })
+        else { return nil }
+        for path in [datasetPath, cachePath] { unlink(path + "-lock") }
+        return TemplateSet(name: name, schemaVersion: Templates.schemaVersion(of: datasetManifest),
+                           datasetBytes: Array(dataset), cacheBytes: Array(cache), denseBytes: dense.map(Array.init),
+                           datasetPath: datasetPath, cachePath: cachePath, densePath: densePath,
+                           datasetManifestBytes: datasetManifest, cacheManifestBytes: cacheManifest,
+                           denseTeacher: denseTeacher, topKTeacher: topKTeacher)
+    }
+}
+
+enum Templates {
+    /// Every golden set this build reads, oldest first; format-v1 at least.
+    static let sets: [TemplateSet] = {
+        let sets = ["format-v1", "format-v2"].compactMap(TemplateSet.load)
+        guard !sets.isEmpty, sets[0].name == "format-v1" else {
+            fatalError("kdfuzz: the format-v1 golden stores do not open (in \(FuzzFixtures.root)/fixtures/format-v1)")
+        }
+        return sets
+    }()
+
+    /// The v1 golden set: the dataset the teacher and import targets answer for.
+    static var v1: TemplateSet { sets[0] }
+    static var datasetPath: String { v1.datasetPath }
+    /// The v1 golden dataset store's manifest.
     static let datasetManifest: DatasetManifest = {
-        guard let store = try? DatasetStore(path: datasetPath) else { fatalError("kdfuzz: the golden dataset store does not open") }
+        guard let store = try? DatasetStore(path: Templates.datasetPath) else { fatalError("kdfuzz: the golden dataset store does not open") }
         return store.manifest
     }()
 
-    /// The stored manifest bytes of the templates.
-    static let datasetManifestBytes = manifestBytes(datasetPath)
-    static let cacheManifestBytes = manifestBytes(cachePath)
-
-    static func manifestBytes(_ path: String) -> [UInt8] {
-        do {
-            let env = try Environment(path: path, options: [.readOnly, .noLock], maxDatabases: 64)
-            let meta = try env.openDatabase(named: "meta")
-            guard let bytes = try env.read({ txn in try txn.value(forKey: Array("manifest".utf8), in: meta) }) else {
-                fatalError("kdfuzz: template \(path) has no manifest")
-            }
-            return bytes
-        } catch {
-            fatalError("kdfuzz: cannot read the manifest of template \(path): \(error)")
-        }
+    /// The `meta`/`manifest` bytes of a store, nil when unreadable.
+    static func manifestBytes(_ path: String) -> [UInt8]? {
+        guard let env = try? Environment(path: path, options: [.readOnly, .noLock], maxDatabases: 64),
+              let meta = try? env.openDatabase(named: "meta") else { return nil }
+        return (try? env.read { txn in try txn.value(forKey: Array("manifest".utf8), in: meta) }) ?? nil
     }
 
-    /// The schema version a template's manifest declares (it decides the CRC definition).
+    /// The schema version a manifest declares (it decides the CRC definition).
     static func schemaVersion(of manifest: [UInt8]) -> Int {
         struct Head: Decodable { var schemaVersion: Int? }
         let decoder = JSONDecoder()
@@ -139,13 +170,13 @@ func bigEndianKey(_ v: UInt64) -> [UInt8] { withUnsafeBytes(of: v.bigEndian) { A
 enum Consumers {
     /// `kdcache info` and `kdcache verify` of a dataset store, then a one-epoch linear student on it
     /// (α = 0, and α = 0.5 with the golden cache when the fingerprint still matches).
-    static func dataset(_ path: String) {
+    static func dataset(_ path: String, templates: TemplateSet) {
         if let info = try? StoreInfo(path: path) { _ = info.text; _ = try? info.jsonBytes() }
         if let report = try? StoreVerifier.verify(path: path) { _ = report.isValid }
         guard let store = try? DatasetStore(path: path) else { return }
         train(store, teachers: [], names: [])
-        if let cache = try? SoftLabelStore(path: Templates.cachePath) {
-            train(store, teachers: [cache], names: ["dense16"])
+        if let cache = try? SoftLabelStore(path: templates.cachePath) {
+            train(store, teachers: [cache], names: [templates.denseTeacher])
         }
     }
 

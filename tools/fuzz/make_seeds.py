@@ -22,12 +22,21 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "fixtures/fuzz"
 GOLDEN = ROOT / "fixtures/format-v1"
+GOLDEN_V2 = ROOT / "fixtures/format-v2"
 
 
 def write(target, name, data):
     d = OUT / target
     d.mkdir(parents=True, exist_ok=True)
     (d / f"seed-{name}").write_bytes(data)
+
+
+def write_crash(target, name, data):
+    """A hand-made input known to crash when written (a regression input, not a seed: libFuzzer
+    would stop at it)."""
+    d = OUT / target / "crashes"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"manual-{name}").write_bytes(data)
 
 
 def records(path, db_name, limit):
@@ -86,11 +95,21 @@ def main():
     # Record decoders: the golden records, and hand-made edge cases.
     for i, (_, v) in enumerate(records(GOLDEN / "dataset.lmdb", "samples", 4)):
         write("sample-record", f"golden-{i}", v)
-    write("sample-record", "dense-4", sample_record(0, 2, 1, [], [0.5, -1.0, 3.0, 0.0]))
+    write_crash("sample-record", "dense-record-in-text-store", sample_record(0, 2, 1, [], [0.5, -1.0, 3.0, 0.0]))
     write("sample-record", "sparse-empty", sample_record(1, 0, 0, [], []))
     for name in ("dense16", "topk32"):
         for i, (_, v) in enumerate(records(GOLDEN / "softlabels.lmdb", f"teacher/{name}", 3)):
             write("softlabel-record", f"{name}-{i}", v)
+    if GOLDEN_V2.exists():   # v2 records (version byte 2) and manifests, once format v2 is in
+        for i, (_, v) in enumerate(records(GOLDEN_V2 / "dataset.lmdb", "samples", 2)):
+            write("sample-record", f"golden-v2-{i}", v)
+        for i, (_, v) in enumerate(records(GOLDEN_V2 / "dense.lmdb", "samples", 2)):
+            write("sample-record", f"golden-v2-dense-{i}", v)
+        for name in ("dense16", "topk32"):
+            for i, (_, v) in enumerate(records(GOLDEN_V2 / "softlabels.lmdb", f"teacher/{name}", 2)):
+                write("softlabel-record", f"v2-{name}-{i}", v)
+        for name in ("dataset", "dense", "softlabels"):
+            write("manifest", f"golden-v2-{name}", manifest(GOLDEN_V2 / f"{name}.lmdb"))
     lp = np.log(np.array([0.7, 0.2, 0.1]))
     write("softlabel-record", "dense-f32", softlabel_record(1, 0, struct.pack("<3f", *lp)))
     write("softlabel-record", "top1-f16", softlabel_record(2, 1, struct.pack("<I", 0) + np.float16(lp[0]).tobytes()
@@ -107,7 +126,7 @@ def main():
     m = json.loads(dm)
     m["featurizer"] = {"kind": "dense", "signature": "dense;columns=a,b", "dimension": 2, "columns": ["a", "b"],
                        "mean": [0.0, 1.0], "std": [1.0, 2.0]}
-    write("manifest", "dataset-dense", json.dumps(m, sort_keys=True).encode())
+    write_crash("manifest", "dense-featurizer-on-text-store", json.dumps(m, sort_keys=True).encode())
 
     # Input readers.
     csv = (GOLDEN / "source.csv").read_bytes()

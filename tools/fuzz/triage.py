@@ -5,7 +5,7 @@
 
 Replays every file of CRASH_DIR through BINARY (the libFuzzer build of kdcache-fuzz, one input
 per run), reads the cause from its output — the trap or oracle message, and the first stack frame
-in Sources/ outside KDFuzz — and deletes all but the smallest input of each cause (unless
+in Sources/ outside KDFuzz (inside it for an oracle failure) — and deletes all but the smallest input of each cause (unless
 --keep-all; `manual-*` inputs are always kept). Prints one line per cause:
 
     <count> × <message> at <function> (<file:line>)  e.g. crash-… (N bytes)
@@ -18,7 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 
 FRAME = re.compile(r"^\s*#\d+ 0x[0-9a-f]+ in (\S+) (\S+)")
-MESSAGE = re.compile(r"(Fatal error.*|oracle: .*|ERROR: AddressSanitizer: [\w-]+|ERROR: libFuzzer: [\w-]+|"
+MESSAGE = re.compile(r"(Fatal error.*|oracle: .*|ERROR: AddressSanitizer: [\w-]+|ERROR: libFuzzer: [\w -]+|"
                      r"Assertion failed.*|Precondition failed.*|.*: Assertion .* failed.*|out-of-memory \(malloc\(\d+\)\)|"
                      r"requested allocation size .* exceeds .*)")
 
@@ -50,12 +50,13 @@ def cause(binary, target, path):
             if not message.startswith("ERROR: libFuzzer"):
                 break
     where, function = "?", "?"
+    oracle = message.startswith("oracle")
     for line in text.splitlines():
         m = FRAME.match(line)
         if not m:
             continue
         symbol, location = m.groups()
-        if "/Sources/" in location and "/Sources/KDFuzz/" not in location:
+        if "/Sources/" in location and (oracle or "/Sources/KDFuzz/" not in location):
             where, function = location.split("/Sources/")[1], demangle(symbol)
             break
         if "liblmdb" in location and where == "?":
