@@ -17,7 +17,8 @@ cache of it (`dense`, f32). Damage:
 Each file goes through `verify` (`--data` for caches), `info`, a one-epoch linear `sweep` and, for
 caches, `diff`, each under a 20 s timeout. Asserted: no command dies by a signal or exits with a
 status other than 0 or 1; none hangs; no file whose content was altered passes `verify`. The tally
-is printed (`pytest -s` shows it; it is also in the assertion message).
+is printed (also under pytest's capture), written to .build/damage-campaign.txt, and repeated in
+the assertion message.
 
 Byte-level damage does not always alter content (a zeroed free page, a flipped byte in a branch
 page's separator key): a file passing verify counts as altered only when a py-lmdb dump of its
@@ -558,7 +559,7 @@ def faulting_image(args):
     return "?"
 
 
-def test_damage_campaign(intact, tmp_path):
+def test_damage_campaign(intact, tmp_path, capsys):
     rng = random.Random(SEED)
     out = tmp_path / "damaged"
     out.mkdir()
@@ -629,5 +630,8 @@ def test_damage_campaign(intact, tmp_path):
         tally.append("  hangs:")
         tally += [f"    {line}" for line in hangs]
     report = "\n".join(tally)
-    print("\n" + report)
+    with capsys.disabled():   # shown in `make test` too, where pytest captures output
+        print("\n" + report)
+    (ROOT / ".build").mkdir(exist_ok=True)
+    (ROOT / ".build/damage-campaign.txt").write_text(report + "\n")
     assert not crashed_files and not hangs and not passed_altered, report
