@@ -50,7 +50,7 @@ def cause(binary, target, path):
             if not message.startswith("ERROR: libFuzzer"):
                 break
     where, function = "?", "?"
-    oracle = message.startswith("oracle")
+    oracle = "oracle:" in message
     for line in text.splitlines():
         m = FRAME.match(line)
         if not m:
@@ -76,7 +76,8 @@ def main():
         else:
             groups[key].append(path)
     for (message, function, where), paths in sorted(groups.items(), key=lambda kv: -len(kv[1])):
-        paths.sort(key=lambda p: (not p.name.startswith("manual-"), p.stat().st_size, p.name))
+        # Hand-made inputs first, then the smallest; among equals the oldest (already committed).
+        paths.sort(key=lambda p: (not p.name.startswith("manual-"), p.stat().st_size, p.stat().st_mtime, p.name))
         keep = paths[0]
         if not keep_all:
             for p in paths[1:]:

@@ -546,17 +546,22 @@ def top_frames(outputs):
 
 
 def faulting_image(args):
-    """For a crash without a Swift message: the first frame the Swift backtracer names."""
-    env = dict(ENV, SWIFT_BACKTRACE="enable=yes,interactive=no,color=no,threads=crashed,registers=none,images=none,limit=4")
+    """For a crash without a Swift message (a fault, an arithmetic overflow trap): what the Swift
+    backtracer names as frame 0, and the first frame in Sources/ when that is not frame 0."""
+    env = dict(ENV, SWIFT_BACKTRACE="enable=yes,interactive=no,color=no,threads=crashed,registers=none,images=none,limit=none")
     try:
         r = subprocess.run([BIN, *map(str, args)], capture_output=True, text=True, errors="replace", env=env, timeout=60)
     except subprocess.TimeoutExpired:
         return "?"
-    for line in r.stderr.splitlines():
-        line = line.strip()
-        if line.startswith("0 "):
-            return line.split(" in ", 1)[-1][:100] if " in " in line else line[:100]
-    return "?"
+    frames = [m.group(1) for m in re.finditer(r"^\s*\d+\s+(?:\[[^\]]*\]\s+)*0x[0-9a-f]+\s+(.*)$", r.stderr, re.M)]
+    if not frames:
+        return "?"
+    first = frames[0].replace(" in kdcache at //<compiler-generated>", "")[:90]
+    ours = next((f for f in frames if "/Sources/" in f), None)
+    if ours and ours != frames[0]:
+        name, _, loc = ours.partition(" in kdcache at ")
+        first += f", in {name.split(' + ')[0][:80]} ({loc.split('/Sources/')[-1]})"
+    return first
 
 
 def test_damage_campaign(intact, tmp_path, capsys):
@@ -620,7 +625,7 @@ def test_damage_campaign(intact, tmp_path, capsys):
         for (name, sig, message, top), where in sorted(signatures.items(), key=lambda kv: -len(kv[1])):
             f = where[0]
             if not message and not top:
-                top = "fault in " + faulting_image(commands(f, intact, tmp_path)[name])
+                top = faulting_image(commands(f, intact, tmp_path)[name])
             tally.append(f"    {name}: {sig}" + (f" — {message}" if message else "") + (f" at {top}" if top else "")
                          + f"  [{len(where)}×; e.g. {f.path.name}: {f.what}]")
     if passed_altered:
