@@ -6,7 +6,7 @@ import KDTrain
 /// the input is what a teacher printed for a batch of samples 0…3 of the 3-label golden dataset.
 ///
 /// Oracle: rows the protocol accepts become log-probabilities at T_w 2 (what `teach` stores)
-/// without a NaN, and encode into records that decode again (f16 dense, f32 top-2).
+/// without a NaN.
 enum TeacherTargets {
     @Sendable static func transcript(_ data: UnsafeRawBufferPointer) {
         guard let (_, rows) = try? ExternalTeacher.parseTranscript(Array(data), dataset: Templates.datasetManifest,
@@ -14,23 +14,11 @@ enum TeacherTargets {
         storeRows(rows, source: "a teacher reply the protocol accepted")
     }
 
-    /// What `teach` / `import` do with accepted rows of logits: `log_softmax(z / T_w)`, encoded.
+    /// What `teach` / `import` do with accepted rows of logits before they encode them:
+    /// `log_softmax(z / T_w)` at T_w 2, which must hold no NaN.
     static func storeRows(_ rows: [[Float]], source: String) {
-        for (i, row) in rows.enumerated() {
-            let logProbs = logSoftmax(row, temperature: 2)
-            if logProbs.contains(where: \.isNaN) {
-                fatalError("oracle: \(source) gives NaN log-probabilities for row \(i): \(row.prefix(4))")
-            }
-            for (dtype, k) in [(LogProbDType.float16, 0), (.float32, min(2, row.count))] {
-                let record = SoftLabelRecord.encode(logProbs: logProbs, dtype: dtype, topK: k)
-                let ok = record.withUnsafeBytes { b -> Bool in
-                    guard let view = try? SoftLabelView(b, classCount: row.count) else { return false }
-                    var out = [Float](repeating: 0, count: row.count)
-                    view.decode(into: &out)
-                    return true
-                }
-                if !ok { fatalError("oracle: a record encoded from \(source) does not decode (row \(i))") }
-            }
+        for (i, row) in rows.enumerated() where logSoftmax(row, temperature: 2).contains(where: \.isNaN) {
+            fatalError("oracle: \(source) gives NaN log-probabilities for row \(i): \(row.prefix(4))")
         }
     }
 }
