@@ -23,9 +23,9 @@ the assertion message.
 Byte-level damage does not always alter content (a zeroed free page, a flipped byte in a branch
 page's separator key): a file passing verify counts as altered only when a py-lmdb dump of its
 databases (in a child process: damaged files can crash liblmdb) differs from the intact file's.
-The one manifest edit no check can catch by design — an in-range `write_temperature` (5) with a
-recomputed checksum: whoever can rewrite the checksum can forge any in-range value — is counted
-apart, as "forged, in range".
+The manifest edits no check can catch by design — an in-range `write_temperature` (5, 1e-30; FORMAT
+v2 allows (0, 10^4]) with a recomputed checksum: whoever can rewrite the checksum can forge any
+in-range value — are counted apart, as "forged, in range".
 
 Each distinct crash is printed with its signal, the trap's message and the first kdcache frame
 (symbolized with llvm-symbolizer), or where it faulted: the to-do list of issue 9.
@@ -431,9 +431,12 @@ def manifest_edits(intact, out):
         edit("cache", f"views-{v}", f"views {v}", setter(T("topk", "views"), v), "topk")
     for v in (-1, 1 << 62, 199):
         edit("cache", f"sample-count-{v}", f"sample_count {v}", setter(["sample_count"], v), "dense")
-    for v in (-2, 0, 1e-30):
+    for v in (-2, 0, float("inf")):
         edit("cache", f"write-temperature-{v}", f"write_temperature {v}", setter(T("dense", "write_temperature"), v), "dense")
-    edit("cache", "write-temperature-5", "write_temperature 5 (in range)", setter(T("dense", "write_temperature"), 5), "dense", forgeable=True)
+    # In FORMAT v2's range (0, 10^4]: caught by the manifest checksum only.
+    for v in (5, 1e-30):
+        edit("cache", f"write-temperature-{v}", f"write_temperature {v} (in range)", setter(T("dense", "write_temperature"), v),
+             "dense", forgeable=True)
     edit("cache", "top-k-5", "top_k 5 for 3-kept records", setter(T("topk", "top_k"), 5), "topk")
     edit("cache", "top-k-neg", "top_k −1", setter(T("topk", "top_k"), -1), "topk")
     edit("cache", "dtype-f64", "dtype f64", setter(T("dense", "dtype"), "f64"), "dense")
