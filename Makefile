@@ -12,7 +12,7 @@ DEMO := .build-demo
 QUIET := $(if $(V),,--quiet)
 SAY := @echo
 
-.PHONY: deps system-deps venv build test demo bench clean fixtures
+.PHONY: deps system-deps venv build test demo bench clean fixtures fuzz
 
 ## deps: Debian packages (only the missing ones) and the Python venv for interop tests and benchmarks.
 deps: system-deps venv
@@ -67,6 +67,11 @@ bench: deps $(VENV)/.bench-installed
 	$(SWIFT) build -c release $(QUIET)
 	gcc -O2 -o .build/lmdb-c-bench tools/bench/lmdb_c_bench.c -llmdb
 	$(PY) tools/bench/run_bench.py --swift .build/release/kdcache-bench --c .build/lmdb-c-bench --kdcache $(RELEASE_BIN)
+
+## fuzz: libFuzzer over every fuzz target (Sources/KDFuzz) for FUZZ_SECONDS each (default 60), from
+## the corpora in fixtures/fuzz/; crashes land in fixtures/fuzz/TARGET/crashes/ (see tools/fuzz/fuzz.sh).
+fuzz: system-deps
+	FUZZ_SECONDS=$(or $(FUZZ_SECONDS),60) tools/fuzz/fuzz.sh
 
 ## fixtures: regenerate the bundled datasets from their sources (see fixtures/*/SOURCE.md).
 fixtures:

@@ -43,10 +43,13 @@ let package = Package(
         ]),
         .executableTarget(name: "kdcache-bench", dependencies: ["KDStore", "KDTrain", "LMDB"],
                           path: "Sources/Benchmarks"),
+        .target(name: "KDFuzz", dependencies: ["KDStore", "KDTrain", "LMDB", "CZlib"]),
+        .executableTarget(name: "kdcache-fuzz", dependencies: ["KDFuzz"], path: "tools/fuzz/driver"),
         .testTarget(name: "LMDBTests", dependencies: ["LMDB"]),
         .testTarget(name: "KDStoreTests", dependencies: ["KDStore"]),
         .testTarget(name: "KDTrainTests", dependencies: ["KDTrain"]),
         .testTarget(name: "CLITests", dependencies: ["KDStore"]),
+        .testTarget(name: "KDFuzzTests", dependencies: ["KDFuzz"]),
     ],
     swiftLanguageModes: [.v6]
 )

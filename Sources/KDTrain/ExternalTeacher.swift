@@ -71,31 +71,37 @@ public final class ExternalTeacher {
                   "dimension": dataset.featurizer.dimension, "has_text": dataset.hasText,
                   "framings": Framing.allCases.map(\.rawValue)])
         let reply = try receiveObject(context: "the ready message")
-        guard reply["type"] as? String == "ready" else { throw failure("expected a ready message, got: \(reply["type"] ?? "nothing")") }
+        do { ready = try Self.parseReady(reply, dataset: dataset, command: command) } catch { throw failure(error.message, hint: error.hint) }
+    }
+
+    /// Checks a ready message and returns the teacher's self-description.
+    static func parseReady(_ reply: [String: Any], dataset: DatasetManifest, command: String) throws(ReplyViolation) -> Ready {
+        guard reply["type"] as? String == "ready" else { throw ReplyViolation("expected a ready message, got: \(reply["type"] ?? "nothing")") }
         let kindName = reply["kind"] as? String ?? "logits"
-        guard let kind = TeacherOutputKind(rawValue: kindName) else { throw failure("unknown output kind '\(kindName)' in the ready message") }
+        guard let kind = TeacherOutputKind(rawValue: kindName) else { throw ReplyViolation("unknown output kind '\(kindName)' in the ready message") }
         let temperature = (reply["temperature"] as? NSNumber)?.floatValue ?? 1
-        guard temperature > 0 else { throw failure("temperature must be > 0 in the ready message") }
+        guard temperature > 0 else { throw ReplyViolation("temperature must be > 0 in the ready message") }
         let framingName = reply["framing"] as? String ?? "json"
         guard let framing = Framing(rawValue: framingName) else {
-            throw failure("unknown framing '\(framingName)' in the ready message (json or binary)")
+            throw ReplyViolation("unknown framing '\(framingName)' in the ready message (json or binary)")
         }
         guard reply["inputs"] == nil || reply["inputs"] is [String] else {
-            throw failure("\"inputs\" in the ready message must be a list such as [\"text\"] or [\"text\", \"features\"]")
+            throw ReplyViolation("\"inputs\" in the ready message must be a list such as [\"text\"] or [\"text\", \"features\"]")
         }
         let inputs = reply["inputs"] as? [String] ?? ["text", "features"]
         for name in inputs where !["text", "features"].contains(name) {
-            throw failure("unknown input '\(name)' in the ready message (text, features)")
+            throw ReplyViolation("unknown input '\(name)' in the ready message (text, features)")
         }
         if inputs.contains("text") && !dataset.hasText && reply["inputs"] != nil {
-            throw failure("asks for text, but the dataset store kept none (prep it from a text column)")
+            throw ReplyViolation("asks for text, but the dataset store kept none (prep it from a text column)")
         }
-        ready = Ready(name: reply["name"] as? String ?? "external", description: reply["description"] as? String ?? command,
-                      contentHash: reply["content_hash"] as? String, kind: kind, temperature: temperature, framing: framing,
-                      inputs: Set(inputs))
+        let ready = Ready(name: reply["name"] as? String ?? "external", description: reply["description"] as? String ?? command,
+                          contentHash: reply["content_hash"] as? String, kind: kind, temperature: temperature, framing: framing,
+                          inputs: Set(inputs))
         guard ready.name.range(of: "^[A-Za-z0-9._-]+$", options: .regularExpression) != nil else {
-            throw failure("teacher name '\(ready.name)' in the ready message has characters outside A-Z a-z 0-9 . _ -")
+            throw ReplyViolation("teacher name '\(ready.name)' in the ready message has characters outside A-Z a-z 0-9 . _ -")
         }
+        return ready
     }
 
     deinit {
@@ -128,20 +134,28 @@ public final class ExternalTeacher {
         case .json: answered = try receiveJSONOutputs(context: context)
         case .binary: answered = try receiveBinaryOutputs(batchSize: indices.count, classes: store.classCount, context: context)
         }
+        do { return try Self.arrange(answered, indices: indices, classes: store.classCount, ready: ready, context: context) } catch {
+            throw failure(error.message, hint: error.hint)
+        }
+    }
+
+    /// Checks the answered rows against the batch (each index once, C finite values) and returns
+    /// them as logits in `indices` order.
+    static func arrange(_ answered: [(index: Int, values: [Float])], indices: [Int], classes C: Int, ready: Ready,
+                        context: String) throws(ReplyViolation) -> [[Float]] {
         let position = Dictionary(uniqueKeysWithValues: indices.enumerated().map { ($1, $0) })
         var rows = [[Float]?](repeating: nil, count: indices.count)
-        let C = store.classCount
         for (index, values) in answered {
-            guard let slot = position[index] else { throw failure("sample \(index) was not in \(context)", hint: Hint.answerEachOnce) }
-            guard values.count == C else { throw failure("sample \(index): \(values.count) values, the dataset has \(C) classes", hint: Hint.oneValuePerLabel) }
+            guard let slot = position[index] else { throw ReplyViolation("sample \(index) was not in \(context)", hint: Hint.answerEachOnce) }
+            guard values.count == C else { throw ReplyViolation("sample \(index): \(values.count) values, the dataset has \(C) classes", hint: Hint.oneValuePerLabel) }
             guard values.allSatisfy({ $0.isFinite || (ready.kind != .logits && $0 == -.infinity) }) else {
-                throw failure("sample \(index): NaN or infinity among the values", hint: Hint.finite)
+                throw ReplyViolation("sample \(index): NaN or infinity among the values", hint: Hint.finite)
             }
-            if rows[slot] != nil { throw failure("sample \(index) answered twice", hint: Hint.answerEachOnce) }
+            if rows[slot] != nil { throw ReplyViolation("sample \(index) answered twice", hint: Hint.answerEachOnce) }
             rows[slot] = ready.kind.toLogits(values, temperature: ready.temperature)
         }
         if let missing = rows.firstIndex(where: { $0 == nil }) {
-            throw failure("sample \(indices[missing]) is missing from the teacher's answer", hint: Hint.answerEachOnce)
+            throw ReplyViolation("sample \(indices[missing]) is missing from the teacher's answer", hint: Hint.answerEachOnce)
         }
         return rows.map { $0! }
     }
@@ -215,20 +229,27 @@ public final class ExternalTeacher {
     /// field) is parsed again generically to name the sample and what is wrong with it.
     private func receiveJSONOutputs(context: String) throws -> [(index: Int, values: [Float])] {
         let line = try receiveLine(context: context)
+        do { return try Self.parseJSONOutputs(line, context: context) } catch { throw failure(error.message, hint: error.hint) }
+    }
+
+    /// Parses a JSON outputs line (see ``receiveJSONOutputs(context:)``).
+    static func parseJSONOutputs(_ line: [UInt8], context: String) throws(ReplyViolation) -> [(index: Int, values: [Float])] {
         if let message = try? JSONDecoder().decode(OutputsLine.self, from: Data(line)), message.type == "outputs", let list = message.outputs {
             return list.map { ($0.index, $0.values) }
         }
-        let reply = try parseObject(line, context: context)
+        let reply = try parseObjectLine(line, context: context)
         guard reply["type"] as? String == "outputs", let list = reply["outputs"] as? [[String: Any]] else {
-            throw failure("expected outputs for \(context), got: \(reply["type"] ?? "a message without type")")
+            throw ReplyViolation("expected outputs for \(context), got: \(reply["type"] ?? "a message without type")")
         }
-        return try list.map { entry in
-            guard let index = (entry["index"] as? NSNumber)?.intValue else { throw failure("an output without \"index\" in \(context)") }
-            guard let raw = entry["values"] as? [Any] else { throw failure("sample \(index): no \"values\" array") }
+        var answered: [(index: Int, values: [Float])] = []
+        for entry in list {
+            guard let index = (entry["index"] as? NSNumber)?.intValue else { throw ReplyViolation("an output without \"index\" in \(context)") }
+            guard let raw = entry["values"] as? [Any] else { throw ReplyViolation("sample \(index): no \"values\" array") }
             let values = raw.map { ($0 as? NSNumber)?.floatValue ?? ($0 as? String).flatMap { nonFiniteTokens.contains($0) ? Float($0) : nil } }
-            guard values.allSatisfy({ $0 != nil }) else { throw failure("sample \(index): a value that is not a number (NaN, infinity or text)", hint: Hint.finite) }
-            return (index, values.map { $0! })
+            guard values.allSatisfy({ $0 != nil }) else { throw ReplyViolation("sample \(index): a value that is not a number (NaN, infinity or text)", hint: Hint.finite) }
+            answered.append((index, values.map { $0! }))
         }
+        return answered
     }
 
     /// The header line of a binary outputs message.
@@ -243,18 +264,31 @@ public final class ExternalTeacher {
     /// indices, then `rows × classes` float32 little-endian, row k answering index k.
     private func receiveBinaryOutputs(batchSize: Int, classes: Int, context: String) throws -> [(index: Int, values: [Float])] {
         let line = try receiveLine(context: context)
+        let rows: Int
+        do { rows = try Self.parseBinaryHeader(line, batchSize: batchSize, classes: classes, context: context) } catch {
+            throw failure(error.message, hint: error.hint)
+        }
+        return Self.decodeBinaryRows(try receiveBytes(rows * (8 + classes * 4), context: context), rows: rows, classes: classes)
+    }
+
+    /// Checks a binary outputs header line and returns its row count (`classes` values each).
+    static func parseBinaryHeader(_ line: [UInt8], batchSize: Int, classes: Int, context: String) throws(ReplyViolation) -> Int {
         guard let header = try? JSONDecoder().decode(BinaryHeader.self, from: Data(line)) else {
-            _ = try parseObject(line, context: context)   // names a garbage line or the teacher's error
-            throw failure("expected a binary outputs header for \(context), got: \(String(decoding: line.prefix(120), as: UTF8.self))")
+            _ = try parseObjectLine(line, context: context)   // names a garbage line or the teacher's error
+            throw ReplyViolation("expected a binary outputs header for \(context), got: \(String(decoding: line.prefix(120), as: UTF8.self))")
         }
         guard header.type == "outputs", let rows = header.rows, let width = header.classes else {
-            throw failure("expected a binary outputs header (type, rows, classes, dtype) for \(context), got: \(String(decoding: line.prefix(120), as: UTF8.self))")
+            throw ReplyViolation("expected a binary outputs header (type, rows, classes, dtype) for \(context), got: \(String(decoding: line.prefix(120), as: UTF8.self))")
         }
-        guard header.dtype ?? "f32" == "f32" else { throw failure("binary outputs for \(context) in dtype '\(header.dtype!)'; send f32") }
-        guard width == classes else { throw failure("\(context): \(width) values per sample, the dataset has \(classes) classes", hint: Hint.oneValuePerLabel) }
-        guard (0...batchSize).contains(rows) else { throw failure("\(context): \(rows) rows for the \(batchSize) samples of the batch", hint: Hint.answerEachOnce) }
-        let payload = try receiveBytes(rows * (8 + width * 4), context: context)
-        return payload.withUnsafeBytes { raw in
+        guard header.dtype ?? "f32" == "f32" else { throw ReplyViolation("binary outputs for \(context) in dtype '\(header.dtype!)'; send f32") }
+        guard width == classes else { throw ReplyViolation("\(context): \(width) values per sample, the dataset has \(classes) classes", hint: Hint.oneValuePerLabel) }
+        guard (0...batchSize).contains(rows) else { throw ReplyViolation("\(context): \(rows) rows for the \(batchSize) samples of the batch", hint: Hint.answerEachOnce) }
+        return rows
+    }
+
+    /// Splits a binary payload: `rows` int64 indices, then `rows × classes` float32, little-endian.
+    static func decodeBinaryRows(_ payload: [UInt8], rows: Int, classes width: Int) -> [(index: Int, values: [Float])] {
+        payload.withUnsafeBytes { raw in
             (0..<rows).map { k in
                 let index = Int(Int64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * k, as: Int64.self)))
                 let row = 8 * rows + 4 * k * width
@@ -304,11 +338,15 @@ public final class ExternalTeacher {
 
     /// Parses a line as a JSON object; an `{"error": …}` object is the teacher's own failure.
     private func parseObject(_ line: [UInt8], context: String) throws -> [String: Any] {
+        do { return try Self.parseObjectLine(line, context: context) } catch { throw failure(error.message, hint: error.hint) }
+    }
+
+    static func parseObjectLine(_ line: [UInt8], context: String) throws(ReplyViolation) -> [String: Any] {
         guard let object = (try? JSONSerialization.jsonObject(with: Data(quoteNonFiniteTokens(line)))) as? [String: Any] else {
             let shown = String(decoding: line.prefix(120), as: UTF8.self)
-            throw failure("answered \(context) with a line that is not a JSON object: \(shown)", hint: Hint.stdoutIsTheProtocol)
+            throw ReplyViolation("answered \(context) with a line that is not a JSON object: \(shown)", hint: Hint.stdoutIsTheProtocol)
         }
-        if let message = object["error"] as? String { throw failure("reported an error for \(context): \(message)") }
+        if let message = object["error"] as? String { throw ReplyViolation("reported an error for \(context): \(message)") }
         return object
     }
 
@@ -341,6 +379,50 @@ public final class ExternalTeacher {
             process.terminate()
             return failure("sent more than \(formatBytes(limit)) without a newline while kdcache waited for \(context)",
                            hint: Hint.stdoutIsTheProtocol)
+        }
+    }
+}
+
+/// A protocol violation found in a teacher's reply; ``ExternalTeacher`` adds the command and the
+/// teacher's standard error before reporting it.
+struct ReplyViolation: Error {
+    var message: String
+    var hint: String?
+    init(_ message: String, hint: String? = nil) { self.message = message; self.hint = hint }
+}
+
+extension ExternalTeacher {
+    /// Reads `transcript` — what a teacher printed: its ready line, then one outputs message for
+    /// the batch `indices` — through the same checks as a live session, without a process (for the
+    /// fuzz targets). Lines end at `\n`; a binary payload is the `rows · (8 + 4·C)` bytes after its
+    /// header line. Returns the ready message and one row of logits per index.
+    public static func parseTranscript(_ transcript: [UInt8], dataset: DatasetManifest,
+                                       indices: [Int]) throws -> (ready: Ready, rows: [[Float]]) {
+        var offset = 0
+        func line(_ context: String) throws(ReplyViolation) -> [UInt8] {
+            guard let nl = transcript[offset...].firstIndex(of: 0x0A) else {
+                throw ReplyViolation("the transcript ends before \(context)")
+            }
+            defer { offset = nl + 1 }
+            return Array(transcript[offset..<nl])
+        }
+        let context = "the batch of \(indices.count) samples starting with sample \(indices.first ?? 0)"
+        do throws(ReplyViolation) {
+            let ready = try parseReady(try parseObjectLine(try line("the ready message"), context: "the ready message"),
+                                       dataset: dataset, command: "transcript")
+            let answered: [(index: Int, values: [Float])]
+            let C = dataset.labels.count
+            switch ready.framing {
+            case .json: answered = try parseJSONOutputs(try line(context), context: context)
+            case .binary:
+                let rows = try parseBinaryHeader(try line(context), batchSize: indices.count, classes: C, context: context)
+                let count = rows * (8 + C * 4)
+                guard transcript.count - offset >= count else { throw ReplyViolation("the transcript ends inside the binary payload") }
+                answered = decodeBinaryRows(Array(transcript[offset..<(offset + count)]), rows: rows, classes: C)
+            }
+            return (ready, try arrange(answered, indices: indices, classes: C, ready: ready, context: context))
+        } catch {
+            throw TrainingError(message: "teacher transcript: \(error.message)" + (error.hint.map { ". \($0)" } ?? ""))
         }
     }
 }

@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora of the fuzz targets into fixtures/fuzz/<target>/seed-*.
+
+Deterministic: the same files on every run (rerun after changing a format). Seeds are small,
+well-formed inputs of each kind, taken from the format-v1 golden stores where a store is needed;
+libFuzzer mutates them. Found crashes live beside them in fixtures/fuzz/<target>/crashes/ and are
+never touched here.
+
+    .build-venv/bin/python tools/fuzz/make_seeds.py
+"""
+import gzip
+import io
+import json
+import struct
+import sys
+import zlib
+from pathlib import Path
+
+import lmdb
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+OUT = ROOT / "fixtures/fuzz"
+GOLDEN = ROOT / "fixtures/format-v1"
+GOLDEN_V2 = ROOT / "fixtures/format-v2"
+
+
+def write(target, name, data):
+    d = OUT / target
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"seed-{name}").write_bytes(data)
+
+
+def write_crash(target, name, data):
+    """A hand-made input known to crash when written (a regression input, not a seed: libFuzzer
+    would stop at it)."""
+    d = OUT / target / "crashes"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"manual-{name}").write_bytes(data)
+
+
+def records(path, db_name, limit):
+    env = lmdb.open(str(path), subdir=False, readonly=True, lock=False, max_dbs=64)
+    with env.begin() as txn:
+        db = env.open_db(db_name.encode(), txn=txn)
+        out = [(bytes(k), bytes(v)) for k, v in txn.cursor(db=db)][:limit]
+    env.close()
+    return out
+
+
+def manifest(path):
+    env = lmdb.open(str(path), subdir=False, readonly=True, lock=False, max_dbs=64)
+    with env.begin() as txn:
+        m = bytes(txn.get(b"manifest", db=env.open_db(b"meta", txn=txn)))
+    env.close()
+    return m
+
+
+def sample_record(split, label, kind, indices, values):
+    n = len(values)
+    body = (struct.pack(f"<{n}I", *indices) if kind == 0 else b"") + struct.pack(f"<{n}f", *values)
+    head = struct.pack("<BBBBII", 1, kind, split, 0, label, n)
+    return head + struct.pack("<I", zlib.crc32(head + body)) + body
+
+
+def softlabel_record(dtype, k, body):
+    head = struct.pack("<BBH", 1, dtype, k)
+    return head + struct.pack("<I", zlib.crc32(head + body)) + body
+
+
+def npy(array, version=1):
+    buf = io.BytesIO()
+    if version == 1:
+        np.save(buf, array)
+        return buf.getvalue()
+    np.lib.format.write_array(buf, array, version=(version, 0))
+    return buf.getvalue()
+
+
+def safetensors(tensors, metadata=None):
+    header, blobs, offset = {}, [], 0
+    if metadata:
+        header["__metadata__"] = metadata
+    for name, array in tensors.items():
+        raw = array.tobytes()
+        dtype = {np.float32: "F32", np.float16: "F16", np.float64: "F64"}[array.dtype.type]
+        header[name] = {"dtype": dtype, "shape": list(array.shape), "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    h = json.dumps(header).encode()
+    return struct.pack("<Q", len(h)) + h + b"".join(blobs)
+
+
+def main():
+    # Record decoders: the golden records, and hand-made edge cases.
+    for i, (_, v) in enumerate(records(GOLDEN / "dataset.lmdb", "samples", 4)):
+        write("sample-record", f"golden-{i}", v)
+    write_crash("sample-record", "dense-record-in-text-store", sample_record(0, 2, 1, [], [0.5, -1.0, 3.0, 0.0]))
+    write("sample-record", "sparse-empty", sample_record(1, 0, 0, [], []))
+    for name in ("dense16", "topk32"):
+        for i, (_, v) in enumerate(records(GOLDEN / "softlabels.lmdb", f"teacher/{name}", 3)):
+            write("softlabel-record", f"{name}-{i}", v)
+    if GOLDEN_V2.exists():   # v2 records (version byte 2) and manifests, once format v2 is in
+        for i, (_, v) in enumerate(records(GOLDEN_V2 / "dataset.lmdb", "samples", 2)):
+            write("sample-record", f"golden-v2-{i}", v)
+        for i, (_, v) in enumerate(records(GOLDEN_V2 / "dense.lmdb", "samples", 2)):
+            write("sample-record", f"golden-v2-dense-{i}", v)
+        for name in ("dense16", "topk32"):
+            for i, (_, v) in enumerate(records(GOLDEN_V2 / "softlabels.lmdb", f"teacher/{name}", 2)):
+                write("softlabel-record", f"v2-{name}-{i}", v)
+        for name in ("dataset", "dense", "softlabels"):
+            write("manifest", f"golden-v2-{name}", manifest(GOLDEN_V2 / f"{name}.lmdb"))
+    lp = np.log(np.array([0.7, 0.2, 0.1]))
+    write("softlabel-record", "dense-f32", softlabel_record(1, 0, struct.pack("<3f", *lp)))
+    write("softlabel-record", "top1-f16", softlabel_record(2, 1, struct.pack("<I", 0) + np.float16(lp[0]).tobytes()
+                                                           + struct.pack("<f", float(np.log(0.3)))))
+
+    # Manifests: both golden ones, and variants that reach other branches of the readers.
+    dm, sm = manifest(GOLDEN / "dataset.lmdb"), manifest(GOLDEN / "softlabels.lmdb")
+    write("manifest", "golden-dataset", dm)
+    write("manifest", "golden-softlabels", sm)
+    m = json.loads(sm)
+    m["teachers"]["dense16"].update(views=2, augmentation="token-dropout:p=0.25", augmentation_seed=3,
+                                    completed=[[0, 6]])
+    write("manifest", "softlabels-views", json.dumps(m, sort_keys=True).encode())
+    m = json.loads(dm)
+    m["featurizer"] = {"kind": "dense", "signature": "dense;columns=a,b", "dimension": 2, "columns": ["a", "b"],
+                       "mean": [0.0, 1.0], "std": [1.0, 2.0]}
+    write_crash("manifest", "dense-featurizer-on-text-store", json.dumps(m, sort_keys=True).encode())
+
+    # Input readers.
+    csv = (GOLDEN / "source.csv").read_bytes()
+    write("tabular", "golden.csv", csv)
+    write("tabular", "quoted.csv", b'id,label,text\n1,a,"x, ""y""\nz"\n2,b,plain\n\n3,a,\n')
+    write("tabular", "small.tsv", b"label\ttext\tx\na\thello world\t1.5\nb\tbye\t-2\n")
+    write("tabular", "small.jsonl", b'{"label": "a", "text": "hi there", "v": [1, 2.5]}\n\n{"label": "b", "text": "yo", "v": [0, 1]}\n')
+    write("tabular", "dense.csv", b"label,p0,p1,p2\n1,0,0.5,1\n0,1e3,-4,7\n")
+    write("gzip", "golden", gzip.compress(csv, mtime=0))
+    write("gzip", "two-members", gzip.compress(csv[:200], mtime=0) + gzip.compress(csv[200:], mtime=0))
+    write("gzip", "plain-text", b"label,text\na,not compressed\n")
+
+    # Teacher protocol transcripts for a batch of samples 0…3 over 3 labels.
+    ready = {"type": "ready", "name": "t", "description": "seed", "kind": "logits", "temperature": 1}
+    rows = [[0.1 * i, -0.2, 1.5] for i in range(4)]
+    out_json = {"type": "outputs", "outputs": [{"index": i, "values": r} for i, r in enumerate(rows)]}
+    write("teacher-protocol", "json", (json.dumps(ready) + "\n" + json.dumps(out_json) + "\n").encode())
+    write("teacher-protocol", "json-nan-token", (json.dumps(ready) + "\n"
+          + '{"type": "outputs", "outputs": [{"index": 0, "values": [NaN, 1, 2]}]}\n').encode())
+    r = dict(ready, kind="logprobs", temperature=2, inputs=["text"])
+    lp_rows = [list(np.log([0.5, 0.25, 0.25])) for _ in range(4)]
+    out_lp = {"type": "outputs", "outputs": [{"index": i, "values": v} for i, v in enumerate(lp_rows)]}
+    write("teacher-protocol", "json-logprobs", (json.dumps(r) + "\n" + json.dumps(out_lp) + "\n").encode())
+    r = dict(ready, framing="binary", kind="probs")
+    payload = np.array([3, 1, 0, 2], "<i8").tobytes() + np.array([[0.2, 0.3, 0.5]] * 4, "<f4").tobytes()
+    write("teacher-protocol", "binary", (json.dumps(r) + "\n" + json.dumps({"type": "outputs", "rows": 4, "classes": 3, "dtype": "f32"})
+                                         + "\n").encode() + payload)
+    write("teacher-protocol", "error", (json.dumps(ready) + "\n" + '{"error": "out of memory"}\n').encode())
+
+    # Importers: [12 samples, 3 classes].
+    x = np.arange(36, dtype=np.float64).reshape(12, 3) / 7 - 2
+    write("npy", "f32", npy(x.astype("<f4")))
+    write("npy", "f16", npy(x.astype("<f2")))
+    write("npy", "f64-v2", npy(x.astype("<f8"), version=2))
+    write("safetensors", "f32", safetensors({"logits": x.astype("<f4")}))
+    write("safetensors", "f16-metadata", safetensors({"logits": x.astype("<f2")}, {"source": "seed"}))
+    write("safetensors", "two-tensors", safetensors({"a": x.astype("<f4"), "b": x[:, :1].astype("<f8")}))
+
+    # Page validator: whole LMDB files.
+    write("page-validator", "golden-dataset.lmdb", (GOLDEN / "dataset.lmdb").read_bytes())
+    write("page-validator", "golden-softlabels.lmdb", (GOLDEN / "softlabels.lmdb").read_bytes())
+    print(f"seeds written under {OUT.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
