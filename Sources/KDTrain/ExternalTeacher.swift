@@ -80,7 +80,9 @@ public final class ExternalTeacher {
         let kindName = reply["kind"] as? String ?? "logits"
         guard let kind = TeacherOutputKind(rawValue: kindName) else { throw ReplyViolation("unknown output kind '\(kindName)' in the ready message") }
         let temperature = (reply["temperature"] as? NSNumber)?.floatValue ?? 1
-        guard temperature > 0 else { throw ReplyViolation("temperature must be > 0 in the ready message") }
+        guard temperature > 0, temperature <= 10_000 else {
+            throw ReplyViolation("temperature must be in (0, 10000] in the ready message, got \(temperature)")
+        }
         let framingName = reply["framing"] as? String ?? "json"
         guard let framing = Framing(rawValue: framingName) else {
             throw ReplyViolation("unknown framing '\(framingName)' in the ready message (json or binary)")
@@ -152,7 +154,13 @@ public final class ExternalTeacher {
                 throw ReplyViolation("sample \(index): NaN or infinity among the values", hint: Hint.finite)
             }
             if rows[slot] != nil { throw ReplyViolation("sample \(index) answered twice", hint: Hint.answerEachOnce) }
-            rows[slot] = ready.kind.toLogits(values, temperature: ready.temperature)
+            let logits = ready.kind.toLogits(values, temperature: ready.temperature)
+            // Finite inputs can still overflow (huge log-probabilities × the temperature), and a row
+            // of probabilities that are all 0 has no distribution: neither has a log-softmax.
+            guard !logits.contains(where: { $0.isNaN || $0 == .infinity }), logits.contains(where: { $0.isFinite }) else {
+                throw ReplyViolation("sample \(index): the values give no distribution (all zero probabilities, or too large once scaled by the temperature)", hint: Hint.finite)
+            }
+            rows[slot] = logits
         }
         if let missing = rows.firstIndex(where: { $0 == nil }) {
             throw ReplyViolation("sample \(indices[missing]) is missing from the teacher's answer", hint: Hint.answerEachOnce)
