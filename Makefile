@@ -12,7 +12,7 @@ DEMO := .build-demo
 QUIET := $(if $(V),,--quiet)
 SAY := @echo
 
-.PHONY: deps system-deps venv build test demo bench clean fixtures fuzz
+.PHONY: deps system-deps venv build test test-readme demo bench clean fixtures fuzz
 
 ## deps: Debian packages (only the missing ones) and the Python venv for interop tests and benchmarks.
 deps: system-deps venv
@@ -45,6 +45,13 @@ test: deps
 	$(SWIFT) build --build-tests $(QUIET)
 	$(SWIFT) test
 	KDCACHE_BIN=$(CURDIR)/$(BIN) $(PY) -m pytest -q tools/python/tests
+
+## test-readme: README.md's tour and its Python block, run as written in a temporary directory
+## (tools/readme/test_tour.py; a few minutes after the release build, so not part of `make test`).
+test-readme: deps
+	$(SAY) "building kdcache (release; a first build takes a few minutes, V=1 shows the compiler)"
+	$(SWIFT) build -c release --product kdcache $(QUIET)
+	KDCACHE_BIN=$(CURDIR)/$(RELEASE_BIN) $(PY) -m pytest -q -p no:cacheprovider tools/readme
 
 ## demo: the main job on the bundled fortunes dataset: prep → built-in teacher (4 views, token
 ## dropout) → a 60-run sweep → report.

@@ -571,7 +571,7 @@ class DatasetStore(_Store):
         self._id_to_index = env.open_db(b"id_to_index", create=False)
         f = self.manifest["featurizer"]
         self.version = self.manifest["schema_version"]
-        self.features = ("dense" if f["kind"] == "dense" else "sparse", f["dimension"])
+        self._feature_layout = ("dense" if f["kind"] == "dense" else "sparse", f["dimension"])
 
     def _get(self, db, i: int) -> bytes:
         with self.env.begin(db=db) as txn:
@@ -582,7 +582,7 @@ class DatasetStore(_Store):
 
     def _decode(self, record: bytes, i: int) -> dict:
         try:
-            return decode_sample(record, len(self.manifest["labels"]), index=i, version=self.version, features=self.features)
+            return decode_sample(record, len(self.manifest["labels"]), index=i, version=self.version, features=self._feature_layout)
         except FormatError as e:
             raise FormatError(f"{self.path}: sample {i}: {e}") from e
 
