@@ -53,7 +53,8 @@ public struct SweepDirectoryError: Error, CustomStringConvertible, Equatable, Se
 /// - A directory holding a sweep of the same runs (same configuration keys), the same dataset
 ///   fingerprint and the same teachers is resumed: its finished runs are kept and skipped.
 /// - Any other sweep there is refused (``SweepDirectoryError/Reason/otherSweep(differences:)``),
-///   unless `startOver`, which first removes the old sweep's files (``outputs``, and nothing else).
+///   `startOver` removes the old sweep's files first (``outputs``, and nothing else), whatever
+///   sweep they hold.
 ///
 /// So `results.csv`, `report.html` and `best-student.*` always describe the runs of
 /// `results.jsonl`. A directory written before `sweep.json` recorded its runs is resumed when
@@ -82,13 +83,11 @@ public struct SweepDirectory: Sendable {
             try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         }
         var resumed = false
-        if let differences = try directory.differences(from: manifest) {
-            if !differences.isEmpty {
-                guard startOver else { throw SweepDirectoryError(path: path, reason: .otherSweep(differences: differences)) }
-                try directory.removeOutputs()
-            } else {
-                resumed = FileManager.default.fileExists(atPath: directory.resultsPath)
-            }
+        if startOver {
+            try directory.removeOutputs()
+        } else if let differences = try directory.differences(from: manifest) {
+            guard differences.isEmpty else { throw SweepDirectoryError(path: path, reason: .otherSweep(differences: differences)) }
+            resumed = FileManager.default.fileExists(atPath: directory.resultsPath)
         }
         try directory.write(manifest)
         return (directory, resumed)

@@ -90,6 +90,10 @@ import Testing
         let manifest = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/sweep.json"))) as? [String: Any]
         #expect((manifest?["runs"] as? [String])?.count == 2)
         #expect(try String(contentsOfFile: out + "/notes.txt", encoding: .utf8) == "mine\n", "files that are not the sweep's are kept")
+        // --force on the same grid starts over too: nothing is resumed.
+        let same = try sweep(dir, ["--alpha", "0.9", "--lr", "0.3"], out: out, ["--force"])
+        #expect(same.status == 0 && same.stderr.contains("note: --force: removed") && !same.stderr.contains("resuming"), "\(same.output)")
+        #expect(try lines(out + "/results.jsonl").count == 2)
     }
 
     /// A directory written before sweep.json recorded its runs: resumed when its results are
