@@ -10,6 +10,8 @@ public enum StoreExporter {
     /// Exports `path` after checking it completely (``StoreVerifier``): a store that fails
     /// `verify` is not passed on, so what is shared is what was checked.
     public static func export(_ path: String, to output: String, compress: Bool, overwrite: Bool) throws -> Result {
+        // A directory, or a missing parent, in plain words (not LMDB's error on the temporary).
+        try OutputFile.checkCanWrite(output)
         if FileManager.default.fileExists(atPath: output) && !overwrite {
             throw StoreError(path: output, message: "already exists", hint: "Pass --force to replace it, or choose another --out")
         }

@@ -85,10 +85,12 @@ public final class SweepRunner {
     }
 
     /// Trains every configuration not yet finished; returns all results in `configs` order.
-    /// `onGroupDone` reports progress (finished, total).
+    /// `onProgress` reports (finished runs, total runs); `progress` the same with the grid points
+    /// whose every seed has finished. Both are called once before training and after each group.
     public func run(_ configs: [StudentConfig],
                     networkSink: (@Sendable (StudentConfig, Network) -> Void)? = nil,
-                    onProgress: (@Sendable (Int, Int) -> Void)? = nil) throws -> [RunResult] {
+                    onProgress: (@Sendable (Int, Int) -> Void)? = nil,
+                    progress report: (@Sendable (SweepProgress) -> Void)? = nil) throws -> [RunResult] {
         try renderingFileErrors(.createDirectory, directory) {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         }
@@ -107,15 +109,63 @@ public final class SweepRunner {
         let writer = try ResultWriter(path: resultsPath)
         let total = configs.count
         let progress = Progress(done: configs.count - pending.count)
+        let points = PointProgress(configs, finished: Set(done.keys))
         let data = self.data
         onProgress?(progress.value, total)
+        report?(points.snapshot(runs: progress.value))
         _ = try parallelMap(groups.count, workers: workers) { g in
             let results = try GroupTrainer(data: data).train(groups[g]) { i, net in networkSink?(groups[g][i], net) }
             try writer.append(results)
-            onProgress?(progress.add(results.count), total)
+            let runs = progress.add(results.count)
+            onProgress?(runs, total)
+            report?(points.finish(groups[g], runs: runs))
         }
         let all = finishedResults()
         return configs.compactMap { all[$0.key] }
+    }
+}
+
+/// How far a sweep is: runs (one configuration with one seed) and configurations (grid points,
+/// each finished when all its seeds are).
+public struct SweepProgress: Sendable, Equatable {
+    public var runs: Int, totalRuns: Int
+    public var configurations: Int, totalConfigurations: Int
+}
+
+/// Counts the grid points whose every run has finished.
+final class PointProgress: @unchecked Sendable {
+    private var remaining: [String: Int] = [:]
+    private let point: [String: String]
+    private let totalRuns: Int
+    private var complete = 0
+    private let lock = NSLock()
+
+    init(_ configs: [StudentConfig], finished: Set<String>) {
+        var point: [String: String] = [:]
+        for c in configs {
+            var k = c; k.seed = 0
+            point[c.key] = k.key
+            remaining[k.key, default: 0] += finished.contains(c.key) ? 0 : 1
+        }
+        self.point = point
+        totalRuns = configs.count
+        complete = remaining.values.filter { $0 == 0 }.count
+    }
+
+    func snapshot(runs: Int) -> SweepProgress {
+        lock.lock(); defer { lock.unlock() }
+        return SweepProgress(runs: runs, totalRuns: totalRuns, configurations: complete, totalConfigurations: remaining.count)
+    }
+
+    func finish(_ configs: [StudentConfig], runs: Int) -> SweepProgress {
+        lock.lock()
+        for c in configs {
+            guard let p = point[c.key], let left = remaining[p], left > 0 else { continue }
+            remaining[p] = left - 1
+            if left == 1 { complete += 1 }
+        }
+        lock.unlock()
+        return snapshot(runs: runs)
     }
 }
 
@@ -187,9 +237,15 @@ public struct AggregatedResult: Sendable {
     public var point: StudentConfig      // seed set to the first seed
     /// Every run of the point, diverged ones included.
     public var runs: [RunResult]
-    /// Means over the runs that finished (NaN when none did: such a point is never ranked).
+    /// Means over the runs that finished (NaN when none did: such a point is never ranked; NaN
+    /// also without a test split).
     public var testAccuracy: (mean: Double, sd: Double)
+    /// The selection score: valid accuracy, or test accuracy for runs without a valid split
+    /// (``hasValidSplit`` tells which).
     public var validAccuracy: (mean: Double, sd: Double)
+    /// Whether the runs were scored on a valid split; false when the dataset has none, and then
+    /// ``validAccuracy`` holds the test accuracy.
+    public var hasValidSplit: Bool
     public var macroF1: Double
     public var agreement: Double?
     public var kl: Double?
@@ -229,12 +285,14 @@ public func aggregate(_ results: [RunResult]) -> [AggregatedResult] {
     }
     return order.map { key in
         let runs = groups[key]!
-        let tests = runs.compactMap { r in r.test.map { (r, $0) } }
-        let mean = { (f: (Metrics) -> Double) in meanSD(tests.map { f($0.1) }).0 }
-        let agreements = tests.compactMap(\.1.teacherAgreement), kls = tests.compactMap(\.1.teacherKL)
+        let finished = runs.filter { !$0.diverged }
+        let tests = finished.compactMap(\.test)
+        let mean = { (f: (Metrics) -> Double) in meanSD(tests.map(f)).0 }
+        let agreements = tests.compactMap(\.teacherAgreement), kls = tests.compactMap(\.teacherKL)
         return AggregatedResult(point: runs[0].config, runs: runs,
-                                testAccuracy: meanSD(tests.map(\.1.accuracy)),
-                                validAccuracy: meanSD(tests.map { $0.0.valid?.accuracy ?? $0.1.accuracy }),
+                                testAccuracy: meanSD(tests.map(\.accuracy)),
+                                validAccuracy: meanSD(finished.compactMap { $0.valid?.accuracy ?? $0.test?.accuracy }),
+                                hasValidSplit: finished.contains { $0.valid != nil },
                                 macroF1: mean { $0.macroF1 },
                                 agreement: agreements.isEmpty ? nil : agreements.reduce(0, +) / Double(agreements.count),
                                 kl: kls.isEmpty ? nil : kls.reduce(0, +) / Double(kls.count),

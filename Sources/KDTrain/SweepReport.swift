@@ -46,8 +46,11 @@ public struct SweepReport {
         return Summary(table: table(), verdict: verdict())
     }
 
-    func fmt(_ x: Double?, _ digits: Int = 4) -> String { x.map { String(format: "%.\(digits)f", $0) } ?? "" }
-    func pm(_ x: (mean: Double, sd: Double)) -> String { String(format: "%.4f ± %.4f", x.mean, x.sd) }
+    /// A missing number (no such split) is "–", never 0.
+    func fmt(_ x: Double?, _ digits: Int = 4) -> String { x.map { $0.isNaN ? "–" : String(format: "%.\(digits)f", $0) } ?? "" }
+    func pm(_ x: (mean: Double, sd: Double)) -> String { x.mean.isNaN ? "–" : String(format: "%.4f ± %.4f", x.mean, x.sd) }
+    /// The valid accuracy of a grid point, "–" without a valid split (its score is then the test accuracy).
+    func validCell(_ a: AggregatedResult) -> String { a.hasValidSplit ? fmt(a.validAccuracy.mean) : "–" }
 
     public func csv() -> String {
         var lines = ["student,loss,temperature,alpha,optimizer,lr,weight_decay,batch_size,epochs,seed,test_accuracy,test_macro_f1,teacher_agreement,teacher_kl,ece,valid_accuracy,epochs_run,best_epoch,wall_seconds,samples_per_second,status"]
@@ -68,7 +71,7 @@ public struct SweepReport {
         for (i, a) in ranked.prefix(limit).enumerated() {
             let c = a.point
             rows.append(["\(i + 1)", c.architecture.description, "\(c.optimizer.learningRate)", "\(c.loss.alpha)",
-                         a.isBaseline ? "–" : "\(c.loss.temperature)", fmt(a.validAccuracy.mean), pm(a.testAccuracy),
+                         a.isBaseline ? "–" : "\(c.loss.temperature)", validCell(a), pm(a.testAccuracy),
                          fmt(a.macroF1), fmt(a.agreement, 3), fmt(a.kl, 3), fmt(a.ece, 3)])
         }
         let widths = (0..<rows[0].count).map { j in rows.map { $0[j].count }.max()! }
@@ -219,7 +222,7 @@ public struct SweepReport {
     public func html() -> String {
         let ok = ranked.map { a -> String in
             let c = a.point
-            return "<tr\(a.isBaseline ? " class='base'" : "")><td>\(escape(c.architecture.description))</td><td>\(c.optimizer.learningRate)</td><td>\(c.loss.alpha)</td><td>\(a.isBaseline ? "–" : "\(c.loss.temperature)")</td><td>\(fmt(a.validAccuracy.mean))</td><td>\(pm(a.testAccuracy))</td><td>\(fmt(a.macroF1))</td><td>\(fmt(a.agreement, 3))</td><td>\(fmt(a.kl, 3))</td><td>\(fmt(a.ece, 3))</td><td>ok</td></tr>"
+            return "<tr\(a.isBaseline ? " class='base'" : "")><td>\(escape(c.architecture.description))</td><td>\(c.optimizer.learningRate)</td><td>\(c.loss.alpha)</td><td>\(a.isBaseline ? "–" : "\(c.loss.temperature)")</td><td>\(validCell(a))</td><td>\(pm(a.testAccuracy))</td><td>\(fmt(a.macroF1))</td><td>\(fmt(a.agreement, 3))</td><td>\(fmt(a.kl, 3))</td><td>\(fmt(a.ece, 3))</td><td>ok</td></tr>"
         }
         let bad = diverged.map { a -> String in
             let c = a.point

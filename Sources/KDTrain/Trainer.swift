@@ -39,7 +39,7 @@ public struct Metrics: Codable, Equatable, Sendable {
 /// The outcome of training one configuration.
 public struct RunResult: Codable, Sendable {
     public var config: StudentConfig
-    /// Metrics of the trained network on the test split; nil when the run diverged.
+    /// Metrics of the trained network on the test split; nil without a test split or when the run diverged.
     public var test: Metrics?
     /// The same on the valid split; nil without a valid split or when the run diverged.
     public var valid: Metrics?
@@ -260,7 +260,7 @@ public final class GroupTrainer {
             }
             var test: Metrics?, valid: Metrics?
             if divergence[i] == nil {
-                test = evaluate(net, on: data.test)
+                test = data.test.isEmpty ? nil : evaluate(net, on: data.test)
                 valid = data.valid.isEmpty ? nil : evaluate(net, on: data.valid)
                 // Finite parameters can still overflow the logits of some sample.
                 for (name, m) in [("test outputs", test), ("valid outputs", valid)] {

@@ -9,7 +9,9 @@ struct Diff: ParsableCommand {
     @Argument(help: "The second cache.") var b: String
     @Option(help: "Teacher in the first cache, when it holds several.") var teacherA: String?
     @Option(help: "Teacher in the second cache, when it holds several.") var teacherB: String?
-    @Option(help: "How many of the most different samples to list.") var top: Int = 10
+    @Option(parsing: .unconditional, help: "How many of the most different samples to list.") var top: Int = 10
+
+    func validate() throws { try check("--top", top, .atLeast(0)) }
 
     func run() throws {
         let ca = try SoftLabelStore(path: a), cb = try SoftLabelStore(path: b)

@@ -12,14 +12,18 @@ struct Eval: ParsableCommand {
     @Option(help: "A soft-label cache, to report agreement and KL with its teacher.") var logits: String?
     @Flag(help: "Evaluate on a dataset with another fingerprint (same featurizer and labels).") var allowFingerprintMismatch = false
 
+    func validate() throws {
+        guard Split(parsing: split) != nil else { throw ValidationError("--split must be train, valid or test, got '\(split)'") }
+    }
+
     func run() throws {
-        guard let which = Split(parsing: split) else { throw ValidationError("--split must be train, valid or test.") }
+        let which = Split(parsing: split)!
         let student = try StudentModel.load(model)
         let store = try DatasetStore(path: data)
         let m = store.manifest
-        guard m.labels == student.card.labels else { throw ValidationError("\(data): labels differ from the student's (\(student.card.labels.joined(separator: ",")))") }
+        guard m.labels == student.card.labels else { throw CLIError("\(data): labels differ from the student's (\(student.card.labels.joined(separator: ",")))") }
         guard m.featurizer.signature == student.card.featurizer.signature else {
-            throw ValidationError("\(data): featurizer '\(m.featurizer.signature)' differs from the student's '\(student.card.featurizer.signature)'")
+            throw CLIError("\(data): featurizer '\(m.featurizer.signature)' differs from the student's '\(student.card.featurizer.signature)'")
         }
         if m.fingerprint != student.card.datasetFingerprint && !allowFingerprintMismatch {
             print("note: \(data) is not the dataset the student was trained on (fingerprint differs)")
@@ -27,6 +31,7 @@ struct Eval: ParsableCommand {
         let caches = try logits.map { [try SoftLabelStore(path: $0)] } ?? []
         let training = try TrainingData(dataset: store, teachers: caches, allowMismatch: allowFingerprintMismatch, compact: false)
         let samples = which == .train ? training.train : which == .valid ? training.valid : training.test
+        guard !samples.isEmpty else { throw CLIError("the \(which.name) split of \(data) is empty: nothing to evaluate. Choose another --split") }
         let metrics = GroupTrainer(data: training).evaluate(student.network, on: samples)
         print(String(format: "%@ on %@ %@ (%d samples): accuracy %.4f, macro-F1 %.4f, ECE %.4f", student.card.config.architecture.description,
                      data, which.name, samples.count, metrics.accuracy, metrics.macroF1, metrics.ece) +
@@ -43,13 +48,19 @@ struct Predict: ParsableCommand {
     @Option(help: "A file of texts, one per line ('-' for standard input).") var input: String?
     @Option(help: "A dataset store whose split to predict.") var data: String?
     @Option(help: "The split of --data.") var split: String = "test"
-    @Option(help: "How many top classes to print.") var top: Int = 1
+    @Option(parsing: .unconditional, help: "How many top classes to print.") var top: Int = 1
+
+    func validate() throws {
+        try check("--top", top, .atLeast(1))
+        guard Split(parsing: split) != nil else { throw ValidationError("--split must be train, valid or test, got '\(split)'") }
+        if texts.isEmpty && input == nil && data == nil { throw ValidationError("Give texts, --input FILE or --data STORE.") }
+    }
 
     func run() throws {
         let student = try StudentModel.load(model)
         let labels = student.card.labels
         func show(_ p: [Float]) -> String {
-            p.enumerated().sorted { $0.element > $1.element }.prefix(max(1, top)).map { String(format: "%@ %.3f", labels[$0.offset], $0.element) }.joined(separator: ", ")
+            p.enumerated().sorted { $0.element > $1.element }.prefix(top).map { String(format: "%@ %.3f", labels[$0.offset], $0.element) }.joined(separator: ", ")
         }
         var lines = texts
         if let input {
@@ -61,9 +72,9 @@ struct Predict: ParsableCommand {
         if let data {
             let store = try DatasetStore(path: data)
             guard store.manifest.featurizer.signature == student.card.featurizer.signature else {
-                throw ValidationError("\(data): featurizer differs from the student's")
+                throw CLIError("\(data): featurizer '\(store.manifest.featurizer.signature)' differs from the student's '\(student.card.featurizer.signature)'")
             }
-            guard let which = Split(parsing: split) else { throw ValidationError("--split must be train, valid or test.") }
+            let which = Split(parsing: split)!
             print("id\tlabel\tprediction")
             try store.scan { i, view in
                 guard view.split == which else { return true }
@@ -74,6 +85,5 @@ struct Predict: ParsableCommand {
                 return true
             }
         }
-        if lines.isEmpty && data == nil { throw ValidationError("Give texts, --input FILE or --data STORE.") }
     }
 }

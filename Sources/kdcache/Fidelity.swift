@@ -11,19 +11,26 @@ struct Fidelity: ParsableCommand {
     @Argument(help: "The soft-label cache.") var cache: String
     @Option(help: "The dataset store the cache belongs to.") var data: String
     @Option(help: "The teacher command (protocol of tools/teachers/TEACHERS.md).") var exec: String
-    @Option(help: "How many random samples to rerun.") var samples: Int = 100
-    @Option(help: "Seed of the sample choice.") var seed: UInt64 = 0
+    @Option(parsing: .unconditional, help: "How many random samples to rerun.") var samples: Int = 100
+    @Option(parsing: .unconditional, help: "Seed of the sample choice.") var seed: Int = 0
     @Option(help: "The cache's teacher, when it holds several.") var teacher: String?
-    @Option(help: "Largest acceptable mean KL in nats.") var maxKl: Double = 1e-3
-    @Option(help: "Seconds to wait for the teacher's answer.") var timeout: Double = 300
+    @Option(parsing: .unconditional, help: "Largest acceptable mean KL in nats.") var maxKl: Double = 1e-3
+    @Option(parsing: .unconditional, help: "Seconds to wait for the teacher's answer.") var timeout: Double = 300
+
+    func validate() throws {
+        try check("--samples", samples, .atLeast(1))
+        try check("--seed", seed, .atLeast(0))
+        try check("--max-kl", maxKl, .atLeast(0))
+        try check("--timeout", timeout, .positive)
+    }
 
     func run() throws {
         let store = try DatasetStore(path: data)
         let softLabels = try SoftLabelStore(path: cache)
         try softLabels.checkCompatible(with: store.manifest)
         let entry = try softLabels.teacher(teacher)
-        var rng = SplitMix64(seed: seed, stream: 30)
-        let chosen = Array(rng.permutation(store.count).prefix(max(1, samples))).sorted()
+        var rng = SplitMix64(seed: UInt64(seed), stream: 30)
+        let chosen = Array(rng.permutation(store.count).prefix(samples)).sorted()
         let process = try ExternalTeacher(command: exec, dataset: store.manifest, timeout: timeout)
         let fresh = try process.outputs(for: chosen, store: store)
         try process.finish()

@@ -24,27 +24,30 @@ struct Import: ParsableCommand {
     @Option(help: "The dataset store the outputs belong to.") var data: String
     @Option(help: "The soft-label cache to write.") var out: String
     @Option(help: "What the numbers are: logits, logprobs or probs.") var kind: String = "logits"
-    @Option(help: "The temperature logprobs / probs were produced at.") var temperature: Float = 1
-    @Option(help: "The temperature T_w the cache stores.") var writeTemperature: Double = 1
+    @Option(parsing: .unconditional, help: "The temperature logprobs / probs were produced at.") var temperature: Float = 1
+    @Option(parsing: .unconditional, help: "The temperature T_w the cache stores.") var writeTemperature: Double = 1
     @Option(help: "A file of sample ids, one per row of an .npy / .safetensors array.") var ids: String?
     @Option(help: "The tensor to read from a .safetensors file holding several.") var tensor: String?
     @Option(help: "The class name of each column of an .npy / .safetensors array, as a file (one per line) or a comma-separated list; columns are mapped to the dataset's labels by name (e.g. scikit-learn's sorted classes_).") var classes: String?
     @Option(help: "Stored precision: f16 or f32.") var dtype: String = "f16"
-    @Option(help: "Keep only the k most probable classes (0: all).") var topK: Int = 0
+    @Option(parsing: .unconditional, help: "Keep only the k most probable classes (0: all).") var topK: Int = 0
     @Option(help: "The teacher's name inside the cache.") var name: String = "imported"
     @Option(help: "A description of the teacher (model, checkpoint).") var description: String?
-    @Option(help: "Samples per committed transaction (work lost at most on a crash; a rerun resumes after it).") var commitEvery: Int = 10_000
+    @Option(parsing: .unconditional, help: "Samples per committed transaction (work lost at most on a crash; a rerun resumes after it).") var commitEvery: Int = 10_000
     @Flag(help: "No progress output.") var quiet = false
 
     func validate() throws {
-        guard TeacherOutputKind(rawValue: kind) != nil else { throw ValidationError("--kind must be logits, logprobs or probs.") }
-        guard LogProbDType(name: dtype) != nil else { throw ValidationError("--dtype must be f16 or f32.") }
-        guard temperature > 0, writeTemperature > 0 else { throw ValidationError("temperatures must be > 0.") }
-        guard commitEvery >= 1 else { throw ValidationError("--commit-every must be at least 1.") }
+        guard TeacherOutputKind(rawValue: kind) != nil else { throw ValidationError("--kind must be logits, logprobs or probs, got '\(kind)'") }
+        guard LogProbDType(name: dtype) != nil else { throw ValidationError("--dtype must be f16 or f32, got '\(dtype)'") }
+        try check("--temperature", temperature, .positive)
+        try check("--write-temperature", writeTemperature, .positive)
+        try check("--top-k", topK, .atLeast(0))
+        try check("--commit-every", commitEvery, .atLeast(1))
     }
 
     func run() throws {
         let store = try DatasetStore(path: data)
+        guard topK <= store.classCount else { throw ValidationError("--top-k must be ≤ the \(store.classCount) classes of \(data), got \(topK)") }
         let outputKind = TeacherOutputKind(rawValue: kind)!
         let columnClasses = try classes.map(TeacherImporter.parseClassNames)
         let rows = try TeacherImporter(dataset: store).read(path: file, ids: ids, tensor: tensor, classes: columnClasses)

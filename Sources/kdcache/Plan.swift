@@ -6,18 +6,19 @@ struct Plan: ParsableCommand {
 
     @Option(help: "The dataset store.") var data: String
     @Option(help: "Stored precision: f16 or f32.") var dtype: String = "f16"
-    @Option(help: "Views per sample.") var views: Int = 1
-    @Option(help: "Keep only the k most probable classes (0: all).") var topK: Int = 0
+    @Option(parsing: .unconditional, help: "Views per sample.") var views: Int = 1
+    @Option(parsing: .unconditional, help: "Keep only the k most probable classes (0: all).") var topK: Int = 0
     @Option(help: "Where the cache will be written (for the free-space check).") var out: String = "."
 
     func validate() throws {
-        guard LogProbDType(name: dtype) != nil else { throw ValidationError("--dtype must be f16 or f32.") }
-        guard views >= 1, topK >= 0 else { throw ValidationError("--views must be ≥ 1 and --top-k ≥ 0.") }
+        guard LogProbDType(name: dtype) != nil else { throw ValidationError("--dtype must be f16 or f32, got '\(dtype)'") }
+        try check("--views", views, .atLeast(1))
+        try check("--top-k", topK, .atLeast(0))
     }
 
     func run() throws {
         let store = try DatasetStore(path: data)
-        guard topK <= store.classCount else { throw ValidationError("--top-k \(topK) exceeds the \(store.classCount) classes.") }
+        guard topK <= store.classCount else { throw ValidationError("--top-k must be ≤ the \(store.classCount) classes of \(data), got \(topK)") }
         let layout = SoftLabelLayout(dtype: LogProbDType(name: dtype)!, topK: topK, views: views)
         let plan = SoftLabelPlan(samples: store.count, classes: store.classCount, layout: layout)
         print("\(plan.records) records (\(store.count) samples × \(views) views) of \(plan.recordBytes) bytes" +

@@ -30,34 +30,34 @@ struct Prep: ParsableCommand {
     @Option(help: "The column holding the class label.")
     var labelColumn: String
 
-    @Option(help: "The column holding a unique sample id (default: the row number).")
+    @Option(help: "The column holding a unique sample id. (default: the row number)")
     var idColumn: String?
 
-    @Option(help: "A column of train / valid / test (default: split by a hash of the id).")
+    @Option(help: "A column of train / valid / test. (default: split by a hash of the id)")
     var splitColumn: String?
 
     @Option(help: "A separate file of test rows, with the same columns.")
     var test: String?
 
-    @Option(help: "Fraction of rows hashed into the test split (default 0.1; not with --test, whose file is the whole test split).")
+    @Option(parsing: .unconditional, help: "Fraction of rows hashed into the test split, in [0, 1]; not with --test, whose file is the whole test split. (default: 0.1)")
     var testFraction: Double?
 
-    @Option(help: "Fraction of rows hashed into the valid split.")
+    @Option(parsing: .unconditional, help: "Fraction of rows hashed into the valid split, in [0, 1].")
     var validFraction: Double = 0.1
 
-    @Option(help: "Seed of the hash split.")
-    var seed: UInt64 = 0
+    @Option(parsing: .unconditional, help: "Seed of the hash split.")
+    var seed: Int = 0
 
-    @Option(help: "log2 of the number of hash buckets for text features.")
+    @Option(parsing: .unconditional, help: "log2 of the number of hash buckets for text features, in [1, 30].")
     var hashBits: Int = 18
 
-    @Option(help: "Largest word n-gram length (1 = unigrams, 2 = unigrams + bigrams).")
+    @Option(parsing: .unconditional, help: "Largest word n-gram length, in [1, 5] (1 = unigrams, 2 = unigrams + bigrams).")
     var ngrams: Int = 2
 
-    @Option(help: "A fixed class order, comma-separated (default: order of first appearance).")
+    @Option(help: "A fixed class order, comma-separated. (default: order of first appearance)")
     var labels: String?
 
-    @Option(help: "The longest input line accepted, in MiB; a longer one stops with its line number.")
+    @Option(parsing: .unconditional, help: "The longest input line accepted, in MiB, in [1, 1024]; a longer one stops with its line number.")
     var maxLineMib: Int = 64
 
     @Flag(help: "Skip and count invalid rows instead of stopping at the first.")
@@ -77,13 +77,18 @@ struct Prep: ParsableCommand {
             throw ValidationError("--test-fraction cannot be combined with --test: the test split is exactly the --test file. Drop --test-fraction.")
         }
         let testFraction = test == nil ? (self.testFraction ?? 0.1) : 0
-        guard (0...1).contains(testFraction), (0...1).contains(validFraction), testFraction + validFraction < 1 else {
-            throw ValidationError("--test-fraction and --valid-fraction must be in [0, 1] and sum to less than 1.")
+        if let given = self.testFraction { try check("--test-fraction", given, .closed(0, 1)) }
+        try check("--valid-fraction", validFraction, .closed(0, 1))
+        guard testFraction + validFraction < 1 else {
+            throw ValidationError("--test-fraction and --valid-fraction must sum to less than 1 (the rest is train), got \(number(testFraction)) + \(number(validFraction))")
         }
-        guard (1...30).contains(hashBits) else { throw ValidationError("--hash-bits must be in 1…30.") }
-        guard (1...5).contains(ngrams) else { throw ValidationError("--ngrams must be in 1…5.") }
-        guard (1...1024).contains(maxLineMib) else { throw ValidationError("--max-line-mib must be in 1…1024.") }
-        if let format, InputFormat(rawValue: format) == nil { throw ValidationError("--format must be csv, tsv or jsonl.") }
+        try check("--seed", seed, .atLeast(0))
+        try check("--hash-bits", hashBits, .closed(1, 30))
+        try check("--ngrams", ngrams, .closed(1, 5))
+        try check("--max-line-mib", maxLineMib, .closed(1, 1024))
+        if let featureColumns { _ = try listItems(featureColumns, "--feature-columns") }
+        if let labels { _ = try listItems(labels, "--labels") }
+        if let format, InputFormat(rawValue: format) == nil { throw ValidationError("--format must be csv, tsv or jsonl, got '\(format)'") }
     }
 
     func run() throws {
@@ -96,7 +101,7 @@ struct Prep: ParsableCommand {
         options.splitColumn = splitColumn
         options.testFraction = test == nil ? (testFraction ?? 0.1) : 0
         options.validFraction = validFraction
-        options.seed = seed
+        options.seed = UInt64(seed)
         options.hashBits = hashBits
         options.ngramOrders = Array(1...ngrams)
         options.labels = labels?.split(separator: ",").map(String.init)

@@ -22,49 +22,53 @@ struct Teach: ParsableCommand {
     @Option(help: "The dataset store (from kdcache prep).") var data: String
     @Option(help: "The soft-label cache to write or resume.") var out: String
     @Option(help: "An external teacher command speaking the protocol of tools/teachers/TEACHERS.md.") var exec: String?
-    @Option(help: "Samples per request to an external teacher.") var batchSize: Int = 256
-    @Option(help: "Samples per committed transaction (work lost at most on a crash).") var commitEvery: Int = 4096
-    @Option(help: "Seconds to wait for an external teacher's answer.") var timeout: Double = 300
+    @Option(parsing: .unconditional, help: "Samples per request to an external teacher.") var batchSize: Int = 256
+    @Option(parsing: .unconditional, help: "Samples per committed transaction (work lost at most on a crash).") var commitEvery: Int = 4096
+    @Option(parsing: .unconditional, help: "Seconds to wait for an external teacher's answer.") var timeout: Double = 300
     @Option(help: "Teacher model: mlp or linear.") var teacher: String = "mlp"
-    @Option(help: "Hidden units of an mlp teacher.") var hidden: Int = 128
-    @Option(help: "Training epochs of each teacher model.") var epochs: Int = 10
-    @Option(help: "Adam learning rate.") var lr: Float = 0.01
-    @Option(help: "Number of seeds averaged (probabilities).") var ensemble: Int = 3
-    @Option(help: "Folds for out-of-fold train predictions (1: none, the teacher labels the samples it trained on).") var crossFit: Int = 1
-    @Option(help: "Seed of every random choice.") var seed: UInt64 = 0
-    @Option(help: "Write temperature T_w.") var temperature: Double = 2
+    @Option(parsing: .unconditional, help: "Hidden units of an mlp teacher.") var hidden: Int = 128
+    @Option(parsing: .unconditional, help: "Training epochs of each teacher model.") var epochs: Int = 10
+    @Option(parsing: .unconditional, help: "Adam learning rate.") var lr: Float = 0.01
+    @Option(parsing: .unconditional, help: "Number of seeds averaged (probabilities).") var ensemble: Int = 3
+    @Option(parsing: .unconditional, help: "Folds for out-of-fold train predictions (1: none, the teacher labels the samples it trained on).") var crossFit: Int = 1
+    @Option(parsing: .unconditional, help: "Seed of every random choice.") var seed: Int = 0
+    @Option(parsing: .unconditional, help: "Write temperature T_w.") var temperature: Double = 2
     @Option(help: "Stored precision: f16 or f32.") var dtype: String = "f16"
-    @Option(help: "Keep only the k most probable classes (0: all).") var topK: Int = 0
-    @Option(help: "The teacher's name inside the cache (default: builtin, or the name an external teacher gives).") var name: String?
-    @Option(help: "Views per sample (view 0 is the sample; views 1… are augmented with --augment).") var views: Int = 1
+    @Option(parsing: .unconditional, help: "Keep only the k most probable classes (0: all).") var topK: Int = 0
+    @Option(help: "The teacher's name inside the cache. (default: builtin, or the name an external teacher gives)") var name: String?
+    @Option(parsing: .unconditional, help: "Views per sample (view 0 is the sample; views 1… are augmented with --augment).") var views: Int = 1
     @Option(help: "Augmentation of views 1…: token-dropout:p=P (text) or gaussian:sigma=S (dense).") var augment: String?
-    @Option(help: "Write only part i of N of the samples (e.g. 0/4); defaults from Slurm / Kubernetes variables.") var shard: String?
+    @Option(parsing: .unconditional, help: "Write only part i of N of the samples (e.g. 0/4); defaults from Slurm / Kubernetes variables.") var shard: String?
     @Flag(help: "Train on the store's own features instead of richer text features.") var storeFeatures = false
-    @Option(help: "Worker threads.") var workers: Int = 2
+    @Option(parsing: .unconditional, help: "Worker threads.") var workers: Int = 2
     @Flag(help: "No progress output.") var quiet = false
 
     func validate() throws {
-        guard ["linear", "mlp"].contains(teacher) else { throw ValidationError("--teacher must be linear or mlp.") }
-        guard LogProbDType(name: dtype) != nil else { throw ValidationError("--dtype must be f16 or f32.") }
-        guard temperature > 0 else { throw ValidationError("--temperature must be > 0.") }
-        guard batchSize >= 1, commitEvery >= 1, timeout > 0 else { throw ValidationError("--batch-size, --commit-every and --timeout must be positive.") }
-        guard ensemble >= 1, crossFit >= 1, epochs >= 1, workers >= 1 else { throw ValidationError("--ensemble, --cross-fit, --epochs and --workers must be ≥ 1.") }
-        guard views >= 1 else { throw ValidationError("--views must be ≥ 1.") }
-        if views > 1 && augment == nil { throw ValidationError("--views \(views) needs --augment (e.g. token-dropout:p=0.1).") }
-        if let augment, Augmentation(parsing: augment) == nil {
-            throw ValidationError("--augment must be token-dropout:p=P with 0 ≤ P < 1, or gaussian:sigma=S.")
+        guard ["linear", "mlp"].contains(teacher) else { throw ValidationError("--teacher must be linear or mlp, got '\(teacher)'") }
+        guard LogProbDType(name: dtype) != nil else { throw ValidationError("--dtype must be f16 or f32, got '\(dtype)'") }
+        try check("--temperature", temperature, .positive)
+        try check("--lr", lr, .positive)
+        try check("--timeout", timeout, .positive)
+        for (name, value) in [("--batch-size", batchSize), ("--commit-every", commitEvery), ("--hidden", hidden), ("--epochs", epochs),
+                              ("--ensemble", ensemble), ("--cross-fit", crossFit), ("--views", views), ("--workers", workers)] {
+            try check(name, value, .atLeast(1))
         }
-        if let shard, Shard(parsing: shard) == nil { throw ValidationError("--shard must look like i/N with 0 ≤ i < N, e.g. 0/4.") }
+        try check("--top-k", topK, .atLeast(0))
+        try check("--seed", seed, .atLeast(0))
+        if views > 1 && augment == nil { throw ValidationError("--views \(views) needs --augment (e.g. token-dropout:p=0.1).") }
+        if let augment { _ = try parseAugmentation(augment) }
+        if let shard, Shard(parsing: shard) == nil { throw ValidationError("--shard must look like i/N with 0 ≤ i < N, e.g. 0/4, got '\(shard)'") }
     }
 
     func run() throws {
         let store = try DatasetStore(path: data)
         let augmentation = augment.flatMap(Augmentation.init(parsing:))
+        guard topK <= store.classCount else { throw ValidationError("--top-k must be ≤ the \(store.classCount) classes of \(data), got \(topK)") }
         if let augmentation, augmentation.isForText != store.manifest.hasText {
             throw ValidationError("--augment \(augmentation) does not fit \(data): use token-dropout for text stores, gaussian for dense ones.")
         }
         let layout = SoftLabelLayout(writeTemperature: temperature, dtype: LogProbDType(name: dtype)!, topK: topK, views: views,
-                                     augmentation: augmentation, augmentationSeed: seed)
+                                     augmentation: augmentation, augmentationSeed: UInt64(seed))
         let shardChoice = shard.flatMap(Shard.init(parsing:)) ?? Shard.fromEnvironment()
         let planned = SoftLabelPlan(samples: store.count, classes: store.classCount, layout: layout).bytes
         try DiskSpace.check(path: out, needed: planned)
@@ -142,7 +146,7 @@ struct Teach: ParsableCommand {
         var options = BuiltinTeacherOptions()
         options.architecture = teacher == "mlp" ? Architecture(kind: .mlp, width: hidden) : Architecture(kind: .linear)
         options.epochs = epochs; options.learningRate = lr; options.ensemble = ensemble
-        options.crossFitFolds = crossFit; options.seed = seed; options.workers = workers
+        options.crossFitFolds = crossFit; options.seed = UInt64(seed); options.workers = workers
         options.richTextFeatures = !storeFeatures
         let name = self.name ?? "builtin"
         let identity = options.identity(dataset: store.manifest, name: name)

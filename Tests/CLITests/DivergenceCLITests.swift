@@ -70,7 +70,7 @@ import Testing
         let rate = ((card?["config"] as? [String: Any])?["optimizer"] as? [String: Any])?["learningRate"] as? Double
         #expect(rate.map { abs($0 - 0.1) < 1e-6 } == true, "the best student is never a diverged one")
         let bad = try sweep(dir, ["--lr", "1e39"], out: dir + "/x")
-        #expect(bad.status == 64 && bad.stderr.contains("--lr: cannot read '1e39'."), "an infinite rate is a usage error")
+        #expect(bad.status == 64 && bad.stderr.contains("--lr must be > 0 and below 3.4e38 (a 32-bit float), got 1e39"), "an infinite rate is a usage error")
     }
 
     /// A tmpfs mounted in a private mount namespace (through a user namespace when possible).
@@ -114,7 +114,7 @@ import Testing
         try FileManager.default.createDirectory(atPath: locked, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o555])
         // root writes anywhere: run as nobody then (the stores are world-readable).
         let asNobody = getuid() == 0 ? ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] : []
-        for (out, expected) in [(locked, "Error: cannot write \(locked)/results.jsonl: permission denied"),
+        for (out, expected) in [(locked, "Error: cannot write \(locked)/sweep.json: permission denied"),
                                 (locked + "/sub", "Error: cannot create directory \(locked)/sub: permission denied")] {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: asNobody.first ?? kdcacheBinary)

@@ -1,0 +1,198 @@
+import Foundation
+
+/// What a sweep directory holds a sweep of, written as `DIR/sweep.json` before the first run.
+/// Fields other than `labels` are optional so that directories written before they were recorded
+/// still read.
+public struct SweepManifest: Codable, Equatable, Sendable {
+    /// The dataset's class names, in label order.
+    public var labels: [String]
+    /// The teacher's accuracy on the test split (nil without a teacher or a test split).
+    public var teacherTestAccuracy: Double?
+    /// The dataset store's fingerprint.
+    public var datasetFingerprint: String?
+    /// Each teacher distilled from, as `NAME@CONTENT-HASH` (several for an ensemble).
+    public var teachers: [String]?
+    /// The key (``StudentConfig/key``) of every run of the sweep, in run order.
+    public var runs: [String]?
+
+    public init(labels: [String], teacherTestAccuracy: Double? = nil, datasetFingerprint: String? = nil,
+                teachers: [String]? = nil, runs: [String]? = nil) {
+        self.labels = labels; self.teacherTestAccuracy = teacherTestAccuracy
+        self.datasetFingerprint = datasetFingerprint; self.teachers = teachers; self.runs = runs
+    }
+}
+
+/// Why a directory cannot take a sweep. ``description`` says it without flag names; a command
+/// line adds how to choose another directory or start over.
+public struct SweepDirectoryError: Error, CustomStringConvertible, Equatable, Sendable {
+    public enum Reason: Equatable, Sendable {
+        /// The path exists and is not a directory.
+        case notADirectory
+        /// The directory holds a sweep of other runs, another dataset or other teachers; each
+        /// difference in words.
+        case otherSweep(differences: [String])
+    }
+
+    public var path: String
+    public var reason: Reason
+
+    public var description: String {
+        switch reason {
+        case .notADirectory:
+            return "\(path) exists and is not a directory; a sweep writes its files into a directory (created when missing)"
+        case .otherSweep(let differences):
+            return "\(path) holds another sweep: " + differences.joined(separator: "; ")
+        }
+    }
+}
+
+/// The rule for a sweep's output directory: **one directory holds one sweep**.
+///
+/// - A missing directory is created (with its parents); an existing one without sweep files is
+///   used as it is.
+/// - A directory holding a sweep of the same runs (same configuration keys), the same dataset
+///   fingerprint and the same teachers is resumed: its finished runs are kept and skipped.
+/// - Any other sweep there is refused (``SweepDirectoryError/Reason/otherSweep(differences:)``),
+///   `startOver` removes the old sweep's files first (``outputs``, and nothing else), whatever
+///   sweep they hold.
+///
+/// So `results.csv`, `report.html` and `best-student.*` always describe the runs of
+/// `results.jsonl`. A directory written before `sweep.json` recorded its runs is resumed when
+/// every run in its `results.jsonl` belongs to the new sweep.
+public struct SweepDirectory: Sendable {
+    public let path: String
+
+    /// The files a sweep writes; derived ones first, so that a removal stopped half-way never
+    /// leaves a report without the results it was made from.
+    public static let outputs = ["best-student.safetensors", "best-student.json", "report.html", "results.csv", "results.jsonl", "sweep.json"]
+
+    public var manifestPath: String { path + "/sweep.json" }
+    public var resultsPath: String { path + "/results.jsonl" }
+
+    public init(path: String) { self.path = path }
+
+    /// Checks `path` against the rule above, creates or clears it, and records `manifest` in it.
+    /// Returns the directory and whether an earlier sweep of the same runs is resumed.
+    public static func open(_ path: String, for manifest: SweepManifest, startOver: Bool) throws -> (directory: SweepDirectory, resumed: Bool) {
+        let directory = SweepDirectory(path: path)
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue {
+            throw SweepDirectoryError(path: path, reason: .notADirectory)
+        }
+        try renderingFileErrors(.createDirectory, path) {
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        }
+        var resumed = false
+        if startOver {
+            try directory.removeOutputs()
+        } else if let differences = try directory.differences(from: manifest) {
+            guard differences.isEmpty else { throw SweepDirectoryError(path: path, reason: .otherSweep(differences: differences)) }
+            resumed = FileManager.default.fileExists(atPath: directory.resultsPath)
+        }
+        try directory.write(manifest)
+        return (directory, resumed)
+    }
+
+    /// The files of ``outputs`` present in the directory.
+    public var existingOutputs: [String] {
+        Self.outputs.filter { FileManager.default.fileExists(atPath: path + "/" + $0) }
+    }
+
+    /// nil when the directory holds no sweep; otherwise how its sweep differs from `manifest`
+    /// (empty when it is the same sweep).
+    public func differences(from manifest: SweepManifest) throws -> [String]? {
+        let present = existingOutputs
+        guard !present.isEmpty else { return nil }
+        let finished = SweepRunner.readResults(path: resultsPath).map(\.0)
+        let recorded: SweepManifest?
+        if present.contains("sweep.json") {
+            do { recorded = try read() } catch { return ["its sweep.json is unreadable (\(error))"] }
+        } else {
+            recorded = nil
+        }
+        // Only a manifest, written just before a run that was killed at once: nothing to lose.
+        if present == ["sweep.json"] || (present == ["results.jsonl", "sweep.json"] && finished.isEmpty) { return nil }
+        var differences: [String] = []
+        let wanted = Set(manifest.runs ?? [])
+        if let recorded {
+            if recorded.labels != manifest.labels {
+                differences.append("its classes are \(list(recorded.labels)), this sweep's \(list(manifest.labels))")
+            }
+            if let a = recorded.datasetFingerprint, let b = manifest.datasetFingerprint, a != b {
+                differences.append("its dataset's fingerprint is \(short(a)), this one's \(short(b))")
+            }
+            if let a = recorded.teachers, let b = manifest.teachers, a != b {
+                differences.append("its teacher is \(list(a.map(shortTeacher))), this sweep's \(list(b.map(shortTeacher)))")
+            }
+        }
+        if let runs = recorded?.runs {
+            let theirs = Set(runs)
+            if theirs != wanted {
+                differences.append("its grid has \(theirs.count) runs, this one \(wanted.count) (\(theirs.intersection(wanted).count) in common)")
+            } else if let stray = finished.first(where: { !theirs.contains($0) }) {
+                differences.append("its results.jsonl holds a run of no recorded grid (\(stray))")
+            }
+        } else if finished.isEmpty {
+            differences.append("it holds \(present.joined(separator: ", ")) but no results.jsonl saying which runs \(present.count == 1 ? "it describes" : "they describe")")
+        } else {
+            let foreign = Set(finished).subtracting(wanted)
+            if !foreign.isEmpty {
+                differences.append("its results.jsonl has \(Set(finished).count) runs, \(foreign.count) of them not in this grid of \(wanted.count)")
+            }
+        }
+        return differences
+    }
+
+    /// The recorded manifest (nil when there is none).
+    public func read() throws -> SweepManifest? {
+        guard let data = FileManager.default.contents(atPath: manifestPath) else { return nil }
+        do { return try JSONDecoder().decode(SweepManifest.self, from: data) } catch {
+            throw SweepManifestError(path: manifestPath, reason: describeDecodingError(error))
+        }
+    }
+
+    /// Writes `manifest` as `sweep.json` (atomically).
+    public func write(_ manifest: SweepManifest) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let bytes = try encoder.encode(manifest)
+        try renderingFileErrors(.write, manifestPath) { try bytes.write(to: URL(fileURLWithPath: manifestPath), options: .atomic) }
+    }
+
+    /// Removes the files of ``outputs``, in that order; other files are left alone.
+    public func removeOutputs() throws {
+        for name in Self.outputs {
+            let file = path + "/" + name
+            if unlink(file) != 0 && errno != ENOENT { throw FileSystemError(path: file, operation: .write, code: errno) }
+        }
+    }
+
+    /// The runs the recorded manifest lists that have no result yet (empty for a finished sweep,
+    /// and for a directory written before runs were recorded).
+    public func unfinishedRuns() throws -> [String] {
+        guard let runs = try read()?.runs else { return [] }
+        let finished = Set(SweepRunner.readResults(path: resultsPath).map(\.0))
+        return runs.filter { !finished.contains($0) }
+    }
+
+    private func list(_ names: [String]) -> String {
+        names.count <= 6 ? names.joined(separator: ",") : names.prefix(6).joined(separator: ",") + ",… (\(names.count))"
+    }
+
+    /// `NAME@sha256:0123456789ab…`.
+    private func shortTeacher(_ teacher: String) -> String {
+        guard let at = teacher.lastIndex(of: "@") else { return teacher }
+        return String(teacher[..<at]) + "@" + short(String(teacher[teacher.index(after: at)...]))
+    }
+
+    private func short(_ fingerprint: String) -> String {
+        fingerprint.count > 19 ? String(fingerprint.prefix(19)) + "…" : fingerprint
+    }
+}
+
+/// A `sweep.json` that does not decode.
+public struct SweepManifestError: Error, CustomStringConvertible, Sendable {
+    public var path: String
+    public var reason: String
+    public var description: String { "\(path): unreadable (\(reason))" }
+}
