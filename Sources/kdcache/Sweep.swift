@@ -117,8 +117,16 @@ struct SweepRun: ParsableCommand {
         })
         let table = aggregate(results)
         let teacherAccuracy = GroupTrainer(data: trainingData).teacherAccuracy(on: trainingData.test)
-        try SweepMetadata(labels: store.manifest.labels, teacherTestAccuracy: teacherAccuracy).write(to: out)
-        let report = SweepReport(results: results, aggregated: table, teacherTestAccuracy: teacherAccuracy, labels: store.manifest.labels)
+        let datasetName = store.manifest.sourceFiles.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: " + ").nilIfEmpty
+            ?? URL(fileURLWithPath: data).lastPathComponent
+        let teacherName = trainingData.teachers.map(\.teacher.identity.name).joined(separator: " + ").nilIfEmpty
+        let teacherDescription = trainingData.teachers.map { "\($0.teacher.identity.name): \($0.teacher.identity.description)" }
+            .joined(separator: "; ").nilIfEmpty
+        try SweepMetadata(labels: store.manifest.labels, teacherTestAccuracy: teacherAccuracy, dataset: datasetName, teacher: teacherName,
+                          teacherDescription: teacherDescription, testSamples: trainingData.test.count).write(to: out)
+        let report = SweepReport(results: results, aggregated: table, teacherTestAccuracy: teacherAccuracy, labels: store.manifest.labels,
+                                 dataset: datasetName, teacher: teacherName, teacherDescription: teacherDescription,
+                                 testSamples: trainingData.test.count)
         let summary = try report.write(to: out)
         try report.checkNotAllDiverged(out: out)
         if let best = report.ranked.first {
@@ -141,7 +149,9 @@ struct SweepRun: ParsableCommand {
         report.warnAboutDivergence()
         print(summary.table)
         print("\(results.count) runs in \(String(format: "%.1f", Date().timeIntervalSince(started))) s → \(out)/results.csv, \(out)/results.jsonl, \(out)/report.html")
-        print("best student: \(out)/best-student.safetensors (+ .json); try kdcache eval / predict")
+        if let best = report.ranked.first {
+            print("best student (the best overall, \(SweepVerdict.describe(best.point))): \(out)/best-student.safetensors (+ .json); try kdcache eval / predict")
+        }
         print(summary.verdict)
     }
 }
@@ -154,6 +164,11 @@ extension String {
 struct SweepMetadata: Codable {
     var labels: [String]
     var teacherTestAccuracy: Double?
+    /// What the report's title names (absent in sweep.json files written before they were recorded).
+    var dataset: String?
+    var teacher: String?
+    var teacherDescription: String?
+    var testSamples: Int?
 
     func write(to directory: String) throws {
         let bytes = try JSONEncoder().encode(self)
@@ -199,7 +214,8 @@ struct SweepCollect: ParsableCommand {
         try renderingFileErrors(.write, out + "/results.jsonl") { try lines.write(toFile: out + "/results.jsonl", atomically: true, encoding: .utf8) }
         try metadata.write(to: out)
         let report = SweepReport(results: results, aggregated: aggregate(results), teacherTestAccuracy: metadata.teacherTestAccuracy,
-                                 labels: metadata.labels)
+                                 labels: metadata.labels, dataset: metadata.dataset, teacher: metadata.teacher,
+                                 teacherDescription: metadata.teacherDescription, testSamples: metadata.testSamples)
         let summary = try report.write(to: out)
         try report.checkNotAllDiverged(out: out)
         report.warnAboutDivergence()
