@@ -14,6 +14,13 @@ public struct SweepManifest: Codable, Equatable, Sendable {
     public var teachers: [String]?
     /// The key (``StudentConfig/key``) of every run of the sweep, in run order.
     public var runs: [String]?
+    /// What the report's title names: the dataset's file, the teacher(s) and their description,
+    /// and the size of the test split (absent in sweep.json files written before they were recorded;
+    /// not compared when a directory is reopened).
+    public var dataset: String?
+    public var teacher: String?
+    public var teacherDescription: String?
+    public var testSamples: Int?
 
     public init(labels: [String], teacherTestAccuracy: Double? = nil, datasetFingerprint: String? = nil,
                 teachers: [String]? = nil, runs: [String]? = nil) {

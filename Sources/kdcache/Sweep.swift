@@ -131,10 +131,16 @@ struct SweepRun: ParsableCommand {
                                             teacherNames: names, allowMismatch: allowFingerprintMismatch)
         try checkSplits(trainingData)
         let teacherAccuracy = GroupTrainer(data: trainingData).teacherAccuracy(on: trainingData.test)
-        let manifest = SweepManifest(labels: store.manifest.labels, teacherTestAccuracy: teacherAccuracy,
+        var manifest = SweepManifest(labels: store.manifest.labels, teacherTestAccuracy: teacherAccuracy,
                                      datasetFingerprint: store.manifest.fingerprint,
                                      teachers: trainingData.teachers.map { "\($0.teacher.identity.name)@\($0.teacher.identity.contentHash)" },
                                      runs: configs.map(\.key))
+        manifest.dataset = store.manifest.sourceFiles.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: " + ").nilIfEmpty
+            ?? URL(fileURLWithPath: data).lastPathComponent
+        manifest.teacher = trainingData.teachers.map(\.teacher.identity.name).joined(separator: " + ").nilIfEmpty
+        manifest.teacherDescription = trainingData.teachers.map { "\($0.teacher.identity.name): \($0.teacher.identity.description)" }
+            .joined(separator: "; ").nilIfEmpty
+        manifest.testSamples = trainingData.test.count
         let removed = force ? SweepDirectory(path: out).existingOutputs : []
         let opened = try openSweepDirectory(out, for: manifest, force: force)
         if force && !removed.isEmpty && removed != ["sweep.json"] {
@@ -157,7 +163,9 @@ struct SweepRun: ParsableCommand {
             if !quiet { printError("sweep: \(p.runs)/\(p.totalRuns) runs, \(p.configurations)/\(p.totalConfigurations) configurations complete") }
         })
         let table = aggregate(results)
-        let report = SweepReport(results: results, aggregated: table, teacherTestAccuracy: teacherAccuracy, labels: store.manifest.labels)
+        let report = SweepReport(results: results, aggregated: table, teacherTestAccuracy: teacherAccuracy, labels: store.manifest.labels,
+                                 dataset: manifest.dataset, teacher: manifest.teacher, teacherDescription: manifest.teacherDescription,
+                                 testSamples: manifest.testSamples)
         let summary = try report.write(to: out)
         try report.checkNotAllDiverged(out: out)
         if let best = report.ranked.first {
@@ -180,7 +188,9 @@ struct SweepRun: ParsableCommand {
         report.warnAboutDivergence()
         print(summary.table)
         print("\(results.count) runs in \(String(format: "%.1f", Date().timeIntervalSince(started))) s → \(out)/results.csv, \(out)/results.jsonl, \(out)/report.html")
-        print("best student: \(out)/best-student.safetensors (+ .json); try kdcache eval / predict")
+        if let best = report.ranked.first {
+            print("best student (the best overall, \(SweepVerdict.describe(best.point))): \(out)/best-student.safetensors (+ .json); try kdcache eval / predict")
+        }
         print(summary.verdict)
     }
 }
@@ -299,7 +309,8 @@ struct SweepCollect: ParsableCommand {
             try lines.write(toFile: opened.directory.resultsPath, atomically: true, encoding: .utf8)
         }
         let report = SweepReport(results: results, aggregated: aggregate(results), teacherTestAccuracy: manifest.teacherTestAccuracy,
-                                 labels: manifest.labels)
+                                 labels: manifest.labels, dataset: manifest.dataset, teacher: manifest.teacher,
+                                 teacherDescription: manifest.teacherDescription, testSamples: manifest.testSamples)
         let summary = try report.write(to: out)
         try report.checkNotAllDiverged(out: out)
         report.warnAboutDivergence()

@@ -36,7 +36,12 @@ import Testing
         let s = try kdcache(sweep)
         #expect(s.status == 0, "\(s.output)")
         #expect(s.stdout.contains("12 runs in"))
-        #expect(s.stdout.contains("verdict: best distilled student"))
+        // The verdict names the best configuration overall, and that is the saved best-student.
+        let lines = s.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.contains { $0.hasPrefix("verdict: ") }, "\(s.stdout)")
+        let bestOverall = lines.first { $0.hasPrefix("best overall: ") }.map { String($0.dropFirst(14)).components(separatedBy: ": valid ")[0] }
+        let saved = lines.first { $0.hasPrefix("best student (the best overall, ") }.map { String($0.dropFirst(32)).components(separatedBy: "): ")[0] }
+        #expect(bestOverall != nil && bestOverall == saved, "\(s.stdout)")
         let csv = try String(contentsOfFile: dir + "/runs/results.csv", encoding: .utf8)
         #expect(csv.split(separator: "\n").count == 13)
         let html = try String(contentsOfFile: dir + "/runs/report.html", encoding: .utf8)
@@ -90,7 +95,7 @@ import Testing
         let collected = try kdcache(["sweep", "collect", dir + "/part0", dir + "/part1", "--out", dir + "/all"])
         #expect(collected.status == 0, "\(collected.output)")
         #expect(collected.stdout.contains("8 runs from 2 directories"))
-        let table = { (s: String) in s.split(separator: "\n").filter { $0.contains("linear") || $0.contains("fasttext") }.map { String($0) } }
+        let table = { (s: String) in s.split(separator: "\n").filter { ($0.contains("linear") || $0.contains("fasttext")) && !$0.hasPrefix("best student") }.map { String($0) } }
         #expect(table(collected.stdout) == table(whole.stdout), "sharded and collected equals the whole sweep")
         writeFile(dir + "/bad.yaml", Array("alpah: [0]\n".utf8))
         let bad = try kdcache(base.dropLast(3) + ["--config", dir + "/bad.yaml", "--out", dir + "/x"])

@@ -1,0 +1,290 @@
+import Foundation
+
+/// `report.html`: one self-contained page (inline CSS and SVG, no scripts). Every chart has a
+/// `viewBox`, is drawn at its own size where it fits and scales down where it does not; the wide table scrolls inside its own box, so the page
+/// never scrolls sideways at 480 px and up.
+extension SweepReport {
+    func escape(_ s: String) -> String {
+        s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
+            .replacingOccurrences(of: ">", with: "&gt;").replacingOccurrences(of: "'", with: "&#39;")
+    }
+
+    /// Heat colour from red (low) to green (high) for t in [0, 1].
+    func color(_ t: Double) -> String {
+        let x = max(0, min(1, t))
+        return String(format: "hsl(%.0f, 65%%, %.0f%%)", 10 + 110 * x, 88 - 30 * x)
+    }
+
+    /// `0.1, 0.3`: the distinct values, sorted.
+    private func list<T: Comparable & Hashable>(_ xs: [T]) -> String {
+        Array(Set(xs)).sorted().map { "\($0)" }.joined(separator: ", ")
+    }
+
+    /// The grid as one phrase: `students linear, fasttext:dim=16 × T 2.0, 4.0 × α 0.0, 0.5 × lr 0.1 × 3 seeds (adam, 20 epochs, batch 32)`.
+    public var gridDescription: String {
+        let configs = results.map(\.config)
+        var students: [String] = []
+        for c in configs where !students.contains(c.architecture.description) { students.append(c.architecture.description) }
+        var parts = ["students " + students.joined(separator: ", ")]
+        let temps = configs.filter { $0.loss.alpha > 0 }.map(\.loss.temperature)
+        if !temps.isEmpty { parts.append("T " + list(temps)) }
+        parts.append("α " + list(configs.map(\.loss.alpha)))
+        parts.append("lr " + list(configs.map(\.optimizer.learningRate)))
+        let seeds = Set(configs.map(\.seed)).count
+        parts.append("\(seeds) seed\(seeds == 1 ? "" : "s")")
+        let opt = list(configs.map(\.optimizer.kind.rawValue)), epochs = list(configs.map(\.epochs)), batch = list(configs.map(\.batchSize))
+        let loss = list(configs.map(\.loss.kind.rawValue))
+        return parts.joined(separator: " × ") + " (\(opt), \(epochs) epochs, batch \(batch), loss \(loss))"
+    }
+
+    /// The title: dataset, teacher and the grid's shape, e.g. `kdcache sweep of fortunes.csv ·
+    /// teacher builtin · 2 students × 2 T × 3 α × 2 lr × 3 seeds = 60 runs of 20 configurations`.
+    public var title: String {
+        let c = results.map(\.config)
+        func count<T: Hashable>(_ xs: [T]) -> Int { Set(xs).count }
+        let students = count(c.map(\.architecture.description)), temps = count(c.filter { $0.loss.alpha > 0 }.map(\.loss.temperature))
+        var shape = ["\(students) student\(students == 1 ? "" : "s")"]
+        if temps > 0 { shape.append("\(temps) T") }
+        shape += ["\(count(c.map(\.loss.alpha))) α", "\(count(c.map(\.optimizer.learningRate))) lr"]
+        let seeds = count(c.map(\.seed))
+        shape.append("\(seeds) seed\(seeds == 1 ? "" : "s")")
+        return "kdcache sweep of \(dataset ?? "a dataset") · teacher \(teacher ?? "from the cache") · "
+            + shape.joined(separator: " × ") + " = \(results.count) runs of \(aggregated.count) configurations"
+    }
+
+    /// Round steps (1, 2, 5 × 10^k) covering [lo, hi] with about `count` ticks.
+    func ticks(_ lo: Double, _ hi: Double, count: Int = 5) -> [Double] {
+        guard hi > lo, lo.isFinite, hi.isFinite else { return [lo] }
+        let raw = (hi - lo) / Double(count)
+        let magnitude = pow(10, floor(log10(raw)))
+        let step = [1.0, 2, 5, 10].map { $0 * magnitude }.first { $0 >= raw } ?? 10 * magnitude
+        let first = ceil(lo / step - 1e-9) * step
+        return stride(from: first, through: hi + step * 1e-9, by: step).map { ($0 / step).rounded() * step }
+    }
+
+    func label(_ v: Double, step: Double) -> String {
+        let digits = max(0, min(4, Int(-floor(log10(step)))))
+        return String(format: "%.\(digits)f", v)
+    }
+
+    private func svgOpen(_ w: Int, _ h: Int, _ label: String) -> String {
+        "<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 \(w) \(h)' width='\(w)' height='\(h)' role='img' aria-label='\(escape(label))' font-family='system-ui, sans-serif' font-size='12'>"
+    }
+
+    // MARK: heatmaps
+
+    func heatmaps() -> String {
+        var out = ""
+        var students: [Architecture] = []
+        for a in aggregated where !students.contains(a.point.architecture) { students.append(a.point.architecture) }
+        // One colour scale for every heatmap, over the cells' values, so colours compare across students.
+        var cells: [(Architecture, Float, Float?, AggregatedResult?, AggregatedResult?)] = []   // student, α, T (nil: α = 0), best, a diverged one
+        for student in students {
+            let all = aggregated.filter { $0.point.architecture == student }
+            let temps = Array(Set(all.filter { !$0.isBaseline }.map(\.point.loss.temperature))).sorted()
+            for a in Array(Set(all.map(\.point.loss.alpha))).sorted() {
+                for T in (a == 0 ? [nil] : temps.map(Optional.some)) {
+                    let inCell = all.filter { $0.point.loss.alpha == a && (T == nil || $0.point.loss.temperature == T) }
+                    let best = ranked.first { r in inCell.contains { $0.point.key == r.point.key } }
+                    cells.append((student, a, T, best, inCell.first(where: \.isDiverged)))
+                }
+            }
+        }
+        let values = cells.compactMap { $0.3?.testAccuracy.mean }
+        let lo = values.min() ?? 0, hi = values.max() ?? 1
+        func shade(_ v: Double) -> Double { hi > lo ? (v - lo) / (hi - lo) : 1 }
+        for (index, student) in students.enumerated() {
+            let mine = cells.filter { $0.0 == student }
+            let temps = Array(Set(mine.compactMap(\.2))).sorted()
+            let alphas = Array(Set(mine.map(\.1))).sorted()
+            let cols = max(1, temps.count)
+            let cellW = 96, cellH = 44, left = 64, top = 30
+            let gridW = cols * cellW
+            let heading = "\(student): test accuracy"
+            // Room for the heading (bold 13 px: about 8 px a character) and the legend.
+            let width = max(left + gridW + 16, 16 + heading.count * 8, left + 290)
+            let legendY = top + alphas.count * cellH + 54
+            let height = legendY + 40
+            var svg = svgOpen(width, height, "\(student): test accuracy by temperature and alpha")
+            svg += "<text x='8' y='18' font-weight='bold' font-size='13'>\(escape(heading))</text>"
+            for (j, T) in temps.enumerated() {
+                svg += "<text x='\(left + j * cellW + cellW / 2)' y='\(top + alphas.count * cellH + 14)' text-anchor='middle'>T = \(T)</text>"
+            }
+            svg += "<text x='\(left + gridW / 2)' y='\(top + alphas.count * cellH + 30)' text-anchor='middle' fill='#555'>distillation temperature</text>"
+            for (i, a) in alphas.enumerated() {
+                let y = top + i * cellH
+                svg += "<text x='\(left - 8)' y='\(y + cellH / 2 + 4)' text-anchor='end'>α = \(a)</text>"
+                for (j, T) in (a == 0 ? [nil] : temps.map(Optional.some)).enumerated() {
+                    guard let cell = mine.first(where: { $0.1 == a && $0.2 == T }) else { continue }
+                    // α = 0 ignores T: one cell across every column.
+                    let x = left + j * cellW, w = (a == 0 ? gridW : cellW) - 2
+                    if let best = cell.3 {
+                        svg += "<rect x='\(x)' y='\(y)' width='\(w)' height='\(cellH - 2)' fill='\(color(shade(best.testAccuracy.mean)))'>"
+                            + "<title>\(escape(describe(best.point))): test \(pm(best.testAccuracy)), valid \(fmt(best.validAccuracy.mean))</title></rect>"
+                        svg += "<text x='\(x + w / 2)' y='\(y + 18)' text-anchor='middle' font-weight='bold'>\(fmt(best.testAccuracy.mean, 3))</text>"
+                        svg += "<text x='\(x + w / 2)' y='\(y + 34)' text-anchor='middle' font-size='11'>lr \(best.point.optimizer.learningRate)\(a == 0 ? " · no KD, any T" : "")</text>"
+                    } else if let d = cell.4 {
+                        svg += "<rect x='\(x)' y='\(y)' width='\(w)' height='\(cellH - 2)' fill='#ddd'><title>\(escape(d.status))</title></rect>"
+                        svg += "<text x='\(x + w / 2)' y='\(y + 26)' text-anchor='middle' fill='#a00'>diverged</text>"
+                    }
+                }
+            }
+            // Colour-scale legend: the gradient from the lowest to the highest cell value.
+            let barW = max(160, min(gridW, 240)), barX = left
+            svg += "<text x='\(barX)' y='\(legendY)' font-size='11' fill='#555'>colour scale: test accuracy, same for every student</text>"
+            svg += "<defs><linearGradient id='heat\(index)'>" + (0...4).map { "<stop offset='\($0 * 25)%' stop-color='\(color(Double($0) / 4))'/>" }.joined() + "</linearGradient></defs>"
+            svg += "<rect x='\(barX)' y='\(legendY + 6)' width='\(barW)' height='12' fill='url(#heat\(index))' stroke='#999' stroke-width='0.5'/>"
+            svg += "<text x='\(barX)' y='\(legendY + 32)' font-size='11'>\(fmt(lo, 3))</text>"
+            svg += "<text x='\(barX + barW)' y='\(legendY + 32)' font-size='11' text-anchor='end'>\(fmt(hi, 3))</text>"
+            svg += "</svg>"
+            out += "<figure>\(svg)</figure>"
+        }
+        return out
+    }
+
+    // MARK: curves
+
+    func curves() -> String {
+        let (kd, baseline) = comparison
+        let noValid = results.contains { $0.test != nil && $0.valid == nil }
+        let quantity = noValid ? "training loss" : "validation accuracy"
+        let series = [(kd, "#1f77b4", "best KD"), (baseline, "#d62728", "best no-KD")].compactMap { item -> ([Double], String, String)? in
+            guard let a = item.0 else { return nil }
+            let runs = a.runs.filter { !$0.diverged }
+            let n = runs.map(\.curve.count).min() ?? 0
+            guard n > 0 else { return nil }
+            let mean = (0..<n).map { e in runs.map { $0.curve[e] }.reduce(0, +) / Double(runs.count) }
+            return (mean, item.1, "\(item.2): \(SweepVerdict.describe(a.point))")
+        }
+        guard !series.isEmpty else { return "" }
+        let w = 520, h = 330, l = 62, r = 16, top = 34, plotBottom = 250
+        let all = series.flatMap(\.0)
+        var lo = all.min() ?? 0, hi = all.max() ?? 1
+        if hi - lo < 1e-6 { lo -= 0.01; hi += 0.01 }
+        let yt = ticks(lo, hi)
+        let step = yt.count > 1 ? yt[1] - yt[0] : max(hi - lo, 0.01)
+        lo = min(lo, (yt.first ?? lo)); hi = max(hi, (yt.last ?? hi))
+        let epochs = series.map(\.0.count).max()!
+        func x(_ e: Int) -> Double { Double(l) + Double(e) / Double(max(1, epochs - 1)) * Double(w - l - r) }
+        func y(_ v: Double) -> Double { Double(plotBottom) - (v - lo) / (hi - lo) * Double(plotBottom - top) }
+        var svg = svgOpen(w, h, "\(quantity) per epoch")
+        svg += "<text x='8' y='18' font-weight='bold' font-size='13'>\(quantity) per epoch (mean over seeds)</text>"
+        for v in yt {
+            svg += String(format: "<line x1='%d' x2='%d' y1='%.1f' y2='%.1f' stroke='#e4e4e4'/>", l, w - r, y(v), y(v))
+            svg += String(format: "<text x='%d' y='%.1f' text-anchor='end'>%@</text>", l - 6, y(v) + 4, label(v, step: step))
+        }
+        let xt = ticks(1, Double(epochs), count: min(5, max(1, epochs - 1))).map { Int($0) }.filter { $0 >= 1 }
+        for e in (xt.isEmpty ? [1] : xt) {
+            svg += String(format: "<line x1='%.1f' x2='%.1f' y1='%d' y2='%d' stroke='#333'/>", x(e - 1), x(e - 1), plotBottom, plotBottom + 5)
+            svg += String(format: "<text x='%.1f' y='%d' text-anchor='middle'>%d</text>", x(e - 1), plotBottom + 18, e)
+        }
+        svg += "<line x1='\(l)' y1='\(plotBottom)' x2='\(w - r)' y2='\(plotBottom)' stroke='#333'/><line x1='\(l)' y1='\(top)' x2='\(l)' y2='\(plotBottom)' stroke='#333'/>"
+        svg += "<text x='\(l + (w - l - r) / 2)' y='\(plotBottom + 34)' text-anchor='middle' fill='#555'>epoch</text>"
+        svg += "<text transform='translate(14 \((top + plotBottom) / 2)) rotate(-90)' text-anchor='middle' fill='#555'>\(quantity)</text>"
+        for (i, s) in series.enumerated() {
+            let pts = s.0.enumerated().map { String(format: "%.1f,%.1f", x($0.offset), y($0.element)) }.joined(separator: " ")
+            svg += "<polyline points='\(pts)' fill='none' stroke='\(s.1)' stroke-width='2'/>"
+            let ly = plotBottom + 54 + i * 18
+            svg += "<line x1='\(l)' x2='\(l + 22)' y1='\(ly - 4)' y2='\(ly - 4)' stroke='\(s.1)' stroke-width='3'/>"
+            svg += "<text x='\(l + 28)' y='\(ly)'>\(escape(s.2))</text>"
+        }
+        return "<figure>\(svg)</svg></figure>"
+    }
+
+    // MARK: bars
+
+    func bars() -> String {
+        let (kd, baseline) = comparison
+        var items: [(String, String, Double, Double, String)] = []
+        if let t = teacherTestAccuracy { items.append(("teacher", teacher ?? "", t, 0, "#7f7f7f")) }   // its name only: the description is under the title
+        if let kd { items.append(("best KD", SweepVerdict.describe(kd.point), kd.testAccuracy.mean, kd.testAccuracy.sd, "#1f77b4")) }
+        if let baseline { items.append(("best no-KD", SweepVerdict.describe(baseline.point), baseline.testAccuracy.mean, baseline.testAccuracy.sd, "#d62728")) }
+        guard !items.isEmpty else { return "" }
+        let w = 520, l = 52, top = 34, base = 234, h = base + 30 + items.count * 16 + 8
+        let slot = (w - l - 16) / items.count, barW = min(90, slot - 30)
+        func y(_ v: Double) -> Double { Double(base) - v * Double(base - top) }
+        var svg = svgOpen(w, h, "test accuracy of the teacher, the best KD and the best no-KD student")
+        svg += "<text x='8' y='18' font-weight='bold' font-size='13'>test accuracy (whiskers: ±1 sd over seeds)</text>"
+        for v in stride(from: 0.0, through: 1.0, by: 0.2) {
+            svg += String(format: "<line x1='%d' x2='%d' y1='%.1f' y2='%.1f' stroke='%@'/>", l, w - 16, y(v), y(v), v == 0 ? "#333" : "#e4e4e4")
+            svg += String(format: "<text x='%d' y='%.1f' text-anchor='end'>%.1f</text>", l - 6, y(v) + 4, v)
+        }
+        svg += "<line x1='\(l)' y1='\(top)' x2='\(l)' y2='\(base)' stroke='#333'/>"
+        for (i, item) in items.enumerated() {
+            let cx = l + slot * i + slot / 2, x = cx - barW / 2
+            svg += String(format: "<rect x='%d' y='%.1f' width='%d' height='%.1f' fill='%@'/>", x, y(item.2), barW, Double(base) - y(item.2), item.4)
+            if item.3 > 0 {
+                svg += String(format: "<line x1='%d' x2='%d' y1='%.1f' y2='%.1f' stroke='#000'/>", cx, cx, y(min(1, item.2 + item.3)), y(max(0, item.2 - item.3)))
+            }
+            svg += String(format: "<text x='%d' y='%.1f' text-anchor='middle' font-weight='bold'>%.4f</text>", cx, y(min(1, item.2 + item.3)) - 5, item.2)
+            svg += "<text x='\(cx)' y='\(base + 16)' text-anchor='middle'>\(item.0)</text>"
+            // What each bar is, spelled out under the axis (too long to fit under a bar).
+            let ly = base + 36 + i * 16
+            svg += "<rect x='\(l)' y='\(ly - 9)' width='10' height='10' fill='\(item.4)'/>"
+            svg += "<text x='\(l + 16)' y='\(ly)' font-size='11'>\(escape(item.0 + (item.1.isEmpty ? "" : ": " + item.1)))</text>"
+        }
+        return "<figure>\(svg)</svg></figure>"
+    }
+
+    // MARK: page
+
+    public func html() -> String {
+        let bestKey = ranked.first?.point.key
+        let ok = ranked.enumerated().map { i, a -> String in
+            let c = a.point
+            let classes = [a.isBaseline ? "base" : nil, c.key == bestKey ? "best" : nil].compactMap { $0 }
+            return "<tr\(classes.isEmpty ? "" : " class='\(classes.joined(separator: " "))'")><td>\(i + 1)</td><td>\(escape(c.architecture.description))</td><td>\(c.optimizer.learningRate)</td><td>\(c.loss.alpha)</td><td>\(a.isBaseline ? "–" : "\(c.loss.temperature)")</td><td>\(fmt(a.validAccuracy.mean))</td><td>\(pm(a.testAccuracy))</td><td>\(fmt(a.macroF1))</td><td>\(fmt(a.agreement, 3))</td><td>\(fmt(a.kl, 3))</td><td>\(fmt(a.ece, 3))</td><td>ok</td></tr>"
+        }
+        let bad = diverged.map { a -> String in
+            let c = a.point
+            return "<tr class='diverged'><td>–</td><td>\(escape(c.architecture.description))</td><td>\(c.optimizer.learningRate)</td><td>\(c.loss.alpha)</td><td>\(a.isBaseline ? "–" : "\(c.loss.temperature)")</td><td colspan='6'>–</td><td>\(escape(a.status))</td></tr>"
+        }
+        let rows = (ok + bad).joined(separator: "\n")
+        let divergedNote = diverged.isEmpty ? "" : "<p class='warn'>\(diverged.count) of \(aggregated.count) configurations diverged (their loss or parameters became NaN or infinite) and are not ranked; see the status column. Lower their learning rate.</p>"
+        let v = verdictDetails
+        let details = v.allDiverged ? [] : v.details
+        let verdictHTML = "<div class='verdict'><p><strong>\(escape(v.headline))</strong></p>"
+            + (details.isEmpty ? "" : "<ul>" + details.map { "<li>\(escape($0.trimmingCharacters(in: .whitespaces)))</li>" }.joined() + "</ul>") + "</div>"
+        let legend = "<p class='legend'><span class='key best'>best overall (saved as best-student by sweep run)</span> "
+            + "<span class='key base'>α = 0: no-KD baseline</span> <span class='key kd'>α &gt; 0: distilled</span> "
+            + "<span class='key diverged'>diverged: not ranked</span></p>"
+        return """
+        <!doctype html>
+        <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+        <title>\(escape(title))</title>
+        <style>
+        * { box-sizing: border-box; }
+        body { font-family: system-ui, sans-serif; max-width: 1120px; margin: 0 auto; padding: 16px 20px 32px; color: #222; line-height: 1.45; }
+        h1 { font-size: 1.45em; margin: .4em 0 .2em; overflow-wrap: anywhere; } h2 { font-size: 1.15em; margin-top: 1.6em; }
+        p, li { overflow-wrap: anywhere; } .grid { color: #444; margin-top: 0; }
+        .verdict { background: #f3f6fa; padding: .6em 1em; border-left: 4px solid #1f77b4; } .verdict ul { margin: .3em 0; padding-left: 1.2em; }
+        .warn { background: #fdf3e7; padding: .6em 1em; border-left: 4px solid #d62728; }
+        .figures { display: flex; flex-wrap: wrap; gap: 16px; }
+        figure { margin: 0; flex: 0 1 auto; min-width: 0; max-width: 100%; }
+        figure svg { display: block; max-width: 100%; height: auto; }
+        .scroll { overflow-x: auto; max-width: 100%; border: 1px solid #eee; }
+        table { border-collapse: collapse; font-size: 13px; white-space: nowrap; }
+        td, th { padding: 3px 8px; border-bottom: 1px solid #ddd; text-align: right; } th { background: #f6f6f6; position: sticky; top: 0; }
+        td:nth-child(2), th:nth-child(2) { text-align: left; }
+        tr.base td, .key.base { color: #a33; background: #fdf0f0; } tr.diverged td, .key.diverged { color: #888; background: #f4f4f4; }
+        tr.best td, .key.best { font-weight: bold; background: #eaf3e6; } .key.kd { background: #fff; border: 1px solid #ddd; }
+        .legend { font-size: 13px; } .key { display: inline-block; padding: 1px 8px; margin: 2px 4px 2px 0; border-radius: 3px; }
+        </style></head><body>
+        <h1>\(escape(title))</h1>
+        <p class="grid">Grid: \(escape(gridDescription)).\(teacherDescription.map { "<br>Teacher \(escape($0))." } ?? "")</p>
+        \(verdictHTML)
+        \(divergedNote)
+        <p>Every choice uses the validation split; test accuracy is only reported, as mean ± sd over seeds. The KD gain is the mean of per-seed test differences (same seed, KD minus no-KD) with its 95&nbsp;% t-interval. Classes: \(escape(labels.joined(separator: ", "))).</p>
+        <div class="figures">\(bars())\(curves())</div>
+        <h2>Temperature × α</h2>
+        <p>Each cell: the mean test accuracy over seeds of the learning rate with the best valid accuracy for that α and T (printed under it). α = 0 trains on the labels alone, so it ignores T.</p>
+        <div class="figures">\(heatmaps())</div>
+        <h2>All configurations</h2>
+        \(legend)
+        <div class="scroll"><table><tr><th>#</th><th>student</th><th>lr</th><th>α</th><th>T</th><th>valid acc</th><th>test acc</th><th>macro-F1</th><th>agree</th><th>KL</th><th>ECE</th><th>status</th></tr>
+        \(rows)
+        </table></div>
+        </body></html>
+        """
+    }
+}
