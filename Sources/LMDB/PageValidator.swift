@@ -381,6 +381,12 @@ extension PageValidator {
         report.pageSize = picked.pageSize
         let pickedProblems = metaProblems(picked, length: length)
         for problem in pickedProblems { report.fail("meta page \(picked.page) (the one LMDB uses, txnid \(picked.txnid)): \(problem)") }
+        // liblmdb writes transaction t's meta to page t & 1, and a reader with a lock file takes the
+        // meta page `txnid & 1`, not the larger txnid: a meta on the other parity would make it read
+        // the unused meta's trees (liblmdb then asserts, e.g. `root > 1` in mdb_page_search).
+        if picked.txnid & 1 != UInt64(picked.page) {
+            report.fail("meta page \(picked.page) (the one LMDB uses) holds txnid \(picked.txnid), which belongs on meta page \(picked.txnid & 1)")
+        }
         for problem in metaProblems(other, length: length) {
             report.notes.append("meta page \(other.page) (unused, txnid \(other.txnid)) is damaged: \(problem); the next commit rewrites it")
         }
