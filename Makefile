@@ -46,14 +46,13 @@ test: deps
 	$(SWIFT) test
 	KDCACHE_BIN=$(CURDIR)/$(BIN) $(PY) -m pytest -q tools/python/tests
 
-<<<<<<< HEAD
 ## test-readme: README.md's tour and its Python block, run as written in a temporary directory
 ## (tools/readme/test_tour.py; a few minutes after the release build, so not part of `make test`).
 test-readme: deps
 	$(SAY) "building kdcache (release; a first build takes a few minutes, V=1 shows the compiler)"
 	$(SWIFT) build -c release --product kdcache $(QUIET)
 	KDCACHE_BIN=$(CURDIR)/$(RELEASE_BIN) $(PY) -m pytest -q -p no:cacheprovider tools/readme
-=======
+
 ## test-report: report.html as Chromium lays it out at 1400, 800 and 480 px (installs chromium,
 ## about 100 MB, only when it is missing).
 test-report: deps
@@ -61,7 +60,6 @@ test-report: deps
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 	$(SWIFT) build $(QUIET)
 	KDCACHE_BIN=$(CURDIR)/$(BIN) $(PY) -m pytest -q tools/report
->>>>>>> verdict
 
 ## demo: the main job on the bundled fortunes dataset: prep → built-in teacher (4 views, token
 ## dropout, 3-fold cross-fitted) → a 60-run sweep → report. Cross-fitting: the teacher labels each
