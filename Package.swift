@@ -6,8 +6,11 @@
 //   CLMDB, CZlib   system-library shims (Debian liblmdb-dev, zlib1g-dev)
 //   CPrefetch      a cache-prefetch hint Swift does not expose (one inline C function)
 //   LMDB           a safe LMDB wrapper that knows nothing about distillation
-//   KDStore        record codecs, manifests, featurizers, the dataset and soft-label stores
-//   KDTrain        students, losses, optimizers, sweeps, built-in teachers
+//   KDStore        every byte layout: records, manifests, featurizers, both stores, npy / safetensors
+//   KDTrain        students, losses, optimizers, group training, grids
+//   KDTeachers     the built-in teacher, the external-teacher protocol, importers
+//   KDReport       aggregation, the verdict, results.jsonl / CSV / HTML, the sweep directory
+//   KDJobs         the jobs the CLI runs (sweeps, …), usable from Swift without the CLI
 //   kdcache        the command-line tool: one file per subcommand, no library logic
 import PackageDescription
 
@@ -16,6 +19,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "kdcache", targets: ["kdcache"]),
+        .library(name: "KDJobs", targets: ["KDJobs"]),
         .library(name: "KDStore", targets: ["KDStore"]),
         .library(name: "LMDB", targets: ["LMDB"]),
     ],
@@ -36,19 +40,27 @@ let package = Package(
         ]),
         .target(name: "CPrefetch"),
         .target(name: "KDTrain", dependencies: ["KDStore", "CPrefetch"]),
+        .target(name: "KDTeachers", dependencies: ["KDStore", "KDTrain"]),
+        .target(name: "KDReport", dependencies: ["KDStore", "KDTrain"]),
+        .target(name: "KDJobs", dependencies: ["KDStore", "KDTrain", "KDTeachers", "KDReport"]),
         .executableTarget(name: "kdcache", dependencies: [
-            "KDStore", "KDTrain",
+            "KDStore", "KDTrain", "KDTeachers", "KDReport", "KDJobs",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Yams", package: "Yams"),
         ]),
-        .executableTarget(name: "kdcache-bench", dependencies: ["KDStore", "KDTrain", "LMDB"],
+        .executableTarget(name: "kdcache-bench", dependencies: ["KDStore", "KDTrain", "KDTeachers", "KDReport", "KDJobs", "LMDB"],
                           path: "Sources/Benchmarks"),
-        .target(name: "KDFuzz", dependencies: ["KDStore", "KDTrain", "LMDB", "CZlib"],
+        .target(name: "KDFuzz", dependencies: ["KDStore", "KDTrain", "KDTeachers", "LMDB", "CZlib"],
                 swiftSettings: [.define("KDFUZZ_PAGE_VALIDATOR")]),
         .executableTarget(name: "kdcache-fuzz", dependencies: ["KDFuzz"], path: "tools/fuzz/driver"),
         .testTarget(name: "LMDBTests", dependencies: ["LMDB"]),
         .testTarget(name: "KDStoreTests", dependencies: ["KDStore"]),
-        .testTarget(name: "KDTrainTests", dependencies: ["KDTrain"]),
+        // Fixtures and helpers shared by the test targets (no tests of its own).
+        .target(name: "KDTestSupport", dependencies: ["KDStore", "KDTrain"], path: "Tests/Support"),
+        .testTarget(name: "KDTrainTests", dependencies: ["KDTrain", "KDTestSupport"]),
+        .testTarget(name: "KDTeachersTests", dependencies: ["KDTeachers", "KDTestSupport"]),
+        .testTarget(name: "KDReportTests", dependencies: ["KDReport", "KDTestSupport"]),
+        .testTarget(name: "KDJobsTests", dependencies: ["KDJobs", "KDReport", "KDTestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["KDStore"]),
         .testTarget(name: "KDFuzzTests", dependencies: ["KDFuzz"]),
     ],

@@ -1,5 +1,8 @@
 import Foundation
 import KDStore
+import KDJobs
+import KDReport
+import KDTeachers
 import KDTrain
 import LMDB
 

@@ -1,5 +1,6 @@
 import Foundation
 import KDStore
+import KDTeachers
 import KDTrain
 
 /// The teacher protocol (tools/teachers/TEACHERS.md), read by ``ExternalTeacher/parseTranscript``:

@@ -33,23 +33,12 @@ public struct StudentModel {
     /// Writes `base.safetensors` and `base.json`, each atomically; a file-system failure is a
     /// ``FileSystemError`` naming the file.
     public func save(to base: String) throws {
-        var tensors: [(String, [Int], [Float])] = [("first", [network.inputDim, network.width], network.first),
-                                                   ("first_bias", [network.width], network.firstBias)]
-        if !network.output.isEmpty { tensors.append(("output", [network.width, network.classes], network.output)) }
-        tensors.append(("output_bias", [network.classes], network.outputBias))
-        var header: [String: Any] = ["__metadata__": ["format": "kdcache-student", "architecture": card.config.architecture.description]]
-        var offset = 0
-        for (name, shape, values) in tensors {
-            header[name] = ["dtype": "F32", "shape": shape, "data_offsets": [offset, offset + values.count * 4]]
-            offset += values.count * 4
-        }
-        var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
-        while (8 + json.count) % 8 != 0 { json.append(0x20) }   // keep tensor data 8-byte aligned
-        var data = Data()
-        withUnsafeBytes(of: UInt64(json.count).littleEndian) { data.append(contentsOf: $0) }
-        data.append(json)
-        for (_, _, values) in tensors { values.withUnsafeBytes { data.append(contentsOf: $0) } }
-        try renderingFileErrors(.write, base + ".safetensors") { try data.write(to: URL(fileURLWithPath: base + ".safetensors"), options: .atomic) }
+        var tensors: [SafetensorsFile.Tensor] = [.init(name: "first", shape: [network.inputDim, network.width], values: network.first),
+                                                 .init(name: "first_bias", shape: [network.width], values: network.firstBias)]
+        if !network.output.isEmpty { tensors.append(.init(name: "output", shape: [network.width, network.classes], values: network.output)) }
+        tensors.append(.init(name: "output_bias", shape: [network.classes], values: network.outputBias))
+        try SafetensorsFile.write(tensors, metadata: ["format": "kdcache-student", "architecture": card.config.architecture.description],
+                                  to: base + ".safetensors")
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         let cardJSON = try encoder.encode(card)

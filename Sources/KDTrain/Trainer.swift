@@ -34,6 +34,11 @@ public struct Metrics: Codable, Equatable, Sendable {
     public var teacherKL: Double?
     /// Expected calibration error over 15 equal-width confidence bins.
     public var ece: Double
+
+    public init(accuracy: Double, macroF1: Double, teacherAgreement: Double?, teacherKL: Double?, ece: Double) {
+        self.accuracy = accuracy; self.macroF1 = macroF1; self.teacherAgreement = teacherAgreement
+        self.teacherKL = teacherKL; self.ece = ece
+    }
 }
 
 /// The outcome of training one configuration.
@@ -56,6 +61,13 @@ public struct RunResult: Codable, Sendable {
     public var status: String?
     /// Why training stopped early with non-finite numbers; nil for a run that finished.
     public var divergence: Divergence?
+
+    public init(config: StudentConfig, test: Metrics?, valid: Metrics?, epochsRun: Int, bestEpoch: Int, wallSeconds: Double,
+                samplesPerSecond: Double, curve: [Double], trainLoss: [Double], status: String?, divergence: Divergence?) {
+        self.config = config; self.test = test; self.valid = valid; self.epochsRun = epochsRun; self.bestEpoch = bestEpoch
+        self.wallSeconds = wallSeconds; self.samplesPerSecond = samplesPerSecond; self.curve = curve; self.trainLoss = trainLoss
+        self.status = status; self.divergence = divergence
+    }
 
     /// Whether the loss, the parameters or the outputs became NaN or infinite.
     public var diverged: Bool { divergence != nil }
@@ -340,7 +352,7 @@ public final class GroupTrainer {
 }
 
 @inline(__always)
-func argmax(_ x: [Float]) -> Int {
+package func argmax(_ x: [Float]) -> Int {
     var best = 0
     for i in 1..<x.count where x[i] > x[best] { best = i }
     return best

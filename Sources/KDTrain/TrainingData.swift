@@ -147,7 +147,7 @@ public final class TrainingData: @unchecked Sendable {
     }
 
     /// Rebuilds every view's student features from the teacher manifest's augmentation spec.
-    static func replayViews(store: DatasetStore, table: DatasetTable, views K: Int, augmentation: Augmentation, seed: UInt64) throws -> SparseMatrix {
+    package static func replayViews(store: DatasetStore, table: DatasetTable, views K: Int, augmentation: Augmentation, seed: UInt64) throws -> SparseMatrix {
         let m = store.manifest
         var out = SparseMatrix(dimension: m.featurizer.dimension)
         if augmentation.isForText {
@@ -207,14 +207,14 @@ public final class TrainingData: @unchecked Sendable {
 
 /// Per-thread scratch that turns a sample view into a normalized ``Input`` without allocating:
 /// buffers owned here, grown when a record is larger than any before.
-final class InputDecoder {
+package final class InputDecoder {
     private var capacity = 0
     private var indices: UnsafeMutablePointer<UInt32>
     private var raw: UnsafeMutablePointer<Float>
     private var values: UnsafeMutablePointer<Float>
     private(set) var count = 0
 
-    init(capacity: Int) {
+    package init(capacity: Int) {
         self.capacity = max(1, capacity)
         indices = .allocate(capacity: self.capacity)
         raw = .allocate(capacity: self.capacity)
@@ -225,7 +225,7 @@ final class InputDecoder {
 
     /// Loads sample `index`'s features: from the data's in-memory matrix when it has one, else
     /// from the store's record.
-    func load(sample index: Int, view: Int = 0, data: TrainingData) {
+    package func load(sample index: Int, view: Int = 0, data: TrainingData) {
         if let m = data.viewFeatures {
             let row = index * data.views + min(view, data.views - 1)
             let lo = m.offsets[row], n = m.offsets[row + 1] - lo
@@ -283,7 +283,7 @@ final class InputDecoder {
     /// The input as an architecture wants it: sparse counts L2-normalized (linear, mlp) or
     /// normalized to sum 1 (fasttext's averaged bag); dense values as standardized. Valid until
     /// the next `load` or `input` call.
-    func input(for kind: Architecture.Kind, sparse: Bool) -> Input {
+    package func input(for kind: Architecture.Kind, sparse: Bool) -> Input {
         if sparse {
             var norm: Float = 0
             if kind == .fasttext {

@@ -1,5 +1,7 @@
 import ArgumentParser
 import KDStore
+import KDReport
+import KDTeachers
 import KDTrain
 
 // Every numeric flag of every command is checked here, so that each out-of-range value gets one

@@ -1,4 +1,5 @@
 import Foundation
+import KDStore
 import KDTrain
 
 /// A failure for the user: ArgumentParser prints `Error: MESSAGE` and exits with status 1.

@@ -1,6 +1,9 @@
 import ArgumentParser
 import Foundation
 import KDStore
+import KDJobs
+import KDReport
+import KDTeachers
 import KDTrain
 
 struct Fidelity: ParsableCommand {

@@ -1,6 +1,9 @@
 import ArgumentParser
 import Foundation
 import KDStore
+import KDJobs
+import KDReport
+import KDTeachers
 import KDTrain
 
 struct Sweep: ParsableCommand {
@@ -148,7 +151,7 @@ struct SweepRun: ParsableCommand {
         }
         warnAboutSmallSplits(trainingData)
         if opened.resumed {
-            let finished = Set(SweepRunner.readResults(path: opened.directory.resultsPath).map { $0.0 }).intersection(manifest.runs ?? []).count
+            let finished = Set(ResultsFile.read(path: opened.directory.resultsPath).map { $0.0 }).intersection(manifest.runs ?? []).count
             if finished > 0 { printError("note: resuming the sweep in \(out): \(finished) of \(configs.count) runs are finished and kept") }
         }
         let runner = SweepRunner(data: trainingData, directory: out, workers: workers)
@@ -293,7 +296,7 @@ struct SweepCollect: ParsableCommand {
                 }
             }
             merged = merged ?? m
-            for (key, r) in SweepRunner.readResults(path: dir + "/results.jsonl") where byKey[key] == nil {
+            for (key, r) in ResultsFile.read(path: dir + "/results.jsonl") where byKey[key] == nil {
                 byKey[key] = r; order.append(key)
             }
         }

@@ -1,5 +1,6 @@
 import Foundation
 import LMDB
+import KDTestSupport
 import Testing
 @testable import KDStore
 @testable import KDTrain
@@ -17,7 +18,7 @@ import Testing
     }
 
     func textStore(rows: Int = 30) throws -> (path: String, dir: String) {
-        let dir = temporaryDirectory()
+        let dir = try temporaryDirectory()
         var csv = "id,label,text\n"
         for i in 0..<rows { csv += "r\(i),\(["a", "b", "c"][i % 3]),word\(i % 3) other\(i % 5)\n" }
         try csv.write(toFile: dir + "/d.csv", atomically: true, encoding: .utf8)
@@ -48,7 +49,7 @@ import Testing
     }
 
     @Test func aDenseRecordOfTheWrongLengthIsAnError() throws {
-        let dir = temporaryDirectory()
+        let dir = try temporaryDirectory()
         var csv = "label,x,y\n"
         for i in 0..<20 { csv += "\(i % 2),\(Double(i) * 0.5),\(i % 3)\n" }
         try csv.write(toFile: dir + "/d.csv", atomically: true, encoding: .utf8)
@@ -80,7 +81,7 @@ import Testing
 /// A student card is a file too: its sizes are bounded before they size an allocation.
 @Suite struct StudentCardCheckTests {
     func savedModel(dense: Bool) throws -> String {
-        let dir = temporaryDirectory()
+        let dir = try temporaryDirectory()
         var rng = SplitMix64(seed: 2)
         let net = Network(architecture: Architecture(kind: .mlp, width: 4), inputDim: 3, classes: 2, sparseInput: !dense, rng: &rng)
         var opt = OptimizerConfig(); opt.learningRate = 0.1

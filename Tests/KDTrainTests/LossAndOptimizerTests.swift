@@ -1,4 +1,5 @@
 import Foundation
+import KDTestSupport
 import Testing
 @testable import KDTrain
 

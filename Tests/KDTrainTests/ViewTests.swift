@@ -1,5 +1,6 @@
 import Foundation
 import KDStore
+import KDTestSupport
 import Testing
 @testable import KDTrain
 

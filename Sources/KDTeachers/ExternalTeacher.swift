@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import KDStore
+import KDTrain
 
 /// A teacher process speaking the protocol of tools/teachers/TEACHERS.md: JSON lines, with
 /// outputs either as JSON or as a binary block of float32 rows.

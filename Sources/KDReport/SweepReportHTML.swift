@@ -1,4 +1,6 @@
 import Foundation
+import KDStore
+import KDTrain
 
 /// `report.html`: one self-contained page (inline CSS and SVG, no scripts). Every chart has a
 /// `viewBox`, is drawn at its own size where it fits and scales down where it does not; the wide table scrolls inside its own box, so the page

@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-@testable import KDTrain
+@testable import KDStore
 
 /// Foundation's file errors rendered as one plain sentence.
 @Suite struct FileSystemErrorTests {
@@ -16,12 +16,7 @@ import Testing
         let posix = NSError(domain: NSPOSIXErrorDomain, code: Int(ENOSPC))
         #expect(FileSystemError(posix, path: "runs/report.html", operation: .write).description.hasPrefix("no space left on the file system of runs (writing report.html)"))
         #expect(!FileSystemError(full, path: nil, operation: .write).description.contains("NSCocoaErrorDomain"))
-        #expect(FileSystemError.isFoundationFileError(full) && !FileSystemError.isFoundationFileError(TrainingError(message: "x")))
-    }
-
-    @Test func aResultWriterInAMissingDirectorySaysSo() {
-        let error = #expect(throws: FileSystemError.self) { try ResultWriter(path: "/nonexistent-\(UUID().uuidString)/results.jsonl") }
-        #expect(error?.description.hasSuffix("results.jsonl: no such file or directory") == true, "\(error?.description ?? "")")
+        #expect(FileSystemError.isFoundationFileError(full) && !FileSystemError.isFoundationFileError(StoreError(path: "x", message: "y")))
     }
 
     @Test func decodingErrorsAreOneLine() throws {

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
-@testable import KDTrain
+@testable import KDReport
+import KDTrain
 
 /// Issue 10 §1: the verdict agrees with the table. Synthetic results: each row is one grid point
 /// with its valid accuracy and its test accuracy per seed.

@@ -1,4 +1,6 @@
 import Foundation
+import KDStore
+import KDTrain
 
 /// What a seed-paired comparison of a KD configuration with a no-KD one found.
 public enum KDFinding: String, Sendable, Equatable {

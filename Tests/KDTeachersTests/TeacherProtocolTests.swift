@@ -1,6 +1,7 @@
 import Foundation
 import Testing
-@testable import KDTrain
+@testable import KDTeachers
+import KDTrain
 
 /// The byte-level pieces of the external-teacher protocol; whole teacher processes are tested in
 /// tools/python/tests/test_teacher_protocol.py.

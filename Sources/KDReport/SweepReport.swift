@@ -1,4 +1,6 @@
 import Foundation
+import KDStore
+import KDTrain
 
 /// The files a sweep leaves for people: `results.csv`, `report.html` (SVG charts), and the printed
 /// table and verdict. Selection uses the validation split; the test split is only reported.

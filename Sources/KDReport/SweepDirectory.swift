@@ -1,4 +1,6 @@
 import Foundation
+import KDStore
+import KDTrain
 
 /// What a sweep directory holds a sweep of, written as `DIR/sweep.json` before the first run.
 /// Fields other than `labels` are optional so that directories written before they were recorded
@@ -110,7 +112,7 @@ public struct SweepDirectory: Sendable {
     public func differences(from manifest: SweepManifest) throws -> [String]? {
         let present = existingOutputs
         guard !present.isEmpty else { return nil }
-        let finished = SweepRunner.readResults(path: resultsPath).map(\.0)
+        let finished = ResultsFile.read(path: resultsPath).map(\.0)
         let recorded: SweepManifest?
         if present.contains("sweep.json") {
             do { recorded = try read() } catch { return ["its sweep.json is unreadable (\(error))"] }
@@ -178,7 +180,7 @@ public struct SweepDirectory: Sendable {
     /// and for a directory written before runs were recorded).
     public func unfinishedRuns() throws -> [String] {
         guard let runs = try read()?.runs else { return [] }
-        let finished = Set(SweepRunner.readResults(path: resultsPath).map(\.0))
+        let finished = Set(ResultsFile.read(path: resultsPath).map(\.0))
         return runs.filter { !finished.contains($0) }
     }
 

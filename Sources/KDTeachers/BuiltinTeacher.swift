@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import KDStore
+import KDTrain
 
 /// Features a built-in teacher computes from the raw text the dataset store keeps: richer than
 /// the student's hashed word n-grams, which is what lets a teacher beat a student of the same kind.

@@ -1,0 +1,116 @@
+import Foundation
+import KDReport
+import KDStore
+import KDTrain
+
+/// Runs configurations in groups that share passes over the data, on `workers` threads, appending
+/// each finished result to `results.jsonl` so that an interrupted sweep resumes where it stopped.
+public final class SweepRunner {
+    public let data: TrainingData
+    public let directory: String
+    public let workers: Int
+
+    public init(data: TrainingData, directory: String, workers: Int) {
+        self.data = data; self.directory = directory; self.workers = workers
+    }
+
+    public var resultsPath: String { directory + "/results.jsonl" }
+
+    /// Results already in `results.jsonl` (a truncated last line from a crash is ignored).
+    public func finishedResults() -> [String: RunResult] {
+        Dictionary(ResultsFile.read(path: resultsPath), uniquingKeysWith: { a, _ in a })
+    }
+
+    /// Trains every configuration not yet finished; returns all results in `configs` order.
+    /// `onProgress` reports (finished runs, total runs); `progress` the same with the grid points
+    /// whose every seed has finished. Both are called once before training and after each group.
+    public func run(_ configs: [StudentConfig],
+                    networkSink: (@Sendable (StudentConfig, Network) -> Void)? = nil,
+                    onProgress: (@Sendable (Int, Int) -> Void)? = nil,
+                    progress report: (@Sendable (SweepProgress) -> Void)? = nil) throws -> [RunResult] {
+        try renderingFileErrors(.createDirectory, directory) {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        }
+        let done = finishedResults()
+        let pending = configs.filter { done[$0.key] == nil }
+        // Groups share a data order: same seed and batch size; split by architecture so that the
+        // two workers get balanced work.
+        var groupsByKey: [String: [StudentConfig]] = [:]
+        var order: [String] = []
+        for c in pending {
+            let k = "\(c.seed)|\(c.batchSize)|\(c.architecture)"
+            if groupsByKey[k] == nil { order.append(k) }
+            groupsByKey[k, default: []].append(c)
+        }
+        let groups = order.map { groupsByKey[$0]! }
+        let writer = try ResultWriter(path: resultsPath)
+        let total = configs.count
+        let progress = Progress(done: configs.count - pending.count)
+        let points = PointProgress(configs, finished: Set(done.keys))
+        let data = self.data
+        onProgress?(progress.value, total)
+        report?(points.snapshot(runs: progress.value))
+        _ = try parallelMap(groups.count, workers: workers) { g in
+            let results = try GroupTrainer(data: data).train(groups[g]) { i, net in networkSink?(groups[g][i], net) }
+            try writer.append(results)
+            let runs = progress.add(results.count)
+            onProgress?(runs, total)
+            report?(points.finish(groups[g], runs: runs))
+        }
+        let all = finishedResults()
+        return configs.compactMap { all[$0.key] }
+    }
+}
+
+/// How far a sweep is: runs (one configuration with one seed) and configurations (grid points,
+/// each finished when all its seeds are).
+public struct SweepProgress: Sendable, Equatable {
+    public var runs: Int, totalRuns: Int
+    public var configurations: Int, totalConfigurations: Int
+}
+
+/// Counts the grid points whose every run has finished.
+final class PointProgress: @unchecked Sendable {
+    private var remaining: [String: Int] = [:]
+    private let point: [String: String]
+    private let totalRuns: Int
+    private var complete = 0
+    private let lock = NSLock()
+
+    init(_ configs: [StudentConfig], finished: Set<String>) {
+        var point: [String: String] = [:]
+        for c in configs {
+            var k = c; k.seed = 0
+            point[c.key] = k.key
+            remaining[k.key, default: 0] += finished.contains(c.key) ? 0 : 1
+        }
+        self.point = point
+        totalRuns = configs.count
+        complete = remaining.values.filter { $0 == 0 }.count
+    }
+
+    func snapshot(runs: Int) -> SweepProgress {
+        lock.lock(); defer { lock.unlock() }
+        return SweepProgress(runs: runs, totalRuns: totalRuns, configurations: complete, totalConfigurations: remaining.count)
+    }
+
+    func finish(_ configs: [StudentConfig], runs: Int) -> SweepProgress {
+        lock.lock()
+        for c in configs {
+            guard let p = point[c.key], let left = remaining[p], left > 0 else { continue }
+            remaining[p] = left - 1
+            if left == 1 { complete += 1 }
+        }
+        lock.unlock()
+        return snapshot(runs: runs)
+    }
+}
+
+final class Progress: @unchecked Sendable {
+    private var count: Int
+    private let lock = NSLock()
+    init(done: Int) { count = done }
+    var value: Int { lock.lock(); defer { lock.unlock() }; return count }
+    func add(_ n: Int) -> Int { lock.lock(); defer { lock.unlock() }; count += n; return count }
+}
+

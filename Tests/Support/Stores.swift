@@ -1,0 +1,50 @@
+import Foundation
+import KDStore
+import KDTrain
+
+/// A fresh directory under the system's temporary directory, named `PREFIX-UUID`.
+public func temporaryDirectory(_ prefix: String = "kdtrain") throws -> String {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString)").path
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    return dir
+}
+
+/// A small separable text dataset (three topics, 90 rows) and a teacher cache whose soft labels
+/// put 0.8 on the true class.
+public func makeStores(rows: Int = 90) throws -> (dataset: DatasetStore, cache: SoftLabelStore, dir: String) {
+    let dir = try temporaryDirectory()
+    let topics = [["apple", "pie", "sugar", "bake"], ["kernel", "panic", "code", "bug"], ["court", "judge", "law", "order"]]
+    var csv = "id,label,text\n"
+    var rng = SplitMix64(seed: 3)
+    for i in 0..<rows {
+        let t = i % 3
+        let words = (0..<5).map { _ in topics[rng.next() % 5 == 0 ? Int(rng.next() % 3) : t][Int(rng.next() % 4)] }
+        csv += "r\(i),\(["food", "computers", "law"][t]),\(words.joined(separator: " "))\n"
+    }
+    try csv.write(toFile: dir + "/d.csv", atomically: true, encoding: .utf8)
+    var options = PrepOptions(input: dir + "/d.csv", labelColumn: "label")
+    options.textColumn = "text"; options.idColumn = "id"; options.hashBits = 10
+    options.testFraction = 0.2; options.validFraction = 0.2
+    _ = try DatasetPreparer(options: options).run(output: dir + "/d.lmdb")
+    let dataset = try DatasetStore(path: dir + "/d.lmdb")
+    let writer = try SoftLabelWriter(path: dir + "/t.lmdb", dataset: dataset.manifest,
+                                     teacher: TeacherIdentity(name: "oracle", description: "0.8 on the label", contentHash: "x"),
+                                     layout: SoftLabelLayout(writeTemperature: 2, dtype: .float16))
+    try TeacherOutput.write(writer) { range in
+        try range.map { s in
+            let label = try dataset.sample(s).label
+            return [(0..<3).map { Float(log($0 == label ? 0.8 : 0.1)) }]
+        }
+    }
+    return (dataset, try SoftLabelStore(path: dir + "/t.lmdb"), dir)
+}
+
+
+/// Values recorded from several threads, in arrival order.
+public final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var values: [Int] = []
+    public init() {}
+    public func record(_ v: Int) { lock.lock(); values.append(v); lock.unlock() }
+    public var first: Int? { lock.lock(); defer { lock.unlock() }; return values.first }
+}

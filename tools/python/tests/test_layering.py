@@ -1,0 +1,49 @@
+"""The README's layer table is the rule: each Swift target imports only targets in rows above its
+own, and the table lists exactly the package's source targets."""
+import json
+import re
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+EXTERNAL = {"Foundation", "Testing", "Glibc", "Darwin", "Dispatch", "Crypto", "ArgumentParser", "Yams", "XCTest"}
+
+
+def layer_rows():
+    """{target: row} from the README's `| layer | target | knows |` table."""
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("| layer | target | knows |"):].split("\n\n")[0].splitlines()[2:]
+    rows = {}
+    for row, line in enumerate(table):
+        for name in re.findall(r"`Sources/([A-Za-z]+)`", line.split("|")[2]):
+            rows[name] = row
+    return rows
+
+
+def package():
+    out = subprocess.run(["swift", "package", "describe", "--type", "json"], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out[out.index("{"):])
+
+
+def test_every_import_points_down_the_table():
+    rows = layer_rows()
+    targets = {t["name"]: t for t in package()["targets"]}
+    sources = {name: t for name, t in targets.items() if t["type"] != "test" and t["path"].startswith("Sources/")}
+    by_dir = {Path(t["path"]).name: name for name, t in sources.items()}
+    assert sorted(by_dir) == sorted(rows), "README's layer table and Package.swift list different targets"
+    problems = []
+    for directory, name in by_dir.items():
+        row = rows[directory]
+        for dep in sources[name].get("target_dependencies", []):
+            dep_dir = Path(targets[dep]["path"]).name
+            if rows.get(dep_dir, -1) >= row:
+                problems.append(f"Package.swift: {name} depends on {dep}, which is not above it")
+        for f in sorted((ROOT / "Sources" / directory).rglob("*.swift")):
+            for m in re.finditer(r"^(?:@[\w()]+ )*import (\w+)", f.read_text(), re.M):
+                imported = m.group(1)
+                if imported in EXTERNAL:
+                    continue
+                if rows.get(imported, 99) >= row:
+                    problems.append(f"{f.relative_to(ROOT)} imports {imported}, which is not above {directory}")
+    assert not problems, "\n".join(problems)
