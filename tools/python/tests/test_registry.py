@@ -2,23 +2,18 @@
 it (closing one leaves the others working); a writer refuses to resume a teacher whose layout,
 augmentation included, differs from its own."""
 import json
-import zlib
 
 import lmdb
 import numpy as np
 import pytest
-from _support import kdcache, run
+from _support import kdcache, prep_three_classes, run
 
 N = 60
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    d = tmp_path_factory.mktemp("registry")
-    rows = ["id,label,text"] + [f"r{i},{['a', 'b', 'c'][i % 3]},{['red apple', 'blue sky', 'green tree'][i % 3]} n{i % 7}" for i in range(N)]
-    (d / "d.csv").write_text("\n".join(rows) + "\n")
-    run("prep", d / "d.csv", "--out", d / "d.lmdb", "--text-column", "text", "--label-column", "label", "--hash-bits", "8", "--quiet")
-    return kdcache.open(str(d / "d.lmdb"))
+    return kdcache.open(str(prep_three_classes(tmp_path_factory.mktemp("registry"), N)))
 
 
 def logits(seed):
