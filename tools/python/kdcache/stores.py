@@ -112,9 +112,11 @@ class DatasetStore(_Store):
         return (r["indices"], r["values"]) if r["kind"] == "sparse" else r["values"]
 
     def label(self, i: int) -> int:
+        """Sample i's label: an index into `manifest["labels"]`."""
         return self.record(i)["label"]
 
     def split(self, i: int) -> str:
+        """Sample i's split: train, valid or test."""
         return self.record(i)["split"]
 
     def id(self, i: int) -> str:

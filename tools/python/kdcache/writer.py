@@ -56,8 +56,13 @@ class SoftLabelWriter:
         if views != 1:
             raise ValueError("this writer writes one view per sample")
         ds = dataset if isinstance(dataset, DatasetStore) else open_store(str(dataset))
+        if not isinstance(ds, DatasetStore):
+            ds.close()
+            raise FormatError(f"{ds.path}: is not a dataset store (the writer needs the dataset the cache labels)")
         self.classes = len(ds.manifest["labels"])
         self.sample_count = len(ds)
+        if ds is not dataset:
+            ds.close()   # only its manifest is needed
         self.dtype, self.views, self.write_temperature, self.name = dtype, views, float(write_temperature), name
         self.path = str(path)
         now = _now()

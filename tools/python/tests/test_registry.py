@@ -127,3 +127,11 @@ def test_every_layout_field_counts_and_nothing_else_does():
     other_progress = dict(base, completed=[], metrics={"valid_accuracy": 0.5}, created="y", tool_version="z")
     assert layout_differences(base, other_progress) == []
     assert set(LAYOUT_FIELDS) >= {"augmentation", "augmentation_seed", "views", "top_k", "dtype", "write_temperature"}
+
+
+def test_a_writer_given_a_cache_for_its_dataset_says_so(data, tmp_path):
+    out = str(tmp_path / "c.lmdb")
+    with writer(out, data) as w:
+        w.write(0, logits(6))
+    with pytest.raises(kdcache.FormatError, match="is not a dataset store"):
+        kdcache.SoftLabelWriter(tmp_path / "other.lmdb", out, name="t")
