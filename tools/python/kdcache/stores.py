@@ -33,6 +33,7 @@ class _Store:
         return self.manifest["sample_count"]
 
     def close(self) -> None:
+        """Releases the file (its environment closes with its last reader or writer in this process)."""
         if not self._closed:
             self._closed = True
             registry.release(self._shared)
