@@ -31,3 +31,11 @@ def wait_for_committed(cache, teacher, at_least, timeout=60.0, poll=0.05):
         if r.returncode == 0:
             done = sum(b - a for a, b in json.loads(r.stdout)["soft_labels"]["teachers"][teacher]["completed"])
     return done
+
+
+def prep_three_classes(d, n):
+    """Preps `d/d.lmdb`: n text rows over classes a, b, c (texts that tell them apart), 2^8 buckets."""
+    rows = ["id,label,text"] + [f"r{i},{['a', 'b', 'c'][i % 3]},{['red apple', 'blue sky', 'green tree'][i % 3]} n{i % 17}" for i in range(n)]
+    (d / "d.csv").write_text("\n".join(rows) + "\n")
+    run("prep", d / "d.csv", "--out", d / "d.lmdb", "--text-column", "text", "--label-column", "label", "--hash-bits", "8", "--quiet")
+    return d / "d.lmdb"

@@ -6,7 +6,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from _support import BIN, kdcache, run
+from _support import BIN, kdcache, prep_three_classes, run
 
 N = 120
 
@@ -14,9 +14,7 @@ N = 120
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     d = tmp_path_factory.mktemp("concurrent")
-    rows = ["id,label,text"] + [f"r{i},{['a', 'b', 'c'][i % 3]},{['red apple', 'blue sky', 'green tree'][i % 3]} n{i % 17}" for i in range(N)]
-    (d / "d.csv").write_text("\n".join(rows) + "\n")
-    run("prep", d / "d.csv", "--out", d / "d.lmdb", "--text-column", "text", "--label-column", "label", "--hash-bits", "8", "--quiet")
+    prep_three_classes(d, N)
     rng = np.random.default_rng(3)
     for name in ("A", "B"):
         np.save(d / f"{name}.npy", rng.normal(0, 1, (N, 3)).astype(np.float32))

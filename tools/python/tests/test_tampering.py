@@ -69,7 +69,7 @@ def edit_record(path, db, key, crc_offset, edit, reseal=True):
         v = bytearray(txn.get(key))
         v = edit(v) or v
         if reseal:
-            struct.pack_into("<I", v, crc_offset, kdcache._record_crc(bytes(v), crc_offset, key))
+            struct.pack_into("<I", v, crc_offset, kdcache.record_crc(bytes(v), crc_offset, key))
         txn.put(key, bytes(v))
     env.close()
 
