@@ -37,7 +37,7 @@ public enum StoreVerifier {
         if !pages.isValid, PageValidator.headerError(path: path) == nil {
             let shown = pages.problems.prefix(VerificationReport.problemLimit)
             let more = pages.problems.count - shown.count
-            throw StoreError(path: path, message: "damaged LMDB file: " + shown.joined(separator: "\n  ")
+            throw StoreError(code: .damagedFile, path: path, message: "damaged LMDB file: " + shown.joined(separator: "\n  ")
                                 + (more > 0 ? "\n  … and \(more) more page problems" : ""),
                              hint: "Copy the file again from its source")
         }
