@@ -264,7 +264,8 @@ struct ManifestInspection<T: StoreManifest> {
             let hint = checksumProblem != nil && first == checksumProblem
                 ? "The file was edited or damaged after it was written: copy it again from its source, or recreate it"
                 : "The manifest was edited or damaged; kdcache verify lists every problem. Recreate the store, or copy it again from its source"
-            throw StoreError(code: .badManifest, path: path, message: first, hint: hint)
+            throw StoreError(code: checksumProblem != nil && first == checksumProblem ? .manifestChecksumMismatch : .badManifest,
+                             path: path, message: first, hint: hint)
         }
         return decoded!
     }

@@ -106,6 +106,8 @@ extension StoreError.Code {
     public static let missingDatabase = Self("missingDatabase")
     /// A manifest that does not decode, fails its checksum, or has a field out of range.
     public static let badManifest = Self("badManifest")
+    /// A manifest whose bytes do not match its stored CRC-32: edited or damaged after writing.
+    public static let manifestChecksumMismatch = Self("manifestChecksumMismatch")
     /// A store of a newer schema or an older record format than this kdcache handles.
     public static let unsupportedFormat = Self("unsupportedFormat")
     /// LMDB found damaged pages.

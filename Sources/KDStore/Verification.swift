@@ -71,7 +71,7 @@ public enum StoreVerifier {
                     report.checked.append("manifest checksum \(hex(inspection.computedChecksum)) matches its \(inspection.byteCount) bytes")
                 }
             } else {
-                let upgrade = report.kind == .softLabels ? "kdcache merge \(report.path) --out NEW rewrites it as v2"
+                let upgrade = report.kind == .softLabels ? "kdcache merge of \(report.path) into a new cache rewrites it as v2"
                                                          : "kdcache prep of its source writes a v2 store"
                 report.notes.append("\(format) store: its manifest has no checksum and its record CRC-32s do not cover their keys, so an edited manifest value that is still in range, or records swapped between keys, cannot be detected (\(upgrade))")
             }
