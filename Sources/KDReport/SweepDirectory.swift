@@ -31,37 +31,13 @@ public struct SweepManifest: Codable, Equatable, Sendable {
     }
 }
 
-/// Why a directory cannot take a sweep. ``description`` says it without flag names; a command
-/// line adds how to choose another directory or start over.
-public struct SweepDirectoryError: Error, CustomStringConvertible, Equatable, Sendable {
-    public enum Reason: Equatable, Sendable {
-        /// The path exists and is not a directory.
-        case notADirectory
-        /// The directory holds a sweep of other runs, another dataset or other teachers; each
-        /// difference in words.
-        case otherSweep(differences: [String])
-    }
-
-    public var path: String
-    public var reason: Reason
-
-    public var description: String {
-        switch reason {
-        case .notADirectory:
-            return "\(path) exists and is not a directory; a sweep writes its files into a directory (created when missing)"
-        case .otherSweep(let differences):
-            return "\(path) holds another sweep: " + differences.joined(separator: "; ")
-        }
-    }
-}
-
 /// The rule for a sweep's output directory: **one directory holds one sweep**.
 ///
 /// - A missing directory is created (with its parents); an existing one without sweep files is
 ///   used as it is.
 /// - A directory holding a sweep of the same runs (same configuration keys), the same dataset
 ///   fingerprint and the same teachers is resumed: its finished runs are kept and skipped.
-/// - Any other sweep there is refused (``SweepDirectoryError/Reason/otherSweep(differences:)``),
+/// - Any other sweep there is refused (``ReportError/Code/otherSweep``),
 ///   `startOver` removes the old sweep's files first (``outputs``, and nothing else), whatever
 ///   sweep they hold.
 ///
@@ -86,7 +62,7 @@ public struct SweepDirectory: Sendable {
         let directory = SweepDirectory(path: path)
         var isDirectory: ObjCBool = false
         if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue {
-            throw SweepDirectoryError(path: path, reason: .notADirectory)
+            throw ReportError.notADirectory(path)
         }
         try renderingFileErrors(.createDirectory, path) {
             try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
@@ -95,7 +71,7 @@ public struct SweepDirectory: Sendable {
         if startOver {
             try directory.removeOutputs()
         } else if let differences = try directory.differences(from: manifest) {
-            guard differences.isEmpty else { throw SweepDirectoryError(path: path, reason: .otherSweep(differences: differences)) }
+            guard differences.isEmpty else { throw ReportError.otherSweep(path, differences: differences) }
             resumed = FileManager.default.fileExists(atPath: directory.resultsPath)
         }
         try directory.write(manifest)
@@ -156,7 +132,7 @@ public struct SweepDirectory: Sendable {
     public func read() throws -> SweepManifest? {
         guard let data = FileManager.default.contents(atPath: manifestPath) else { return nil }
         do { return try JSONDecoder().decode(SweepManifest.self, from: data) } catch {
-            throw SweepManifestError(path: manifestPath, reason: describeDecodingError(error))
+            throw ReportError(code: .badSweepManifest, path: manifestPath, message: "unreadable (\(describeDecodingError(error)))")
         }
     }
 
@@ -199,9 +175,3 @@ public struct SweepDirectory: Sendable {
     }
 }
 
-/// A `sweep.json` that does not decode.
-public struct SweepManifestError: Error, CustomStringConvertible, Sendable {
-    public var path: String
-    public var reason: String
-    public var description: String { "\(path): unreadable (\(reason))" }
-}

@@ -16,6 +16,8 @@ public struct SweepReport {
     public var teacherDescription: String?
     /// Size of the test split, for the verdict's note on what its intervals cover.
     public var testSamples: Int?
+    /// How the verdict's remedies (``Hint``) read: in words by default; a command line passes its flags.
+    public var renderHint: @Sendable (Hint) -> String = { $0.description }
 
     public init(results: [RunResult], aggregated: [AggregatedResult], teacherTestAccuracy: Double?, labels: [String],
                 dataset: String? = nil, teacher: String? = nil, teacherDescription: String? = nil, testSamples: Int? = nil) {
@@ -58,7 +60,9 @@ public struct SweepReport {
 
     /// The verdict's numbers: best overall, best KD against best no-KD and per architecture, paired by seed.
     public var verdictDetails: SweepVerdict {
-        SweepVerdict(ranked: ranked, all: aggregated, teacherTestAccuracy: teacherTestAccuracy, testSamples: testSamples)
+        var verdict = SweepVerdict(ranked: ranked, all: aggregated, teacherTestAccuracy: teacherTestAccuracy, testSamples: testSamples)
+        verdict.renderHint = renderHint
+        return verdict
     }
 
     /// Writes `results.csv` and `report.html` into `directory` (each atomically); a file-system

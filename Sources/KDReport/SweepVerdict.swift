@@ -59,11 +59,14 @@ public struct PairedComparison: Sendable {
     }
 
     /// `+0.0293 ± 0.0049 test accuracy (mean ± sd of 3 per-seed differences; 95 % interval [+0.0171, +0.0415])`,
-    /// or the one-seed form that says no uncertainty is available.
-    public var numbers: String {
+    /// or the one-seed form that says no uncertainty is available (its remedy in words).
+    public var numbers: String { numbers(renderHint: \.description) }
+
+    /// ``numbers``, with the one-seed remedy (``Hint/runThreeOrMoreSeeds``) rendered by `renderHint`.
+    public func numbers(renderHint: (Hint) -> String) -> String {
         if n == 0 { return "no seed finished by both, so no paired difference" }
         guard let ci = interval else {
-            return String(format: "%+.4f test accuracy with one seed: no uncertainty is available (use --seeds 3 or more)", mean)
+            return String(format: "%+.4f test accuracy with one seed: no uncertainty is available", mean) + " (\(renderHint(.runThreeOrMoreSeeds)))"
         }
         return String(format: "%+.4f ± %.4f test accuracy (mean ± sd of %d per-seed differences; 95%% interval [%+.4f, %+.4f])",
                       mean, sd, n, ci.lowerBound, ci.upperBound)
@@ -113,6 +116,8 @@ public struct SweepVerdict: Sendable {
     public var teacherTestAccuracy: Double?
     /// Size of the test split when known.
     public var testSamples: Int?
+    /// How the verdict's remedies (``Hint``) read: in words by default; a command line passes its flags.
+    public var renderHint: @Sendable (Hint) -> String = { $0.description }
 
     /// `ranked` is the ranking (best first) of the configurations that finished every seed.
     public init(ranked: [AggregatedResult], all: [AggregatedResult], teacherTestAccuracy: Double?, testSamples: Int? = nil) {
@@ -152,18 +157,18 @@ public struct SweepVerdict: Sendable {
     public var headline: String {
         if allDiverged { return "verdict: every configuration diverged (the loss or the parameters became NaN or infinite); nothing to rank" }
         if !gridHasKD { return "verdict: no distilled configuration (every α is 0): nothing to say about KD" }
-        if !gridHasBaseline { return "verdict: no α = 0 configuration in the grid: nothing to measure KD against (add 0 to --alpha)" }
+        if !gridHasBaseline { return "verdict: no α = 0 configuration in the grid: nothing to measure KD against (\(renderHint(.addBaselineAlpha)))" }
         if bestDistilled == nil { return "verdict: every distilled configuration diverged: nothing to compare with the no-KD students" }
         if bestBaseline == nil { return "verdict: every α = 0 configuration diverged: nothing to measure KD against" }
         let c = overall!
         let kd = Self.describe(c.kd.point), base = Self.describe(c.baseline.point)
         switch c.finding {
-        case .helps: return "verdict: KD helps: the best KD student (\(kd)) beats the best no-KD student (\(base)) by \(c.numbers)"
-        case .hurts: return "verdict: KD hurts: the best KD student (\(kd)) trails the best no-KD student (\(base)) by \(c.numbers)"
+        case .helps: return "verdict: KD helps: the best KD student (\(kd)) beats the best no-KD student (\(base)) by \(c.numbers(renderHint: renderHint))"
+        case .hurts: return "verdict: KD hurts: the best KD student (\(kd)) trails the best no-KD student (\(base)) by \(c.numbers(renderHint: renderHint))"
         case .noMeasurableDifference:
-            return "verdict: no measurable difference between the best KD student (\(kd)) and the best no-KD student (\(base)): \(c.numbers)"
+            return "verdict: no measurable difference between the best KD student (\(kd)) and the best no-KD student (\(base)): \(c.numbers(renderHint: renderHint))"
         case .undetermined:
-            return "verdict: undetermined: the best KD student (\(kd)) against the best no-KD student (\(base)): \(c.numbers)"
+            return "verdict: undetermined: the best KD student (\(kd)) against the best no-KD student (\(base)): \(c.numbers(renderHint: renderHint))"
         }
     }
 
@@ -182,7 +187,7 @@ public struct SweepVerdict: Sendable {
                                                                   : "no finished KD configuration to compare"))
                     continue
                 }
-                out.append("  \(a.architecture): \(c.finding.rawValue): \(Self.describe(c.kd.point)) vs \(Self.describe(c.baseline.point)): \(c.numbers)")
+                out.append("  \(a.architecture): \(c.finding.rawValue): \(Self.describe(c.kd.point)) vs \(Self.describe(c.baseline.point)): \(c.numbers(renderHint: renderHint))")
             }
         }
         if divergedConfigurations > 0 {

@@ -47,12 +47,12 @@ public struct DistributionComparison: Sendable {
     /// record fully (``SoftLabelTable``) before any is compared.
     public static func compare(_ a: SoftLabelStore, teacher ta: String?, _ b: SoftLabelStore, teacher tb: String?, keep: Int = 10) throws -> DistributionComparison {
         guard a.manifest.datasetFingerprint == b.manifest.datasetFingerprint else {
-            throw StoreError(path: b.path, message: "written for dataset \(b.manifest.datasetFingerprint), but \(a.path) for \(a.manifest.datasetFingerprint)",
+            throw StoreError(code: .fingerprintMismatch, path: b.path, message: "written for dataset \(b.manifest.datasetFingerprint), but \(a.path) for \(a.manifest.datasetFingerprint)",
                              hint: "diff compares caches of the same dataset store")
         }
-        guard a.manifest.labels == b.manifest.labels else { throw StoreError(path: b.path, message: "label set differs from \(a.path)'s") }
+        guard a.manifest.labels == b.manifest.labels else { throw StoreError(code: .datasetMismatch, path: b.path, message: "label set differs from \(a.path)'s") }
         guard a.manifest.sampleCount == b.manifest.sampleCount else {
-            throw StoreError(path: b.path, message: "holds \(b.manifest.sampleCount) samples, \(a.path) \(a.manifest.sampleCount), for the same dataset fingerprint",
+            throw StoreError(code: .datasetMismatch, path: b.path, message: "holds \(b.manifest.sampleCount) samples, \(a.path) \(a.manifest.sampleCount), for the same dataset fingerprint",
                              hint: "One manifest was edited or damaged; run kdcache verify on both")
         }
         let tableA = try a.table(teacher: ta), tableB = try b.table(teacher: tb)

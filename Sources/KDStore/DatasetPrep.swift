@@ -68,7 +68,7 @@ public struct DatasetPreparer {
                     progress: ((PrepProgress) -> Void)? = nil) throws -> PrepSummary {
         try OutputFile.checkCanWrite(output)
         if FileManager.default.fileExists(atPath: output) && !overwrite {
-            throw StoreError(path: output, message: "already exists", hint: "Pass --force to replace it, or choose another --out")
+            throw StoreError(code: .alreadyExists, path: output, message: "already exists", hint: .replaceOrChooseAnotherOutput)
         }
         OutputFile.removeStaleTemporaries(of: output)
         let temporary = OutputFile.temporaryName(for: output)
@@ -80,7 +80,7 @@ public struct DatasetPreparer {
             try job.environment.sync()
             job.close()
             guard rename(temporary, output) == 0 else {
-                throw StoreError(path: output, message: "cannot move the new store into place: \(String(cString: strerror(errno)))")
+                throw StoreError(code: .ioFailure, path: output, message: "cannot move the new store into place: \(String(cString: strerror(errno)))")
             }
             unlink(output + "-lock")
             return PrepSummary(path: output, manifest: manifest, fileBytes: fileSize(output))
@@ -90,9 +90,9 @@ public struct DatasetPreparer {
             removeStoreFiles(temporary)
             let needed = last.flatMap { p in p.bytesRead > 0 ? Int(Double(partial) * Double(p.bytesTotal) / Double(p.bytesRead)) : nil }
             let explained = DiskSpace.explain(error, path: output, needed: needed, existingCounts: false,
-                                              hint: "Free space or write elsewhere; the input\(overwrite ? " and the existing store are" : " is") untouched")
+                                              hint: .advice("Free space or write elsewhere; the input\(overwrite ? " and the existing store are" : " is") untouched"))
             if let e = explained as? LMDBError {
-                throw StoreError(path: output, message: "cannot write the store: \(LMDBError(code: e.code))")
+                throw StoreError(code: .ioFailure, path: output, message: "cannot write the store: \(LMDBError(code: e.code))")
             }
             throw explained
         }
@@ -139,10 +139,10 @@ private struct PrepJob {
     init(options: PrepOptions, path: String) throws {
         self.options = options
         guard (options.textColumn == nil) != (options.featureColumns == nil) else {
-            throw StoreError(path: options.input, message: "choose exactly one of --text-column and --feature-columns")
+            throw StoreError(code: .badOption, path: options.input, message: "choose exactly one of textColumn and featureColumns", options: ["textColumn", "featureColumns"])
         }
         guard (1...30).contains(options.hashBits) else {
-            throw StoreError(path: options.input, message: "--hash-bits \(options.hashBits) is out of range", hint: "Use 1…30")
+            throw StoreError(code: .badOption, path: options.input, message: "hashBits \(options.hashBits) is out of range", hint: .advice("Use 1…30"), options: ["hashBits"])
         }
         let env = try Environment(path: path, options: [.noSync, .noLock], maxDatabases: 8)
         environment = env
@@ -176,14 +176,14 @@ private struct PrepJob {
                 do {
                     guard let r = try reader.next(columns: columns) else { break }
                     row = r
-                } catch let error as InputError where options.skipInvalid && error.skippable {
+                } catch let error as StoreError where options.skipInvalid && error.skippable {
                     skipped[reason(error), default: 0] += 1
                     continue
                 }
                 defer { rowNumber += 1; rowsRead += 1 }
                 do {
                     batch.append(try parse(row, file: file, rowNumber: rowNumber, isTestFile: isTestFile))
-                } catch let error as InputError where options.skipInvalid && error.skippable {
+                } catch let error as StoreError where options.skipInvalid && error.skippable {
                     skipped[reason(error), default: 0] += 1
                 }
                 if batch.count >= options.batchSize {
@@ -196,14 +196,14 @@ private struct PrepJob {
             progress?(PrepProgress(bytesRead: doneBytes, bytesTotal: totalBytes, rows: rowsRead))
         }
         guard nextIndex > 0 else {
-            throw StoreError(path: options.input, message: "no valid rows", hint: "Check the column flags against the file's header")
+            throw StoreError(code: .noValidRows, path: options.input, message: "no valid rows", hint: .checkColumnOptions)
         }
         let manifest = finishManifest()
         try environment.write { txn throws in try ManifestIO.write(manifest, in: txn, meta: meta) }
         return manifest
     }
 
-    private func reason(_ error: InputError) -> String {
+    private func reason(_ error: StoreError) -> String {
         String(error.message.prefix { $0 != ":" })
     }
 
@@ -214,7 +214,7 @@ private struct PrepJob {
         if let c = options.splitColumn, reader.path == options.input { required.append(c) }
         if let c = options.textColumn { required.append(c) }
         for c in required where !reader.hasColumn(c) {
-            throw InputError(file: reader.path, line: 1, column: c, message: "no such column",
+            throw StoreError(code: .noSuchColumn, path: reader.path, line: 1, column: c, message: "no such column",
                              hint: "The file has: \(listInput(reader.header))")
         }
         var columns = [options.labelColumn, options.idColumn ?? "", reader.path == options.input ? (options.splitColumn ?? "") : ""]
@@ -223,7 +223,7 @@ private struct PrepJob {
         } else if let patterns = options.featureColumns {
             let resolved = try resolveFeatureColumns(patterns, reader: reader)
             if let previous = denseColumns, previous != resolved {
-                throw InputError(file: reader.path, line: 1, message: "feature columns differ from \(options.input)'s",
+                throw StoreError(code: .noSuchColumn, path: reader.path, line: 1, message: "feature columns differ from \(options.input)'s",
                                  hint: "Give the test file the same columns")
             }
             denseColumns = resolved
@@ -238,7 +238,7 @@ private struct PrepJob {
             let isGlob = pattern.contains { "*?[".contains($0) }
             let matches = isGlob ? reader.header.filter { fnmatch(pattern, $0, 0) == 0 } : (reader.hasColumn(pattern) ? [pattern] : [])
             if matches.isEmpty {
-                throw InputError(file: reader.path, line: 1, column: pattern,
+                throw StoreError(code: .noSuchColumn, path: reader.path, line: 1, column: pattern,
                                  message: isGlob ? "the pattern matches no column" : "no such column",
                                  hint: "The file has: \(listInput(reader.header))")
             }
@@ -248,10 +248,10 @@ private struct PrepJob {
     }
 
     private mutating func parse(_ row: InputRow, file: String, rowNumber: Int, isTestFile: Bool) throws -> PendingRow {
-        func fail(_ column: String?, _ message: String, _ hint: String) -> InputError {
-            InputError(file: file, line: row.line, column: column, message: message, hint: hint)
+        func fail(_ column: String?, _ message: String, _ hint: Hint, options: [String] = []) -> StoreError {
+            StoreError(code: .badInputRow, path: file, line: row.line, column: column, message: message, hint: hint, options: options)
         }
-        let skipHint = "Fix the row, or pass --skip-invalid to skip such rows"
+        let skipHint = Hint.fixRowOrSkip
         guard let labelText = row.values[0], labelText.contains(where: { !$0.isWhitespace }) else {
             throw fail(options.labelColumn, row.values[0] == nil ? "missing label" : "empty label", skipHint)
         }
@@ -259,7 +259,7 @@ private struct PrepJob {
         if let l = labelIndex[labelText] {
             label = l
         } else if options.labels != nil {
-            throw fail(options.labelColumn, "label \(quoteInput(labelText)) is not in --labels", "Add it to --labels, or pass --skip-invalid")
+            throw fail(options.labelColumn, "label \(quoteInput(labelText)) is not in labels", .addLabelOrSkip, options: ["labels"])
         } else {
             label = labels.count
             labels.append(labelText); labelIndex[labelText] = label
@@ -269,13 +269,13 @@ private struct PrepJob {
             guard let given = row.values[1], !given.isEmpty else { throw fail(c, "empty id", skipHint) }
             id = given
         }
-        guard id.utf8.count <= 511 else { throw fail(options.idColumn, "id longer than 511 bytes", "Use shorter ids") }
+        guard id.utf8.count <= 511 else { throw fail(options.idColumn, "id longer than 511 bytes", .advice("Use shorter ids")) }
         let split: Split
         if isTestFile {
             split = .test
         } else if let c = options.splitColumn {
             guard let text = row.values[2], let s = Split(parsing: text) else {
-                throw fail(c, "unknown split \(quoteInput(row.values[2] ?? ""))", "Use train, valid or test, or pass --skip-invalid")
+                throw fail(c, "unknown split \(quoteInput(row.values[2] ?? ""))", .useKnownSplitOrSkip)
             }
             split = s
         } else {
@@ -320,9 +320,9 @@ private struct PrepJob {
                 } catch let error as LMDBError where error == .keyExists {
                     if skipInvalid { continue }
                     let first = try txn.value(forKey: idBytes, in: idToIndex).map { $0.withUnsafeBytes { SampleKey.decodeDataset($0) ?? -1 } } ?? -1
-                    throw InputError(file: row.file, line: row.line, column: options.idColumn,
+                    throw StoreError(code: .badInputRow, path: row.file, line: row.line, column: options.idColumn,
                                      message: "duplicate id '\(row.id)' (already used by sample \(first))",
-                                     hint: "Ids must be unique; fix the data or pass --skip-invalid")
+                                     hint: .uniqueIDsOrSkip)
                 }
                 var record = row.record
                 SampleRecord.seal(&record, index: index)   // the index, known only now, enters the checksum

@@ -27,11 +27,11 @@ public final class DatasetStore: @unchecked Sendable {
     public convenience init(path: String) throws {
         let (env, kind, _) = try openStoreFile(path)
         guard kind == .dataset else {
-            throw StoreError(path: path, message: "is a \(kind == .softLabels ? "soft-label cache" : kind.rawValue), not a dataset store",
+            throw StoreError(code: .notADatasetStore, path: path, message: "is a \(kind == .softLabels ? "soft-label cache" : kind.rawValue), not a dataset store",
                              hint: "Pass the file written by kdcache prep")
         }
         guard let inspection = try ManifestIO.inspect(DatasetManifest.self, in: env) else {
-            throw StoreError(path: path, message: "not a complete kdcache store (no manifest)")
+            throw StoreError(code: .incompleteStore, path: path, message: "not a complete kdcache store (no manifest)")
         }
         try self.init(path: path, environment: env, manifest: try inspection.manifest(path: path))
     }
@@ -44,7 +44,7 @@ public final class DatasetStore: @unchecked Sendable {
             idToIndex = try env.openDatabase(named: DatabaseName.idToIndex)
             indexToID = try env.openDatabase(named: DatabaseName.indexToID)
         } catch {
-            throw StoreError(path: path, message: "dataset store is missing a database (\(error))", hint: "Recreate it with kdcache prep")
+            throw StoreError(code: .missingDatabase, path: path, message: "dataset store is missing a database (\(error))", hint: "Recreate it with kdcache prep")
         }
         self.path = path
         self.environment = env
@@ -70,11 +70,11 @@ public final class DatasetStore: @unchecked Sendable {
             let result = try withUnsafeBytes(of: &key) { k in
                 try txn.withValue(forKey: k, in: samples) { bytes in
                     do { return try body(try view(bytes, index: index)) } catch let e as RecordError {
-                        throw StoreError(path: path, message: "sample \(index): \(e)", hint: "Run kdcache verify")
+                        throw StoreError(code: .badRecord, path: path, message: "sample \(index): \(e)", hint: "Run kdcache verify")
                     }
                 }
             }
-            guard let result else { throw StoreError(path: path, message: "no sample \(index) (the store has \(count))") }
+            guard let result else { throw StoreError(code: .noSuchSample, path: path, message: "no sample \(index) (the store has \(count))") }
             return result
         }
     }
@@ -106,7 +106,7 @@ public final class DatasetStore: @unchecked Sendable {
             return try withUnsafeBytes(of: &key) { k in
                 try txn.withValue(forKey: k, in: texts) { compressed -> String in
                     guard let raw = Zlib.decompress(compressed) else {
-                        throw StoreError(path: path, message: "sample \(index): corrupt or oversized compressed text", hint: "Run kdcache verify")
+                        throw StoreError(code: .badRecord, path: path, message: "sample \(index): corrupt or oversized compressed text", hint: "Run kdcache verify")
                     }
                     return String(decoding: raw, as: UTF8.self)
                 }
@@ -120,10 +120,10 @@ public final class DatasetStore: @unchecked Sendable {
         try environment.read { txn throws in
             try txn.forEach(in: samples) { key, value in
                 guard let index = SampleKey.decodeDataset(key) else {
-                    throw StoreError(path: path, message: "malformed sample key of \(key.count) bytes")
+                    throw StoreError(code: .badRecord, path: path, message: "malformed sample key of \(key.count) bytes")
                 }
                 do { return try body(index, try view(value, index: index)) } catch let e as RecordError {
-                    throw StoreError(path: path, message: "sample \(index): \(e)", hint: "Run kdcache verify")
+                    throw StoreError(code: .badRecord, path: path, message: "sample \(index): \(e)", hint: "Run kdcache verify")
                 }
             }
         }

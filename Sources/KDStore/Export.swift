@@ -13,12 +13,12 @@ public enum StoreExporter {
         // A directory, or a missing parent, in plain words (not LMDB's error on the temporary).
         try OutputFile.checkCanWrite(output)
         if FileManager.default.fileExists(atPath: output) && !overwrite {
-            throw StoreError(path: output, message: "already exists", hint: "Pass --force to replace it, or choose another --out")
+            throw StoreError(code: .alreadyExists, path: output, message: "already exists", hint: .replaceOrChooseAnotherOutput)
         }
         let report = try StoreVerifier.verify(path: path)
         guard report.isValid else {
             let count = report.problems.count + report.unlistedProblems
-            throw StoreError(path: path, message: "fails verification (\(count) problem\(count == 1 ? "" : "s"), first: \(report.problems.first ?? "?"))",
+            throw StoreError(code: .failsVerification, path: path, message: "fails verification (\(count) problem\(count == 1 ? "" : "s"), first: \(report.problems.first ?? "?"))",
                              hint: "Run kdcache verify \(path) for the full list; export shares only stores that verify")
         }
         let (env, _, _) = try openStoreFile(path)
@@ -31,27 +31,27 @@ public enum StoreExporter {
             try env.copyCompacted(to: temporary)
         }
         guard rename(temporary, output) == 0 else {
-            throw StoreError(path: output, message: "cannot rename into place: \(String(cString: strerror(errno)))")
+            throw StoreError(code: .ioFailure, path: output, message: "cannot rename into place: \(String(cString: strerror(errno)))")
         }
         return Result(bytes: fileSize(output), sha256: try sha256(of: output))
     }
 
     static func gzip(_ source: String, to destination: String) throws {
-        guard let input = FileHandle(forReadingAtPath: source) else { throw StoreError(path: source, message: "cannot read the compacted copy") }
+        guard let input = FileHandle(forReadingAtPath: source) else { throw StoreError(code: .ioFailure, path: source, message: "cannot read the compacted copy") }
         defer { try? input.close() }
-        guard let out = gzopen(destination, "wb6") else { throw StoreError(path: destination, message: "cannot create: \(String(cString: strerror(errno)))") }
+        guard let out = gzopen(destination, "wb6") else { throw StoreError(code: .ioFailure, path: destination, message: "cannot create: \(String(cString: strerror(errno)))") }
         var closed = false
         defer { if !closed { gzclose(out) } }
         while let chunk = try input.read(upToCount: 1 << 20), !chunk.isEmpty {
             let written = chunk.withUnsafeBytes { gzwrite(out, $0.baseAddress, UInt32($0.count)) }
-            guard written == chunk.count else { throw StoreError(path: destination, message: "write failed (disk full?)") }
+            guard written == chunk.count else { throw StoreError(code: .ioFailure, path: destination, message: "write failed (disk full?)") }
         }
         closed = true
-        guard gzclose(out) == Z_OK else { throw StoreError(path: destination, message: "finishing the gzip stream failed") }
+        guard gzclose(out) == Z_OK else { throw StoreError(code: .ioFailure, path: destination, message: "finishing the gzip stream failed") }
     }
 
     public static func sha256(of path: String) throws -> String {
-        guard let handle = FileHandle(forReadingAtPath: path) else { throw StoreError(path: path, message: "cannot read") }
+        guard let handle = FileHandle(forReadingAtPath: path) else { throw StoreError(code: .ioFailure, path: path, message: "cannot read") }
         defer { try? handle.close() }
         var hasher = SHA256()
         while let chunk = try handle.read(upToCount: 1 << 20), !chunk.isEmpty { hasher.update(data: chunk) }

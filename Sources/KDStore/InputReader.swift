@@ -16,34 +16,6 @@ public enum InputFormat: String, Sendable, CaseIterable {
     }
 }
 
-/// A problem in an input file, located by file, line and column, with what to do about it.
-public struct InputError: Error, CustomStringConvertible, Equatable {
-    public var file: String
-    public var line: Int?
-    public var column: String?
-    public var message: String
-    public var hint: String?
-    /// Whether reading can go on past this row (`prep --skip-invalid` skips it). A damaged or
-    /// truncated compressed stream, a read error or an overlong line is not: the rest of the
-    /// file cannot be trusted, so it always stops the run.
-    public var skippable: Bool
-
-    public init(file: String, line: Int? = nil, column: String? = nil, message: String, hint: String? = nil, skippable: Bool = true) {
-        self.file = file; self.line = line; self.column = column; self.message = message; self.hint = hint
-        self.skippable = skippable
-    }
-
-    public var description: String {
-        var s = file
-        if let line { s += ":\(line)" }
-        s += ": "
-        if let column { s += "column '\(column)': " }
-        s += message
-        if let hint { s += ". \(hint)" }
-        return s
-    }
-}
-
 /// `text` for an error message: in quotes, cut to its first `limit` characters with `…` and its
 /// total length when longer, so a 50 MB field never becomes a 50 MB message.
 public func quoteInput(_ text: some StringProtocol, limit: Int = 120) -> String {
@@ -98,22 +70,22 @@ public final class ByteSource {
     /// Lines returned so far (the next one is line `linesRead + 1`).
     private(set) var linesRead = 0
     /// A fatal error, thrown again by every later call.
-    private var failure: InputError?
+    private var failure: StoreError?
 
     init(path: String, chunkSize: Int = 1 << 20, maxLineLength: Int = ByteSource.defaultMaxLineLength) throws {
         self.path = path
         self.maxLineLength = maxLineLength
         var st = stat()
         guard stat(path, &st) == 0 else {
-            throw InputError(file: path, message: "cannot open: \(String(cString: strerror(errno)))", hint: "Check the path", skippable: false)
+            throw StoreError(code: .noSuchFile, path: path, message: "cannot open: \(String(cString: strerror(errno)))", hint: "Check the path", skippable: false)
         }
         guard (st.st_mode & S_IFMT) == S_IFREG else {
-            throw InputError(file: path, message: "not a regular file", hint: "Pass a CSV, TSV or JSONL file", skippable: false)
+            throw StoreError(code: .wrongFileType, path: path, message: "not a regular file", hint: "Pass a CSV, TSV or JSONL file", skippable: false)
         }
         fileSize = Int(st.st_size)
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
-            throw InputError(file: path, message: "cannot open: \(String(cString: strerror(errno)))", hint: "Check the path and permissions", skippable: false)
+            throw StoreError(code: .ioFailure, path: path, message: "cannot open: \(String(cString: strerror(errno)))", hint: "Check the path and permissions", skippable: false)
         }
         self.fd = fd
         // A small file gets a small buffer (it grows by doubling when a line needs more).
@@ -127,10 +99,10 @@ public final class ByteSource {
             } else if named {
                 let magic = head
                 if n < 2 && (n == 0 || magic[0] == 0x1F) {
-                    throw InputError(file: path, message: "compressed stream ends early at byte \(n) (truncated file?)",
+                    throw StoreError(code: .badInputFile, path: path, message: "compressed stream ends early at byte \(n) (truncated file?)",
                                      hint: "Copy or download the file again; gzip -t checks it", skippable: false)
                 }
-                throw InputError(file: path, message: "not gzip data: it starts with bytes \(magic.prefix(min(n, 2)).map { String(format: "%02x", $0) }.joined(separator: " ")), not 1f 8b",
+                throw StoreError(code: .badInputFile, path: path, message: "not gzip data: it starts with bytes \(magic.prefix(min(n, 2)).map { String(format: "%02x", $0) }.joined(separator: " ")), not 1f 8b",
                                  hint: "Rename it without .gz if it is plain text, or recompress it", skippable: false)
             } else {
                 // A UTF-8 byte-order mark is not part of the first column's name.
@@ -157,7 +129,7 @@ public final class ByteSource {
             let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + done, $0.count - done) }
             if n < 0 {
                 if errno == EINTR { continue }
-                throw InputError(file: path, message: "cannot read: \(String(cString: strerror(errno)))", skippable: false)
+                throw StoreError(code: .ioFailure, path: path, message: "cannot read: \(String(cString: strerror(errno)))", skippable: false)
             }
             if n == 0 { break }
             done += n
@@ -191,14 +163,14 @@ public final class ByteSource {
                 }
                 try refill()
             }
-        } catch let error as InputError {
+        } catch let error as StoreError {
             if !error.skippable { failure = error }
             throw error
         }
     }
 
-    private func overlong() -> InputError {
-        InputError(file: path, line: linesRead + 1, message: "line longer than \(describeSize(maxLineLength))",
+    private func overlong() -> StoreError {
+        StoreError(code: .badInputFile, path: path, line: linesRead + 1, message: "line longer than \(describeSize(maxLineLength))",
                    hint: "Is this a CSV, TSV or JSONL file with one record per line? Split the line, or check the file type", skippable: false)
     }
 
@@ -222,7 +194,7 @@ public final class ByteSource {
                 let n = read(fd, room.baseAddress!, room.count)
                 if n < 0 && errno == EINTR { continue }
                 if n < 0 {
-                    throw InputError(file: path, line: line, message: "cannot read at byte \(plainOffset): \(String(cString: strerror(errno)))", skippable: false)
+                    throw StoreError(code: .ioFailure, path: path, line: line, message: "cannot read at byte \(plainOffset): \(String(cString: strerror(errno)))", skippable: false)
                 }
                 plainOffset += n
                 return n
@@ -265,7 +237,7 @@ final class GzipStream {
         // 15 + 16: a gzip wrapper, whose header and CRC-32 / length trailer zlib checks.
         guard inflateInit2_(&stream, 15 + 16, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
             input.deallocate()
-            throw InputError(file: path, message: "cannot start zlib (out of memory?)", skippable: false)
+            throw StoreError(code: .ioFailure, path: path, message: "cannot start zlib (out of memory?)", skippable: false)
         }
         stream.next_in = input
         stream.avail_in = UInt32(prefix.count)
@@ -276,11 +248,11 @@ final class GzipStream {
     /// The offset in the file of the next compressed byte zlib has not consumed.
     var compressedOffset: Int { fileOffset - Int(stream.avail_in) }
 
-    private func fail(_ message: String, line: Int, hint: String = "Copy or download the file again; gzip -t checks it") -> InputError {
-        InputError(file: path, line: line, message: message, hint: hint, skippable: false)
+    private func fail(_ message: String, line: Int, hint: String = "Copy or download the file again; gzip -t checks it") -> StoreError {
+        StoreError(code: .badInputFile, path: path, line: line, message: message, hint: hint, skippable: false)
     }
 
-    private func truncated(line: Int) -> InputError {
+    private func truncated(line: Int) -> StoreError {
         fail("compressed stream ends early at byte \(fileOffset) (truncated file?)", line: line)
     }
 
@@ -375,8 +347,8 @@ public final class TabularReader {
     /// - Parameter maxLineLength: the longest line (and quoted multi-line field) accepted, in bytes.
     public init(path: String, format: InputFormat? = nil, maxLineLength: Int = ByteSource.defaultMaxLineLength) throws {
         guard let format = format ?? InputFormat(path: path) else {
-            throw InputError(file: path, message: "unknown file type",
-                             hint: "Name it .csv, .tsv, .jsonl (optionally .gz) or pass --format csv|tsv|jsonl")
+            throw StoreError(code: .badInputFile, path: path, message: "unknown file type",
+                             hint: .nameInputFormat)
         }
         self.path = path
         self.format = format
@@ -391,7 +363,7 @@ public final class TabularReader {
         switch format {
         case .csv, .tsv:
             guard let (fields, _) = try nextRecord() else {
-                throw InputError(file: path, message: "the file is empty", hint: "A header line with column names is required")
+                throw StoreError(code: .badInputFile, path: path, message: "the file is empty", hint: "A header line with column names is required")
             }
             header = fields
             for (i, name) in fields.enumerated() where columnIndex[name] == nil { columnIndex[name] = i }
@@ -401,7 +373,7 @@ public final class TabularReader {
                 header = object.keys.sorted { $0.compare($1, options: .numeric) == .orderedAscending }
                 return
             }
-            throw InputError(file: path, message: "the file is empty", hint: "Give one JSON object per line")
+            throw StoreError(code: .badInputFile, path: path, message: "the file is empty", hint: "Give one JSON object per line")
         }
     }
 
@@ -414,9 +386,9 @@ public final class TabularReader {
         case .csv, .tsv:
             guard let (fields, line) = try nextRecord() else { return nil }
             if fields.count != header.count {
-                throw InputError(file: path, line: line,
+                throw StoreError(code: .badInputRow, path: path, line: line,
                                  message: "malformed row: \(fields.count) fields, the header has \(header.count)",
-                                 hint: "Quote fields that contain the delimiter, or pass --skip-invalid to skip such rows")
+                                 hint: .quoteDelimiterOrSkip)
             }
             return InputRow(line: line, values: columns.map { c in columnIndex[c].map { fields[$0] } })
         case .jsonl:
@@ -439,21 +411,21 @@ public final class TabularReader {
         case let a as [Any]:
             return try a.map { element -> String in
                 guard let n = element as? NSNumber else {
-                    throw InputError(file: path, line: line, column: column, message: "array holds a non-number",
+                    throw StoreError(code: .badInputRow, path: path, line: line, column: column, message: "array holds a non-number",
                                      hint: "Vector features must be arrays of numbers")
                 }
                 return n.stringValue
             }.joined(separator: ",")
         default:
-            throw InputError(file: path, line: line, column: column, message: "nested objects are not supported",
+            throw StoreError(code: .badInputRow, path: path, line: line, column: column, message: "nested objects are not supported",
                              hint: "Flatten the column into text or numbers")
         }
     }
 
     private func decodeUTF8(_ bytes: ArraySlice<UInt8>, line: Int, column: String? = nil) throws -> String {
         guard let s = String(validating: bytes, as: UTF8.self) else {
-            throw InputError(file: path, line: line, column: column, message: "invalid UTF-8",
-                             hint: "Re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8), or pass --skip-invalid")
+            throw StoreError(code: .badInputRow, path: path, line: line, column: column, message: "invalid UTF-8",
+                             hint: .reencodeAsUTF8OrSkip)
         }
         return s
     }
@@ -465,8 +437,8 @@ public final class TabularReader {
             _ = try decodeUTF8(raw, line: lineNumber)
             let parsed = try? JSONSerialization.jsonObject(with: Data(raw), options: [])
             guard let object = parsed as? [String: Any] else {
-                throw InputError(file: path, line: lineNumber, message: "not a JSON object",
-                                 hint: "Each line must be one JSON object; fix the line or pass --skip-invalid")
+                throw StoreError(code: .badInputRow, path: path, line: lineNumber, message: "not a JSON object",
+                                 hint: .fixJSONLineOrSkip)
             }
             return (object, lineNumber)
         }
@@ -495,15 +467,15 @@ public final class TabularReader {
             if i == line.endIndex {
                 if inQuotes {
                     guard let more = try source.nextLine() else {
-                        throw InputError(file: path, line: firstLine, column: column(), message: "unterminated quoted field",
-                                         hint: "Close the quote or pass --skip-invalid")
+                        throw StoreError(code: .badInputRow, path: path, line: firstLine, column: column(), message: "unterminated quoted field",
+                                         hint: .closeQuoteOrSkip)
                     }
                     lineNumber += 1
                     recordBytes += more.count + 1
                     // One quoted field over many lines is bounded like one line: an unterminated
                     // quote must not gather the rest of the file.
                     if recordBytes > source.maxLineLength {
-                        throw InputError(file: path, line: firstLine, column: column(),
+                        throw StoreError(code: .badInputRow, path: path, line: firstLine, column: column(),
                                          message: "a quoted field runs over \(lineNumber - firstLine + 1) lines and past \(describeSize(source.maxLineLength))",
                                          hint: "Look for an unterminated quote on that line", skippable: false)
                     }

@@ -208,7 +208,7 @@ enum ManifestIO {
     /// Validates `value`, then stores it and its checksum.
     static func write<T: StoreManifest>(_ value: T, in txn: borrowing Transaction, meta: Database) throws {
         if let problem = value.problems().first {
-            throw StoreError(path: txn.environment.path, message: "refusing to write an invalid manifest: \(problem)")
+            throw StoreError(code: .badManifest, path: txn.environment.path, message: "refusing to write an invalid manifest: \(problem)")
         }
         try writeBytes(try ManifestCoding.encode(value), in: txn, meta: meta)
     }
@@ -237,7 +237,7 @@ struct ManifestInspection<T: StoreManifest> {
     /// A missing (v2), malformed or mismatching checksum.
     var checksumProblem: String?
     var decoded: T?
-    var fieldProblems: [ManifestError] = []
+    var fieldProblems: [StoreError] = []
 
     init(byteCount: Int, computedChecksum: UInt32) { self.byteCount = byteCount; self.computedChecksum = computedChecksum }
 
@@ -257,14 +257,15 @@ struct ManifestInspection<T: StoreManifest> {
     /// The manifest, or the first problem as a ``StoreError`` naming `path`.
     func manifest(path: String) throws -> T {
         if let v = schemaVersion, format == nil, v > RecordFormat.current.schemaVersion {
-            throw StoreError(path: path, message: "\(T.formatName == DatasetManifest.formatName ? "dataset" : "soft-label") schema version \(v) is newer than this kdcache reads (\(RecordFormat.current.schemaVersion))",
+            throw StoreError(code: .unsupportedFormat, path: path, message: "\(T.formatName == DatasetManifest.formatName ? "dataset" : "soft-label") schema version \(v) is newer than this kdcache reads (\(RecordFormat.current.schemaVersion))",
                              hint: "Upgrade kdcache")
         }
         if let first = problems.first {
             let hint = checksumProblem != nil && first == checksumProblem
                 ? "The file was edited or damaged after it was written: copy it again from its source, or recreate it"
                 : "The manifest was edited or damaged; kdcache verify lists every problem. Recreate the store, or copy it again from its source"
-            throw StoreError(path: path, message: first, hint: hint)
+            throw StoreError(code: checksumProblem != nil && first == checksumProblem ? .manifestChecksumMismatch : .badManifest,
+                             path: path, message: first, hint: hint)
         }
         return decoded!
     }
@@ -274,19 +275,6 @@ struct ManifestInspection<T: StoreManifest> {
 public enum StoreKind: String, Sendable {
     case dataset = "kdcache-dataset"
     case softLabels = "kdcache-softlabels"
-}
-
-/// A store that cannot be opened or used as asked.
-public struct StoreError: Error, CustomStringConvertible, Equatable {
-    public var path: String
-    public var message: String
-    public var hint: String?
-
-    public init(path: String, message: String, hint: String? = nil) {
-        self.path = path; self.message = message; self.hint = hint
-    }
-
-    public var description: String { "\(path): \(message)" + (hint.map { ". \($0)" } ?? "") }
 }
 
 /// Names of the databases inside a store file.

@@ -1,16 +1,5 @@
 import Foundation
 
-/// A manifest field that is out of range or inconsistent with another: the field as a JSON path
-/// (`teachers.mlp.write_temperature`, `completed[2]`) and what is wrong with its value.
-public struct ManifestError: Error, Equatable, Sendable, CustomStringConvertible {
-    public var field: String
-    public var message: String
-
-    public init(field: String, message: String) { self.field = field; self.message = message }
-
-    public var description: String { "manifest field \(field): \(message)" }
-}
-
 /// The bounds manifest fields are checked against on every open (FORMAT.md §1.1). Each keeps a
 /// count that later sizes an allocation, an index or a key far from where it could trap.
 public enum ManifestLimits {
@@ -41,28 +30,28 @@ protocol StoreManifest: Codable {
     static var formatName: String { get }
     var schemaVersion: Int { get }
     /// Every field that is out of range or inconsistent, in field order; empty when valid.
-    func problems() -> [ManifestError]
+    func problems() -> [StoreError]
 }
 
 extension DatasetManifest {
     /// Throws the first of ``problems()``.
-    public func validate() throws(ManifestError) {
+    public func validate() throws(StoreError) {
         if let first = problems().first { throw first }
     }
 }
 
 extension SoftLabelManifest {
     /// Throws the first of ``problems()``.
-    public func validate() throws(ManifestError) {
+    public func validate() throws(StoreError) {
         if let first = problems().first { throw first }
     }
 }
 
 /// Collects field problems.
 struct FieldChecker {
-    private(set) var problems: [ManifestError] = []
+    private(set) var problems: [StoreError] = []
 
-    mutating func fail(_ field: String, _ message: String) { problems.append(ManifestError(field: field, message: message)) }
+    mutating func fail(_ field: String, _ message: String) { problems.append(StoreError(code: .badManifest, path: "", field: field, message: message)) }
 
     mutating func check(_ ok: Bool, _ field: String, _ message: @autoclosure () -> String) {
         if !ok { fail(field, message()) }
@@ -115,7 +104,7 @@ extension DatasetManifest: StoreManifest {
     /// (``FeaturizerConfig/problems(into:)``), split and class counts (non-negative, per split
     /// summing to the split count, splits summing to `sample_count`, class arrays of length C),
     /// the split method, `has_text` (exactly for hashed n-grams), the fingerprint's form.
-    public func problems() -> [ManifestError] {
+    public func problems() -> [StoreError] {
         var c = FieldChecker()
         c.checkHeader(format: format, expected: Self.formatName, schemaVersion: schemaVersion)
         c.checkLabels(labels)
@@ -236,7 +225,7 @@ extension SoftLabelManifest: StoreManifest {
     /// Every problem of the cache manifest: header, dataset fingerprint and featurizer signature
     /// present, labels, sample count, at most 62 teachers, and each teacher
     /// (``TeacherManifest/problems(key:classCount:sampleCount:into:)``).
-    public func problems() -> [ManifestError] {
+    public func problems() -> [StoreError] {
         var c = FieldChecker()
         c.checkHeader(format: format, expected: Self.formatName, schemaVersion: schemaVersion)
         c.check(!datasetFingerprint.isEmpty, "dataset_fingerprint", "empty")

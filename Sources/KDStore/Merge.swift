@@ -23,10 +23,10 @@ public struct MergeReport: Sendable {
 /// The output is written as `OUT.tmp-PID` and renamed when complete.
 public enum CacheMerger {
     public static func merge(_ paths: [String], into output: String, overwrite: Bool = false) throws -> MergeReport {
-        guard !paths.isEmpty else { throw StoreError(path: output, message: "nothing to merge", hint: "Name the shard caches") }
+        guard !paths.isEmpty else { throw StoreError(code: .nothingToMerge, path: output, message: "nothing to merge", hint: "Name the shard caches") }
         try OutputFile.checkCanWrite(output)
         if FileManager.default.fileExists(atPath: output) && !overwrite {
-            throw StoreError(path: output, message: "already exists", hint: "Pass --force to replace it, or choose another --out")
+            throw StoreError(code: .alreadyExists, path: output, message: "already exists", hint: .replaceOrChooseAnotherOutput)
         }
         OutputFile.removeStaleTemporaries(of: output)
         let stores = try paths.map { try SoftLabelStore(path: $0) }
@@ -35,19 +35,19 @@ public enum CacheMerger {
         for store in stores {
             let m = store.manifest
             if m.datasetFingerprint != first.datasetFingerprint {
-                throw StoreError(path: store.path, message: "dataset fingerprint \(m.datasetFingerprint) differs from \(paths[0])'s \(first.datasetFingerprint)",
+                throw StoreError(code: .fingerprintMismatch, path: store.path, message: "dataset fingerprint \(m.datasetFingerprint) differs from \(paths[0])'s \(first.datasetFingerprint)",
                                  hint: "Merge only shards written against the same dataset store")
             }
-            if m.labels != first.labels { throw StoreError(path: store.path, message: "label set differs from \(paths[0])'s") }
-            if m.featurizerSignature != first.featurizerSignature { throw StoreError(path: store.path, message: "featurizer differs from \(paths[0])'s") }
+            if m.labels != first.labels { throw StoreError(code: .datasetMismatch, path: store.path, message: "label set differs from \(paths[0])'s") }
+            if m.featurizerSignature != first.featurizerSignature { throw StoreError(code: .datasetMismatch, path: store.path, message: "featurizer differs from \(paths[0])'s") }
             for (name, t) in m.teachers {
                 if let (seen, seenPath) = teachers[name] {
                     if seen.identity != t.identity {
-                        throw StoreError(path: store.path, message: "teacher '\(name)' has another identity than in \(seenPath) (content hash \(t.identity.contentHash) vs \(seen.identity.contentHash))")
+                        throw StoreError(code: .teacherMismatch, path: store.path, message: "teacher '\(name)' has another identity than in \(seenPath) (content hash \(t.identity.contentHash) vs \(seen.identity.contentHash))")
                     }
                     if seen.writeTemperature != t.writeTemperature || seen.dtype != t.dtype || seen.topK != t.topK || seen.views != t.views
                         || seen.augmentation != t.augmentation || seen.augmentationSeed != t.augmentationSeed {
-                        throw StoreError(path: store.path, message: "teacher '\(name)' has another layout than in \(seenPath) (T_w \(t.writeTemperature) vs \(seen.writeTemperature), \(t.dtype) vs \(seen.dtype), top-k \(t.topK) vs \(seen.topK), views \(t.views) vs \(seen.views))")
+                        throw StoreError(code: .teacherMismatch, path: store.path, message: "teacher '\(name)' has another layout than in \(seenPath) (T_w \(t.writeTemperature) vs \(seen.writeTemperature), \(t.dtype) vs \(seen.dtype), top-k \(t.topK) vs \(seen.topK), views \(t.views) vs \(seen.views))")
                     }
                 } else {
                     teachers[name] = (t, store.path)
@@ -78,7 +78,7 @@ public enum CacheMerger {
                 if !merged.unbacked.isEmpty { report.unbackedClaims[name] = merged.unbacked }
             }
             guard rename(temporary, output) == 0 else {
-                throw StoreError(path: output, message: "cannot move the merged cache into place: \(String(cString: strerror(errno)))")
+                throw StoreError(code: .ioFailure, path: output, message: "cannot move the merged cache into place: \(String(cString: strerror(errno)))")
             }
             unlink(output + "-lock")
             return report
@@ -120,7 +120,7 @@ public enum CacheMerger {
                 let record = lists[b][cursors[b]]
                 for (j, list) in lists.enumerated() where j != b && cursors[j] < list.count && list[cursors[j]].key == record.key {
                     guard list[cursors[j]].bytes.elementsEqual(record.bytes) else {
-                        throw StoreError(path: stores[j].path, message: "teacher \(teacher) sample \(record.key >> 32) view \(record.key & 0xffff_ffff) differs from \(stores[b].path)",
+                        throw StoreError(code: .recordsDiffer, path: stores[j].path, message: "teacher \(teacher) sample \(record.key >> 32) view \(record.key & 0xffff_ffff) differs from \(stores[b].path)",
                                          hint: "The shards disagree: rerun the shard that is wrong")
                     }
                     cursors[j] += 1

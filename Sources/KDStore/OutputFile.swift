@@ -23,23 +23,23 @@ enum OutputFile {
     static func checkCanWrite(_ path: String) throws {
         var st = stat()
         if stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR {
-            throw StoreError(path: path, message: "is a directory, not a file",
+            throw StoreError(code: .wrongFileType, path: path, message: "is a directory, not a file",
                              hint: "Name a file for the store, e.g. \((path as NSString).appendingPathComponent("cache.lmdb"))")
         }
         let parent = directory(of: path)
         guard stat(parent, &st) == 0 else {
             let why = errno
             if why == ENOENT {
-                throw StoreError(path: path, message: "the directory \(parent) does not exist",
+                throw StoreError(code: .noSuchFile, path: path, message: "the directory \(parent) does not exist",
                                  hint: "Create it first (mkdir -p \(parent)), or choose another path")
             }
-            throw StoreError(path: path, message: "cannot reach the directory \(parent): \(String(cString: strerror(why)))")
+            throw StoreError(code: .ioFailure, path: path, message: "cannot reach the directory \(parent): \(String(cString: strerror(why)))")
         }
         guard (st.st_mode & S_IFMT) == S_IFDIR else {
-            throw StoreError(path: path, message: "\(parent) is not a directory", hint: "Choose another path")
+            throw StoreError(code: .wrongFileType, path: path, message: "\(parent) is not a directory", hint: "Choose another path")
         }
         guard access(parent, W_OK | X_OK) == 0 else {
-            throw StoreError(path: path, message: "cannot create files in \(parent): \(String(cString: strerror(errno)))",
+            throw StoreError(code: .permissionDenied, path: path, message: "cannot create files in \(parent): \(String(cString: strerror(errno)))",
                              hint: "Check the directory's permissions, or choose another path")
         }
     }

@@ -55,9 +55,9 @@ public enum DiskSpace {
     /// are left. With a need that is unknown or not above `free` (an estimate that was too low, or
     /// another process filling the disk), says "need more than is free".
     public static func noSpace(path: String, needed: Int?, free: Int,
-                               hint: String = "Free space, write elsewhere, or shrink the cache (--dtype f16, --top-k)") -> StoreError {
+                               hint: Hint = .freeSpaceOrShrinkCache) -> StoreError {
         let need = needed.flatMap { $0 > free ? formatBytes($0) : nil } ?? "more than is free"
-        return StoreError(path: path, message: "no space left on the file system of \(path): need \(need), have \(formatBytes(free))", hint: hint)
+        return StoreError(code: .noSpace, path: path, message: "no space left on the file system of \(path): need \(need), have \(formatBytes(free))", hint: hint)
     }
 
     /// `error` told in plain words when it is the file system of `path` running out of space:
@@ -66,7 +66,7 @@ public enum DiskSpace {
     /// whole store, when known; what `path` holds already is taken off it unless
     /// `existingCounts` is false (a store written elsewhere and renamed over `path`).
     public static func explain(_ error: Error, path: String, needed: Int?, existingCounts: Bool = true,
-                               hint: String = "Free space, write elsewhere, or shrink the cache (--dtype f16, --top-k); what was committed is kept, and the same command resumes") -> Error {
+                               hint: Hint = .freeSpaceOrShrinkCacheThenResume) -> Error {
         guard let e = error as? LMDBError else { return error }
         let free = available(at: path) ?? 0
         guard e.code == ENOSPC || e.code == EDQUOT || (e.code == EIO && free < 1 << 20) else { return error }

@@ -107,10 +107,10 @@ public final class SoftLabelStore: @unchecked Sendable {
     public convenience init(path: String) throws {
         let (env, kind, _) = try openStoreFile(path)
         guard kind == .softLabels else {
-            throw StoreError(path: path, message: "is a dataset store, not a soft-label cache", hint: "Pass the file written by kdcache teach or import")
+            throw StoreError(code: .notASoftLabelCache, path: path, message: "is a dataset store, not a soft-label cache", hint: "Pass the file written by kdcache teach or import")
         }
         guard let inspection = try ManifestIO.inspect(SoftLabelManifest.self, in: env) else {
-            throw StoreError(path: path, message: "not a complete kdcache store (no manifest)")
+            throw StoreError(code: .incompleteStore, path: path, message: "not a complete kdcache store (no manifest)")
         }
         try self.init(path: path, environment: env, manifest: try inspection.manifest(path: path))
     }
@@ -120,7 +120,7 @@ public final class SoftLabelStore: @unchecked Sendable {
         var dbs: [String: Database] = [:]
         for name in manifest.teachers.keys {
             do { dbs[name] = try env.openDatabase(named: DatabaseName.teacher(name)) } catch {
-                throw StoreError(path: path, message: "teacher '\(name)' is in the manifest but its records are missing (\(error))")
+                throw StoreError(code: .missingRecords, path: path, message: "teacher '\(name)' is in the manifest but its records are missing (\(error))")
             }
         }
         self.path = path; self.environment = env; self.manifest = manifest; self.teacherDatabases = dbs
@@ -131,13 +131,13 @@ public final class SoftLabelStore: @unchecked Sendable {
     /// v2 (this kdcache writes v2 records only; a v1 cache is upgraded by `kdcache merge`).
     static func manifestForWriting(_ env: Environment, path: String) throws -> SoftLabelManifest {
         guard let inspection = try ManifestIO.inspect(SoftLabelManifest.self, in: env) else {
-            throw StoreError(path: path, message: "not a complete kdcache store (no manifest)",
+            throw StoreError(code: .incompleteStore, path: path, message: "not a complete kdcache store (no manifest)",
                              hint: "It may be a partial file from an interrupted run; recreate it")
         }
         let manifest = try inspection.manifest(path: path)
         guard inspection.format == .current else {
-            throw StoreError(path: path, message: "is a \(inspection.format.map(String.init(describing:)) ?? "older") cache; this kdcache adds records to \(RecordFormat.current) caches only",
-                             hint: "Write to a new --out, or upgrade the cache first with kdcache merge \(path) --out NEW (it re-checksums every record) and write into NEW")
+            throw StoreError(code: .unsupportedFormat, path: path, message: "is a \(inspection.format.map(String.init(describing:)) ?? "older") cache; this kdcache adds records to \(RecordFormat.current) caches only",
+                             hint: .upgradeCacheOrWriteElsewhere(path: path))
         }
         return manifest
     }
@@ -154,13 +154,13 @@ public final class SoftLabelStore: @unchecked Sendable {
             key = name
         } else {
             guard manifest.teachers.count == 1, let only = manifest.teachers.keys.first else {
-                throw StoreError(path: path, message: manifest.teachers.isEmpty ? "the cache holds no teacher" : "the cache holds several teachers",
+                throw StoreError(code: .noSuchTeacher, path: path, message: manifest.teachers.isEmpty ? "the cache holds no teacher" : "the cache holds several teachers",
                                  hint: "Name one of: \(manifest.teachers.keys.sorted().joined(separator: ", "))")
             }
             key = only
         }
         guard let t = manifest.teachers[key], let db = teacherDatabases[key] else {
-            throw StoreError(path: path, message: "no teacher '\(key)'", hint: "The cache has: \(manifest.teachers.keys.sorted().joined(separator: ", "))")
+            throw StoreError(code: .noSuchTeacher, path: path, message: "no teacher '\(key)'", hint: "The cache has: \(manifest.teachers.keys.sorted().joined(separator: ", "))")
         }
         return (key, t, db)
     }
@@ -174,17 +174,17 @@ public final class SoftLabelStore: @unchecked Sendable {
     /// Throws unless `manifest` was written against `dataset` (fingerprint, labels, featurizer).
     static func checkCompatible(_ manifest: SoftLabelManifest, with dataset: DatasetManifest, path: String) throws {
         if manifest.labels != dataset.labels {
-            throw StoreError(path: path, message: "label set differs from the dataset's (cache: \(manifest.labels.prefix(5).joined(separator: ","))…, dataset: \(dataset.labels.prefix(5).joined(separator: ","))…)")
+            throw StoreError(code: .datasetMismatch, path: path, message: "label set differs from the dataset's (cache: \(manifest.labels.prefix(5).joined(separator: ","))…, dataset: \(dataset.labels.prefix(5).joined(separator: ","))…)")
         }
         if manifest.featurizerSignature != dataset.featurizer.signature {
-            throw StoreError(path: path, message: "featurizer differs (cache: \(manifest.featurizerSignature), dataset: \(dataset.featurizer.signature))")
+            throw StoreError(code: .datasetMismatch, path: path, message: "featurizer differs (cache: \(manifest.featurizerSignature), dataset: \(dataset.featurizer.signature))")
         }
         if manifest.datasetFingerprint != dataset.fingerprint {
-            throw StoreError(path: path, message: "dataset fingerprint differs (cache: \(manifest.datasetFingerprint), dataset: \(dataset.fingerprint))",
+            throw StoreError(code: .fingerprintMismatch, path: path, message: "dataset fingerprint differs (cache: \(manifest.datasetFingerprint), dataset: \(dataset.fingerprint))",
                              hint: "The cache was written for another version of the data; recompute it")
         }
         if manifest.sampleCount != dataset.sampleCount {
-            throw StoreError(path: path, message: "manifest says \(manifest.sampleCount) samples, the dataset has \(dataset.sampleCount)",
+            throw StoreError(code: .datasetMismatch, path: path, message: "manifest says \(manifest.sampleCount) samples, the dataset has \(dataset.sampleCount)",
                              hint: "The manifest was edited or damaged; run kdcache verify")
         }
     }
@@ -204,7 +204,7 @@ public final class SoftLabelStore: @unchecked Sendable {
             return try withUnsafeBytes(of: &key) { k in
                 try txn.withValue(forKey: k, in: db) { bytes in
                     do { return try body(try self.view(bytes, sample: sample, view: view)) } catch let e as RecordError {
-                        throw StoreError(path: path, message: "teacher \(name) sample \(sample) view \(view): \(e)", hint: "Run kdcache verify")
+                        throw StoreError(code: .badRecord, path: path, message: "teacher \(name) sample \(sample) view \(view): \(e)", hint: "Run kdcache verify")
                     }
                 }
             }
@@ -251,7 +251,7 @@ public final class SoftLabelStore: @unchecked Sendable {
             var records: [(key: UInt64, bytes: UnsafeRawBufferPointer)] = []
             var total = 0
             try txn.forEach(in: db) { key, value in
-                guard key.count == 8 else { throw StoreError(path: path, message: "malformed key of \(key.count) bytes in teacher \(teacher)") }
+                guard key.count == 8 else { throw StoreError(code: .badRecord, path: path, message: "malformed key of \(key.count) bytes in teacher \(teacher)") }
                 records.append((UInt64(bigEndian: key.loadUnaligned(as: UInt64.self)), value))
                 total += value.count
                 return true
@@ -263,7 +263,7 @@ public final class SoftLabelStore: @unchecked Sendable {
             for (i, r) in records.enumerated() {
                 let sample = Int(r.key >> 32), view = Int(r.key & 0xffff_ffff)
                 do { _ = try self.view(r.bytes, sample: sample, view: view) } catch let e as RecordError {
-                    throw StoreError(path: path, message: "teacher \(teacher) sample \(sample) view \(view): \(e)", hint: "Run kdcache verify")
+                    throw StoreError(code: .badRecord, path: path, message: "teacher \(teacher) sample \(sample) view \(view): \(e)", hint: "Run kdcache verify")
                 }
                 let copy = UnsafeMutableRawBufferPointer(rebasing: copies[offset..<(offset + r.bytes.count)])
                 copy.copyMemory(from: r.bytes)

@@ -55,13 +55,13 @@ public final class SoftLabelWriter {
     /// errors: for a temporary that only this process knows (``CacheMerger``), renamed by the caller.
     init(path: String, dataset: DatasetManifest, teacher: TeacherIdentity, layout: SoftLabelLayout, privateFile: String?) throws {
         guard teacher.name.range(of: "^[A-Za-z0-9._-]+$", options: .regularExpression) != nil else {
-            throw StoreError(path: path, message: "teacher name '\(teacher.name)' has characters outside A-Z a-z 0-9 . _ -")
+            throw StoreError(code: .badOption, path: path, message: "teacher name '\(teacher.name)' has characters outside A-Z a-z 0-9 . _ -")
         }
         guard layout.writeTemperature > 0, layout.writeTemperature.isFinite else {
-            throw StoreError(path: path, message: "write temperature must be positive, got \(layout.writeTemperature)")
+            throw StoreError(code: .badOption, path: path, message: "write temperature must be positive, got \(layout.writeTemperature)")
         }
         guard layout.views >= 1, layout.topK >= 0, layout.topK <= dataset.labels.count, layout.topK <= Int(UInt16.max) else {
-            throw StoreError(path: path, message: "views must be ≥ 1 and top-k within 0…\(dataset.labels.count)")
+            throw StoreError(code: .badOption, path: path, message: "views must be ≥ 1 and top-k within 0…\(dataset.labels.count)")
         }
         let entry = TeacherManifest(identity: teacher, writeTemperature: layout.writeTemperature, dtype: layout.dtype.name,
                                     topK: layout.topK, views: layout.views, completed: [], metrics: [:],
@@ -117,7 +117,7 @@ public final class SoftLabelWriter {
         } catch let error as StoreError {
             throw error
         } catch {
-            throw StoreError(path: path, message: "unreadable soft-label manifest: \(error)", hint: "Run kdcache verify on it, or write to a new --out")
+            throw StoreError(code: .badManifest, path: path, message: "unreadable soft-label manifest: \(error)", hint: .verifyOrWriteElsewhere)
         }
     }
 
@@ -133,9 +133,9 @@ public final class SoftLabelWriter {
             var st = stat()
             guard stat(path, &st) == 0 else {
                 let why = errno
-                guard why == ENOENT else { throw StoreError(path: path, message: "cannot open: \(String(cString: strerror(why)))") }
+                guard why == ENOENT else { throw StoreError(code: .ioFailure, path: path, message: "cannot open: \(String(cString: strerror(why)))") }
                 if lstat(path, &st) == 0 {
-                    throw StoreError(path: path, message: "is a symbolic link to a file that does not exist", hint: "Remove the link or choose another --out")
+                    throw StoreError(code: .wrongFileType, path: path, message: "is a symbolic link to a file that does not exist", hint: .removeLinkOrChooseAnotherOutput)
                 }
                 _ = try createUnderTemporaryName(path, manifest: manifest, teacher: teacher, plannedBytes: plannedBytes)
                 continue
@@ -144,8 +144,8 @@ public final class SoftLabelWriter {
                 return (try Environment(path: path, maxDatabases: 64), "an empty file")
             }
             guard OutputFile.looksLikeLMDB(path) else {
-                throw StoreError(path: path, message: "exists and is not a kdcache cache (not an LMDB file)",
-                                 hint: "kdcache does not overwrite files it did not write: choose another --out, or remove \(path) if you do not need it")
+                throw StoreError(code: .notOurFile, path: path, message: "exists and is not a kdcache cache (not an LMDB file)",
+                                 hint: .notOurFile(path: path))
             }
             let lock = path + "-lock"
             let lockExisted = access(lock, F_OK) == 0
@@ -162,17 +162,17 @@ public final class SoftLabelWriter {
                     // Not a store: take away the lock file this open made beside it. (Beside a store,
                     // the lock file may be in use by another writer by now, and stays.)
                     if !lockExisted { unlink(lock) }
-                    throw StoreError(path: path, message: "exists and is not a kdcache cache (an LMDB file without a kdcache manifest, holding data)",
-                                     hint: "kdcache does not overwrite files it did not write: choose another --out, or remove \(path) if you do not need it")
+                    throw StoreError(code: .notOurFile, path: path, message: "exists and is not a kdcache cache (an LMDB file without a kdcache manifest, holding data)",
+                                     hint: .notOurFile(path: path))
                 }
                 throw error
             }
             guard opened.1 == .softLabels else {
-                throw StoreError(path: path, message: "is a dataset store, not a soft-label cache", hint: "Choose another --out for the cache")
+                throw StoreError(code: .notASoftLabelCache, path: path, message: "is a dataset store, not a soft-label cache", hint: .chooseAnotherOutputForCache)
             }
             return (opened.0, nil)
         }
-        throw StoreError(path: path, message: "appeared and disappeared again while being opened",
+        throw StoreError(code: .ioFailure, path: path, message: "appeared and disappeared again while being opened",
                          hint: "Another process is creating and removing it; run again when it is done")
     }
 
@@ -199,7 +199,7 @@ public final class SoftLabelWriter {
             guard access(path, F_OK) != 0 else { return false }
             if rename(temporary, path) == 0 { return true }
         }
-        throw StoreError(path: path, message: "cannot create: \(String(cString: strerror(why)))")
+        throw StoreError(code: .ioFailure, path: path, message: "cannot create: \(String(cString: strerror(why)))")
     }
 
     /// The meta and teacher databases and the manifest, in one transaction; the environment is
@@ -218,17 +218,17 @@ public final class SoftLabelWriter {
         guard let e = error as? LMDBError else { return error }
         let directory = OutputFile.directory(of: path)
         if let full = DiskSpace.explain(error, path: path, needed: plannedBytes,
-                                        hint: "Free space, write elsewhere, or shrink the cache (--dtype f16, --top-k)") as? StoreError {
+                                        hint: .freeSpaceOrShrinkCache) as? StoreError {
             return full
         }
         switch e.code {
         case EACCES, EPERM:
-            return StoreError(path: path, message: "cannot create files in \(directory): permission denied",
-                              hint: "Check the directory's permissions, or choose another --out")
+            return StoreError(code: .permissionDenied, path: path, message: "cannot create files in \(directory): permission denied",
+                              hint: .checkPermissionsOrChooseAnotherOutput)
         case EROFS:
-            return StoreError(path: path, message: "the file system of \(directory) is read-only", hint: "Choose another --out")
+            return StoreError(code: .permissionDenied, path: path, message: "the file system of \(directory) is read-only", hint: .chooseAnotherOutput)
         default:
-            return StoreError(path: path, message: "cannot create: \(LMDBError(code: e.code))")
+            return StoreError(code: .ioFailure, path: path, message: "cannot create: \(LMDBError(code: e.code))")
         }
     }
 
@@ -260,8 +260,8 @@ public final class SoftLabelWriter {
             && existing.topK == entry.topK && existing.views == entry.views
             && existing.augmentation == entry.augmentation && existing.augmentationSeed == entry.augmentationSeed
         guard existing.identity == entry.identity, sameLayout else {
-            throw StoreError(path: path, message: "teacher '\(entry.identity.name)' is already in the cache with another identity or layout (T_w \(existing.writeTemperature), \(existing.dtype), top-k \(existing.topK), \(existing.views) views, hash \(existing.identity.contentHash))",
-                             hint: "Pass another --name to keep both, or write to a new --out")
+            throw StoreError(code: .teacherMismatch, path: path, message: "teacher '\(entry.identity.name)' is already in the cache with another identity or layout (T_w \(existing.writeTemperature), \(existing.dtype), top-k \(existing.topK), \(existing.views) views, hash \(existing.identity.contentHash))",
+                             hint: .renameTeacherOrWriteElsewhere)
         }
     }
 
@@ -314,13 +314,13 @@ public final class SoftLabelWriter {
     public func write(_ entries: [Entry], completing range: Range<Int>, metrics: [String: Double] = [:]) throws {
         for e in entries {
             guard e.logProbs.count == classCount else {
-                throw StoreError(path: path, message: "sample \(e.sample) view \(e.view): \(e.logProbs.count) values, the dataset has \(classCount) classes")
+                throw StoreError(code: .badTeacherOutput, path: path, message: "sample \(e.sample) view \(e.view): \(e.logProbs.count) values, the dataset has \(classCount) classes")
             }
             guard (0..<manifest.sampleCount).contains(e.sample), (0..<layout.views).contains(e.view) else {
-                throw StoreError(path: path, message: "sample \(e.sample) view \(e.view) is outside 0..<\(manifest.sampleCount) × 0..<\(layout.views)")
+                throw StoreError(code: .badTeacherOutput, path: path, message: "sample \(e.sample) view \(e.view) is outside 0..<\(manifest.sampleCount) × 0..<\(layout.views)")
             }
             guard e.logProbs.allSatisfy({ !$0.isNaN && $0 != .infinity }) else {
-                throw StoreError(path: path, message: "sample \(e.sample) view \(e.view): NaN or +inf among the log-probabilities")
+                throw StoreError(code: .badTeacherOutput, path: path, message: "sample \(e.sample) view \(e.view): NaN or +inf among the log-probabilities")
             }
         }
         let inOrder = zip(entries, entries.dropFirst()).allSatisfy { ($0.sample, $0.view) < ($1.sample, $1.view) }
@@ -339,7 +339,7 @@ public final class SoftLabelWriter {
             var previous: UInt64? = nil
             for e in sorted {
                 var key = SampleKey.softLabel(sample: e.sample, view: e.view)
-                if previous == key { throw StoreError(path: self.path, message: "sample \(e.sample) view \(e.view) appears twice in one batch") }
+                if previous == key { throw StoreError(code: .badTeacherOutput, path: self.path, message: "sample \(e.sample) view \(e.view) appears twice in one batch") }
                 previous = key
                 try withUnsafeBytes(of: &key) { k in
                     try txn.putReserving(count: size, forKey: k, in: records, flags: appending ? .append : []) { buffer in
@@ -361,10 +361,10 @@ public final class SoftLabelWriter {
         let C = classCount, V = layout.views
         let count = samples.count * V
         guard rows.count == count * C else {
-            throw StoreError(path: path, message: "\(rows.count) values for \(samples.count) samples × \(V) views × \(C) classes")
+            throw StoreError(code: .badTeacherOutput, path: path, message: "\(rows.count) values for \(samples.count) samples × \(V) views × \(C) classes")
         }
         guard samples.lowerBound >= 0, samples.upperBound <= manifest.sampleCount else {
-            throw StoreError(path: path, message: "samples \(samples.lowerBound)..<\(samples.upperBound) are outside 0..<\(manifest.sampleCount)")
+            throw StoreError(code: .badTeacherOutput, path: path, message: "samples \(samples.lowerBound)..<\(samples.upperBound) are outside 0..<\(manifest.sampleCount)")
         }
         let size = SoftLabelRecord.size(classCount: C, dtype: layout.dtype, topK: layout.topK)
         let pipeline = EncodingPipeline(rows: rows, count: count, classes: C, size: size, dtype: layout.dtype, topK: layout.topK,
@@ -380,7 +380,7 @@ public final class SoftLabelWriter {
             for chunk in 0..<pipeline.chunkCount {
                 let (range, bytes, invalid) = pipeline.waitForChunk(chunk)
                 if let bad = invalid {
-                    throw StoreError(path: path, message: "sample \(samples.lowerBound + bad / V) view \(bad % V): NaN or +inf among the log-probabilities")
+                    throw StoreError(code: .badTeacherOutput, path: path, message: "sample \(samples.lowerBound + bad / V) view \(bad % V): NaN or +inf among the log-probabilities")
                 }
                 for r in range {
                     var key = SampleKey.softLabel(sample: samples.lowerBound + r / V, view: r % V)
@@ -404,11 +404,11 @@ public final class SoftLabelWriter {
             let sample = Int(r.key >> 32), view = Int(r.key & 0xffff_ffff)
             let decoded = Result { () throws(RecordError) -> SoftLabelView in try SoftLabelView(r.bytes, sample: sample, view: view, classCount: classCount) }
             guard case .success(let v) = decoded else {
-                if case .failure(let e) = decoded { throw StoreError(path: path, message: "sample \(sample) view \(view): \(e)") }
+                if case .failure(let e) = decoded { throw StoreError(code: .badRecord, path: path, message: "sample \(sample) view \(view): \(e)") }
                 continue
             }
             guard v.dtype == layout.dtype, v.topK == layout.topK, sample < manifest.sampleCount, view < layout.views else {
-                throw StoreError(path: path, message: "sample \(sample) view \(view) does not fit the teacher's layout")
+                throw StoreError(code: .badRecord, path: path, message: "sample \(sample) view \(view) does not fit the teacher's layout")
             }
         }
         let db = self.records
@@ -432,7 +432,7 @@ public final class SoftLabelWriter {
                 guard let (sample, view) = SampleKey.decodeSoftLabel(key) else { return true }
                 do { return try body(sample, view, try SoftLabelView(value, sample: sample, view: view, classCount: classCount, verifyChecksum: verifyChecksums)) }
                 catch let e as RecordError {
-                    throw StoreError(path: path, message: "sample \(sample) view \(view): \(e)", hint: "Run kdcache verify")
+                    throw StoreError(code: .badRecord, path: path, message: "sample \(sample) view \(view): \(e)", hint: "Run kdcache verify")
                 }
             }
         }

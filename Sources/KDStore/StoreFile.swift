@@ -28,7 +28,7 @@ public func openStoreFile(_ path: String, writable: Bool = false,
                           pages: StorePageCheck? = nil) throws -> (Environment, StoreKind, [UInt8]) {
     let report = try checkStorePages(path: path, check: writable ? .full : pages ?? StorePageCheck.processDefault)
     if !report.databaseNames.contains(DatabaseName.meta) {
-        throw StoreError(path: path, message: "an LMDB file but not a kdcache store (no 'meta' database)")
+        throw StoreError(code: .notAStore, path: path, message: "an LMDB file but not a kdcache store (no 'meta' database)")
     }
     let env: Environment
     do {
@@ -39,15 +39,15 @@ public func openStoreFile(_ path: String, writable: Bool = false,
     do {
         let meta: Database
         do { meta = try env.openDatabase(named: DatabaseName.meta) } catch {
-            throw StoreError(path: path, message: "an LMDB file but not a kdcache store (no 'meta' database)")
+            throw StoreError(code: .notAStore, path: path, message: "an LMDB file but not a kdcache store (no 'meta' database)")
         }
         guard let manifest = try env.read({ txn throws in try ManifestIO.readBytes(in: txn, meta: meta) }) else {
-            throw StoreError(path: path, message: "not a complete kdcache store (no manifest)",
+            throw StoreError(code: .incompleteStore, path: path, message: "not a complete kdcache store (no manifest)",
                              hint: "It may be a partial file from an interrupted run; recreate it")
         }
         struct Head: Decodable { var format: String; var schemaVersion: Int }
         guard let head = try? ManifestCoding.decode(Head.self, from: manifest), let kind = StoreKind(rawValue: head.format) else {
-            throw StoreError(path: path, message: "unreadable manifest", hint: "The file is damaged; recreate it")
+            throw StoreError(code: .badManifest, path: path, message: "unreadable manifest", hint: "The file is damaged; recreate it")
         }
         return (env, kind, manifest)
     } catch {
@@ -132,7 +132,7 @@ func checkStorePages(path: String, check: StorePageCheck) throws -> PageValidati
         throw storeError(error, path: path)
     }
     guard report.isValid else {
-        throw StoreError(path: path, message: "damaged LMDB file: \(report.summary)",
+        throw StoreError(code: .damagedFile, path: path, message: "damaged LMDB file: \(report.summary)",
                          hint: "Run kdcache verify \(path) for every problem; copy the file again from its source")
     }
     remember(report, path: path, identity: identity)
@@ -148,18 +148,18 @@ func storeError(_ error: LMDBError, path: String) -> StoreError {
         case let (nil, have?): message += ": \(formatBytes(have)) free"
         default: break
         }
-        return StoreError(path: path, message: message, hint: "Free some space there, or write to another file system")
+        return StoreError(code: .noSpace, path: path, message: message, hint: "Free some space there, or write to another file system")
     }
     switch error.code {
-    case ENOENT: return StoreError(path: path, message: "no such file", hint: "Check the path")
-    case EACCES, EPERM: return StoreError(path: path, message: "permission denied", hint: "Check the permissions of the file and its directories")
-    case EISDIR: return StoreError(path: path, message: "is a directory", hint: "Pass a store file")
+    case ENOENT: return StoreError(code: .noSuchFile, path: path, message: "no such file", hint: "Check the path")
+    case EACCES, EPERM: return StoreError(code: .permissionDenied, path: path, message: "permission denied", hint: "Check the permissions of the file and its directories")
+    case EISDIR: return StoreError(code: .wrongFileType, path: path, message: "is a directory", hint: "Pass a store file")
     case LMDBError.invalid.code, LMDBError.versionMismatch.code:
-        return StoreError(path: path, message: "not an LMDB file", hint: "Pass a store written by kdcache")
+        return StoreError(code: .notAStore, path: path, message: "not an LMDB file", hint: "Pass a store written by kdcache")
     case LMDBError.corrupted.code:
-        return StoreError(path: path, message: "damaged LMDB file (\(error.context))",
+        return StoreError(code: .damagedFile, path: path, message: "damaged LMDB file (\(error.context))",
                           hint: "Copy the file again from its source")
-    default: return StoreError(path: path, message: "cannot open: \(error)")
+    default: return StoreError(code: .ioFailure, path: path, message: "cannot open: \(error)")
     }
 }
 

@@ -19,19 +19,19 @@ public final class DatasetTable: @unchecked Sendable {
         try snapshot.read { txn throws in
             try txn.forEach(in: store.samples) { key, value in
                 guard let index = SampleKey.decodeDataset(key), index == views.count else {
-                    throw StoreError(path: store.path, message: "sample keys are not dense at \(views.count)", hint: "Run kdcache verify")
+                    throw StoreError(code: .badRecord, path: store.path, message: "sample keys are not dense at \(views.count)", hint: "Run kdcache verify")
                 }
                 guard index < store.count else {
-                    throw StoreError(path: store.path, message: "holds sample \(index), the manifest says \(store.count) samples", hint: "Run kdcache verify")
+                    throw StoreError(code: .badRecord, path: store.path, message: "holds sample \(index), the manifest says \(store.count) samples", hint: "Run kdcache verify")
                 }
                 do { views.append(try store.view(value, index: index)) } catch let e as RecordError {
-                    throw StoreError(path: store.path, message: "sample \(index): \(e)", hint: "Run kdcache verify")
+                    throw StoreError(code: .badRecord, path: store.path, message: "sample \(index): \(e)", hint: "Run kdcache verify")
                 }
                 return true
             }
         }
         guard views.count == store.count else {
-            throw StoreError(path: store.path, message: "holds \(views.count) samples, the manifest says \(store.count)", hint: "Run kdcache verify")
+            throw StoreError(code: .missingRecords, path: store.path, message: "holds \(views.count) samples, the manifest says \(store.count)", hint: "Run kdcache verify")
         }
         samples = views
     }
@@ -67,23 +67,23 @@ public final class SoftLabelTable: @unchecked Sendable {
         try snapshot.read { txn throws in
             try txn.forEach(in: db) { key, value in
                 guard let (sample, view) = SampleKey.decodeSoftLabel(key) else {
-                    throw StoreError(path: store.path, message: "teacher \(name) has a malformed key of \(key.count) bytes", hint: "Run kdcache verify")
+                    throw StoreError(code: .badRecord, path: store.path, message: "teacher \(name) has a malformed key of \(key.count) bytes", hint: "Run kdcache verify")
                 }
                 guard sample < samples, view < views else {
-                    throw StoreError(path: store.path, message: "teacher \(name) has a record for sample \(sample) view \(view), outside \(samples) samples × \(views) views",
+                    throw StoreError(code: .badRecord, path: store.path, message: "teacher \(name) has a record for sample \(sample) view \(view), outside \(samples) samples × \(views) views",
                                      hint: "Run kdcache verify")
                 }
                 guard sample * views + view == out.count else {
                     let missing = out.count
-                    throw StoreError(path: store.path, message: "teacher \(name) has no record for sample \(missing / views) view \(missing % views)",
-                                     hint: "Finish the teacher run (kdcache teach resumes), or check kdcache verify --data")
+                    throw StoreError(code: .missingRecords, path: store.path, message: "teacher \(name) has no record for sample \(missing / views) view \(missing % views)",
+                                     hint: .finishTeacherRun)
                 }
                 let record: SoftLabelView
                 do { record = try store.view(value, sample: sample, view: view) } catch let e as RecordError {
-                    throw StoreError(path: store.path, message: "teacher \(name) sample \(sample) view \(view): \(e)", hint: "Run kdcache verify")
+                    throw StoreError(code: .badRecord, path: store.path, message: "teacher \(name) sample \(sample) view \(view): \(e)", hint: "Run kdcache verify")
                 }
                 guard record.dtype == dtype, record.topK == topK else {
-                    throw StoreError(path: store.path, message: "teacher \(name) sample \(sample) view \(view): a \(record.dtype.name) top-\(record.topK) record, the manifest says \(dtype.name) top-\(topK)",
+                    throw StoreError(code: .badRecord, path: store.path, message: "teacher \(name) sample \(sample) view \(view): a \(record.dtype.name) top-\(record.topK) record, the manifest says \(dtype.name) top-\(topK)",
                                      hint: "Run kdcache verify")
                 }
                 out.append(record)
@@ -91,8 +91,8 @@ public final class SoftLabelTable: @unchecked Sendable {
             }
         }
         guard out.count == expected else {
-            throw StoreError(path: store.path, message: "teacher \(name) covers \(out.count / max(1, views)) of \(store.manifest.sampleCount) samples",
-                             hint: "Finish the teacher run (kdcache teach resumes), or check kdcache verify --data")
+            throw StoreError(code: .missingRecords, path: store.path, message: "teacher \(name) covers \(out.count / max(1, views)) of \(store.manifest.sampleCount) samples",
+                             hint: .finishTeacherRun)
         }
         records = out
     }

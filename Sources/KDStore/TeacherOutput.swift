@@ -25,7 +25,7 @@ public enum TeacherOutput {
                 let outputs = try produce(chunk)
                 let C = writer.manifest.labels.count, views = writer.layout.views
                 guard outputs.count == chunk.count, outputs.allSatisfy({ $0.count == views && $0.allSatisfy { $0.count == C } }) else {
-                    throw StoreError(path: writer.path, message: "the teacher produced the wrong shape for samples \(chunk.lowerBound)..<\(chunk.upperBound): expected \(views) view(s) × \(C) classes each")
+                    throw StoreError(code: .badTeacherOutput, path: writer.path, message: "the teacher produced the wrong shape for samples \(chunk.lowerBound)..<\(chunk.upperBound): expected \(views) view(s) × \(C) classes each")
                 }
                 var flat = [Float]()
                 flat.reserveCapacity(chunk.count * views * C)

@@ -20,27 +20,27 @@ public struct NumpyArray {
     public init(path: String) throws {
         self.path = path
         guard let d = try? Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped) else {
-            throw StoreError(path: path, message: "cannot read the file")
+            throw StoreError(code: .badTensorFile, path: path, message: "cannot read the file")
         }
         data = d
         guard d.count >= 10, d.prefix(6) == Data([0x93] + Array("NUMPY".utf8)) else {
-            throw StoreError(path: path, message: "not a .npy file (bad magic)", hint: "Save with numpy.save")
+            throw StoreError(code: .badTensorFile, path: path, message: "not a .npy file (bad magic)", hint: "Save with numpy.save")
         }
         let major = d[d.startIndex + 6]
         guard (1...3).contains(major) else {
-            throw StoreError(path: path, message: ".npy format version \(major) is not supported", hint: "Save with numpy.save (versions 1–3)")
+            throw StoreError(code: .badTensorFile, path: path, message: ".npy format version \(major) is not supported", hint: "Save with numpy.save (versions 1–3)")
         }
         let b = { (i: Int) in Int(d[d.startIndex + i]) }
         let headerLength: Int, start: Int
         if major == 1 { headerLength = b(8) | b(9) << 8; start = 10 }
         else {
-            guard d.count >= 12 else { throw StoreError(path: path, message: "truncated .npy header") }
+            guard d.count >= 12 else { throw StoreError(code: .badTensorFile, path: path, message: "truncated .npy header") }
             headerLength = b(8) | b(9) << 8 | b(10) << 16 | b(11) << 24; start = 12
         }
-        guard headerLength <= d.count - start else { throw StoreError(path: path, message: "truncated .npy header") }
+        guard headerLength <= d.count - start else { throw StoreError(code: .badTensorFile, path: path, message: "truncated .npy header") }
         let headerBytes = d[(d.startIndex + start)..<(d.startIndex + start + headerLength)]
         guard let header = String(data: headerBytes, encoding: .utf8) else {
-            throw StoreError(path: path, message: "the .npy header is not text")
+            throw StoreError(code: .badTensorFile, path: path, message: "the .npy header is not text")
         }
         func field(_ name: String) -> String? {
             guard let r = header.range(of: "'\(name)':") else { return nil }
@@ -48,19 +48,19 @@ public struct NumpyArray {
         }
         guard let descrField = field("descr"), let q1 = descrField.firstIndex(of: "'"),
               let q2 = descrField[descrField.index(after: q1)...].firstIndex(of: "'") else {
-            throw StoreError(path: path, message: "no dtype in the .npy header")
+            throw StoreError(code: .badTensorFile, path: path, message: "no dtype in the .npy header")
         }
         descr = String(descrField[descrField.index(after: q1)..<q2])
         fortranOrder = field("fortran_order")?.hasPrefix("True") == true
         guard let shapeField = field("shape"), let open = shapeField.firstIndex(of: "("),
               let close = shapeField[open...].firstIndex(of: ")") else {
-            throw StoreError(path: path, message: "no shape in the .npy header")
+            throw StoreError(code: .badTensorFile, path: path, message: "no shape in the .npy header")
         }
         let parts = shapeField[shapeField.index(after: open)..<close].split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
         var dims: [Int] = []
         for part in parts where !part.isEmpty {
             guard let n = Int(part), n >= 0 else {
-                throw StoreError(path: path, message: "bad shape entry '\(part.prefix(40))' in the .npy header")
+                throw StoreError(code: .badTensorFile, path: path, message: "bad shape entry '\(part.prefix(40))' in the .npy header")
             }
             dims.append(n)
         }
@@ -70,7 +70,7 @@ public struct NumpyArray {
 
     /// The array as rows of floats; it must be 2-D.
     public func rows() throws -> [[Float]] {
-        guard shape.count == 2 else { throw StoreError(path: path, message: "array of shape \(shape), expected 2 dimensions [samples, classes]") }
+        guard shape.count == 2 else { throw StoreError(code: .badTensorFile, path: path, message: "array of shape \(shape), expected 2 dimensions [samples, classes]") }
         return try decodeRows(data, offset: offset, dtype: descr, rows: shape[0], columns: shape[1], file: path,
                               columnMajor: fortranOrder)
     }
@@ -91,13 +91,13 @@ public struct SafetensorsFile {
     public init(path: String) throws {
         self.path = path
         guard let d = try? Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped), d.count >= 8 else {
-            throw StoreError(path: path, message: "cannot read the file or it is shorter than 8 bytes")
+            throw StoreError(code: .badTensorFile, path: path, message: "cannot read the file or it is shorter than 8 bytes")
         }
         data = d
         let length64 = d.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
         guard length64 > 0, length64 <= Self.maxHeaderLength, Int(length64) <= d.count - 8,
               let h = (try? JSONSerialization.jsonObject(with: d[(d.startIndex + 8)..<(d.startIndex + 8 + Int(length64))])) as? [String: Any] else {
-            throw StoreError(path: path, message: "not a safetensors file (bad header)")
+            throw StoreError(code: .badTensorFile, path: path, message: "not a safetensors file (bad header)")
         }
         header = h
         base = 8 + Int(length64)
@@ -111,19 +111,19 @@ public struct SafetensorsFile {
             guard let text = metadata[key] as? String else { continue }
             guard let list = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [Any],
                   let names = list as? [String] else {
-                throw StoreError(path: path, message: "__metadata__ '\(key)' is not a JSON list of strings",
-                                  hint: "Store json.dumps(list_of_class_names), or pass --classes")
+                throw StoreError(code: .badTensorFile, path: path, message: "__metadata__ '\(key)' is not a JSON list of strings",
+                                  hint: .storeClassNamesOrGiveThem)
             }
             return names
         }
         guard let text = metadata["id2label"] as? String else { return nil }
         guard let object = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] else {
-            throw StoreError(path: path, message: "__metadata__ 'id2label' is not a JSON object", hint: "Store json.dumps(config.id2label), or pass --classes")
+            throw StoreError(code: .badTensorFile, path: path, message: "__metadata__ 'id2label' is not a JSON object", hint: .storeID2LabelOrGiveClassNames)
         }
         var byIndex: [Int: String] = [:]
         for (k, v) in object {
             guard let i = Int(k), i >= 0, i < object.count, let name = v as? String else {
-                throw StoreError(path: path, message: "__metadata__ 'id2label' must map 0…\(object.count - 1) to names; bad entry '\(k.prefix(40))'")
+                throw StoreError(code: .badTensorFile, path: path, message: "__metadata__ 'id2label' must map 0…\(object.count - 1) to names; bad entry '\(k.prefix(40))'")
             }
             byIndex[i] = name
         }
@@ -134,17 +134,17 @@ public struct SafetensorsFile {
     public func rows(tensor name: String?) throws -> [[Float]] {
         let names = header.keys.filter { $0 != "__metadata__" }.sorted()
         guard let chosen = name ?? (names.count == 1 ? names[0] : nil) else {
-            throw StoreError(path: path, message: "holds \(names.count) tensors (\(names.joined(separator: ", ")))", hint: "Pick one with --tensor")
+            throw StoreError(code: .badTensorFile, path: path, message: "holds \(names.count) tensors (\(names.joined(separator: ", ")))", hint: .pickTensor)
         }
         let (dtype, shape, offsets) = try entry(chosen, names: names)
-        guard shape.count == 2 else { throw StoreError(path: path, message: "tensor '\(chosen)' has shape \(shape), expected [samples, classes]") }
+        guard shape.count == 2 else { throw StoreError(code: .badTensorFile, path: path, message: "tensor '\(chosen)' has shape \(shape), expected [samples, classes]") }
         return try decode(chosen, dtype: dtype, rows: shape[0], columns: shape[1], offsets: offsets)
     }
 
     /// A 1-D tensor as a vector.
     public func vector(tensor name: String) throws -> [Float] {
         let (dtype, shape, offsets) = try entry(name, names: header.keys.filter { $0 != "__metadata__" }.sorted())
-        guard shape.count == 1 else { throw StoreError(path: path, message: "no 1-D tensor '\(name)'") }
+        guard shape.count == 1 else { throw StoreError(code: .badTensorFile, path: path, message: "no 1-D tensor '\(name)'") }
         return try decode(name, dtype: dtype, rows: 1, columns: shape[0], offsets: offsets)[0]
     }
 
@@ -179,23 +179,23 @@ public struct SafetensorsFile {
     private func entry(_ name: String, names: [String]) throws -> (String, [Int], [Int]) {
         guard let info = header[name] as? [String: Any], let dtype = info["dtype"] as? String,
               let shape = info["shape"] as? [Int], let offsets = info["data_offsets"] as? [Int], offsets.count == 2 else {
-            throw StoreError(path: path, message: "no tensor '\(name)'", hint: "It has: \(names.joined(separator: ", "))")
+            throw StoreError(code: .badTensorFile, path: path, message: "no tensor '\(name)'", hint: "It has: \(names.joined(separator: ", "))")
         }
         guard shape.allSatisfy({ $0 >= 0 }), offsets[0] >= 0, offsets[0] <= offsets[1] else {
-            throw StoreError(path: path, message: "tensor '\(name)' has a negative shape or bad data_offsets \(offsets)")
+            throw StoreError(code: .badTensorFile, path: path, message: "tensor '\(name)' has a negative shape or bad data_offsets \(offsets)")
         }
         return (dtype, shape, offsets)
     }
 
     private func decode(_ chosen: String, dtype: String, rows: Int, columns: Int, offsets: [Int]) throws -> [[Float]] {
         let descr = ["F32": "<f4", "F16": "<f2", "F64": "<f8"][dtype]
-        guard let descr else { throw StoreError(path: path, message: "tensor dtype \(dtype) is not supported", hint: "Use F32, F16 or F64") }
-        guard offsets[1] <= data.count - base else { throw StoreError(path: path, message: "truncated tensor data") }
+        guard let descr else { throw StoreError(code: .badTensorFile, path: path, message: "tensor dtype \(dtype) is not supported", hint: "Use F32, F16 or F64") }
+        guard offsets[1] <= data.count - base else { throw StoreError(code: .badTensorFile, path: path, message: "truncated tensor data") }
         let width = descr == "<f4" ? 4 : (descr == "<f2" ? 2 : 8)
         let (cells, o1) = rows.multipliedReportingOverflow(by: columns)
         let (bytes, o2) = cells.multipliedReportingOverflow(by: width)
         guard !o1, !o2, bytes == offsets[1] - offsets[0] else {
-            throw StoreError(path: path, message: "tensor '\(chosen)': shape [\(rows), \(columns)] of \(dtype) does not match its \(offsets[1] - offsets[0]) data bytes")
+            throw StoreError(code: .badTensorFile, path: path, message: "tensor '\(chosen)': shape [\(rows), \(columns)] of \(dtype) does not match its \(offsets[1] - offsets[0]) data bytes")
         }
         return try decodeRows(data, offset: base + offsets[0], dtype: descr, rows: rows, columns: columns, file: path)
     }
@@ -208,11 +208,11 @@ func decodeRows(_ data: Data, offset: Int, dtype: String, rows: Int, columns: In
                 columnMajor: Bool = false) throws -> [[Float]] {
     let width: Int
     switch dtype { case "<f4": width = 4; case "<f2": width = 2; case "<f8": width = 8
-    default: throw StoreError(path: file, message: "dtype \(dtype) is not supported", hint: "Use float32, float16 or float64 (little-endian)") }
+    default: throw StoreError(code: .badTensorFile, path: file, message: "dtype \(dtype) is not supported", hint: "Use float32, float16 or float64 (little-endian)") }
     let (cells, o1) = rows.multipliedReportingOverflow(by: columns)
     let (bytes, o2) = cells.multipliedReportingOverflow(by: width)
     guard rows >= 0, columns >= 0, offset >= 0, !o1, !o2, offset <= data.count, bytes <= data.count - offset else {
-        throw StoreError(path: file, message: "truncated: the data is shorter than its shape [\(rows), \(columns)] says")
+        throw StoreError(code: .badTensorFile, path: file, message: "truncated: the data is shorter than its shape [\(rows), \(columns)] says")
     }
     return data.withUnsafeBytes { raw in
         (0..<rows).map { r in

@@ -37,7 +37,7 @@ public enum StoreVerifier {
         if !pages.isValid, PageValidator.headerError(path: path) == nil {
             let shown = pages.problems.prefix(VerificationReport.problemLimit)
             let more = pages.problems.count - shown.count
-            throw StoreError(path: path, message: "damaged LMDB file: " + shown.joined(separator: "\n  ")
+            throw StoreError(code: .damagedFile, path: path, message: "damaged LMDB file: " + shown.joined(separator: "\n  ")
                                 + (more > 0 ? "\n  … and \(more) more page problems" : ""),
                              hint: "Copy the file again from its source")
         }
@@ -71,7 +71,7 @@ public enum StoreVerifier {
                     report.checked.append("manifest checksum \(hex(inspection.computedChecksum)) matches its \(inspection.byteCount) bytes")
                 }
             } else {
-                let upgrade = report.kind == .softLabels ? "kdcache merge \(report.path) --out NEW rewrites it as v2"
+                let upgrade = report.kind == .softLabels ? "kdcache merge of \(report.path) into a new cache rewrites it as v2"
                                                          : "kdcache prep of its source writes a v2 store"
                 report.notes.append("\(format) store: its manifest has no checksum and its record CRC-32s do not cover their keys, so an edited manifest value that is still in range, or records swapped between keys, cannot be detected (\(upgrade))")
             }

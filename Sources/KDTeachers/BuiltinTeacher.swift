@@ -39,7 +39,7 @@ public struct RichTextFeaturizer: Sendable {
     public static func texts(of store: DatasetStore) throws -> [String] {
         try (0..<store.count).map { i in
             guard let text = try store.text(of: i) else {
-                throw TrainingError(message: "\(store.path): sample \(i) has no raw text; a text teacher needs a store prepped from text")
+                throw TeacherError(code: .noRawText, path: store.path, sample: i, message: "sample \(i) has no raw text; a text teacher needs a store prepped from text")
             }
             return text
         }
@@ -176,7 +176,7 @@ public final class BuiltinTeacher {
             var trained: Network?
             let result = try GroupTrainer(data: subset).train([config]) { _, net in trained = net }[0]
             guard let net = trained else {
-                throw TrainingError(message: "the built-in teacher (model \(j + 1) of \(jobs.count)) \(result.status ?? "diverged"): "
+                throw TeacherError(code: .teacherDiverged, message: "the built-in teacher (model \(j + 1) of \(jobs.count)) \(result.status ?? "diverged"): "
                                     + "lower its learning rate (it was \(options.learningRate))")
             }
             let decoder = InputDecoder(capacity: 512)

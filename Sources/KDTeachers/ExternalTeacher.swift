@@ -64,7 +64,7 @@ public final class ExternalTeacher {
         process.standardError = errors
         reader = DeadlineReader(fd: output.fileHandleForReading.fileDescriptor)
         do { try process.run() } catch {
-            throw TrainingError(message: "cannot start the teacher '\(command)': \(error)")
+            throw TeacherError(code: .cannotStart, message: "cannot start the teacher '\(command)': \(error)")
         }
         let tail = stderrTail
         errors.fileHandleForReading.readabilityHandler = { handle in tail.append(handle.availableData) }
@@ -72,7 +72,7 @@ public final class ExternalTeacher {
                   "dimension": dataset.featurizer.dimension, "has_text": dataset.hasText,
                   "framings": Framing.allCases.map(\.rawValue)])
         let reply = try receiveObject(context: "the ready message")
-        do { ready = try Self.parseReady(reply, dataset: dataset, command: command) } catch { throw failure(error.message, hint: error.hint) }
+        do { ready = try Self.parseReady(reply, dataset: dataset, command: command) } catch { throw failure(error) }
     }
 
     /// Checks a ready message and returns the teacher's self-description.
@@ -138,7 +138,7 @@ public final class ExternalTeacher {
         case .binary: answered = try receiveBinaryOutputs(batchSize: indices.count, classes: store.classCount, context: context)
         }
         do { return try Self.arrange(answered, indices: indices, classes: store.classCount, ready: ready, context: context) } catch {
-            throw failure(error.message, hint: error.hint)
+            throw failure(error)
         }
     }
 
@@ -149,22 +149,22 @@ public final class ExternalTeacher {
         let position = Dictionary(uniqueKeysWithValues: indices.enumerated().map { ($1, $0) })
         var rows = [[Float]?](repeating: nil, count: indices.count)
         for (index, values) in answered {
-            guard let slot = position[index] else { throw ReplyViolation("sample \(index) was not in \(context)", hint: Hint.answerEachOnce) }
-            guard values.count == C else { throw ReplyViolation("sample \(index): \(values.count) values, the dataset has \(C) classes", hint: Hint.oneValuePerLabel) }
+            guard let slot = position[index] else { throw ReplyViolation("sample \(index) was not in \(context)", hint: ProtocolHint.answerEachOnce) }
+            guard values.count == C else { throw ReplyViolation("sample \(index): \(values.count) values, the dataset has \(C) classes", hint: ProtocolHint.oneValuePerLabel) }
             guard values.allSatisfy({ $0.isFinite || (ready.kind != .logits && $0 == -.infinity) }) else {
-                throw ReplyViolation("sample \(index): NaN or infinity among the values", hint: Hint.finite)
+                throw ReplyViolation("sample \(index): NaN or infinity among the values", hint: ProtocolHint.finite)
             }
-            if rows[slot] != nil { throw ReplyViolation("sample \(index) answered twice", hint: Hint.answerEachOnce) }
+            if rows[slot] != nil { throw ReplyViolation("sample \(index) answered twice", hint: ProtocolHint.answerEachOnce) }
             let logits = ready.kind.toLogits(values, temperature: ready.temperature)
             // Finite inputs can still overflow (huge log-probabilities × the temperature), and a row
             // of probabilities that are all 0 has no distribution: neither has a log-softmax.
             guard !logits.contains(where: { $0.isNaN || $0 == .infinity }), logits.contains(where: { $0.isFinite }) else {
-                throw ReplyViolation("sample \(index): the values give no distribution (all zero probabilities, or too large once scaled by the temperature)", hint: Hint.finite)
+                throw ReplyViolation("sample \(index): the values give no distribution (all zero probabilities, or too large once scaled by the temperature)", hint: ProtocolHint.finite)
             }
             rows[slot] = logits
         }
         if let missing = rows.firstIndex(where: { $0 == nil }) {
-            throw ReplyViolation("sample \(indices[missing]) is missing from the teacher's answer", hint: Hint.answerEachOnce)
+            throw ReplyViolation("sample \(indices[missing]) is missing from the teacher's answer", hint: ProtocolHint.answerEachOnce)
         }
         return rows.map { $0! }
     }
@@ -238,7 +238,7 @@ public final class ExternalTeacher {
     /// field) is parsed again generically to name the sample and what is wrong with it.
     private func receiveJSONOutputs(context: String) throws -> [(index: Int, values: [Float])] {
         let line = try receiveLine(context: context)
-        do { return try Self.parseJSONOutputs(line, context: context) } catch { throw failure(error.message, hint: error.hint) }
+        do { return try Self.parseJSONOutputs(line, context: context) } catch { throw failure(error) }
     }
 
     /// Parses a JSON outputs line (see ``receiveJSONOutputs(context:)``).
@@ -255,7 +255,7 @@ public final class ExternalTeacher {
             guard let index = (entry["index"] as? NSNumber)?.intValue else { throw ReplyViolation("an output without \"index\" in \(context)") }
             guard let raw = entry["values"] as? [Any] else { throw ReplyViolation("sample \(index): no \"values\" array") }
             let values = raw.map { ($0 as? NSNumber)?.floatValue ?? ($0 as? String).flatMap { nonFiniteTokens.contains($0) ? Float($0) : nil } }
-            guard values.allSatisfy({ $0 != nil }) else { throw ReplyViolation("sample \(index): a value that is not a number (NaN, infinity or text)", hint: Hint.finite) }
+            guard values.allSatisfy({ $0 != nil }) else { throw ReplyViolation("sample \(index): a value that is not a number (NaN, infinity or text)", hint: ProtocolHint.finite) }
             answered.append((index, values.map { $0! }))
         }
         return answered
@@ -275,7 +275,7 @@ public final class ExternalTeacher {
         let line = try receiveLine(context: context)
         let rows: Int
         do { rows = try Self.parseBinaryHeader(line, batchSize: batchSize, classes: classes, context: context) } catch {
-            throw failure(error.message, hint: error.hint)
+            throw failure(error)
         }
         return Self.decodeBinaryRows(try receiveBytes(rows * (8 + classes * 4), context: context), rows: rows, classes: classes)
     }
@@ -290,8 +290,8 @@ public final class ExternalTeacher {
             throw ReplyViolation("expected a binary outputs header (type, rows, classes, dtype) for \(context), got: \(String(decoding: line.prefix(120), as: UTF8.self))")
         }
         guard header.dtype ?? "f32" == "f32" else { throw ReplyViolation("binary outputs for \(context) in dtype '\(header.dtype!)'; send f32") }
-        guard width == classes else { throw ReplyViolation("\(context): \(width) values per sample, the dataset has \(classes) classes", hint: Hint.oneValuePerLabel) }
-        guard (0...batchSize).contains(rows) else { throw ReplyViolation("\(context): \(rows) rows for the \(batchSize) samples of the batch", hint: Hint.answerEachOnce) }
+        guard width == classes else { throw ReplyViolation("\(context): \(width) values per sample, the dataset has \(classes) classes", hint: ProtocolHint.oneValuePerLabel) }
+        guard (0...batchSize).contains(rows) else { throw ReplyViolation("\(context): \(rows) rows for the \(batchSize) samples of the batch", hint: ProtocolHint.answerEachOnce) }
         return rows
     }
 
@@ -312,23 +312,26 @@ public final class ExternalTeacher {
         try? input.fileHandleForWriting.close()
         process.waitUntilExit()
         if process.terminationStatus != 0 {
-            throw failure("exited with status \(process.terminationStatus) after the last batch")
+            throw failure("exited with status \(process.terminationStatus) after the last batch", code: .teacherExited)
         }
     }
 
     /// An error naming the command, what went wrong, what to do, and the teacher's last words.
-    func failure(_ message: String, hint: String? = nil) -> TrainingError {
-        let tail = stderrTail.text
-        return TrainingError(message: "teacher '\(command)': \(message)" + (hint.map { ". \($0)" } ?? "")
-                             + (tail.isEmpty ? "" : "\nteacher stderr:\n\(tail)"))
+    func failure(_ message: String, hint: KDStore.Hint? = nil, code: TeacherError.Code) -> TeacherError {
+        TeacherError(code: code, command: command, message: message, hint: hint, stderrTail: stderrTail.text)
+    }
+
+    /// ``failure(_:hint:code:)`` for a protocol violation.
+    func failure(_ violation: ReplyViolation) -> TeacherError {
+        failure(violation.message, hint: violation.hint, code: violation.code)
     }
 
     /// What to do about the protocol errors a teacher's author meets most (TEACHERS.md).
-    enum Hint {
-        static let answerEachOnce = "Answer every sample of the batch exactly once, under the index it was sent with"
-        static let oneValuePerLabel = "Answer one value per label of the hello message, in its order"
-        static let finite = "Values must be finite (-Infinity only for logprobs or probs of impossible classes)"
-        static let stdoutIsTheProtocol = "Standard output carries protocol messages only: write logs to standard error"
+    enum ProtocolHint {
+        static let answerEachOnce = KDStore.Hint.advice("Answer every sample of the batch exactly once, under the index it was sent with")
+        static let oneValuePerLabel = KDStore.Hint.advice("Answer one value per label of the hello message, in its order")
+        static let finite = KDStore.Hint.advice("Values must be finite (-Infinity only for logprobs or probs of impossible classes)")
+        static let stdoutIsTheProtocol = KDStore.Hint.advice("Standard output carries protocol messages only: write logs to standard error")
     }
 
     private func send(_ object: [String: Any]) throws {
@@ -337,25 +340,25 @@ public final class ExternalTeacher {
 
     /// Writes one message line.
     private func send(_ message: Data) throws {
-        guard process.isRunning else { throw failure("exited with status \(process.terminationStatus)") }
+        guard process.isRunning else { throw failure("exited with status \(process.terminationStatus)", code: .teacherExited) }
         var data = message
         data.append(0x0A)
         do { try input.fileHandleForWriting.write(contentsOf: data) } catch {
-            throw failure("stopped reading its input (\(error))")
+            throw failure("stopped reading its input (\(error))", code: .pipeFailed)
         }
     }
 
     /// Parses a line as a JSON object; an `{"error": …}` object is the teacher's own failure.
     private func parseObject(_ line: [UInt8], context: String) throws -> [String: Any] {
-        do { return try Self.parseObjectLine(line, context: context) } catch { throw failure(error.message, hint: error.hint) }
+        do { return try Self.parseObjectLine(line, context: context) } catch { throw failure(error) }
     }
 
     static func parseObjectLine(_ line: [UInt8], context: String) throws(ReplyViolation) -> [String: Any] {
         guard let object = (try? JSONSerialization.jsonObject(with: Data(quoteNonFiniteTokens(line)))) as? [String: Any] else {
             let shown = String(decoding: line.prefix(120), as: UTF8.self)
-            throw ReplyViolation("answered \(context) with a line that is not a JSON object: \(shown)", hint: Hint.stdoutIsTheProtocol)
+            throw ReplyViolation("answered \(context) with a line that is not a JSON object: \(shown)", hint: ProtocolHint.stdoutIsTheProtocol, code: .teacherProtocolViolation)
         }
-        if let message = object["error"] as? String { throw ReplyViolation("reported an error for \(context): \(message)") }
+        if let message = object["error"] as? String { throw ReplyViolation("reported an error for \(context): \(message)", code: .teacherReportedError) }
         return object
     }
 
@@ -373,21 +376,21 @@ public final class ExternalTeacher {
         do { return try reader.bytes(count, within: timeout) } catch { throw failure(error, context: context) }
     }
 
-    private func failure(_ e: DeadlineReader.Failure, context: String) -> TrainingError {
+    private func failure(_ e: DeadlineReader.Failure, context: String) -> TeacherError {
         switch e {
         case .timedOut:
             process.terminate()
             return failure("timed out after \(Int(timeout)) s waiting for \(context)",
-                           hint: "Raise --timeout if the teacher is only slow (loading a model can take minutes), or lower --batch-size")
+                           hint: .raiseTimeoutOrLowerBatchSize, code: .teacherTimedOut)
         case .closed:
             process.waitUntilExit()
-            return failure("exited with status \(process.terminationStatus) before answering \(context)")
+            return failure("exited with status \(process.terminationStatus) before answering \(context)", code: .teacherExited)
         case .readFailed(let code):
-            return failure("cannot read its output: \(String(cString: strerror(code)))")
+            return failure("cannot read its output: \(String(cString: strerror(code)))", code: .pipeFailed)
         case .lineTooLong(let limit):
             process.terminate()
             return failure("sent more than \(formatBytes(limit)) without a newline while kdcache waited for \(context)",
-                           hint: Hint.stdoutIsTheProtocol)
+                           hint: ProtocolHint.stdoutIsTheProtocol, code: .teacherProtocolViolation)
         }
     }
 }
@@ -396,8 +399,11 @@ public final class ExternalTeacher {
 /// teacher's standard error before reporting it.
 struct ReplyViolation: Error {
     var message: String
-    var hint: String?
-    init(_ message: String, hint: String? = nil) { self.message = message; self.hint = hint }
+    var hint: KDStore.Hint?
+    var code: TeacherError.Code
+    init(_ message: String, hint: KDStore.Hint? = nil, code: TeacherError.Code = .teacherProtocolViolation) {
+        self.message = message; self.hint = hint; self.code = code
+    }
 }
 
 extension ExternalTeacher {
@@ -431,7 +437,7 @@ extension ExternalTeacher {
             }
             return (ready, try arrange(answered, indices: indices, classes: C, ready: ready, context: context))
         } catch {
-            throw TrainingError(message: "teacher transcript: \(error.message)" + (error.hint.map { ". \($0)" } ?? ""))
+            throw TeacherError(code: error.code, message: "teacher transcript: \(error.message)", hint: error.hint)
         }
     }
 }

@@ -22,14 +22,6 @@ public enum TeacherOutputKind: String, Sendable, CaseIterable {
     }
 }
 
-/// A problem with an imported file, naming the file, the row / sample and what to do.
-public struct ImportError: Error, CustomStringConvertible {
-    public var file: String
-    public var message: String
-    public var hint: String?
-    public var description: String { "\(file): \(message)" + (hint.map { ". \($0)" } ?? "") }
-}
-
 /// Reads teacher outputs from `.npy`, `.safetensors`, JSONL or CSV into one row per dataset sample.
 ///
 /// - `.npy` / `.safetensors`: a 2-D float32, float16 or float64 array [N, C] in dataset order, or in
@@ -53,28 +45,28 @@ public struct TeacherImporter {
         let lower = path.lowercased()
         let ids = try idsPath.map { p -> [String] in
             guard let text = try? String(contentsOfFile: p, encoding: .utf8) else {
-                throw ImportError(file: p, message: "cannot read the id list", hint: "Give a UTF-8 text file with one id per line")
+                throw TeacherError(code: .unreadableFile, file: p, message: "cannot read the id list", hint: "Give a UTF-8 text file with one id per line")
             }
             return text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init).filter { !$0.isEmpty }
         }
         if lower.hasSuffix(".npy") {
             let rows = try NumpyArray(path: path).rows()
-            return try arrange(try reorder(rows, columns: classes, source: "--classes", file: path), file: path, ids: ids)
+            return try arrange(try reorder(rows, columns: classes, source: "classes", file: path), file: path, ids: ids)
         }
         if lower.hasSuffix(".safetensors") {
             let file = try SafetensorsFile(path: path)
             let rows = try file.rows(tensor: tensor)
-            if let classes { return try arrange(try reorder(rows, columns: classes, source: "--classes", file: path), file: path, ids: ids) }
+            if let classes { return try arrange(try reorder(rows, columns: classes, source: "classes", file: path), file: path, ids: ids) }
             let named = try file.metadataClassNames()
             return try arrange(try reorder(rows, columns: named, source: "the file's __metadata__", file: path), file: path, ids: ids)
         }
         if classes != nil {
-            throw ImportError(file: path, message: "--classes applies to .npy and .safetensors files",
-                              hint: "A CSV names its columns in its header; a JSONL row follows the dataset's label order")
+            throw TeacherError(code: .unsupportedFile, file: path, message: "classes applies to .npy and .safetensors files",
+                              hint: "A CSV names its columns in its header; a JSONL row follows the dataset's label order", options: ["classes"])
         }
         if lower.hasSuffix(".jsonl") || lower.hasSuffix(".ndjson") { return try readJSONL(path) }
         if lower.hasSuffix(".csv") { return try readCSV(path) }
-        throw ImportError(file: path, message: "unknown file type", hint: "Use .npy, .safetensors, .jsonl or .csv")
+        throw TeacherError(code: .unsupportedFile, file: path, message: "unknown file type", hint: "Use .npy, .safetensors, .jsonl or .csv")
     }
 
     /// Moves each row's values from the file's column order, where column j holds class
@@ -88,7 +80,7 @@ public struct TeacherImporter {
         var seen = Set<String>()
         let repeated = names.filter { !seen.insert($0).inserted }
         guard repeated.isEmpty else {
-            throw ImportError(file: file, message: "\(source) names \(list(Array(Set(repeated)).sorted())) more than once", hint: "Give each column one class name")
+            throw TeacherError(code: .badClassNames, file: file, message: "\(source) names \(list(Array(Set(repeated)).sorted())) more than once", hint: "Give each column one class name", options: [source])
         }
         let labelSet = Set(labels), nameSet = Set(names)
         let unknown = names.filter { !labelSet.contains($0) }, missing = labels.filter { !nameSet.contains($0) }
@@ -96,16 +88,16 @@ public struct TeacherImporter {
             var parts: [String] = []
             if !unknown.isEmpty { parts.append("not labels of the dataset: \(list(unknown))") }
             if !missing.isEmpty { parts.append("labels of the dataset with no column: \(list(missing))") }
-            throw ImportError(file: file, message: "\(source) does not match the dataset's labels; " + parts.joined(separator: "; "),
-                              hint: "The dataset's labels are \(list(labels)) (kdcache info DATA lists them)")
+            throw TeacherError(code: .badClassNames, file: file, message: "\(source) does not match the dataset's labels; " + parts.joined(separator: "; "),
+                              hint: "The dataset's labels are \(list(labels)) (kdcache info DATA lists them)", options: [source])
         }
         let classOf = Dictionary(uniqueKeysWithValues: labels.enumerated().map { ($1, $0) })
         let target = names.map { classOf[$0]! }
         if target == Array(0..<labels.count) { return rows }
         return try rows.enumerated().map { i, row in
             guard row.count == target.count else {
-                throw ImportError(file: file, message: "row \(i) has \(row.count) values, \(source) names \(target.count) classes",
-                                  hint: "Give one class name per column")
+                throw TeacherError(code: .shapeMismatch, file: file, message: "row \(i) has \(row.count) values, \(source) names \(target.count) classes",
+                                  hint: "Give one class name per column", options: [source])
             }
             var out = [Float](repeating: 0, count: row.count)
             for (j, c) in target.enumerated() { out[c] = row[j] }
@@ -120,7 +112,7 @@ public struct TeacherImporter {
         let names: [String]
         if FileManager.default.fileExists(atPath: text, isDirectory: &isDirectory), !isDirectory.boolValue {
             guard let contents = try? String(contentsOfFile: text, encoding: .utf8) else {
-                throw ImportError(file: text, message: "cannot read the class list as UTF-8 text", hint: "Give one class name per line")
+                throw TeacherError(code: .unreadableFile, file: text, message: "cannot read the class list as UTF-8 text", hint: "Give one class name per line")
             }
             names = contents.split(separator: "\n", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
                 .reversed().drop(while: { $0.isEmpty }).reversed()
@@ -128,7 +120,7 @@ public struct TeacherImporter {
             names = text.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
         }
         if let empty = names.firstIndex(where: { $0.isEmpty }) {
-            throw ImportError(file: text, message: "class name \(empty + 1) of --classes is empty", hint: "Give one non-empty name per column")
+            throw TeacherError(code: .badClassNames, file: text, message: "class name \(empty + 1) of classes is empty", hint: "Give one non-empty name per column", options: ["classes"])
         }
         return names
     }
@@ -137,24 +129,24 @@ public struct TeacherImporter {
     func arrange(_ rows: [[Float]], file: String, ids: [String]?) throws -> [[Float]] {
         let C = dataset.classCount, N = dataset.count
         if let bad = rows.firstIndex(where: { $0.count != C }) {
-            throw ImportError(file: file, message: "row \(bad) has \(rows[bad].count) values, the dataset has \(C) classes", hint: "Export one column per class, in the dataset's label order")
+            throw TeacherError(code: .shapeMismatch, file: file, message: "row \(bad) has \(rows[bad].count) values, the dataset has \(C) classes", hint: "Export one column per class, in the dataset's label order")
         }
         guard let ids else {
             guard rows.count == N else {
-                throw ImportError(file: file, message: "\(rows.count) rows, the dataset has \(N) samples",
-                                  hint: "Export one row per sample in dataset order, or pass --ids with the id of each row")
+                throw TeacherError(code: .shapeMismatch, file: file, message: "\(rows.count) rows, the dataset has \(N) samples",
+                                  hint: .exportInOrderOrGiveIDs)
             }
             return rows
         }
         guard ids.count == rows.count else {
-            throw ImportError(file: file, message: "\(rows.count) rows but the id list has \(ids.count) ids", hint: "Give one id per row")
+            throw TeacherError(code: .unknownID, file: file, message: "\(rows.count) rows but the id list has \(ids.count) ids", hint: "Give one id per row")
         }
         var out = [[Float]?](repeating: nil, count: N)
         for (row, id) in zip(rows, ids) {
             guard let index = try dataset.index(ofID: id) else {
-                throw ImportError(file: file, message: "id '\(id)' is not in the dataset", hint: "Check that the ids come from the same dataset")
+                throw TeacherError(code: .unknownID, file: file, message: "id '\(id)' is not in the dataset", hint: "Check that the ids come from the same dataset")
             }
-            if out[index] != nil { throw ImportError(file: file, message: "id '\(id)' appears twice", hint: "Give each sample once") }
+            if out[index] != nil { throw TeacherError(code: .duplicateSample, file: file, message: "id '\(id)' appears twice", hint: "Give each sample once") }
             out[index] = row
         }
         return try complete(out, file: file)
@@ -164,7 +156,7 @@ public struct TeacherImporter {
         let missing = rows.indices.filter { rows[$0] == nil }
         if let first = missing.first {
             let id = (try? dataset.id(of: first)).flatMap { $0 } ?? "?"
-            throw ImportError(file: file, message: "\(missing.count) samples have no values, the first is sample \(first) (id '\(id)')",
+            throw TeacherError(code: .missingSamples, file: file, message: "\(missing.count) samples have no values, the first is sample \(first) (id '\(id)')",
                               hint: "Import outputs for every sample of the dataset")
         }
         return rows.map { $0! }
@@ -174,35 +166,35 @@ public struct TeacherImporter {
     func sampleIndex(id: String?, index: Int?, file: String, line: Int) throws -> Int {
         if let id {
             guard let i = try dataset.index(ofID: id) else {
-                throw ImportError(file: file, message: "line \(line): id '\(id)' is not in the dataset", hint: "Check that the ids come from the same dataset")
+                throw TeacherError(code: .unknownID, file: file, message: "line \(line): id '\(id)' is not in the dataset", hint: "Check that the ids come from the same dataset")
             }
             return i
         }
         guard let index, (0..<dataset.count).contains(index) else {
-            throw ImportError(file: file, message: "line \(line): needs an \"id\" or an \"index\" in 0..<\(dataset.count)")
+            throw TeacherError(code: .badRow, file: file, message: "line \(line): needs an \"id\" or an \"index\" in 0..<\(dataset.count)")
         }
         return index
     }
 
     func readJSONL(_ path: String) throws -> [[Float]] {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-            throw ImportError(file: path, message: "cannot read as UTF-8 text")
+            throw TeacherError(code: .unreadableFile, file: path, message: "cannot read as UTF-8 text")
         }
         var rows = [[Float]?](repeating: nil, count: dataset.count)
         for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() where !line.trimmingCharacters(in: .whitespaces).isEmpty {
             guard let object = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any] else {
-                throw ImportError(file: path, message: "line \(n + 1): not a JSON object", hint: "Write one {\"id\": …, \"logits\": […]} per line")
+                throw TeacherError(code: .badRow, file: path, message: "line \(n + 1): not a JSON object", hint: "Write one {\"id\": …, \"logits\": […]} per line")
             }
             let values = (object["logits"] ?? object["logprobs"] ?? object["probs"]) as? [Any]
             guard let values, let floats = values.map({ ($0 as? NSNumber)?.floatValue }) as [Float?]?, floats.allSatisfy({ $0 != nil }) else {
-                throw ImportError(file: path, message: "line \(n + 1): no numeric \"logits\" array", hint: "Write {\"id\": …, \"logits\": [numbers]}")
+                throw TeacherError(code: .badRow, file: path, message: "line \(n + 1): no numeric \"logits\" array", hint: "Write {\"id\": …, \"logits\": [numbers]}")
             }
             let index = try sampleIndex(id: (object["id"] as? String) ?? (object["id"] as? NSNumber)?.stringValue,
                                         index: (object["index"] as? NSNumber)?.intValue, file: path, line: n + 1)
             guard floats.count == dataset.classCount else {
-                throw ImportError(file: path, message: "line \(n + 1): \(floats.count) values, the dataset has \(dataset.classCount) classes")
+                throw TeacherError(code: .shapeMismatch, file: path, message: "line \(n + 1): \(floats.count) values, the dataset has \(dataset.classCount) classes")
             }
-            if rows[index] != nil { throw ImportError(file: path, message: "line \(n + 1): sample \(index) appears twice") }
+            if rows[index] != nil { throw TeacherError(code: .duplicateSample, file: path, message: "line \(n + 1): sample \(index) appears twice") }
             rows[index] = floats.map { $0! }
         }
         return try complete(rows, file: path)
@@ -212,10 +204,10 @@ public struct TeacherImporter {
         let reader = try TabularReader(path: path, format: .csv)
         let header = reader.header
         guard let key = header.first, key == "id" || key == "index" else {
-            throw ImportError(file: path, message: "the first column must be 'id' or 'index'", hint: "Write a header id,c0,c1,…")
+            throw TeacherError(code: .badRow, file: path, message: "the first column must be 'id' or 'index'", hint: "Write a header id,c0,c1,…")
         }
         guard header.count - 1 == dataset.classCount else {
-            throw ImportError(file: path, message: "\(header.count - 1) value columns, the dataset has \(dataset.classCount) classes")
+            throw TeacherError(code: .shapeMismatch, file: path, message: "\(header.count - 1) value columns, the dataset has \(dataset.classCount) classes")
         }
         let classOfColumn = try csvClassOrder(Array(header.dropFirst()), file: path)
         var rows = [[Float]?](repeating: nil, count: dataset.count)
@@ -225,11 +217,11 @@ public struct TeacherImporter {
             var values = [Float](repeating: 0, count: dataset.classCount)
             for (j, text) in row.values.dropFirst().enumerated() {
                 guard let t = text, let v = Float(t.trimmingCharacters(in: .whitespaces)) else {
-                    throw ImportError(file: path, message: "line \(row.line): column '\(header[j + 1])' is not a number: '\(text ?? "")'")
+                    throw TeacherError(code: .badRow, file: path, message: "line \(row.line): column '\(header[j + 1])' is not a number: '\(text ?? "")'")
                 }
                 values[classOfColumn[j]] = v
             }
-            if rows[index] != nil { throw ImportError(file: path, message: "line \(row.line): sample \(index) appears twice") }
+            if rows[index] != nil { throw TeacherError(code: .duplicateSample, file: path, message: "line \(row.line): sample \(index) appears twice") }
             rows[index] = values
         }
         return try complete(rows, file: path)
@@ -245,12 +237,12 @@ public struct TeacherImporter {
         if named.allSatisfy({ $0 == nil }) { return Array(columns.indices) }
         let shown = labels.prefix(6).joined(separator: ", ") + (labels.count > 6 ? ", …" : "")
         if let j = named.firstIndex(where: { $0 == nil }) {
-            throw ImportError(file: file, message: "column '\(columns[j])' is not a label of the dataset, but other columns are (\(shown))",
+            throw TeacherError(code: .badClassNames, file: file, message: "column '\(columns[j])' is not a label of the dataset, but other columns are (\(shown))",
                               hint: "Name every value column after a label (any order), or none (then columns follow the dataset's label order)")
         }
         var seen = Set<Int>()
         for (j, c) in named.enumerated() where !seen.insert(c!).inserted {
-            throw ImportError(file: file, message: "column '\(columns[j])' names a label a second time", hint: "Give each label one column")
+            throw TeacherError(code: .badClassNames, file: file, message: "column '\(columns[j])' names a label a second time", hint: "Give each label one column")
         }
         return named.map { $0! }
     }
@@ -270,10 +262,10 @@ public func validateTeacherRows(_ rows: [[Float]], kind: TeacherOutputKind, file
     for (i, row) in rows.enumerated() {
         for (c, v) in row.enumerated() {
             let ok = kind == .logits ? v.isFinite : (kind == .probs ? (v.isFinite && v >= 0) : (!v.isNaN && v != .infinity))
-            if !ok { throw ImportError(file: file, message: "sample \(i) class \(c): \(v) is not a valid \(kind.rawValue) value", hint: "Fix the teacher's output for this sample") }
+            if !ok { throw TeacherError(code: .badValue, file: file, message: "sample \(i) class \(c): \(v) is not a valid \(kind.rawValue) value", hint: "Fix the teacher's output for this sample") }
         }
         if kind == .probs, abs(row.reduce(0, +) - 1) > 1e-2 {
-            throw ImportError(file: file, message: "sample \(i): probabilities sum to \(row.reduce(0, +)), not 1", hint: "Pass --kind logits or logprobs if these are not probabilities")
+            throw TeacherError(code: .badValue, file: file, message: "sample \(i): probabilities sum to \(row.reduce(0, +)), not 1", hint: .declareValueKind)
         }
     }
 }

@@ -86,7 +86,7 @@ public final class TrainingData: @unchecked Sendable {
     static func checkIndices(store: DatasetStore, table: DatasetTable, classes: Int, sparse: Bool, mean: [Float], invStd: [Float]) throws {
         let dimension = store.manifest.featurizer.dimension
         func fail(_ message: String) -> StoreError {
-            StoreError(path: store.path, message: message, hint: "Run kdcache verify; rebuild the store with kdcache prep")
+            StoreError(code: .badRecord, path: store.path, message: message, hint: "Run kdcache verify; rebuild the store with kdcache prep")
         }
         guard classes >= 1 else { throw fail("the manifest lists no classes") }
         guard (1...maxDimension).contains(dimension) else { throw fail("feature dimension \(dimension) is out of range 1…\(maxDimension)") }
@@ -126,7 +126,7 @@ public final class TrainingData: @unchecked Sendable {
     static func checkIndices(teacher table: SoftLabelTable, samples: Int, classes: Int, writeTemperature: Float) throws {
         let name = table.teacher.identity.name
         func fail(_ message: String) -> StoreError {
-            StoreError(path: table.store.path, message: "teacher \(name): " + message, hint: "Run kdcache verify --data")
+            StoreError(code: .badRecord, path: table.store.path, message: "teacher \(name): " + message, hint: .verifyAgainstDataset)
         }
         guard table.store.classCount == classes else { throw fail("\(table.store.classCount) classes, the dataset has \(classes)") }
         // At least one record per (sample, view) the trainer reads (more only with

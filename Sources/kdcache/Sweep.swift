@@ -166,9 +166,10 @@ struct SweepRun: ParsableCommand {
             if !quiet { printError("sweep: \(p.runs)/\(p.totalRuns) runs, \(p.configurations)/\(p.totalConfigurations) configurations complete") }
         })
         let table = aggregate(results)
-        let report = SweepReport(results: results, aggregated: table, teacherTestAccuracy: teacherAccuracy, labels: store.manifest.labels,
+        var report = SweepReport(results: results, aggregated: table, teacherTestAccuracy: teacherAccuracy, labels: store.manifest.labels,
                                  dataset: manifest.dataset, teacher: manifest.teacher, teacherDescription: manifest.teacherDescription,
                                  testSamples: manifest.testSamples)
+        report.renderHint = { flagText($0) }
         let summary = try report.write(to: out)
         try report.checkNotAllDiverged(out: out)
         if let best = report.ranked.first {
@@ -207,11 +208,11 @@ extension String {
 func openSweepDirectory(_ out: String, for manifest: SweepManifest, force: Bool) throws -> (directory: SweepDirectory, resumed: Bool) {
     do {
         return try SweepDirectory.open(out, for: manifest, startOver: force)
-    } catch let error as SweepDirectoryError {
-        switch error.reason {
+    } catch let error as ReportError where error.code == .notADirectory || error.code == .otherSweep {
+        switch error.code {
         case .notADirectory:
             throw CLIError("--out \(out) is a file, not a directory. Name a directory for the sweep's files (it is created when missing)")
-        case .otherSweep:
+        default:
             throw CLIError("\(error). A directory holds one sweep, and the same command resumes it: use another --out, "
                            + "or pass --force to remove its sweep files (\(SweepDirectory(path: out).existingOutputs.joined(separator: ", "))) and start over")
         }
@@ -311,9 +312,10 @@ struct SweepCollect: ParsableCommand {
         try renderingFileErrors(.write, opened.directory.resultsPath) {
             try lines.write(toFile: opened.directory.resultsPath, atomically: true, encoding: .utf8)
         }
-        let report = SweepReport(results: results, aggregated: aggregate(results), teacherTestAccuracy: manifest.teacherTestAccuracy,
+        var report = SweepReport(results: results, aggregated: aggregate(results), teacherTestAccuracy: manifest.teacherTestAccuracy,
                                  labels: manifest.labels, dataset: manifest.dataset, teacher: manifest.teacher,
                                  teacherDescription: manifest.teacherDescription, testSamples: manifest.testSamples)
+        report.renderHint = { flagText($0) }
         let summary = try report.write(to: out)
         try report.checkNotAllDiverged(out: out)
         report.warnAboutDivergence()

@@ -128,13 +128,13 @@ import Testing
     }
 
     /// Every row of a file through the library's reader, or the error that stopped it.
-    static func readAll(_ path: String) -> Result<[[String?]], InputError> {
+    static func readAll(_ path: String) -> Result<[[String?]], StoreError> {
         do {
             let reader = try TabularReader(path: path)
             var rows: [[String?]] = []
             while let row = try reader.next(columns: ["id", "label", "text"]) { rows.append(row.values) }
             return .success(rows)
-        } catch let error as InputError { return .failure(error) } catch { fatalError("\(error)") }
+        } catch let error as StoreError { return .failure(error) } catch { fatalError("\(error)") }
     }
 
     /// In process, so that every case of a larger file is cheap: each truncation of a gzip file

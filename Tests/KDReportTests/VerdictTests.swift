@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import KDReport
+import KDStore
 import KDTrain
 
 /// Issue 10 §1: the verdict agrees with the table. Synthetic results: each row is one grid point
@@ -83,7 +84,7 @@ import KDTrain
         Case(name: "one seed: no uncertainty, no finding",
              points: [Point(student: "linear", alpha: 0.5, valid: 0.80, test: [0.80]),
                       Point(student: "linear", alpha: 0, valid: 0.70, test: [0.70])],
-             headline: "verdict: undetermined: the best KD student (linear α 0.5 T 2.0 lr 0.1) against the best no-KD student (linear no KD (α 0) lr 0.1): +0.1000 test accuracy with one seed: no uncertainty is available (use --seeds 3 or more)",
+             headline: "verdict: undetermined: the best KD student (linear α 0.5 T 2.0 lr 0.1) against the best no-KD student (linear no KD (α 0) lr 0.1): +0.1000 test accuracy with one seed: no uncertainty is available (run 3 seeds or more)",
              finding: .undetermined, best: "linear α 0.5 T 2.0 lr 0.1", absent: ["KD helps", "KD hurts", "interval"]),
         Case(name: "every α is 0",
              points: [Point(student: "linear", alpha: 0, valid: 0.70, test: [0.70, 0.71]),
@@ -92,7 +93,7 @@ import KDTrain
              finding: nil, best: "linear no KD (α 0) lr 0.3", lines: ["best overall: linear no KD (α 0) lr 0.3: valid 0.7200"]),
         Case(name: "no α = 0 in the grid",
              points: [Point(student: "linear", alpha: 0.5, valid: 0.70, test: [0.70, 0.71])],
-             headline: "verdict: no α = 0 configuration in the grid: nothing to measure KD against (add 0 to --alpha)",
+             headline: "verdict: no α = 0 configuration in the grid: nothing to measure KD against (add α = 0 to the grid)",
              finding: nil, best: "linear α 0.5 T 2.0 lr 0.1"),
         Case(name: "diverged configurations are left out and counted, even when their valid accuracy was highest",
              points: [Point(student: "linear", alpha: 0.9, lr: 1, valid: 0.99, test: [0.99, 0.99, 0.99], diverged: [1]),
@@ -130,6 +131,14 @@ import KDTrain
         for line in c.lines { #expect(text.contains(line), "\(line) in\n\(text)") }
         for word in c.absent { #expect(!text.contains(word), "\(word) in\n\(text)") }
         #expect(report.html().contains(report.escape(v.headline)), "the report shows the same verdict")
+    }
+
+    @Test func theVerdictsRemediesAreHintsItsCallerRenders() {
+        var report = Self.report([Point(student: "linear", alpha: 0.5, valid: 0.8, test: [0.9])])
+        #expect(report.verdict().contains("(\(Hint.addBaselineAlpha))"), "in words by default")
+        report.renderHint = { "<\($0)>" }
+        #expect(report.verdict().contains("(<\(Hint.addBaselineAlpha)>)"), "\(report.verdict())")
+        #expect(report.html().contains(report.escape("(<\(Hint.addBaselineAlpha)>)")), "the report shows the rendered remedy")
     }
 
     @Test func tiesOnValidAreNeverBrokenByTest() {

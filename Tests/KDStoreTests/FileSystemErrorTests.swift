@@ -16,7 +16,7 @@ import Testing
         let posix = NSError(domain: NSPOSIXErrorDomain, code: Int(ENOSPC))
         #expect(FileSystemError(posix, path: "runs/report.html", operation: .write).description.hasPrefix("no space left on the file system of runs (writing report.html)"))
         #expect(!FileSystemError(full, path: nil, operation: .write).description.contains("NSCocoaErrorDomain"))
-        #expect(FileSystemError.isFoundationFileError(full) && !FileSystemError.isFoundationFileError(StoreError(path: "x", message: "y")))
+        #expect(FileSystemError.isFoundationFileError(full) && !FileSystemError.isFoundationFileError(StoreError(code: .ioFailure, path: "x", message: "y")))
     }
 
     @Test func decodingErrorsAreOneLine() throws {

@@ -49,7 +49,8 @@ import Testing
         let dir = temporaryDirectory()
         var options = PrepOptions(input: writeFile("bad.csv", "label,text\na,hello\n,empty\n", in: dir), labelColumn: "label")
         options.textColumn = "text"
-        #expect(throws: InputError.self) { try DatasetPreparer(options: options).run(output: dir + "/out.lmdb") }
+        let error = #expect(throws: StoreError.self) { try DatasetPreparer(options: options).run(output: dir + "/out.lmdb") }
+        #expect(error?.code == .badInputRow && error?.line == 3, "\(String(describing: error))")
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["bad.csv"])
     }
 
@@ -110,7 +111,8 @@ import Testing
         let refused = #expect(throws: StoreError.self) {
             try SoftLabelWriter(path: path, dataset: data.manifest, teacher: teacher, layout: SoftLabelLayout(writeTemperature: 4))
         }
-        #expect(refused?.hint == "Pass another --name to keep both, or write to a new --out", "the hint names a flag teach and import have")
+        #expect(refused?.code == .teacherMismatch)
+        #expect(refused?.hint == .renameTeacherOrWriteElsewhere, "the hint is one the CLI renders as a flag teach and import have")
         let second = TeacherIdentity(name: "other", description: "", contentHash: "x")
         _ = try SoftLabelWriter(path: path, dataset: data.manifest, teacher: second, layout: SoftLabelLayout(writeTemperature: 4))
         #expect(try SoftLabelStore(path: path).manifest.teachers.keys.sorted() == ["mlp", "other"])
@@ -123,7 +125,7 @@ import Testing
         _ = try SoftLabelWriter(path: path, dataset: data.manifest, teacher: teacher, layout: SoftLabelLayout())
         let other = try makeTextStore(rows: 7)
         let error = #expect(throws: StoreError.self) { try SoftLabelStore(path: path).checkCompatible(with: other.manifest) }
-        #expect(error?.message.contains("dataset fingerprint differs") == true)
+        #expect(error?.code == .fingerprintMismatch)
     }
 
     @Test func badValuesAreRejectedBeforeAnythingIsWritten() throws {

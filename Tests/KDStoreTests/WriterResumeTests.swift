@@ -202,18 +202,17 @@ import Testing
 
     struct RefusalCase: Sendable, CustomTestStringConvertible {
         var name: String
-        var message: String
+        var code: StoreError.Code
         var hintContainsPath: Bool
         var testDescription: String { name }
     }
 
     static let refusals: [RefusalCase] = [
-        RefusalCase(name: "a text file", message: "exists and is not a kdcache cache (not an LMDB file)", hintContainsPath: true),
-        RefusalCase(name: "an LMDB file with data", message: "exists and is not a kdcache cache (an LMDB file without a kdcache manifest, holding data)",
-                    hintContainsPath: true),
-        RefusalCase(name: "a directory", message: "is a directory, not a file", hintContainsPath: true),
-        RefusalCase(name: "a missing directory", message: "the directory", hintContainsPath: false),
-        RefusalCase(name: "a dataset store", message: "is a dataset store, not a soft-label cache", hintContainsPath: false),
+        RefusalCase(name: "a text file", code: .notOurFile, hintContainsPath: true),
+        RefusalCase(name: "an LMDB file with data", code: .notOurFile, hintContainsPath: true),
+        RefusalCase(name: "a directory", code: .wrongFileType, hintContainsPath: true),
+        RefusalCase(name: "a missing directory", code: .noSuchFile, hintContainsPath: false),
+        RefusalCase(name: "a dataset store", code: .notASoftLabelCache, hintContainsPath: false),
     ]
 
     @Test(arguments: refusals) func whatIsNotACacheIsRefusedInPlainWords(_ c: RefusalCase) throws {
@@ -235,8 +234,8 @@ import Testing
             try SoftLabelWriter(path: path, dataset: data.manifest, teacher: teacher, layout: SoftLabelLayout())
         }
         #expect(error?.path == path)
-        #expect(error?.message.hasPrefix(c.message) == true, "\(String(describing: error))")
-        if c.hintContainsPath { #expect(error?.hint?.contains(path) == true, "\(String(describing: error?.hint))") }
+        #expect(error?.code == c.code, "\(String(describing: error))")
+        if c.hintContainsPath { #expect(error?.hint?.description.contains(path) == true, "\(String(describing: error?.hint))") }
         #expect(error?.description.contains(".tmp-") == false)
         if c.name != "a dataset store" {
             #expect(try FileManager.default.contentsOfDirectory(atPath: dir).sorted() == before, "no lock file or temporary is left beside it")

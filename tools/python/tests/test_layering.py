@@ -47,3 +47,37 @@ def test_every_import_points_down_the_table():
                 if rows.get(imported, 99) >= row:
                     problems.append(f"{f.relative_to(ROOT)} imports {imported}, which is not above {directory}")
     assert not problems, "\n".join(problems)
+
+
+LIBRARIES = ["LMDB", "KDStore", "KDTrain", "KDTeachers", "KDReport", "KDJobs"]
+FLAG = re.compile(r"--[a-z]")
+
+
+def code_part(line):
+    """`line` up to its `//` comment: the first `//` outside a string literal (an even number of
+    unescaped quotes before it)."""
+    quotes = 0
+    for i, ch in enumerate(line):
+        if ch == '"' and (i == 0 or line[i - 1] != "\\"):
+            quotes += 1
+        elif line.startswith("//", i) and quotes % 2 == 0:
+            return line[:i]
+    return line
+
+
+def test_no_library_string_names_a_flag():
+    """Issue 11's error convention: hints are `Hint` cases that the CLI renders as flags, so no
+    library source line names a CLI flag (`--force`, `--out`) outside comments."""
+    found = []
+    for lib in LIBRARIES:
+        for path in sorted((ROOT / "Sources" / lib).rglob("*.swift")):
+            for n, line in enumerate(path.read_text().splitlines(), 1):
+                if FLAG.search(code_part(line)):
+                    found.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+    assert not found, "library code names CLI flags:\n" + "\n".join(found)
+
+
+def test_the_flag_scan_sees_strings_and_skips_comments():
+    assert FLAG.search(code_part('throw E(hint: "Pass --force")'))
+    assert not FLAG.search(code_part('let x = 1 // pass --force'))
+    assert FLAG.search(code_part('let url = "http://x" + "--out"'))
