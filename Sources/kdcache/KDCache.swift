@@ -27,12 +27,14 @@ struct KDCache: ParsableCommand {
         do { command = try parseAsRoot(arguments) } catch { exit(withError: userFacing(error)) }
         do {
             try command.run()
-        } catch let error as ValidationError {
-            let type = type(of: command)
-            printError("Error: \(error.message)\nUsage: \(usageString(for: type))\n  See '\(HelpRequest.path(of: type)) --help' for more information.")
-            Foundation.exit(ExitCode.validationFailure.rawValue)
         } catch {
-            exit(withError: userFacing(error))
+            // A library error's hint becomes flag text first (``flagText(_:)``).
+            if let error = flagText(error) as? ValidationError {
+                let type = type(of: command)
+                printError("Error: \(error.message)\nUsage: \(usageString(for: type))\n  See '\(HelpRequest.path(of: type)) --help' for more information.")
+                Foundation.exit(ExitCode.validationFailure.rawValue)
+            }
+            exit(withError: userFacing(flagText(error)))
         }
     }
 }
