@@ -66,3 +66,33 @@ import Testing
         #expect(try CacheWriting.isComplete(writer, shard: shard) && !(try CacheWriting.isComplete(writer, shard: nil)))
     }
 }
+
+/// External teachers driven from Swift: teach, then check the cache against the process.
+@Suite struct ExternalTeacherJobTests {
+    @Test func anExternalTeacherIsAskedInBatchesAndItsCacheIsFresh() throws {
+        let (dataset, _, dir) = try makeStores()
+        let command = try writeUniformTeacher(in: dir)
+        var options = TeachJob.Options(data: dir + "/d.lmdb", out: dir + "/uniform.lmdb")
+        var external = TeachJob.External(command: command)
+        external.batchSize = 7   // requests smaller than a commit, the last one short
+        options.external = external
+        options.commitEvery = 20
+        let progress = Counter()
+        guard case .wrote(let written) = try TeachJob(options).run(store: dataset, events: { event in
+            if case .progress(let done, _) = event { progress.record(done) }
+        }) else { Issue.record("a new cache was found complete"); return }
+        #expect(written.samples == dataset.count && written.identity.name == "uniform")
+        #expect(progress.first == 20, "one progress event per committed batch")
+        let agreement = try #require(written.agreement)
+        #expect(agreement.looksUnrelated, "a constant teacher agrees with the labels no better than chance")
+        let cache = try SoftLabelStore(path: options.out)
+        let p = try #require(try cache.logProbs(sample: dataset.count - 1, teacher: "uniform", temperature: 1))
+        #expect(p.allSatisfy { abs($0 - Float(log(1.0 / 3))) < 1e-3 })
+
+        let fresh = try FidelityJob(FidelityJob.Options(cache: options.out, data: dir + "/d.lmdb", command: command)).run()
+        #expect(!fresh.isStale && fresh.comparison.meanKL < 1e-6 && fresh.reportedContentHash == nil)
+        let oracle = try FidelityJob(FidelityJob.Options(cache: dir + "/t.lmdb", data: dir + "/d.lmdb", command: command)).run()
+        #expect(oracle.isStale, "the 0.8-on-the-label cache is far from the uniform teacher")
+        #expect(oracle.reportedContentHash == "sha256:uniform" && oracle.recordedContentHash == "x")
+    }
+}

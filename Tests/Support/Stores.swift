@@ -48,3 +48,23 @@ public final class Counter: @unchecked Sendable {
     public func record(_ v: Int) { lock.lock(); values.append(v); lock.unlock() }
     public var first: Int? { lock.lock(); defer { lock.unlock() }; return values.first }
 }
+
+/// A teacher process (python3) speaking the protocol of tools/teachers/TEACHERS.md that answers
+/// the same logits, 0 for every class, for every sample; returns the command that starts it.
+public func writeUniformTeacher(in dir: String) throws -> String {
+    let script = """
+    import json, sys
+    hello = json.loads(sys.stdin.readline())
+    classes = len(hello["labels"])
+    print(json.dumps({"type": "ready", "name": "uniform", "description": "0 for every class", "content_hash": "sha256:uniform",
+                      "kind": "logits", "inputs": ["text"]}), flush=True)
+    for line in sys.stdin:
+        message = json.loads(line)
+        if message["type"] == "end":
+            break
+        outputs = [{"index": s["index"], "values": [0.0] * classes} for s in message["samples"]]
+        print(json.dumps({"type": "outputs", "outputs": outputs}), flush=True)
+    """
+    try script.write(toFile: dir + "/uniform_teacher.py", atomically: true, encoding: .utf8)
+    return "python3 \(dir)/uniform_teacher.py"
+}
