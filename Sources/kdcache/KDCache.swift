@@ -29,12 +29,13 @@ struct KDCache: ParsableCommand {
             try command.run()
         } catch {
             // A library error's hint becomes flag text first (``flagText(_:)``).
-            if let error = flagText(error) as? ValidationError {
+            let error = flagText(error)
+            if let error = error as? ValidationError {
                 let type = type(of: command)
                 printError("Error: \(error.message)\nUsage: \(usageString(for: type))\n  See '\(HelpRequest.path(of: type)) --help' for more information.")
                 Foundation.exit(ExitCode.validationFailure.rawValue)
             }
-            exit(withError: userFacing(flagText(error)))
+            exit(withError: userFacing(error))
         }
     }
 }

@@ -4,7 +4,8 @@ import KDStore
 struct Plan: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Print the size a soft-label cache will take on disk, before anything runs.")
 
-    @Option(help: "The dataset store.") var data: String
+    @OptionGroup var dataset: DatasetOption
+    var data: String { dataset.data }
     @OptionGroup var layout: CacheLayoutOptions
     @Option(parsing: .unconditional, help: "Views per sample.") var views: Int = 1
     @Option(help: "Where the cache will be written (for the free-space check).") var out: String = "."

@@ -32,7 +32,8 @@ struct SweepRun: ParsableCommand {
         sharded sweeps (kdcache help sweep collect).
         """)
 
-    @Option(help: "The dataset store.") var data: String
+    @OptionGroup var dataset: DatasetOption
+    var data: String { dataset.data }
     @Option(help: "The soft-label cache.") var logits: String
     @Option(help: "A sweep file (JSON or YAML) with any of the grid options below as keys; flags override it.") var config: String?
     @Option(parsing: .unconditional, help: "Distillation temperatures T > 0, comma-separated. (default: \(SweepFlagDefaults.temperature))") var temperature: String?
