@@ -68,6 +68,14 @@ public enum Hint: Hashable, Sendable, CustomStringConvertible {
     case runThreeOrMoreSeeds
     /// A grid without α = 0: add it.
     case addBaselineAlpha
+    /// The dataset store needs valid and test splits: prepare it again with them.
+    case prepareWithValidAndTestSplits
+    /// Lower the learning rates (the ones the sweep used are given).
+    case lowerLearningRates(used: [Float])
+    /// Rerun the sweep into a new output directory.
+    case rerunSweepInNewOutput
+    /// The directory may not be the output of a sweep.
+    case checkItIsASweepOutput
 
     /// The hint in words, without flag names.
     public var description: String {
@@ -104,6 +112,10 @@ public enum Hint: Hashable, Sendable, CustomStringConvertible {
         case .declareValueKind: "Declare them logits or logprobs if these are not probabilities"
         case .runThreeOrMoreSeeds: "run 3 seeds or more"
         case .addBaselineAlpha: "add α = 0 to the grid"
+        case .prepareWithValidAndTestSplits: "Prepare the dataset again with a valid and a test split"
+        case .lowerLearningRates(let used): "Lower the learning rates (this sweep used \(used.map { "\($0)" }.joined(separator: ", ")))"
+        case .rerunSweepInNewOutput: "rerun the sweep into a new directory"
+        case .checkItIsASweepOutput: "is it the output directory of a sweep?"
         }
     }
 }

@@ -7,7 +7,7 @@ import Foundation
 ///
 /// Layout: `\x93NUMPY`, u8 major, u8 minor, header length (u16 LE for v1, u32 LE for v2/v3), an
 /// ASCII (v3: UTF-8) Python dict literal with `descr`, `fortran_order` and `shape`, then the data.
-/// Every field is bounded before use: an untrusted file gives an ``ImportError``, never a trap.
+/// Every field is bounded before use: an untrusted file gives a ``StoreError``, never a trap.
 public struct NumpyArray {
     public let path: String
     public let shape: [Int]

@@ -71,5 +71,9 @@ func flagText(_ hint: Hint) -> String {
     case .declareValueKind: "Pass --kind logits or logprobs if these are not probabilities"
     case .runThreeOrMoreSeeds: "use --seeds 3 or more"
     case .addBaselineAlpha: "add 0 to --alpha"
+    case .prepareWithValidAndTestSplits: "Prepare it again with --valid-fraction (e.g. 0.1) and a test split (--test-fraction or --test FILE)"
+    case .lowerLearningRates(let used): "Lower --lr (this sweep used \(used.map { "\($0)" }.joined(separator: ", "))); Adam usually suits 0.001–0.3"
+    case .rerunSweepInNewOutput: "rerun the sweep in a new --out"
+    case .checkItIsASweepOutput: "is it the --out of a kdcache sweep?"
     }
 }

@@ -10,7 +10,8 @@ struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Evaluate a saved student on a split of a dataset store.")
 
     @Argument(help: "The student (best-student.safetensors or its .json).") var model: String
-    @Option(help: "The dataset store.") var data: String
+    @OptionGroup var dataset: DatasetOption
+    var data: String { dataset.data }
     @Option(help: "The split: train, valid or test.") var split: String = "test"
     @Option(help: "A soft-label cache, to report agreement and KL with its teacher.") var logits: String?
     @Flag(help: "Evaluate on a dataset with another fingerprint (same featurizer and labels).") var allowFingerprintMismatch = false

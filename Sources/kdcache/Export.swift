@@ -10,10 +10,10 @@ struct Export: ParsableCommand {
     @Argument(help: "A dataset store or soft-label cache.") var store: String
     @Option(help: "The file to write.") var out: String
     @Flag(help: "gzip-compress the copy.") var compress = false
-    @Flag(help: "Replace --out if it exists.") var force = false
+    @OptionGroup var replace: ReplaceOptions
 
     func run() throws {
-        let result = try StoreExporter.export(store, to: out, compress: compress, overwrite: force)
+        let result = try StoreExporter.export(store, to: out, compress: compress, overwrite: replace.force)
         print("wrote \(out): \(result.bytes) bytes (\(String(format: "%.1f", Double(result.bytes) / Double(max(1, fileSize(store))) * 100))% of the original)")
         print("sha256 \(result.sha256)")
     }

@@ -14,11 +14,11 @@ struct Fidelity: ParsableCommand {
     @Argument(help: "The soft-label cache.") var cache: String
     @Option(help: "The dataset store the cache belongs to.") var data: String
     @Option(help: "The teacher command (protocol of tools/teachers/TEACHERS.md).") var exec: String
-    @Option(parsing: .unconditional, help: "How many random samples to rerun.") var samples: Int = 100
+    @Option(parsing: .unconditional, help: "How many random samples to rerun.") var samples = FidelityJob.defaultSamples
     @Option(parsing: .unconditional, help: "Seed of the sample choice.") var seed: Int = 0
     @Option(help: "The cache's teacher, when it holds several.") var teacher: String?
-    @Option(parsing: .unconditional, help: "Largest acceptable mean KL in nats.") var maxKl: Double = 1e-3
-    @Option(parsing: .unconditional, help: "Seconds to wait for the teacher's answer.") var timeout: Double = 300
+    @Option(parsing: .unconditional, help: "Largest acceptable mean KL in nats.") var maxKl = FidelityJob.defaultMaxKL
+    @Option(parsing: .unconditional, help: "Seconds to wait for the teacher's answer.") var timeout = TeachDefaults.timeout
 
     func validate() throws {
         try check("--samples", samples, .atLeast(1))
@@ -28,26 +28,17 @@ struct Fidelity: ParsableCommand {
     }
 
     func run() throws {
-        let store = try DatasetStore(path: data)
-        let softLabels = try SoftLabelStore(path: cache)
-        try softLabels.checkCompatible(with: store.manifest)
-        let entry = try softLabels.teacher(teacher)
-        var rng = SplitMix64(seed: UInt64(seed), stream: 30)
-        let chosen = Array(rng.permutation(store.count).prefix(samples)).sorted()
-        let process = try ExternalTeacher(command: exec, dataset: store.manifest, timeout: timeout)
-        let fresh = try process.outputs(for: chosen, store: store)
-        try process.finish()
-        var comparison = DistributionComparison(keep: 5)
-        for (i, s) in chosen.enumerated() {
-            let stored = try softLabels.logProbs(sample: s, teacher: entry.identity.name, temperature: 1)!
-            comparison.add(sample: s, stored, logSoftmax(fresh[i]))
-        }
+        var options = FidelityJob.Options(cache: cache, data: data, command: exec)
+        options.samples = samples; options.seed = UInt64(seed); options.teacher = teacher
+        options.maxKL = maxKl; options.timeout = timeout
+        let outcome = try FidelityJob(options).run()
+        let comparison = outcome.comparison
         print(String(format: "%d samples rerun: argmax agreement %.4f, KL(cache‖teacher) mean %.6f max %.6f, max |Δp| %.6f",
                      comparison.count, comparison.agreement, comparison.meanKL, comparison.klMax, comparison.maxAbsolute))
-        if process.identity(name: entry.identity.name).contentHash != entry.identity.contentHash {
-            print("note: the teacher reports content hash \(process.identity(name: nil).contentHash), the cache records \(entry.identity.contentHash)")
+        if let reported = outcome.reportedContentHash {
+            print("note: the teacher reports content hash \(reported), the cache records \(outcome.recordedContentHash)")
         }
-        if comparison.meanKL > maxKl {
+        if outcome.isStale {
             print(String(format: "STALE: mean KL %.6f exceeds --max-kl %.6f; most different: ", comparison.meanKL, maxKl) +
                   comparison.worst.map { "sample \($0.sample)" }.joined(separator: ", "))
             throw ExitCode(1)

@@ -27,11 +27,14 @@ struct KDCache: ParsableCommand {
         do { command = try parseAsRoot(arguments) } catch { exit(withError: userFacing(error)) }
         do {
             try command.run()
-        } catch let error as ValidationError {
-            let type = type(of: command)
-            printError("Error: \(error.message)\nUsage: \(usageString(for: type))\n  See '\(HelpRequest.path(of: type)) --help' for more information.")
-            Foundation.exit(ExitCode.validationFailure.rawValue)
         } catch {
+            // A job's error becomes flag text first (``jobErrorForCLI(_:)``).
+            let error = jobErrorForCLI(error)
+            if let error = error as? ValidationError {
+                let type = type(of: command)
+                printError("Error: \(error.message)\nUsage: \(usageString(for: type))\n  See '\(HelpRequest.path(of: type)) --help' for more information.")
+                Foundation.exit(ExitCode.validationFailure.rawValue)
+            }
             exit(withError: userFacing(error))
         }
     }

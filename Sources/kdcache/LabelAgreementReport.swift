@@ -1,15 +1,14 @@
 import Foundation
 import KDStore
 
-// The check `teach --exec` and `import` run on what they wrote (LabelAgreement in KDStore).
+// What `teach --exec` and `import` print about the agreement they measured (LabelAgreement in KDStore).
 
 /// Prints how often a teacher agrees with the dataset's labels, and warns when it is no better than
 /// chance: the mark of outputs that do not line up with the samples or the class order.
-func reportLabelAgreement(_ writer: SoftLabelWriter, store: DatasetStore, imported: Bool) throws {
-    let agreement = try LabelAgreement.measure(writer, dataset: store)
+func reportLabelAgreement(_ agreement: LabelAgreement, teacher: String, store: DatasetStore, imported: Bool) {
     guard agreement.count > 0 else { return }
     print("agreement with the dataset's labels: \(agreement.summary)")
-    if agreement.looksUnrelated { warnUnrelated(agreement, teacher: writer.teacherName, store: store, imported: imported, early: false) }
+    if agreement.looksUnrelated { warnUnrelated(agreement, teacher: teacher, store: store, imported: imported, early: false) }
 }
 
 func warnUnrelated(_ agreement: LabelAgreement, teacher: String, store: DatasetStore, imported: Bool, early: Bool) {

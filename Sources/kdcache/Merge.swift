@@ -13,11 +13,11 @@ struct Merge: ParsableCommand {
 
     @Argument(help: "The shard caches.") var shards: [String]
     @Option(help: "The merged cache to write.") var out: String
-    @Flag(help: "Replace --out if it exists.") var force = false
+    @OptionGroup var replace: ReplaceOptions
     @Flag(help: "Exit with status 1 when some samples are not covered by any shard.") var requireComplete = false
 
     func run() throws {
-        let report = try CacheMerger.merge(shards, into: out, overwrite: force)
+        let report = try CacheMerger.merge(shards, into: out, overwrite: replace.force)
         var incomplete = false
         for name in report.records.keys.sorted() {
             for (shard, samples) in report.unbackedClaims[name] ?? [] {

@@ -4,23 +4,21 @@ import KDStore
 struct Plan: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Print the size a soft-label cache will take on disk, before anything runs.")
 
-    @Option(help: "The dataset store.") var data: String
-    @Option(help: "Stored precision: f16 or f32.") var dtype: String = "f16"
+    @OptionGroup var dataset: DatasetOption
+    var data: String { dataset.data }
+    @OptionGroup var layout: CacheLayoutOptions
     @Option(parsing: .unconditional, help: "Views per sample.") var views: Int = 1
-    @Option(parsing: .unconditional, help: "Keep only the k most probable classes (0: all).") var topK: Int = 0
     @Option(help: "Where the cache will be written (for the free-space check).") var out: String = "."
 
     func validate() throws {
-        guard LogProbDType(name: dtype) != nil else { throw ValidationError("--dtype must be f16 or f32, got '\(dtype)'") }
         try check("--views", views, .atLeast(1))
-        try check("--top-k", topK, .atLeast(0))
     }
 
     func run() throws {
         let store = try DatasetStore(path: data)
-        guard topK <= store.classCount else { throw ValidationError("--top-k must be ≤ the \(store.classCount) classes of \(data), got \(topK)") }
-        let layout = SoftLabelLayout(dtype: LogProbDType(name: dtype)!, topK: topK, views: views)
-        let plan = SoftLabelPlan(samples: store.count, classes: store.classCount, layout: layout)
+        try layout.checkFits(store, data: data)
+        let plan = SoftLabelPlan(samples: store.count, classes: store.classCount,
+                                 layout: SoftLabelLayout(dtype: layout.storedType, topK: layout.topK, views: views))
         print("\(plan.records) records (\(store.count) samples × \(views) views) of \(plan.recordBytes) bytes" +
               (plan.recordBytes > 2022 ? " — over LMDB's 2022-byte inline limit: overflow pages (consider --top-k or f16)" : ""))
         print("estimated size on disk: \(plan.bytes) bytes (\(String(format: "%.1f", Double(plan.bytes) / 1_048_576)) MiB)")

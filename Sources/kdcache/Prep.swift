@@ -2,6 +2,9 @@ import ArgumentParser
 import Foundation
 import KDStore
 
+/// The library's defaults, which the flags' defaults read.
+private let prepDefaults = PrepOptions(input: "", labelColumn: "")
+
 struct Prep: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Turn a CSV / TSV / JSONL (optionally .gz) dataset into an LMDB dataset store.",
@@ -39,32 +42,31 @@ struct Prep: ParsableCommand {
     @Option(help: "A separate file of test rows, with the same columns.")
     var test: String?
 
-    @Option(parsing: .unconditional, help: "Fraction of rows hashed into the test split, in [0, 1]; not with --test, whose file is the whole test split. (default: 0.1)")
+    @Option(parsing: .unconditional, help: "Fraction of rows hashed into the test split, in [0, 1]; not with --test, whose file is the whole test split. (default: \(number(prepDefaults.testFraction)))")
     var testFraction: Double?
 
     @Option(parsing: .unconditional, help: "Fraction of rows hashed into the valid split, in [0, 1].")
-    var validFraction: Double = 0.1
+    var validFraction = prepDefaults.validFraction
 
     @Option(parsing: .unconditional, help: "Seed of the hash split.")
-    var seed: Int = 0
+    var seed = Int(prepDefaults.seed)
 
     @Option(parsing: .unconditional, help: "log2 of the number of hash buckets for text features, in [1, 30].")
-    var hashBits: Int = 18
+    var hashBits = prepDefaults.hashBits
 
     @Option(parsing: .unconditional, help: "Largest word n-gram length, in [1, 5] (1 = unigrams, 2 = unigrams + bigrams).")
-    var ngrams: Int = 2
+    var ngrams = prepDefaults.ngramOrders.max() ?? 1
 
     @Option(help: "A fixed class order, comma-separated. (default: order of first appearance)")
     var labels: String?
 
     @Option(parsing: .unconditional, help: "The longest input line accepted, in MiB, in [1, 1024]; a longer one stops with its line number.")
-    var maxLineMib: Int = 64
+    var maxLineMib = prepDefaults.maxLineLength >> 20
 
     @Flag(help: "Skip and count invalid rows instead of stopping at the first.")
     var skipInvalid = false
 
-    @Flag(help: "Replace --out if it exists.")
-    var force = false
+    @OptionGroup var replace: ReplaceOptions
 
     @Flag(help: "No progress bar.")
     var quiet = false
@@ -76,7 +78,7 @@ struct Prep: ParsableCommand {
         if test != nil, testFraction != nil {
             throw ValidationError("--test-fraction cannot be combined with --test: the test split is exactly the --test file. Drop --test-fraction.")
         }
-        let testFraction = test == nil ? (self.testFraction ?? 0.1) : 0
+        let testFraction = test == nil ? (self.testFraction ?? prepDefaults.testFraction) : 0
         if let given = self.testFraction { try check("--test-fraction", given, .closed(0, 1)) }
         try check("--valid-fraction", validFraction, .closed(0, 1))
         guard testFraction + validFraction < 1 else {
@@ -99,7 +101,7 @@ struct Prep: ParsableCommand {
         options.featureColumns = featureColumns?.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
         options.idColumn = idColumn
         options.splitColumn = splitColumn
-        options.testFraction = test == nil ? (testFraction ?? 0.1) : 0
+        options.testFraction = test == nil ? (testFraction ?? prepDefaults.testFraction) : 0
         options.validFraction = validFraction
         options.seed = UInt64(seed)
         options.hashBits = hashBits
@@ -109,7 +111,7 @@ struct Prep: ParsableCommand {
         options.maxLineLength = maxLineMib << 20
         let bar = ProgressBar(label: "prep", quiet: quiet)
         let started = Date()
-        let summary = try DatasetPreparer(options: options).run(output: out, overwrite: force) { p in
+        let summary = try DatasetPreparer(options: options).run(output: out, overwrite: replace.force) { p in
             bar.update(done: p.bytesRead, total: p.bytesTotal, items: p.rows, unit: "rows")
         }
         bar.finish()

@@ -9,9 +9,9 @@ public func temporaryDirectory(_ prefix: String = "kdtrain") throws -> String {
     return dir
 }
 
-/// A small separable text dataset (three topics, 90 rows) and a teacher cache whose soft labels
-/// put 0.8 on the true class.
-public func makeStores(rows: Int = 90) throws -> (dataset: DatasetStore, cache: SoftLabelStore, dir: String) {
+/// A small separable text dataset (three topics, 90 rows; 20 % valid and 20 % test unless told)
+/// and a teacher cache whose soft labels put 0.8 on the true class.
+public func makeStores(rows: Int = 90, validFraction: Double = 0.2, testFraction: Double = 0.2) throws -> (dataset: DatasetStore, cache: SoftLabelStore, dir: String) {
     let dir = try temporaryDirectory()
     let topics = [["apple", "pie", "sugar", "bake"], ["kernel", "panic", "code", "bug"], ["court", "judge", "law", "order"]]
     var csv = "id,label,text\n"
@@ -24,7 +24,7 @@ public func makeStores(rows: Int = 90) throws -> (dataset: DatasetStore, cache: 
     try csv.write(toFile: dir + "/d.csv", atomically: true, encoding: .utf8)
     var options = PrepOptions(input: dir + "/d.csv", labelColumn: "label")
     options.textColumn = "text"; options.idColumn = "id"; options.hashBits = 10
-    options.testFraction = 0.2; options.validFraction = 0.2
+    options.testFraction = testFraction; options.validFraction = validFraction
     _ = try DatasetPreparer(options: options).run(output: dir + "/d.lmdb")
     let dataset = try DatasetStore(path: dir + "/d.lmdb")
     let writer = try SoftLabelWriter(path: dir + "/t.lmdb", dataset: dataset.manifest,
@@ -47,4 +47,24 @@ public final class Counter: @unchecked Sendable {
     public init() {}
     public func record(_ v: Int) { lock.lock(); values.append(v); lock.unlock() }
     public var first: Int? { lock.lock(); defer { lock.unlock() }; return values.first }
+}
+
+/// A teacher process (python3) speaking the protocol of tools/teachers/TEACHERS.md that answers
+/// the same logits, 0 for every class, for every sample; returns the command that starts it.
+public func writeUniformTeacher(in dir: String) throws -> String {
+    let script = """
+    import json, sys
+    hello = json.loads(sys.stdin.readline())
+    classes = len(hello["labels"])
+    print(json.dumps({"type": "ready", "name": "uniform", "description": "0 for every class", "content_hash": "sha256:uniform",
+                      "kind": "logits", "inputs": ["text"]}), flush=True)
+    for line in sys.stdin:
+        message = json.loads(line)
+        if message["type"] == "end":
+            break
+        outputs = [{"index": s["index"], "values": [0.0] * classes} for s in message["samples"]]
+        print(json.dumps({"type": "outputs", "outputs": outputs}), flush=True)
+    """
+    try script.write(toFile: dir + "/uniform_teacher.py", atomically: true, encoding: .utf8)
+    return "python3 \(dir)/uniform_teacher.py"
 }
