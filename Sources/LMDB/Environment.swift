@@ -315,14 +315,24 @@ public final class Environment: @unchecked Sendable {
     }
 }
 
-/// A plain mutex (pthread), so the wrapper needs nothing beyond the C library.
+/// A plain mutex (pthread), so the wrapper needs nothing beyond the C library. The
+/// `pthread_mutex_t` lives in its own heap allocation, whose address never changes (a mutex must
+/// not move); it is destroyed and freed in `deinit`.
 final class Mutex: @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
-    init() { pthread_mutex_init(&mutex, nil) }
-    deinit { pthread_mutex_destroy(&mutex) }
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    init() {
+        mutex = .allocate(capacity: 1)
+        mutex.initialize(to: pthread_mutex_t())
+        pthread_mutex_init(mutex, nil)
+    }
+    deinit {
+        pthread_mutex_destroy(mutex)
+        mutex.deinitialize(count: 1)
+        mutex.deallocate()
+    }
     func withLock<R>(_ body: () throws -> R) rethrows -> R {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
         return try body()
     }
 }
