@@ -167,8 +167,8 @@ public final class SoftLabelStore: @unchecked Sendable {
 
     /// Checks the record stored under (sample, view) against this cache (format, classes, values).
     @inline(__always)
-    func view(_ bytes: UnsafeRawBufferPointer, sample: Int, view: Int, verifyChecksum: Bool = true) throws(RecordError) -> SoftLabelView {
-        try SoftLabelView(bytes, sample: sample, view: view, classCount: classCount, format: format, verifyChecksum: verifyChecksum)
+    func view(_ bytes: UnsafeRawBufferPointer, sample: Int, view: Int, verifyChecksum: Bool = true, owner: AnyObject? = nil) throws(RecordError) -> SoftLabelView {
+        try SoftLabelView(bytes, sample: sample, view: view, classCount: classCount, format: format, verifyChecksum: verifyChecksum, owner: owner)
     }
 
     /// Throws unless `manifest` was written against `dataset` (fingerprint, labels, featurizer).
