@@ -1,5 +1,5 @@
 import Foundation
-import LMDB
+@_spi(Unsafe) import LMDB
 
 /// A dataset store opened for reading (FORMAT.md §2).
 ///

@@ -1,4 +1,4 @@
-import LMDB
+@_spi(Unsafe) import LMDB
 
 /// Every sample of a dataset store as a checked zero-copy view, gathered in one cursor pass inside
 /// a ``ReadSnapshot``: each view keeps that snapshot (so its map) alive, so a view copied out of
