@@ -332,17 +332,11 @@ public final class Environment: @unchecked Sendable {
 /// `pthread_mutex_t` lives in its own heap allocation, whose address never changes (a mutex must
 /// not move); it is destroyed and freed in `deinit`.
 final class Mutex: @unchecked Sendable {
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-    init() {
-        mutex = .allocate(capacity: 1)
-        mutex.initialize(to: pthread_mutex_t())
-        pthread_mutex_init(mutex, nil)
-    }
-    deinit {
-        pthread_mutex_destroy(mutex)
-        mutex.deinitialize(count: 1)
-        mutex.deallocate()
-    }
+    private let cell = Pinned(pthread_mutex_t())
+    /// The mutex itself, for `pthread_cond_wait` (``LiveTransactions``).
+    var mutex: UnsafeMutablePointer<pthread_mutex_t> { cell.pointer }
+    init() { pthread_mutex_init(cell.pointer, nil) }
+    deinit { pthread_mutex_destroy(cell.pointer) }
     func withLock<R>(_ body: () throws -> R) rethrows -> R {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }

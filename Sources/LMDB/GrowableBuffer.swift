@@ -37,3 +37,22 @@
         UnsafeMutableBufferPointer(start: pointer, count: min(count, capacity))
     }
 }
+
+/// One C struct in its own heap allocation, at an address that never moves (a `pthread_mutex_t`,
+/// `pthread_cond_t` or `z_stream` must not be moved while in use), freed in `deinit`. The owner
+/// initializes and destroys the struct itself (`pthread_mutex_init` …) before it is freed.
+@_spi(Unsafe) public final class Pinned<Value> {
+    /// The value's stable address; valid for this object's lifetime.
+    public let pointer: UnsafeMutablePointer<Value>
+
+    /// Allocates the cell, holding `value`.
+    public init(_ value: Value) {
+        pointer = .allocate(capacity: 1)
+        pointer.initialize(to: value)
+    }
+
+    deinit {
+        pointer.deinitialize(count: 1)
+        pointer.deallocate()
+    }
+}

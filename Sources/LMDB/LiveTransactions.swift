@@ -22,35 +22,18 @@ final class LiveTransactions: @unchecked Sendable {
     /// (a read closure that itself writes to the same environment would otherwise wait forever).
     static let scopedWaitSeconds = 10
 
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-    private let changed: UnsafeMutablePointer<pthread_cond_t>
+    private let lock = Mutex()
+    private let condition = Pinned(pthread_cond_t())
+    private var changed: UnsafeMutablePointer<pthread_cond_t> { condition.pointer }
     private var scoped = 0
     private var snapshots = 0
     private var growing = false
 
-    init() {
-        mutex = .allocate(capacity: 1)
-        mutex.initialize(to: pthread_mutex_t())
-        pthread_mutex_init(mutex, nil)
-        changed = .allocate(capacity: 1)
-        changed.initialize(to: pthread_cond_t())
-        pthread_cond_init(changed, nil)
-    }
+    init() { pthread_cond_init(condition.pointer, nil) }
+    deinit { pthread_cond_destroy(condition.pointer) }
 
-    deinit {
-        pthread_cond_destroy(changed)
-        changed.deinitialize(count: 1)
-        changed.deallocate()
-        pthread_mutex_destroy(mutex)
-        mutex.deinitialize(count: 1)
-        mutex.deallocate()
-    }
-
-    private func locked<R>(_ body: () throws -> R) rethrows -> R {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        return try body()
-    }
+    private func locked<R>(_ body: () throws -> R) rethrows -> R { try lock.withLock(body) }
+    private var mutex: UnsafeMutablePointer<pthread_mutex_t> { lock.mutex }
 
     /// Registers a read transaction about to begin; waits while the map is being grown.
     func begin(snapshot: Bool) {
