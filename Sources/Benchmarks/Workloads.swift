@@ -4,7 +4,7 @@ import KDJobs
 import KDReport
 import KDTeachers
 import KDTrain
-import LMDB
+@_spi(Unsafe) import LMDB
 
 /// The workloads, outside main.swift so that their closures are not main-actor isolated (top-level
 /// code is, and Swift then checks the executor on every closure call).
@@ -117,7 +117,9 @@ enum Workloads {
             let n = UInt64(args[3])!, count = Int(args[4])!
             var state = UInt64(args[5])! &* 0x9E37_79B9_7F4A_7C15 &+ 1
             let env = try Environment(path: path, options: .readOnly)
-            let batch = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
+            let storage = GrowableBuffer<UInt8>(capacity: 1 << 20)
+            defer { withExtendedLifetime(storage) {} }
+            let batch = UnsafeMutableRawBufferPointer(storage.prefix(1 << 20))
             let t0 = now()
             let db = try env.openDatabase(named: "bench")
             var sum: UInt64 = 0

@@ -1,6 +1,6 @@
 import CZlib
 import Foundation
-import KDStore
+@_spi(Unsafe) import KDStore
 
 /// The input readers (`TabularReader`) and `prep` over them.
 ///
@@ -82,21 +82,21 @@ enum GzipCheck {
         var offset = 0
         var out = [UInt8](repeating: 0, count: 1 << 16)
         while offset + 2 <= data.count, data[offset] == 0x1F, data[offset + 1] == 0x8B {
-            var stream = z_stream()
-            guard inflateInit2_(&stream, 16 + 15, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else { return .notGzip }
-            defer { inflateEnd(&stream) }
-            stream.next_in = UnsafeMutablePointer(mutating: data.baseAddress!.assumingMemoryBound(to: Bytef.self) + offset)
-            stream.avail_in = UInt32(data.count - offset)
+            guard let zlib = ZStream(inflateWindowBits: 16 + 15) else { return .notGzip }
+            defer { withExtendedLifetime(zlib) {} }   // `stream` is its memory
+            let stream = zlib.pointer
+            stream.pointee.next_in = UnsafeMutablePointer(mutating: data.baseAddress!.assumingMemoryBound(to: Bytef.self) + offset)
+            stream.pointee.avail_in = UInt32(data.count - offset)
             var rc: Int32 = Z_OK
             repeat {
                 rc = out.withUnsafeMutableBufferPointer { o in
-                    stream.next_out = o.baseAddress
-                    stream.avail_out = UInt32(o.count)
-                    return inflate(&stream, Z_NO_FLUSH)
+                    stream.pointee.next_out = o.baseAddress
+                    stream.pointee.avail_out = UInt32(o.count)
+                    return inflate(stream, Z_NO_FLUSH)
                 }
             } while rc == Z_OK
             switch rc {
-            case Z_STREAM_END: offset = data.count - Int(stream.avail_in)
+            case Z_STREAM_END: offset = data.count - Int(stream.pointee.avail_in)
             case Z_BUF_ERROR: return .damaged("the gzip stream at offset \(offset) is cut short")
             default: return .damaged("the gzip stream at offset \(offset) is corrupt (zlib \(rc))")
             }

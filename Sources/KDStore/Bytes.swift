@@ -155,33 +155,64 @@ enum SmallCRC32 {
     }
 }
 
+/// A `z_stream` in its own heap allocation, at an address that never moves (zlib's state points
+/// back at its stream and refuses one that moved), ended (`deflateEnd` / `inflateEnd`) and freed
+/// in `deinit`. `nil` when zlib cannot start (out of memory, or bad parameters).
+@_spi(Unsafe) public final class ZStream {
+    /// The stream; valid for this object's lifetime.
+    public let pointer: UnsafeMutablePointer<z_stream>
+    private let isDeflate: Bool
+
+    /// A deflate stream at compression `level` (`deflateInit`).
+    public init?(deflateLevel level: Int32) {
+        pointer = .allocate(capacity: 1)
+        pointer.initialize(to: z_stream())
+        isDeflate = true
+        guard deflateInit_(pointer, level, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else { release(); return nil }
+    }
+
+    /// An inflate stream (`inflateInit2`; `windowBits` 15 for zlib, 15 + 16 for gzip).
+    public init?(inflateWindowBits windowBits: Int32) {
+        pointer = .allocate(capacity: 1)
+        pointer.initialize(to: z_stream())
+        isDeflate = false
+        guard inflateInit2_(pointer, windowBits, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else { release(); return nil }
+    }
+
+    private func release() { pointer.deinitialize(count: 1); pointer.deallocate() }
+
+    deinit {
+        _ = isDeflate ? deflateEnd(pointer) : inflateEnd(pointer)
+        release()
+    }
+}
+
 /// A reusable zlib (RFC 1950) compressor: one `z_stream` reset between inputs, which for short
 /// texts is several times faster than `compress2` (that allocates and clears ~256 KiB per call).
 public final class ZlibCompressor {
-    private var stream = z_stream()
+    private let zlib: ZStream
     private var output: [UInt8] = []
 
     public init(level: Int32 = 1) {
-        let rc = deflateInit_(&stream, level, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size))
-        precondition(rc == Z_OK, "deflateInit failed: \(rc)")
+        guard let zlib = ZStream(deflateLevel: level) else { preconditionFailure("deflateInit failed") }
+        self.zlib = zlib
     }
-
-    deinit { deflateEnd(&stream) }
 
     /// Compresses `bytes` into one complete zlib stream.
     public func compress(_ bytes: [UInt8]) -> [UInt8] {
-        deflateReset(&stream)
-        let bound = Int(deflateBound(&stream, UInt(bytes.count)))
+        let stream = zlib.pointer
+        deflateReset(stream)
+        let bound = Int(deflateBound(stream, UInt(bytes.count)))
         if output.count < bound { output = [UInt8](repeating: 0, count: bound) }
         let produced = bytes.withUnsafeBufferPointer { input in
             output.withUnsafeMutableBufferPointer { out -> Int in
-                stream.next_in = UnsafeMutablePointer(mutating: input.baseAddress)
-                stream.avail_in = UInt32(input.count)
-                stream.next_out = out.baseAddress
-                stream.avail_out = UInt32(out.count)
-                let rc = deflate(&stream, Z_FINISH)
+                stream.pointee.next_in = UnsafeMutablePointer(mutating: input.baseAddress)
+                stream.pointee.avail_in = UInt32(input.count)
+                stream.pointee.next_out = out.baseAddress
+                stream.pointee.avail_out = UInt32(out.count)
+                let rc = deflate(stream, Z_FINISH)
                 precondition(rc == Z_STREAM_END, "deflate with a deflateBound-sized buffer must finish")
-                return out.count - Int(stream.avail_out)
+                return out.count - Int(stream.pointee.avail_out)
             }
         }
         return Array(output[0..<produced])
@@ -200,25 +231,25 @@ public enum Zlib {
     /// steps (at most 1 MiB at a time), never by a size read from the input.
     public static func decompress(_ bytes: UnsafeRawBufferPointer, limit: Int = defaultLimit) -> [UInt8]? {
         guard let input = bytes.baseAddress, bytes.count > 0, bytes.count <= Int(UInt32.max) else { return nil }
-        var stream = z_stream()
-        guard inflateInit_(&stream, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else { return nil }
-        defer { inflateEnd(&stream) }
-        stream.next_in = UnsafeMutablePointer(mutating: input.assumingMemoryBound(to: Bytef.self))
-        stream.avail_in = UInt32(bytes.count)
+        guard let zlib = ZStream(inflateWindowBits: 15) else { return nil }
+        defer { withExtendedLifetime(zlib) {} }   // `stream` is its memory
+        let stream = zlib.pointer
+        stream.pointee.next_in = UnsafeMutablePointer(mutating: input.assumingMemoryBound(to: Bytef.self))
+        stream.pointee.avail_in = UInt32(bytes.count)
         var out: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: min(1 << 20, max(256, bytes.count.multipliedReportingOverflow(by: 4).partialValue)))
         while true {
             let rc = chunk.withUnsafeMutableBufferPointer { c -> Int32 in
-                stream.next_out = c.baseAddress
-                stream.avail_out = UInt32(c.count)
-                return inflate(&stream, Z_NO_FLUSH)
+                stream.pointee.next_out = c.baseAddress
+                stream.pointee.avail_out = UInt32(c.count)
+                return inflate(stream, Z_NO_FLUSH)
             }
-            let produced = chunk.count - Int(stream.avail_out)
+            let produced = chunk.count - Int(stream.pointee.avail_out)
             guard out.count + produced <= limit else { return nil }
             out.append(contentsOf: chunk[0..<produced])
-            if rc == Z_STREAM_END { return stream.avail_in == 0 ? out : nil }
+            if rc == Z_STREAM_END { return stream.pointee.avail_in == 0 ? out : nil }
             // Z_BUF_ERROR: no progress possible (the input ended mid-stream); anything else: corrupt.
-            guard rc == Z_OK, produced > 0 || stream.avail_in > 0 else { return nil }
+            guard rc == Z_OK, produced > 0 || stream.pointee.avail_in > 0 else { return nil }
         }
     }
 }

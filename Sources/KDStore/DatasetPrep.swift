@@ -1,6 +1,6 @@
 import Crypto
 import Foundation
-import LMDB
+@_spi(Unsafe) import LMDB
 
 /// What `kdcache prep` should read and how to featurize it.
 public struct PrepOptions: Sendable {

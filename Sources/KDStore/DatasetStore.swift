@@ -1,5 +1,5 @@
 import Foundation
-import LMDB
+@_spi(Unsafe) import LMDB
 
 /// A dataset store opened for reading (FORMAT.md §2).
 ///
@@ -59,8 +59,8 @@ public final class DatasetStore: @unchecked Sendable {
 
     /// Checks the record stored for sample `index` against this store (format, labels, features).
     @inline(__always)
-    func view(_ bytes: UnsafeRawBufferPointer, index: Int, verifyChecksum: Bool = true) throws(RecordError) -> SampleView {
-        try SampleView(bytes, index: index, classCount: classCount, features: features, format: format, verifyChecksum: verifyChecksum)
+    func view(_ bytes: UnsafeRawBufferPointer, index: Int, verifyChecksum: Bool = true, owner: AnyObject? = nil) throws(RecordError) -> SampleView {
+        try SampleView(bytes, index: index, classCount: classCount, features: features, format: format, verifyChecksum: verifyChecksum, owner: owner)
     }
 
     /// Lends sample `index` as a checked zero-copy view; the view is valid inside `body` only.

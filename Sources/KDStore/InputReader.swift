@@ -215,7 +215,9 @@ public final class ByteSource {
 /// One gzip file read through zlib's `inflate`: members one after the other until the end of the
 /// file, every ending other than a finished member (trailing zero bytes aside) an error.
 final class GzipStream {
-    private var stream = z_stream()
+    /// The inflate stream (heap-allocated, see ``ZStream``); `stream` is its pointer.
+    private let zlib: ZStream
+    private let stream: UnsafeMutablePointer<z_stream>
     private let input: UnsafeMutablePointer<Bytef>
     private let capacity: Int
     private let fd: Int32
@@ -235,18 +237,20 @@ final class GzipStream {
         for (i, b) in prefix.enumerated() { input[i] = b }
         fileOffset = prefix.count
         // 15 + 16: a gzip wrapper, whose header and CRC-32 / length trailer zlib checks.
-        guard inflateInit2_(&stream, 15 + 16, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
+        guard let zlib = ZStream(inflateWindowBits: 15 + 16) else {
             input.deallocate()
             throw StoreError(code: .ioFailure, path: path, message: "cannot start zlib (out of memory?)", skippable: false)
         }
-        stream.next_in = input
-        stream.avail_in = UInt32(prefix.count)
+        self.zlib = zlib
+        stream = zlib.pointer
+        stream.pointee.next_in = input
+        stream.pointee.avail_in = UInt32(prefix.count)
     }
 
-    deinit { inflateEnd(&stream); input.deallocate() }
+    deinit { input.deallocate() }
 
     /// The offset in the file of the next compressed byte zlib has not consumed.
-    var compressedOffset: Int { fileOffset - Int(stream.avail_in) }
+    var compressedOffset: Int { fileOffset - Int(stream.pointee.avail_in) }
 
     private func fail(_ message: String, line: Int, hint: String = "Copy or download the file again; gzip -t checks it") -> StoreError {
         StoreError(code: .badInputFile, path: path, line: line, message: message, hint: hint, skippable: false)
@@ -259,15 +263,15 @@ final class GzipStream {
     /// Moves the bytes zlib has not consumed to the front of the input buffer and reads more
     /// after them; sets `fileEOF` when the file has no more.
     private func readInput(line: Int) throws {
-        let keep = Int(stream.avail_in)
-        if keep > 0, let next = stream.next_in, next != input { _ = memmove(input, next, keep) }
+        let keep = Int(stream.pointee.avail_in)
+        if keep > 0, let next = stream.pointee.next_in, next != input { _ = memmove(input, next, keep) }
         var n: Int
         repeat { n = Foundation.read(fd, input + keep, capacity - keep) } while n < 0 && errno == EINTR
         if n < 0 { throw fail("cannot read at byte \(fileOffset): \(String(cString: strerror(errno)))", line: line) }
         if n == 0 { fileEOF = true }
         fileOffset += n
-        stream.next_in = input
-        stream.avail_in = UInt32(keep + n)
+        stream.pointee.next_in = input
+        stream.pointee.avail_in = UInt32(keep + n)
     }
 
     /// Decompresses into `out` (not empty); returns the number of bytes written, 0 only at the
@@ -276,35 +280,35 @@ final class GzipStream {
         precondition(out.count > 0)
         if let pending { throw fail(pending, line: line) }
         while true {
-            if stream.avail_in == 0 && !fileEOF { try readInput(line: line) }
+            if stream.pointee.avail_in == 0 && !fileEOF { try readInput(line: line) }
             if memberDone {
                 // Between members: the end of the file, zero padding, or the next member's magic.
-                while stream.avail_in > 0 && stream.next_in.pointee == 0 { stream.next_in += 1; stream.avail_in -= 1 }
-                if stream.avail_in == 0 {
+                while stream.pointee.avail_in > 0 && stream.pointee.next_in.pointee == 0 { stream.pointee.next_in += 1; stream.pointee.avail_in -= 1 }
+                if stream.pointee.avail_in == 0 {
                     if fileEOF { return 0 }
                     continue
                 }
-                if stream.avail_in < 2 && !fileEOF { try readInput(line: line); continue }
-                let next = stream.next_in!
-                guard stream.avail_in >= 2, next[0] == 0x1F, next[1] == 0x8B else {
-                    if stream.avail_in == 1 && next[0] == 0x1F { throw truncated(line: line) }
+                if stream.pointee.avail_in < 2 && !fileEOF { try readInput(line: line); continue }
+                let next = stream.pointee.next_in!
+                guard stream.pointee.avail_in >= 2, next[0] == 0x1F, next[1] == 0x8B else {
+                    if stream.pointee.avail_in == 1 && next[0] == 0x1F { throw truncated(line: line) }
                     throw fail("unexpected bytes after the end of the compressed data at byte \(compressedOffset)", line: line,
                                hint: "The file is damaged, or something was appended to its gzip stream")
                 }
-                inflateReset(&stream)   // keeps next_in / avail_in
+                inflateReset(stream)   // keeps next_in / avail_in
                 memberDone = false
             }
-            stream.next_out = out.baseAddress!.assumingMemoryBound(to: Bytef.self)
-            stream.avail_out = UInt32(min(out.count, Int(UInt32.max)))
-            let rc = inflate(&stream, Z_NO_FLUSH)
-            let produced = out.count - Int(stream.avail_out)
+            stream.pointee.next_out = out.baseAddress!.assumingMemoryBound(to: Bytef.self)
+            stream.pointee.avail_out = UInt32(min(out.count, Int(UInt32.max)))
+            let rc = inflate(stream, Z_NO_FLUSH)
+            let produced = out.count - Int(stream.pointee.avail_out)
             switch rc {
             case Z_STREAM_END:
                 memberDone = true
             case Z_OK, Z_BUF_ERROR:
                 break   // Z_BUF_ERROR: no progress without more input
             case Z_NEED_DICT, Z_DATA_ERROR:
-                let why = stream.msg.map { String(cString: $0) } ?? "invalid data"
+                let why = stream.pointee.msg.map { String(cString: $0) } ?? "invalid data"
                 pending = "corrupt deflate data at byte \(compressedOffset) (zlib: \(why))"
             case Z_MEM_ERROR:
                 throw fail("out of memory while decompressing", line: line, hint: "Free some memory")
@@ -316,7 +320,7 @@ final class GzipStream {
                 throw fail(pending, line: line)
             }
             if produced > 0 { return produced }
-            if !memberDone && stream.avail_in == 0 && fileEOF { throw truncated(line: line) }
+            if !memberDone && stream.pointee.avail_in == 0 && fileEOF { throw truncated(line: line) }
         }
     }
 }

@@ -83,7 +83,7 @@ extension SoftLabelView {
         case .float16:
             var bestKey: UInt16 = 0
             for c in 0..<classCount {
-                let bits = UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: SoftLabelRecord.headerSize + 2 * c, as: UInt16.self))
+                let bits = UInt16(littleEndian: memory.loadUnaligned(fromByteOffset: SoftLabelRecord.headerSize + 2 * c, as: UInt16.self))
                 let key = bits & 0x8000 != 0 ? ~bits : bits | 0x8000
                 if c == 0 || key > bestKey { best = c; bestKey = key }
             }

@@ -1,5 +1,5 @@
 import Foundation
-import LMDB
+@_spi(Unsafe) import LMDB
 
 /// The file a writer is asked to create (`--out`): plain-words checks of the path, the temporary
 /// name a new store is built under, and the removal of temporaries that killed runs left.

@@ -1,5 +1,5 @@
 import Foundation
-import LMDB
+@_spi(Unsafe) import LMDB
 
 /// Which samples of a teacher are complete, counted from the records themselves rather than from
 /// the manifest's `completed` claim: sample i is complete when the keys `u32be(i) ‖ u32be(v)` of

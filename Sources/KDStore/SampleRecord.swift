@@ -135,7 +135,12 @@ public struct SampleRecord: Equatable, Sendable {
 /// bucket indices strictly ascending and below the dimension, sparse counts finite and > 0, dense
 /// values finite.
 public struct SampleView: @unchecked Sendable {
-    public let bytes: UnsafeRawBufferPointer
+    /// The record's bytes: in the map of the ``ReadSnapshot`` that `owner` is (a table's view),
+    /// or lent for the duration of the closure that received the view (`owner` nil).
+    let memory: UnsafeRawBufferPointer
+    /// Keeps `memory` mapped for as long as any copy of the view lives: the table's snapshot,
+    /// which holds its environment.
+    private let owner: AnyObject?
     public let split: Split
     public let label: Int
     public let kind: FeatureKind
@@ -145,8 +150,10 @@ public struct SampleView: @unchecked Sendable {
     /// Checks the record stored for sample `index` (its key, `u64be(index)`, enters the v2 CRC).
     /// `classCount` and `features` come from the store's manifest; without them the label and the
     /// feature space are not bounded (tests only). `verifyChecksum: false` skips only the CRC.
-    public init(_ bytes: UnsafeRawBufferPointer, index: Int, classCount: Int? = nil, features: FeatureSpace? = nil,
-                format: RecordFormat = .current, verifyChecksum: Bool = true) throws(RecordError) {
+    /// `owner` keeps `bytes` alive (a table's snapshot); without one the view is valid only while
+    /// whoever lent `bytes` keeps them.
+    init(_ bytes: UnsafeRawBufferPointer, index: Int, classCount: Int? = nil, features: FeatureSpace? = nil,
+         format: RecordFormat = .current, verifyChecksum: Bool = true, owner: AnyObject? = nil) throws(RecordError) {
         var r = ByteReader(bytes)
         try format.check(version: try r.read(UInt8.self))
         guard let kind = FeatureKind(rawValue: try r.read(UInt8.self)) else { throw .badField("unknown feature kind") }
@@ -163,7 +170,7 @@ public struct SampleView: @unchecked Sendable {
             guard computed == stored else { throw .badChecksum(stored: stored, computed: computed) }
         }
         if let classCount, label >= classCount { throw .badField("label \(label) out of range 0..<\(classCount)") }
-        self.bytes = bytes; self.split = split; self.label = label; self.kind = kind; self.count = n
+        self.memory = bytes; self.owner = owner; self.split = split; self.label = label; self.kind = kind; self.count = n
         try checkFeatures(features)
     }
 
@@ -174,7 +181,7 @@ public struct SampleView: @unchecked Sendable {
         }
         // A branch-free pass over the values first (the compiler vectorizes its reductions); only
         // a record that fails is scanned again, to name the entry.
-        let base = bytes.baseAddress! + SampleRecord.headerSize
+        let base = memory.baseAddress! + SampleRecord.headerSize
         func word(_ j: Int) -> UInt32 { UInt32(littleEndian: base.loadUnaligned(fromByteOffset: 4 * j, as: UInt32.self)) }
         switch kind {
         case .dense:
@@ -206,16 +213,24 @@ public struct SampleView: @unchecked Sendable {
         }
     }
 
+    /// A copy of the encoded record (``SampleRecord`` layout), checksum included.
+    public var bytes: [UInt8] { withUnsafeBytes { Array($0) } }
+
+    /// Lends the encoded record to `body`; the buffer is valid inside `body` only.
+    public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try withExtendedLifetime(owner) { try body(memory) }
+    }
+
     /// The i-th bucket index (sparse records).
     @inline(__always)
     public func index(at i: Int) -> UInt32 {
-        kind == .sparse ? UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 16 + 4 * i, as: UInt32.self)) : UInt32(i)
+        kind == .sparse ? UInt32(littleEndian: memory.loadUnaligned(fromByteOffset: 16 + 4 * i, as: UInt32.self)) : UInt32(i)
     }
 
     /// The i-th value: a count (sparse) or a coordinate (dense).
     @inline(__always)
     public func value(at i: Int) -> Float {
         let base = 16 + (kind == .sparse ? 4 * count : 0)
-        return Float(bitPattern: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: base + 4 * i, as: UInt32.self)))
+        return Float(bitPattern: UInt32(littleEndian: memory.loadUnaligned(fromByteOffset: base + 4 * i, as: UInt32.self)))
     }
 }

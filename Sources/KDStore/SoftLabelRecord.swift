@@ -114,16 +114,23 @@ public enum SoftLabelRecord {
 /// distribution over m parts must reach. Σ p = 1 itself is checked by `verify` only (it costs an
 /// `exp` per class).
 public struct SoftLabelView: @unchecked Sendable {
-    public let bytes: UnsafeRawBufferPointer
+    /// The record's bytes: in the map of the ``ReadSnapshot`` that `owner` is (a table's view),
+    /// or lent for the duration of the closure that received the view (`owner` nil).
+    let memory: UnsafeRawBufferPointer
+    /// Keeps `memory` mapped for as long as any copy of the view lives: the table's snapshot,
+    /// which holds its environment.
+    private let owner: AnyObject?
     public let dtype: LogProbDType
     /// 0 for dense records.
     public let topK: Int
     public let classCount: Int
 
     /// Checks the record stored under (sample, view) (its key enters the v2 CRC).
-    /// `verifyChecksum: false` skips only the CRC, never the value checks.
-    public init(_ bytes: UnsafeRawBufferPointer, sample: Int, view: Int, classCount: Int,
-                format: RecordFormat = .current, verifyChecksum: Bool = true) throws(RecordError) {
+    /// `verifyChecksum: false` skips only the CRC, never the value checks. `owner` keeps `bytes`
+    /// alive (a table's snapshot); without one the view is valid only while whoever lent `bytes`
+    /// keeps them.
+    init(_ bytes: UnsafeRawBufferPointer, sample: Int, view: Int, classCount: Int,
+         format: RecordFormat = .current, verifyChecksum: Bool = true, owner: AnyObject? = nil) throws(RecordError) {
         var r = ByteReader(bytes)
         try format.check(version: try r.read(UInt8.self))
         guard let dtype = LogProbDType(rawValue: try r.read(UInt8.self)) else { throw .badField("unknown dtype") }
@@ -138,8 +145,22 @@ public struct SoftLabelView: @unchecked Sendable {
             guard computed == stored else { throw .badChecksum(stored: stored, computed: computed) }
         }
         guard k <= classCount else { throw .badField("top-k \(k) exceeds \(classCount) classes") }
-        self.bytes = bytes; self.dtype = dtype; self.topK = k; self.classCount = classCount
+        self.memory = bytes; self.owner = owner; self.dtype = dtype; self.topK = k; self.classCount = classCount
         try checkValues()
+    }
+
+    /// A copy of the encoded record (``SoftLabelRecord`` layout), checksum included.
+    public var bytes: [UInt8] { withUnsafeBytes { Array($0) } }
+
+    /// Lends the encoded record to `body`; the buffer is valid inside `body` only.
+    public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try withExtendedLifetime(owner) { try body(memory) }
+    }
+
+    /// The class index of top-k entry `j` (`j < topK`), as stored: `u32` at byte 8 + 4j.
+    @inline(__always)
+    public func topClass(at j: Int) -> UInt32 {
+        UInt32(littleEndian: memory.loadUnaligned(fromByteOffset: SoftLabelRecord.headerSize + 4 * j, as: UInt32.self))
     }
 
     /// The value checks of the type's documentation: O(C) for dense records, O(k) (O(k log k) for
@@ -157,7 +178,7 @@ public struct SoftLabelView: @unchecked Sendable {
         case .float16:
             let limit = Float16(SoftLabelRecord.logProbTolerance).bitPattern | 0x8000
             var low = UInt16.max, high = UInt16.min
-            let base = bytes.baseAddress! + valuesOffset
+            let base = memory.baseAddress! + valuesOffset
             for j in 0..<n {
                 let b = UInt16(littleEndian: base.loadUnaligned(fromByteOffset: 2 * j, as: UInt16.self))
                 let key = b ^ (UInt16(bitPattern: Int16(bitPattern: b) >> 15) | 0x8000)
@@ -175,7 +196,7 @@ public struct SoftLabelView: @unchecked Sendable {
         case .float32:
             let limit = SoftLabelRecord.logProbTolerance.bitPattern | 0x8000_0000
             var low = UInt32.max, high = UInt32.min
-            let base = bytes.baseAddress! + valuesOffset
+            let base = memory.baseAddress! + valuesOffset
             for j in 0..<n {
                 let b = UInt32(littleEndian: base.loadUnaligned(fromByteOffset: 4 * j, as: UInt32.self))
                 let key = b ^ (UInt32(bitPattern: Int32(bitPattern: b) >> 31) | 0x8000_0000)
@@ -195,7 +216,7 @@ public struct SoftLabelView: @unchecked Sendable {
         if topK > 0 {
             parts = topK + 1
             try checkClasses()
-            let tail = Float(bitPattern: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: bytes.count - 4, as: UInt32.self)))
+            let tail = Float(bitPattern: UInt32(littleEndian: memory.loadUnaligned(fromByteOffset: memory.count - 4, as: UInt32.self)))
             guard !tail.isNaN, tail <= SoftLabelRecord.logProbTolerance else { throw .badField("log tail mass is \(tail), not a log-probability") }
             if topK == classCount {
                 guard tail == -.infinity else { throw .badField("log tail mass is \(tail) but all \(classCount) classes are kept (it must be -inf)") }
@@ -212,7 +233,7 @@ public struct SoftLabelView: @unchecked Sendable {
     /// Top-k class indices: each below C, no class twice.
     private func checkClasses() throws(RecordError) {
         let h = SoftLabelRecord.headerSize
-        func classIndex(_ j: Int) -> UInt32 { UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: h + 4 * j, as: UInt32.self)) }
+        func classIndex(_ j: Int) -> UInt32 { UInt32(littleEndian: memory.loadUnaligned(fromByteOffset: h + 4 * j, as: UInt32.self)) }
         for j in 0..<topK where Int(classIndex(j)) >= classCount {
             throw .badField("top-k entry \(j) names class \(classIndex(j)), beyond \(classCount) classes")
         }
@@ -235,8 +256,8 @@ public struct SoftLabelView: @unchecked Sendable {
     @inline(__always)
     func element(at offset: Int) -> Float {
         switch dtype {
-        case .float32: Float(bitPattern: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
-        case .float16: Float(Float16(bitPattern: UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt16.self))))
+        case .float32: Float(bitPattern: UInt32(littleEndian: memory.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
+        case .float16: Float(Float16(bitPattern: UInt16(littleEndian: memory.loadUnaligned(fromByteOffset: offset, as: UInt16.self))))
         }
     }
 
@@ -250,9 +271,9 @@ public struct SoftLabelView: @unchecked Sendable {
     /// The kept (class, log p) pairs of a top-k record, largest first, and the log tail mass.
     public var topEntries: (classes: [Int], logProbs: [Float], logTail: Float) {
         let h = SoftLabelRecord.headerSize
-        let classes = (0..<topK).map { Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: h + 4 * $0, as: UInt32.self))) }
+        let classes = (0..<topK).map { Int(UInt32(littleEndian: memory.loadUnaligned(fromByteOffset: h + 4 * $0, as: UInt32.self))) }
         let values = (0..<topK).map { element(at: h + 4 * topK + $0 * dtype.byteWidth) }
-        let tail = Float(bitPattern: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: bytes.count - 4, as: UInt32.self)))
+        let tail = Float(bitPattern: UInt32(littleEndian: memory.loadUnaligned(fromByteOffset: memory.count - 4, as: UInt32.self)))
         return (classes, values, tail)
     }
 

@@ -1,5 +1,5 @@
 import Foundation
-import LMDB
+@_spi(Unsafe) import LMDB
 
 /// Who produced a teacher's records.
 public struct TeacherIdentity: Codable, Equatable, Sendable {
@@ -167,8 +167,8 @@ public final class SoftLabelStore: @unchecked Sendable {
 
     /// Checks the record stored under (sample, view) against this cache (format, classes, values).
     @inline(__always)
-    func view(_ bytes: UnsafeRawBufferPointer, sample: Int, view: Int, verifyChecksum: Bool = true) throws(RecordError) -> SoftLabelView {
-        try SoftLabelView(bytes, sample: sample, view: view, classCount: classCount, format: format, verifyChecksum: verifyChecksum)
+    func view(_ bytes: UnsafeRawBufferPointer, sample: Int, view: Int, verifyChecksum: Bool = true, owner: AnyObject? = nil) throws(RecordError) -> SoftLabelView {
+        try SoftLabelView(bytes, sample: sample, view: view, classCount: classCount, format: format, verifyChecksum: verifyChecksum, owner: owner)
     }
 
     /// Throws unless `manifest` was written against `dataset` (fingerprint, labels, featurizer).
@@ -257,8 +257,9 @@ public final class SoftLabelStore: @unchecked Sendable {
                 return true
             }
             guard format != .current else { return try body(records) }
-            let copies = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, total), alignment: 8)
-            defer { copies.deallocate() }
+            let storage = GrowableBuffer<UInt8>(capacity: total)
+            defer { withExtendedLifetime(storage) {} }   // `copies` is its memory, lent to `body`
+            let copies = UnsafeMutableRawBufferPointer(storage.prefix(max(1, total)))
             var offset = 0
             for (i, r) in records.enumerated() {
                 let sample = Int(r.key >> 32), view = Int(r.key & 0xffff_ffff)

@@ -1,5 +1,5 @@
 import Foundation
-import LMDB
+@_spi(Unsafe) import LMDB
 
 /// Writes one teacher's records into a soft-label cache, creating the cache or resuming it.
 ///
@@ -450,7 +450,9 @@ public final class SoftLabelWriter {
 /// body may run again after a map resize) and must call ``finish()`` before `rows` goes away.
 final class EncodingPipeline: @unchecked Sendable {
     let rows: UnsafeBufferPointer<Float>
+    /// The encoded records, `size` bytes each, in `storage` (owned: freed with the pipeline).
     let bytes: UnsafeMutableRawBufferPointer
+    private let storage: GrowableBuffer<UInt8>
     let count: Int, classes: Int, size: Int, topK: Int
     /// Record r is (firstSample + r / views, r % views): its key enters the checksum.
     let firstSample: Int, views: Int
@@ -473,7 +475,8 @@ final class EncodingPipeline: @unchecked Sendable {
     init(rows: UnsafeBufferPointer<Float>, count: Int, classes: Int, size: Int, dtype: LogProbDType, topK: Int, firstSample: Int, views: Int) {
         self.rows = rows; self.count = count; self.classes = classes; self.size = size; self.dtype = dtype; self.topK = topK
         self.firstSample = firstSample; self.views = views
-        bytes = .allocate(byteCount: max(1, count * size), alignment: 16)
+        storage = GrowableBuffer(capacity: count * size)
+        bytes = UnsafeMutableRawBufferPointer(storage.prefix(max(1, count * size)))
         chunkRecords = max(1, Self.chunkBytes / size)
         chunkCount = (count + chunkRecords - 1) / chunkRecords
         done = Array(repeating: false, count: chunkCount)
@@ -535,10 +538,9 @@ final class EncodingPipeline: @unchecked Sendable {
         }
     }
 
-    /// Stops the background thread, waits for it, and frees the encoded bytes.
+    /// Stops the background thread and waits for it (the encoded bytes are freed with the encoder).
     func finish() {
         condition.lock(); stopped = true; condition.unlock()
         worker.wait()
-        bytes.deallocate()
     }
 }

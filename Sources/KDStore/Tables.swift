@@ -1,8 +1,9 @@
-import LMDB
+@_spi(Unsafe) import LMDB
 
 /// Every sample of a dataset store as a checked zero-copy view, gathered in one cursor pass inside
-/// a ``ReadSnapshot``: the views stay valid while the table lives, and reading them is flat-array
-/// access instead of B-tree descents. Every record passed all of ``SampleView``'s checks against
+/// a ``ReadSnapshot``: each view keeps that snapshot (so its map) alive, so a view copied out of
+/// the table stays valid after the table is released, and reading them is flat-array access
+/// instead of B-tree descents. Every record passed all of ``SampleView``'s checks against
 /// the store's labels and feature space, so a trainer may index with its labels and buckets.
 public final class DatasetTable: @unchecked Sendable {
     public let store: DatasetStore
@@ -24,7 +25,7 @@ public final class DatasetTable: @unchecked Sendable {
                 guard index < store.count else {
                     throw StoreError(code: .badRecord, path: store.path, message: "holds sample \(index), the manifest says \(store.count) samples", hint: "Run kdcache verify")
                 }
-                do { views.append(try store.view(value, index: index)) } catch let e as RecordError {
+                do { views.append(try store.view(value, index: index, owner: snapshot)) } catch let e as RecordError {
                     throw StoreError(code: .badRecord, path: store.path, message: "sample \(index): \(e)", hint: "Run kdcache verify")
                 }
                 return true
@@ -43,7 +44,7 @@ extension DatasetStore {
 }
 
 /// One teacher's records as zero-copy views, `records[sample * views + view]`, gathered in one
-/// cursor pass. Every (sample, view) of the dataset must be present, in the teacher's dtype and
+/// cursor pass; each view keeps the table's snapshot alive, as ``DatasetTable``'s do. Every (sample, view) of the dataset must be present, in the teacher's dtype and
 /// top-k, and pass all of ``SoftLabelView``'s checks (classes below C, values log-probabilities).
 public final class SoftLabelTable: @unchecked Sendable {
     public let store: SoftLabelStore
@@ -79,7 +80,7 @@ public final class SoftLabelTable: @unchecked Sendable {
                                      hint: .finishTeacherRun)
                 }
                 let record: SoftLabelView
-                do { record = try store.view(value, sample: sample, view: view) } catch let e as RecordError {
+                do { record = try store.view(value, sample: sample, view: view, owner: snapshot) } catch let e as RecordError {
                     throw StoreError(code: .badRecord, path: store.path, message: "teacher \(name) sample \(sample) view \(view): \(e)", hint: "Run kdcache verify")
                 }
                 guard record.dtype == dtype, record.topK == topK else {

@@ -1,5 +1,5 @@
 import Foundation
-import LMDB
+@_spi(Unsafe) import LMDB
 
 /// The outcome of checking a store: what was checked and every problem found, by key.
 public struct VerificationReport: Sendable {

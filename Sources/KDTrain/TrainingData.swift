@@ -135,10 +135,9 @@ public final class TrainingData: @unchecked Sendable {
             throw fail("\(table.records.count) records for \(samples) samples × \(table.views) views")
         }
         guard writeTemperature.isFinite, writeTemperature > 0 else { throw fail("write temperature \(writeTemperature) is not a finite number > 0") }
-        let header = SoftLabelRecord.headerSize
         for (r, record) in table.records.enumerated() where record.topK > 0 {
             for j in 0..<record.topK {
-                let c = UInt32(littleEndian: record.bytes.loadUnaligned(fromByteOffset: header + 4 * j, as: UInt32.self))
+                let c = record.topClass(at: j)
                 if c >= UInt32(classes) {
                     throw fail("sample \(r / table.views) view \(r % table.views): class index \(c) is out of range 0..<\(classes)")
                 }

@@ -1,12 +1,13 @@
 import CLMDB
 
-/// A cursor over one database (`MDB_cursor`), lent by ``Transaction/withCursor(in:_:)``.
+/// A cursor over one database (`MDB_cursor`), lent by ``Transaction/withCursor(in:_:)``
+/// (`@_spi(Unsafe)`: its entries point into the map).
 ///
 /// Each move returns the entry it lands on, or `nil` at the end (`MDB_NOTFOUND`); any other code
 /// throws. Returned buffers point into the map and are valid while the transaction lives.
 public struct Cursor: ~Copyable {
     /// One key/value pair, borrowed from the map.
-    public typealias Entry = (key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer)
+    @_spi(Unsafe) public typealias Entry = (key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer)
 
     private let handle: OpaquePointer
     private let context: String
@@ -31,13 +32,13 @@ public struct Cursor: ~Copyable {
     }
 
     /// Moves to the first entry (`MDB_FIRST`).
-    public func first() throws -> Entry? { try move(MDB_FIRST) }
+    @_spi(Unsafe) public func first() throws -> Entry? { try move(MDB_FIRST) }
     /// Moves to the last entry (`MDB_LAST`).
-    public func last() throws -> Entry? { try move(MDB_LAST) }
+    @_spi(Unsafe) public func last() throws -> Entry? { try move(MDB_LAST) }
     /// Moves to the next entry (`MDB_NEXT`).
-    public func next() throws -> Entry? { try move(MDB_NEXT) }
+    @_spi(Unsafe) public func next() throws -> Entry? { try move(MDB_NEXT) }
     /// Moves to the previous entry (`MDB_PREV`).
-    public func previous() throws -> Entry? { try move(MDB_PREV) }
+    @_spi(Unsafe) public func previous() throws -> Entry? { try move(MDB_PREV) }
     /// Moves to the first entry whose key is `>= key` (`MDB_SET_RANGE`).
-    public func seek(atLeast key: UnsafeRawBufferPointer) throws -> Entry? { try move(MDB_SET_RANGE, key: key) }
+    @_spi(Unsafe) public func seek(atLeast key: UnsafeRawBufferPointer) throws -> Entry? { try move(MDB_SET_RANGE, key: key) }
 }

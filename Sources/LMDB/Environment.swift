@@ -37,6 +37,8 @@ public final class Environment: @unchecked Sendable {
     /// Whether this open created `PATH-lock` (it did not exist before).
     public let createdLockFile: Bool
     private let writeLock = Mutex()
+    /// The read transactions live in this process, which map growth waits for or refuses.
+    let live = LiveTransactions()
     private let discardLock = Mutex()
     private var discardsLockFile = false
 
@@ -260,6 +262,8 @@ public final class Environment: @unchecked Sendable {
     ///
     /// Values lent to `body` point into the map and are valid only until it returns.
     public func read<R>(_ body: (borrowing Transaction) throws -> R) throws -> R {
+        live.begin(snapshot: false)
+        defer { live.end(snapshot: false) }
         let txn = try Transaction(environment: self, readOnly: true)
         let result = try body(txn)
         try txn.commit()
@@ -272,6 +276,12 @@ public final class Environment: @unchecked Sendable {
     /// aborted, the map doubled and **`body` runs again from the start**: it must not have effects
     /// outside the transaction that cannot be repeated. Write transactions of one environment are
     /// serialised inside the process.
+    ///
+    /// Growing needs every read transaction of this environment in the process ended (LMDB's rule:
+    /// it remaps the file). Growth waits for ``read(_:)`` closures, which end by themselves, and
+    /// refuses while a ``ReadSnapshot`` is open, which may be held by this very thread (waiting
+    /// could hang forever): the write is aborted, nothing of it reaches the file, and this throws
+    /// ``LMDBError/snapshotOpen``. Release the snapshot (its table) and write again.
     public func write<R>(_ body: (borrowing Transaction) throws -> R) throws -> R {
         try writeLock.withLock {
             while true {
@@ -287,9 +297,12 @@ public final class Environment: @unchecked Sendable {
         }
     }
 
-    /// Doubles the map. Called with no write transaction live in this process.
+    /// Doubles the map. Called under the write lock (so no write transaction is live), once no
+    /// read transaction is either (see ``LiveTransactions``).
     private func growMap() throws {
-        try check(mdb_env_set_mapsize(handle, mapSize * 2), "grow map of \(path)")
+        try live.whileNoneLive(context: "grow map of \(path)") {
+            try check(mdb_env_set_mapsize(handle, mapSize * 2), "grow map of \(path)")
+        }
     }
 
     /// Adopts a map grown by another process (`mdb_env_set_mapsize(env, 0)`).
@@ -315,14 +328,18 @@ public final class Environment: @unchecked Sendable {
     }
 }
 
-/// A plain mutex (pthread), so the wrapper needs nothing beyond the C library.
+/// A plain mutex (pthread), so the wrapper needs nothing beyond the C library. The
+/// `pthread_mutex_t` lives in its own heap allocation, whose address never changes (a mutex must
+/// not move); it is destroyed and freed in `deinit`.
 final class Mutex: @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
-    init() { pthread_mutex_init(&mutex, nil) }
-    deinit { pthread_mutex_destroy(&mutex) }
+    private let cell = Pinned(pthread_mutex_t())
+    /// The mutex itself, for `pthread_cond_wait` (``LiveTransactions``).
+    var mutex: UnsafeMutablePointer<pthread_mutex_t> { cell.pointer }
+    init() { pthread_mutex_init(cell.pointer, nil) }
+    deinit { pthread_mutex_destroy(cell.pointer) }
     func withLock<R>(_ body: () throws -> R) rethrows -> R {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
         return try body()
     }
 }

@@ -69,6 +69,13 @@ public struct LMDBError: Error, Hashable, Sendable, CustomStringConvertible {
     /// `MDB_BAD_VALSIZE`: a key is empty or longer than ``Environment/maxKeySize``.
     public static let badValueSize = LMDBError(code: MDB_BAD_VALSIZE)
 
+    /// The wrapper's own code (outside LMDB's range): the map is full and cannot grow while a
+    /// ``ReadSnapshot`` of the environment is open in this process (see ``Environment/write(_:)``).
+    public static let snapshotOpen = LMDBError(code: -30_600)
+    /// The wrapper's own code: the map is full and read transactions of the environment stayed
+    /// open for ``LiveTransactions/scopedWaitSeconds`` seconds while growth waited for them.
+    public static let transactionsOpen = LMDBError(code: -30_601)
+
     /// `ENOSPC`: the file system is full. See ``isNoSpace``.
     public static let noSpace = LMDBError(code: ENOSPC)
     /// `EDQUOT`: the user's disk quota is used up. See ``isNoSpace``.
@@ -91,7 +98,12 @@ public struct LMDBError: Error, Hashable, Sendable, CustomStringConvertible {
             if code == EDQUOT { text += " (disk quota exceeded)" }
             return context.isEmpty ? text : "\(text) (\(context))"
         }
-        let message = String(cString: mdb_strerror(code))
+        let message: String
+        switch self {
+        case .snapshotOpen: message = "the map is full and cannot grow while a read snapshot of the file is open in this process"
+        case .transactionsOpen: message = "the map is full and cannot grow while read transactions of the file stay open"
+        default: message = String(cString: mdb_strerror(code))
+        }
         return context.isEmpty ? "LMDB: \(message)" : "LMDB: \(message) (\(context))"
     }
 }

@@ -500,8 +500,9 @@ struct Walker {
     var free = PageSet()
     /// Named databases found in the main database, walked after it: name, record.
     var named: [(String, DBRecord)] = []
-    /// One page buffer per tree level, plus one for overflow headers.
-    let buffers: UnsafeMutableRawBufferPointer
+    /// One page buffer per tree level, plus one for overflow headers (freed with the walker).
+    let pages: GrowableBuffer<UInt8>
+    var buffers: UnsafeMutableRawBufferPointer { UnsafeMutableRawBufferPointer(pages.prefix(pages.capacity)) }
     /// Free-list values, copied here (inline ones and those in overflow runs).
     var freeValues: [[UInt8]] = []
     /// When not nil, every page reached is recorded here (for tests that aim damage at pages).
@@ -515,7 +516,7 @@ struct Walker {
         self.txnid = txnid
         self.scope = scope
         self.report = report
-        buffers = UnsafeMutableRawBufferPointer.allocate(byteCount: (Layout.maxDepth + 2) * pageSize, alignment: 16)
+        pages = GrowableBuffer(capacity: (Layout.maxDepth + 2) * pageSize)
     }
 
     func buffer(level: Int) -> UnsafeMutableRawBufferPointer {
@@ -524,7 +525,6 @@ struct Walker {
 
 
     mutating func run(meta: Meta, source: inout some PageSource) {
-        defer { buffers.deallocate() }
         used.insert(0)
         used.insert(1)
         report.pagesChecked = 2

@@ -12,7 +12,18 @@ public final class ReadSnapshot: @unchecked Sendable {
     public let environment: Environment
     private let lock = Mutex()
 
+    /// Begins the snapshot, registered with `environment` (which refuses to grow its map while
+    /// the snapshot lives).
     public init(environment: Environment) throws {
+        environment.live.begin(snapshot: true)
+        do { handle = try Self.begin(environment) } catch {
+            environment.live.end(snapshot: true)
+            throw error
+        }
+        self.environment = environment
+    }
+
+    private static func begin(_ environment: Environment) throws -> OpaquePointer {
         var txn: OpaquePointer?
         var rc = mdb_txn_begin(environment.handle, nil, UInt32(MDB_RDONLY), &txn)
         if rc == MDB_MAP_RESIZED {
@@ -20,11 +31,13 @@ public final class ReadSnapshot: @unchecked Sendable {
             rc = mdb_txn_begin(environment.handle, nil, UInt32(MDB_RDONLY), &txn)
         }
         try check(rc, "begin snapshot of \(environment.path)")
-        handle = txn!
-        self.environment = environment
+        return txn!
     }
 
-    deinit { mdb_txn_abort(handle) }
+    deinit {
+        mdb_txn_abort(handle)
+        environment.live.end(snapshot: true)
+    }
 
     /// Lends the snapshot's transaction to `body` (serialised: one caller at a time). Buffers read
     /// through it stay valid after `body` returns, for the snapshot's lifetime.

@@ -5,8 +5,9 @@ import CLMDB
 ///
 /// It is `~Copyable`: it cannot outlive its scope, and it aborts in `deinit` unless committed.
 /// It holds a strong reference to its environment, which therefore stays open while it lives.
-/// Byte buffers it lends (`withValue`, cursor entries) point into the memory map and are valid
-/// only while the transaction lives and, in a write transaction, until the next write.
+/// The public API takes and returns byte arrays (copies). The zero-copy forms, which take or lend
+/// `UnsafeRawBufferPointer`s into the memory map (valid only while the transaction lives and, in a
+/// write transaction, until the next write), are `@_spi(Unsafe)`: `@_spi(Unsafe) import LMDB`.
 public struct Transaction: ~Copyable {
     let handle: OpaquePointer
     /// The environment the transaction belongs to.
@@ -55,7 +56,7 @@ public struct Transaction: ~Copyable {
     }
 
     /// Lends the value stored under `key` to `body`; returns `nil` when the key is absent.
-    public func withValue<R>(forKey key: UnsafeRawBufferPointer, in db: Database,
+    @_spi(Unsafe) public func withValue<R>(forKey key: UnsafeRawBufferPointer, in db: Database,
                              _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R? {
         var k = MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))
         var v = MDB_val()
@@ -76,7 +77,7 @@ public struct Transaction: ~Copyable {
     /// - Throws: ``LMDBError/keyExists`` with `.noOverwrite` when the key is present, or with
     ///   `.append` when the key is not larger than the last one; ``LMDBError/mapFull``, which
     ///   ``Environment/write(_:)`` handles by growing the map and running its body again.
-    public func put(_ value: UnsafeRawBufferPointer, forKey key: UnsafeRawBufferPointer, in db: Database,
+    @_spi(Unsafe) public func put(_ value: UnsafeRawBufferPointer, forKey key: UnsafeRawBufferPointer, in db: Database,
                     flags: WriteFlags = []) throws {
         var k = MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))
         var v = MDB_val(mv_size: value.count, mv_data: UnsafeMutableRawPointer(mutating: value.baseAddress))
@@ -93,7 +94,7 @@ public struct Transaction: ~Copyable {
 
     /// Reserves `count` bytes for `key` inside the map (`MDB_RESERVE`) and lets `fill` write them
     /// in place, saving one copy of the value.
-    public func putReserving(count: Int, forKey key: UnsafeRawBufferPointer, in db: Database,
+    @_spi(Unsafe) public func putReserving(count: Int, forKey key: UnsafeRawBufferPointer, in db: Database,
                              flags: WriteFlags = [], _ fill: (UnsafeMutableRawBufferPointer) throws -> Void) throws {
         var k = MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))
         var v = MDB_val(mv_size: count, mv_data: nil)
@@ -104,7 +105,7 @@ public struct Transaction: ~Copyable {
 
     /// Deletes `key`; returns whether it was present.
     @discardableResult
-    public func delete(key: UnsafeRawBufferPointer, in db: Database) throws -> Bool {
+    @_spi(Unsafe) public func delete(key: UnsafeRawBufferPointer, in db: Database) throws -> Bool {
         var k = MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))
         let rc = mdb_del(handle, db.handle, &k, nil)
         if rc == MDB_NOTFOUND { return false }
@@ -125,14 +126,14 @@ public struct Transaction: ~Copyable {
     }
 
     /// Lends a cursor over `db` to `body`; it is closed when `body` returns.
-    public func withCursor<R>(in db: Database, _ body: (inout Cursor) throws -> R) throws -> R {
+    @_spi(Unsafe) public func withCursor<R>(in db: Database, _ body: (inout Cursor) throws -> R) throws -> R {
         var cursor = try Cursor(transaction: handle, database: db, path: environment.path)
         return try body(&cursor)
     }
 
     /// Visits entries in key order, starting at the first key `>= start` (or the first key), until
     /// `body` returns `false` or the database ends. Any error other than the end throws.
-    public func forEach(in db: Database, from start: UnsafeRawBufferPointer? = nil,
+    @_spi(Unsafe) public func forEach(in db: Database, from start: UnsafeRawBufferPointer? = nil,
                         _ body: (_ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) throws -> Bool) throws {
         try withCursor(in: db) { cursor in
             var entry = try start.map { try cursor.seek(atLeast: $0) } ?? cursor.first()
@@ -141,5 +142,21 @@ public struct Transaction: ~Copyable {
                 entry = try cursor.next()
             }
         }
+    }
+
+    /// Deletes `key`; returns whether it was present.
+    @discardableResult
+    public func delete(key: some Sequence<UInt8>, in db: Database) throws -> Bool {
+        try Array(key).withUnsafeBytes { try delete(key: $0, in: db) }
+    }
+
+    /// Visits entries in key order, copied, from the first key `>= start` (or the first key),
+    /// until `body` returns `false` or the database ends.
+    public func forEachEntry(in db: Database, from start: [UInt8]? = nil,
+                             _ body: (_ key: [UInt8], _ value: [UInt8]) throws -> Bool) throws {
+        func visit(_ from: UnsafeRawBufferPointer?) throws {
+            try forEach(in: db, from: from) { key, value in try body(Array(key), Array(value)) }
+        }
+        if let start { try start.withUnsafeBytes { try visit($0) } } else { try visit(nil) }
     }
 }

@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-@testable import LMDB
+@_spi(Unsafe) @testable import LMDB
 
 /// A fresh path in a fresh temporary directory.
 func temporaryPath(_ name: String = "test.lmdb") -> String {

@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-@testable import LMDB
+@_spi(Unsafe) @testable import LMDB
 
 /// A file built to exercise the validator: four named databases with inline values, overflow
 /// values (> 2022 bytes on 4 KiB pages), string and integer-order keys, a few thousand entries,
