@@ -12,6 +12,9 @@ import Foundation
 /// the constant that log-probabilities cannot recover); ∂/∂z_c of the first term is α (ẑ_c − t_c) / C.
 ///
 /// α = 0 is the plain-label baseline.
+///
+/// Each loss declares its ``inputs``; the trainer computes exactly those and refuses what a loss
+/// cannot use (``check(teachers:)``).
 public struct DistillationLoss: Codable, Equatable, Hashable, Sendable {
     public enum Kind: String, Codable, Sendable { case kd, mseLogits = "mse-logits" }
     public var kind: Kind
@@ -20,6 +23,30 @@ public struct DistillationLoss: Codable, Equatable, Hashable, Sendable {
 
     public init(kind: Kind = .kd, alpha: Float, temperature: Float) {
         self.kind = kind; self.alpha = alpha; self.temperature = temperature
+    }
+
+    /// What this loss reads besides the student's logits.
+    public var inputs: LossInputs {
+        guard alpha > 0 else { return .labels }
+        switch kind {
+        case .kd: return [.labels, .softTargets]
+        case .mseLogits: return [.labels, .teacherLogits]
+        }
+    }
+
+    /// Whether this loss can learn from an ensemble of several teachers: soft targets average the
+    /// members' probabilities; logits of several teachers have no mean that mse-logits could match.
+    public var acceptsEnsemble: Bool { !inputs.contains(.teacherLogits) }
+
+    /// Refuses data this loss cannot use: a teacher signal when it needs one and there is none, or
+    /// an ensemble when it reads one teacher's logits (``TrainingError/Code/ensembleNotSupported``).
+    public func check(teachers: Int) throws {
+        if inputs.contains(.softTargets) || inputs.contains(.teacherLogits), teachers == 0 {
+            throw TrainingError(.missingTeacher, message: "α > 0 needs a teacher cache")
+        }
+        if !acceptsEnsemble && teachers > 1 {
+            throw TrainingError(.ensembleNotSupported, message: "the \(kind.rawValue) loss matches one teacher's logits and cannot use an ensemble of \(teachers) teachers; use the kd loss or a single teacher")
+        }
     }
 
     /// Scratch buffers for one evaluation, sized for `classes`.
@@ -84,4 +111,16 @@ public struct DistillationLoss: Codable, Equatable, Hashable, Sendable {
         for c in 0..<C { grad[c] *= scale }
         return loss
     }
+}
+
+/// The inputs a loss reads besides the student's logits.
+public struct LossInputs: OptionSet, Hashable, Sendable {
+    public let rawValue: Int
+    public init(rawValue: Int) { self.rawValue = rawValue }
+    /// The true label y.
+    public static let labels = LossInputs(rawValue: 1)
+    /// p_t^T and log p_t^T at the loss's temperature T (re-tempered, averaged over an ensemble).
+    public static let softTargets = LossInputs(rawValue: 2)
+    /// One teacher's stored log p_{T_w} and its write temperature T_w.
+    public static let teacherLogits = LossInputs(rawValue: 4)
 }
