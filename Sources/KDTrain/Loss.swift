@@ -85,31 +85,46 @@ public struct DistillationLoss: Codable, Equatable, Hashable, Sendable {
         }
         switch kind {
         case .kd:
-            let T = temperature
-            ws.studentSoft.withUnsafeMutableBufferPointer { q in
-                Softmax.logSoftmax(z, C, temperature: T, into: q.baseAddress!)
-                var kl: Float = 0
-                for c in 0..<C {
-                    let pt = teacherProbs![c]
-                    if pt > 0 { kl += pt * (teacherLogProbs[c] - q[c]) }
-                    grad[c] += alpha * T * (Softmax.fastExp(q[c]) - pt)
-                }
-                loss += alpha * T * T * kl
-            }
+            guard let teacherProbs else { preconditionFailure("the kd loss reads soft targets (see inputs)") }
+            loss += softTerm(z, C, teacherProbs, teacherLogProbs, grad: grad, ws)
         case .mseLogits:
-            var zm: Float = 0, tm: Float = 0
-            for c in 0..<C { zm += z[c]; tm += writeTemperature * teacherLogProbs[c] }
-            zm /= Float(C); tm /= Float(C)
-            var mse: Float = 0
-            for c in 0..<C {
-                let d = (z[c] - zm) - (writeTemperature * teacherLogProbs[c] - tm)
-                mse += d * d
-                grad[c] += alpha * d / Float(C)
-            }
-            loss += alpha * 0.5 * mse / Float(C)
+            loss += logitTerm(z, C, teacherLogProbs, writeTemperature, grad: grad)
         }
         for c in 0..<C { grad[c] *= scale }
         return loss
+    }
+
+    /// α T² KL(p_t^T ‖ p_s^T), its gradient α T (p_s^T − p_t^T) added to `grad`.
+    @inline(__always)
+    private func softTerm(_ z: UnsafePointer<Float>, _ C: Int, _ teacherProbs: UnsafePointer<Float>, _ teacherLogProbs: UnsafePointer<Float>,
+                          grad: UnsafeMutablePointer<Float>, _ ws: Workspace) -> Float {
+        let T = temperature
+        return ws.studentSoft.withUnsafeMutableBufferPointer { q in
+            Softmax.logSoftmax(z, C, temperature: T, into: q.baseAddress!)
+            var kl: Float = 0
+            for c in 0..<C {
+                let pt = teacherProbs[c]
+                if pt > 0 { kl += pt * (teacherLogProbs[c] - q[c]) }
+                grad[c] += alpha * T * (Softmax.fastExp(q[c]) - pt)
+            }
+            return alpha * T * T * kl
+        }
+    }
+
+    /// α ½ mean_c (ẑ_c − t_c)² with t = T_w · log p_{T_w}, both centered; α (ẑ_c − t_c) / C added to `grad`.
+    @inline(__always)
+    private func logitTerm(_ z: UnsafePointer<Float>, _ C: Int, _ teacherLogProbs: UnsafePointer<Float>, _ writeTemperature: Float,
+                           grad: UnsafeMutablePointer<Float>) -> Float {
+        var zm: Float = 0, tm: Float = 0
+        for c in 0..<C { zm += z[c]; tm += writeTemperature * teacherLogProbs[c] }
+        zm /= Float(C); tm /= Float(C)
+        var mse: Float = 0
+        for c in 0..<C {
+            let d = (z[c] - zm) - (writeTemperature * teacherLogProbs[c] - tm)
+            mse += d * d
+            grad[c] += alpha * d / Float(C)
+        }
+        return alpha * 0.5 * mse / Float(C)
     }
 }
 
