@@ -134,11 +134,7 @@ public final class BuiltinTeacher {
             let (df, n) = featurizer.documentFrequencies(base.train.map { texts[$0] })
             var matrices = [featurizer.matrix(texts, df: df, n: n)]
             if views > 1, let augmentation {
-                var all: [String] = []
-                all.reserveCapacity(texts.count * views)
-                for (s, t) in texts.enumerated() {
-                    for v in 0..<views { all.append(augmentation.apply(text: t, sample: s, view: v, seed: augmentationSeed)) }
-                }
+                let all = ViewReplay(augmentation: augmentation, views: views, seed: augmentationSeed).texts(texts)
                 matrices.append(featurizer.matrix(all, df: df, n: n))
             }
             // Only the n-grams that occur get rows: 2^20 hashed buckets shrink to what the texts use.

@@ -12,6 +12,9 @@ import Foundation
 /// the constant that log-probabilities cannot recover); ∂/∂z_c of the first term is α (ẑ_c − t_c) / C.
 ///
 /// α = 0 is the plain-label baseline.
+///
+/// Each loss declares its ``inputs``; the trainer computes exactly those and refuses what a loss
+/// cannot use (``check(teachers:)``).
 public struct DistillationLoss: Codable, Equatable, Hashable, Sendable {
     public enum Kind: String, Codable, Sendable { case kd, mseLogits = "mse-logits" }
     public var kind: Kind
@@ -20,6 +23,30 @@ public struct DistillationLoss: Codable, Equatable, Hashable, Sendable {
 
     public init(kind: Kind = .kd, alpha: Float, temperature: Float) {
         self.kind = kind; self.alpha = alpha; self.temperature = temperature
+    }
+
+    /// What this loss reads besides the student's logits.
+    public var inputs: LossInputs {
+        guard alpha > 0 else { return .labels }
+        switch kind {
+        case .kd: return [.labels, .softTargets]
+        case .mseLogits: return [.labels, .teacherLogits]
+        }
+    }
+
+    /// Whether this loss can learn from an ensemble of several teachers: soft targets average the
+    /// members' probabilities; logits of several teachers have no mean that mse-logits could match.
+    public var acceptsEnsemble: Bool { !inputs.contains(.teacherLogits) }
+
+    /// Refuses data this loss cannot use: a teacher signal when it needs one and there is none, or
+    /// an ensemble when it reads one teacher's logits (``TrainingError/Code/ensembleNotSupported``).
+    public func check(teachers: Int) throws {
+        if inputs.contains(.softTargets) || inputs.contains(.teacherLogits), teachers == 0 {
+            throw TrainingError(.missingTeacher, message: "α > 0 needs a teacher cache")
+        }
+        if !acceptsEnsemble && teachers > 1 {
+            throw TrainingError(.ensembleNotSupported, message: "the \(kind.rawValue) loss matches one teacher's logits and cannot use an ensemble of \(teachers) teachers; use the kd loss or a single teacher")
+        }
     }
 
     /// Scratch buffers for one evaluation, sized for `classes`.
@@ -58,30 +85,57 @@ public struct DistillationLoss: Codable, Equatable, Hashable, Sendable {
         }
         switch kind {
         case .kd:
-            let T = temperature
-            ws.studentSoft.withUnsafeMutableBufferPointer { q in
-                Softmax.logSoftmax(z, C, temperature: T, into: q.baseAddress!)
-                var kl: Float = 0
-                for c in 0..<C {
-                    let pt = teacherProbs![c]
-                    if pt > 0 { kl += pt * (teacherLogProbs[c] - q[c]) }
-                    grad[c] += alpha * T * (Softmax.fastExp(q[c]) - pt)
-                }
-                loss += alpha * T * T * kl
-            }
+            guard let teacherProbs else { preconditionFailure("the kd loss reads soft targets (see inputs)") }
+            loss += softTerm(z, C, teacherProbs, teacherLogProbs, grad: grad, ws)
         case .mseLogits:
-            var zm: Float = 0, tm: Float = 0
-            for c in 0..<C { zm += z[c]; tm += writeTemperature * teacherLogProbs[c] }
-            zm /= Float(C); tm /= Float(C)
-            var mse: Float = 0
-            for c in 0..<C {
-                let d = (z[c] - zm) - (writeTemperature * teacherLogProbs[c] - tm)
-                mse += d * d
-                grad[c] += alpha * d / Float(C)
-            }
-            loss += alpha * 0.5 * mse / Float(C)
+            loss += logitTerm(z, C, teacherLogProbs, writeTemperature, grad: grad)
         }
         for c in 0..<C { grad[c] *= scale }
         return loss
     }
+
+    /// α T² KL(p_t^T ‖ p_s^T), its gradient α T (p_s^T − p_t^T) added to `grad`.
+    @inline(__always)
+    private func softTerm(_ z: UnsafePointer<Float>, _ C: Int, _ teacherProbs: UnsafePointer<Float>, _ teacherLogProbs: UnsafePointer<Float>,
+                          grad: UnsafeMutablePointer<Float>, _ ws: Workspace) -> Float {
+        let T = temperature
+        return ws.studentSoft.withUnsafeMutableBufferPointer { q in
+            Softmax.logSoftmax(z, C, temperature: T, into: q.baseAddress!)
+            var kl: Float = 0
+            for c in 0..<C {
+                let pt = teacherProbs[c]
+                if pt > 0 { kl += pt * (teacherLogProbs[c] - q[c]) }
+                grad[c] += alpha * T * (Softmax.fastExp(q[c]) - pt)
+            }
+            return alpha * T * T * kl
+        }
+    }
+
+    /// α ½ mean_c (ẑ_c − t_c)² with t = T_w · log p_{T_w}, both centered; α (ẑ_c − t_c) / C added to `grad`.
+    @inline(__always)
+    private func logitTerm(_ z: UnsafePointer<Float>, _ C: Int, _ teacherLogProbs: UnsafePointer<Float>, _ writeTemperature: Float,
+                           grad: UnsafeMutablePointer<Float>) -> Float {
+        var zm: Float = 0, tm: Float = 0
+        for c in 0..<C { zm += z[c]; tm += writeTemperature * teacherLogProbs[c] }
+        zm /= Float(C); tm /= Float(C)
+        var mse: Float = 0
+        for c in 0..<C {
+            let d = (z[c] - zm) - (writeTemperature * teacherLogProbs[c] - tm)
+            mse += d * d
+            grad[c] += alpha * d / Float(C)
+        }
+        return alpha * 0.5 * mse / Float(C)
+    }
+}
+
+/// The inputs a loss reads besides the student's logits.
+public struct LossInputs: OptionSet, Hashable, Sendable {
+    public let rawValue: Int
+    public init(rawValue: Int) { self.rawValue = rawValue }
+    /// The true label y.
+    public static let labels = LossInputs(rawValue: 1)
+    /// p_t^T and log p_t^T at the loss's temperature T (re-tempered, averaged over an ensemble).
+    public static let softTargets = LossInputs(rawValue: 2)
+    /// One teacher's stored log p_{T_w} and its write temperature T_w.
+    public static let teacherLogits = LossInputs(rawValue: 4)
 }

@@ -7,13 +7,14 @@ let rowPrefetchDistance = 4
 
 /// One sample's input: sparse (bucket, weight) pairs or a dense vector, already normalized.
 ///
-/// The buffers are borrowed (zero-copy from the LMDB map, or from a scratch row); an `Input` is
-/// valid only as long as what it points into.
-public struct Input {
-    public var indices: UnsafeBufferPointer<UInt32>?   // nil for dense input
-    public var values: UnsafeBufferPointer<Float>
+/// The buffers are borrowed (zero-copy from the LMDB map, or from a decoder's scratch row), so an
+/// `Input` is package-internal: only ``InputDecoder`` and the batch rows make one, and it is valid
+/// until their next call. Library users score texts and dense vectors through ``StudentModel``.
+package struct Input {
+    package var indices: UnsafeBufferPointer<UInt32>?   // nil for dense input
+    package var values: UnsafeBufferPointer<Float>
 
-    public init(indices: UnsafeBufferPointer<UInt32>?, values: UnsafeBufferPointer<Float>) {
+    package init(indices: UnsafeBufferPointer<UInt32>?, values: UnsafeBufferPointer<Float>) {
         self.indices = indices; self.values = values
     }
 
@@ -123,7 +124,7 @@ public final class Network {
     }
 
     /// Logits of `input` into `logits` (count = classes). Keeps the activations for `backward`.
-    public func forward(_ input: Input, logits: UnsafeMutablePointer<Float>) {
+    package func forward(_ input: Input, logits: UnsafeMutablePointer<Float>) {
         let w = width, C = classes
         let a = preActivation, h = hidden
         let relu = architecture.kind == .mlp
@@ -166,7 +167,7 @@ public final class Network {
     }
 
     /// Accumulates the gradient of the loss for the last `forward`, given dL/dlogits.
-    public func backward(_ input: Input, logitGrad g: UnsafePointer<Float>) {
+    package func backward(_ input: Input, logitGrad g: UnsafePointer<Float>) {
         let w = width, C = classes
         let a = preActivation, h = hidden, gh = hiddenGrad
         outputBiasGrad.withUnsafeMutableBufferPointer { gb in for c in 0..<C { gb[c] += g[c] } }
@@ -206,6 +207,20 @@ public final class Network {
         full.first = c.expand(first, width: width)
         full.firstBias = firstBias; full.output = output; full.outputBias = outputBias
         return full
+    }
+
+    /// A copy of the parameters (not the gradients nor the scratch), for ``restore(_:)``.
+    public struct Snapshot: Sendable {
+        let first: [Float], firstBias: [Float], output: [Float], outputBias: [Float]
+    }
+
+    /// The current parameters (copy-on-write arrays: cheap until training writes them again).
+    public func snapshot() -> Snapshot { Snapshot(first: first, firstBias: firstBias, output: output, outputBias: outputBias) }
+
+    /// Puts back the parameters of a ``snapshot()`` of this network.
+    public func restore(_ s: Snapshot) {
+        precondition(s.first.count == first.count && s.output.count == output.count, "a snapshot of another network")
+        first = s.first; firstBias = s.firstBias; output = s.output; outputBias = s.outputBias
     }
 
     /// The number of trainable parameters.

@@ -25,7 +25,7 @@ public struct OptimizerConfig: Codable, Equatable, Hashable, Sendable {
 
     /// Throws a message naming the bad hyper-parameter.
     public func validate() throws {
-        func fail(_ m: String) -> Error { TrainingError(message: m) }
+        func fail(_ m: String) -> Error { TrainingError(.invalidHyperparameter, message: m) }
         guard learningRate > 0, learningRate.isFinite else { throw fail("learning rate must be > 0, got \(learningRate)") }
         guard (0..<1).contains(momentum) else { throw fail("momentum must be in [0, 1), got \(momentum)") }
         guard (0..<1).contains(beta1), (0..<1).contains(beta2) else { throw fail("Adam betas must be in [0, 1)") }
@@ -45,13 +45,6 @@ public struct OptimizerConfig: Codable, Equatable, Hashable, Sendable {
         case .cosine: return learningRate * 0.5 * (1 + Foundation.cos(Float.pi * p))
         }
     }
-}
-
-/// A training failure with a message for the user.
-public struct TrainingError: Error, CustomStringConvertible {
-    public var message: String
-    public init(message: String) { self.message = message }
-    public var description: String { message }
 }
 
 /// The optimizer state of one network: first and second moments (Adam) or velocity (SGD) for

@@ -50,16 +50,16 @@ public struct StudentModel {
         var base = path
         for suffix in [".safetensors", ".json"] where base.hasSuffix(suffix) { base.removeLast(suffix.count) }
         guard let cardData = FileManager.default.contents(atPath: base + ".json") else {
-            throw TrainingError(message: "\(base).json: cannot read the model card (written beside the .safetensors by kdcache sweep)")
+            throw TrainingError(.invalidSavedStudent, path: "\(base).json", message: "cannot read the model card (written beside the .safetensors by kdcache sweep)")
         }
         let card: Card
         do { card = try JSONDecoder().decode(Card.self, from: cardData) } catch {
-            throw TrainingError(message: "\(base).json: not a kdcache student card (\(describeDecodingError(error)))")
+            throw TrainingError(.invalidSavedStudent, path: "\(base).json", message: "not a kdcache student card (\(describeDecodingError(error)))")
         }
         // Every size read from the card is bounded before it sizes an allocation or an index.
         let f = card.featurizer, arch = card.config.architecture, classes = card.labels.count
         let width = arch.kind == .linear ? classes : arch.width
-        func bad(_ message: String) -> TrainingError { TrainingError(message: "\(base).json: \(message); is it the card kdcache sweep wrote?") }
+        func bad(_ message: String) -> TrainingError { TrainingError(.invalidSavedStudent, path: "\(base).json", message: "\(message); is it the card kdcache sweep wrote?") }
         guard classes >= 1 else { throw bad("no labels") }
         guard (1...TrainingData.maxDimension).contains(f.dimension) else { throw bad("feature dimension \(f.dimension) is out of range 1…\(TrainingData.maxDimension)") }
         guard (1...65_536).contains(width) else { throw bad("width \(width) is out of range 1…65536") }
@@ -84,7 +84,7 @@ public struct StudentModel {
     }
 
     /// Class probabilities for one input (already featurized and normalized).
-    public func probabilities(_ input: Input) -> [Float] {
+    package func probabilities(_ input: Input) -> [Float] {
         let C = network.classes
         var z = [Float](repeating: 0, count: C), p = z
         z.withUnsafeMutableBufferPointer { zp in p.withUnsafeMutableBufferPointer { pp in
@@ -97,7 +97,7 @@ public struct StudentModel {
     /// Probabilities for a raw text, featurized exactly as `kdcache prep` did for the training data.
     public func probabilities(text: String) throws -> [Float] {
         guard card.featurizer.kind == "hashed-ngrams", let bits = card.featurizer.bits, let ngrams = card.featurizer.ngrams else {
-            throw TrainingError(message: "this student takes dense features, not text")
+            throw TrainingError(.wrongInputKind, message: "this student takes dense features, not text")
         }
         let (indices, counts) = TextFeaturizer(bits: bits, ngramOrders: ngrams).features(text)
         var values = counts
@@ -112,7 +112,7 @@ public struct StudentModel {
     /// Probabilities for a raw dense vector, standardized with the training statistics.
     public func probabilities(dense x: [Float]) throws -> [Float] {
         guard card.featurizer.kind == "dense", x.count == card.featurizer.dimension else {
-            throw TrainingError(message: "expected \(card.featurizer.dimension) dense features, got \(x.count)")
+            throw TrainingError(.wrongInputKind, message: "expected \(card.featurizer.dimension) dense features, got \(x.count)")
         }
         let mean = card.featurizer.mean ?? [], std = card.featurizer.std ?? []
         let values = x.enumerated().map { j, v in (v - Float(mean[j])) / Float(std[j] == 0 ? 1 : std[j]) }
@@ -121,13 +121,16 @@ public struct StudentModel {
 }
 
 private func tensor2D(_ file: SafetensorsFile, _ name: String, _ base: String, _ count: Int) throws -> [Float] {
-    let flat = try file.rows(tensor: name).flatMap { $0 }
-    guard flat.count == count else { throw TrainingError(message: "\(base).safetensors: tensor \(name) has \(flat.count) values, expected \(count)") }
-    return flat
+    try checkedCount(file.rows(tensor: name).flatMap { $0 }, name, base, count)
 }
 
 private func tensor1D(_ file: SafetensorsFile, _ name: String, _ base: String, _ count: Int) throws -> [Float] {
-    let flat = try file.vector(tensor: name)
-    guard flat.count == count else { throw TrainingError(message: "\(base).safetensors: tensor \(name) has \(flat.count) values, expected \(count)") }
+    try checkedCount(file.vector(tensor: name), name, base, count)
+}
+
+private func checkedCount(_ flat: [Float], _ name: String, _ base: String, _ count: Int) throws -> [Float] {
+    guard flat.count == count else {
+        throw TrainingError(.invalidSavedStudent, path: "\(base).safetensors", message: "tensor \(name) has \(flat.count) values, expected \(count)")
+    }
     return flat
 }

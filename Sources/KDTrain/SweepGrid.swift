@@ -46,8 +46,7 @@ public struct SweepGrid: Sendable {
         var byPoint: [String: [StudentConfig]] = [:]
         var points: [String] = []
         for c in all {
-            var k = c; k.seed = 0
-            let key = k.key
+            let key = c.pointKey
             if byPoint[key] == nil { points.append(key) }
             byPoint[key, default: []].append(c)
         }

@@ -111,6 +111,7 @@ import Testing
             let base = try savedModel(dense: dense)
             try tamper(base, edit)
             let error = #expect(throws: TrainingError.self) { try StudentModel.load(base) }
+            #expect(error?.code == .invalidSavedStudent)
             #expect(error?.message.contains(expected) == true, "\(error?.message ?? "no error")")
         }
     }

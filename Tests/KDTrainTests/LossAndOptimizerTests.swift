@@ -152,7 +152,8 @@ func KDStoreLogSoftmax(_ x: [Float], _ T: Float) -> [Float] {
     @Test func badHyperParametersAreNamed() {
         var c = OptimizerConfig()
         c.learningRate = -1
-        #expect(throws: TrainingError.self) { try c.validate() }
+        let error = #expect(throws: TrainingError.self) { try c.validate() }
+        #expect(error?.code == .invalidHyperparameter)
     }
 }
 

@@ -1,0 +1,198 @@
+import Foundation
+import KDStore
+
+/// The minibatch loop of one group: each step decodes the batch once (features, labels, the
+/// teacher's side) and hands it to every active configuration in turn.
+final class BatchLoop {
+    let data: TrainingData
+    let runs: [ConfigRun]
+    let seed: UInt64
+    let batch: Int
+    let stepsPerEpoch: Int
+    private(set) var seen = 0
+    private let decoder = InputDecoder(capacity: 256)
+    private let rows: BatchRows
+    private let teacher: TeacherBatch?
+    private let logits: UnsafeMutablePointer<Float>, grad: UnsafeMutablePointer<Float>
+    private let workspace: DistillationLoss.Workspace
+
+    init(group: [StudentConfig], data: TrainingData) {
+        self.data = data
+        seed = group[0].seed
+        self.batch = group[0].batchSize
+        let batch = group[0].batchSize
+        stepsPerEpoch = (data.train.count + batch - 1) / batch
+        let inputs = group.map(\.loss.inputs)
+        // Only the temperatures some loss reads soft targets at; only the stored logits if some loss reads them.
+        let temperatures = Array(Set(group.filter { $0.loss.inputs.contains(.softTargets) }.map(\.loss.temperature))).sorted()
+        let needsLogits = inputs.contains { $0.contains(.teacherLogits) }
+        let teacher = data.teacher.isEmpty || (temperatures.isEmpty && !needsLogits) ? nil
+            : TeacherBatch(signal: data.teacher, temperatures: temperatures, needsLogits: needsLogits, capacity: batch)
+        self.teacher = teacher
+        rows = BatchRows(capacity: batch)
+        let C = data.classes
+        logits = .allocate(capacity: C); logits.initialize(repeating: 0, count: C)
+        grad = .allocate(capacity: C); grad.initialize(repeating: 0, count: C)
+        workspace = DistillationLoss.Workspace(classes: C)
+        runs = group.map { ConfigRun(config: $0, data: data, teacher: teacher) }
+    }
+
+    deinit { logits.deallocate(); grad.deallocate() }
+
+    /// One pass over the train split in epoch `epoch`'s seeded order; false (and nothing done)
+    /// when every configuration has stopped.
+    func runEpoch(_ epoch: Int) -> Bool {
+        for run in runs where run.epochsRun >= run.config.epochs { run.active = false }
+        guard runs.contains(where: \.active) else { return false }
+        var order = SplitMix64(seed: seed, stream: 3, UInt64(epoch))
+        let perm = order.permutation(data.train.count)
+        var viewRng = SplitMix64(seed: seed, stream: 4, UInt64(epoch))
+        for run in runs { run.epochLoss = 0 }
+        for step in 0..<stepsPerEpoch {
+            let lo = step * batch, hi = min(data.train.count, lo + batch)
+            decode(perm[lo..<hi], viewRng: &viewRng)
+            // Each configuration takes the whole batch in turn, so its weights and optimizer
+            // state stay in cache while it works.
+            for run in runs where run.active {
+                train(run, scale: 1 / Float(hi - lo))
+                let total = stepsPerEpoch * run.config.epochs
+                run.optimizer.apply(to: run.net, lr: run.config.optimizer.rate(step: epoch * stepsPerEpoch + step, totalSteps: total))
+            }
+        }
+        return true
+    }
+
+    /// Decodes the batch once for every configuration: features, labels and the teacher's side.
+    private func decode(_ positions: ArraySlice<Int>, viewRng: inout SplitMix64) {
+        rows.reset()
+        for p in positions {
+            let sample = data.train[p]
+            let view = data.views > 1 ? Int(viewRng.next() % UInt64(data.views)) : 0
+            decoder.load(sample: sample, view: view, data: data)
+            let r = rows.append(decoder, label: data.labels[sample])
+            teacher?.fill(row: r, sample: sample, view: view)
+            seen += 1
+        }
+    }
+
+    /// Forward, loss and backward of every row for one configuration (gradients accumulate).
+    private func train(_ run: ConfigRun, scale: Float) {
+        let C = data.classes, net = run.net, kind = run.config.architecture.kind
+        for r in 0..<rows.count {
+            let input = rows.input(r, for: kind, sparse: data.sparse)
+            net.forward(input, logits: logits)
+            let l = run.loss.evaluate(logits: logits, classes: C, row: r, label: rows.labels[r], scale: scale,
+                                      grad: grad, workspace: workspace)
+            run.epochLoss += Double(l)
+            net.backward(input, logitGrad: grad)
+        }
+    }
+}
+
+/// Hands one configuration's loss exactly the inputs it declares (``DistillationLoss/inputs``)
+/// from the batch's ``TeacherBatch``.
+struct LossDispatch {
+    let loss: DistillationLoss
+    let teacher: TeacherBatch?
+    /// The slot of the loss's temperature when it reads soft targets.
+    let slot: Int?
+    let readsLogits: Bool
+    /// T_w of the (single) teacher whose logits the loss reads.
+    let writeTemperature: Float
+
+    init(loss: DistillationLoss, teacher: TeacherBatch?, writeTemperature: Float) {
+        self.loss = loss; self.teacher = teacher; self.writeTemperature = writeTemperature
+        slot = loss.inputs.contains(.softTargets) ? teacher?.slot(of: loss.temperature) : nil
+        readsLogits = loss.inputs.contains(.teacherLogits) && teacher != nil
+    }
+
+    @inline(__always)
+    func evaluate(logits z: UnsafePointer<Float>, classes C: Int, row r: Int, label: Int, scale: Float,
+                  grad: UnsafeMutablePointer<Float>, workspace: DistillationLoss.Workspace) -> Float {
+        if readsLogits, let teacher {
+            return loss.evaluate(logits: z, classes: C, label: label, teacherProbs: nil, teacherLogProbs: teacher.storedLogProbs(r),
+                                 writeTemperature: writeTemperature, scale: scale, grad: grad, workspace: workspace)
+        }
+        if let slot, let teacher {
+            return loss.evaluate(logits: z, classes: C, label: label, teacherProbs: teacher.softTargets(slot, r),
+                                 teacherLogProbs: teacher.logSoftTargets(slot, r), writeTemperature: 1, scale: scale,
+                                 grad: grad, workspace: workspace)
+        }
+        return loss.evaluate(logits: z, classes: C, label: label, teacherProbs: nil, teacherLogProbs: nil, writeTemperature: 1,
+                             scale: scale, grad: grad, workspace: workspace)
+    }
+}
+
+/// One decoded minibatch shared by the configurations of a group: each row's features (raw, with
+/// the two normalizations the architectures use) and label. Buffers are owned here and reused
+/// from batch to batch.
+final class BatchRows {
+    let capacity: Int
+    private(set) var count = 0
+    private(set) var labels: [Int] = []
+    private var offsets: [Int] = [0]
+    private var l2Inverse: [Float] = [], sumInverse: [Float] = []
+    private var featureCapacity = 4096
+    private var indices: UnsafeMutablePointer<UInt32>
+    private var raw: UnsafeMutablePointer<Float>
+    private var scratchCapacity: Int
+    private var scratchBuffer: UnsafeMutablePointer<Float>
+
+    init(capacity: Int) {
+        self.capacity = capacity
+        indices = .allocate(capacity: featureCapacity)
+        raw = .allocate(capacity: featureCapacity)
+        scratchCapacity = featureCapacity
+        scratchBuffer = .allocate(capacity: scratchCapacity)
+    }
+
+    deinit { indices.deallocate(); raw.deallocate(); scratchBuffer.deallocate() }
+
+    func reset() {
+        count = 0
+        labels.removeAll(keepingCapacity: true)
+        offsets.removeAll(keepingCapacity: true); offsets.append(0)
+        l2Inverse.removeAll(keepingCapacity: true); sumInverse.removeAll(keepingCapacity: true)
+    }
+
+    /// Copies the decoder's current sample in as a new row; returns its index.
+    func append(_ decoder: InputDecoder, label: Int) -> Int {
+        precondition(count < capacity)
+        let (i, v) = decoder.rawFeatures
+        let start = offsets[count], n = v.count
+        if start + n > featureCapacity { grow(to: max(2 * featureCapacity, start + n), keeping: start) }
+        var l2: Float = 0, sum: Float = 0
+        for j in 0..<n {
+            indices[start + j] = i.isEmpty ? 0 : i[j]
+            raw[start + j] = v[j]
+            l2 += v[j] * v[j]; sum += v[j]
+        }
+        l2 = l2.squareRoot()
+        l2Inverse.append(l2 > 0 ? 1 / l2 : 0); sumInverse.append(sum > 0 ? 1 / sum : 0)
+        offsets.append(start + n)
+        labels.append(label)
+        count += 1
+        return count - 1
+    }
+
+    private func grow(to bigger: Int, keeping start: Int) {
+        let newIndices = UnsafeMutablePointer<UInt32>.allocate(capacity: bigger)
+        let newRaw = UnsafeMutablePointer<Float>.allocate(capacity: bigger)
+        newIndices.update(from: indices, count: start); newRaw.update(from: raw, count: start)
+        indices.deallocate(); raw.deallocate()
+        indices = newIndices; raw = newRaw; featureCapacity = bigger
+    }
+
+    /// Row r as an architecture wants it (the normalization of ``InputDecoder/input(for:sparse:)``);
+    /// valid until the next call.
+    func input(_ r: Int, for kind: Architecture.Kind, sparse: Bool) -> Input {
+        let lo = offsets[r], n = offsets[r + 1] - lo
+        if n > scratchCapacity {
+            scratchBuffer.deallocate(); scratchCapacity = n; scratchBuffer = .allocate(capacity: n)
+        }
+        let factor: Float = sparse ? (kind == .fasttext ? sumInverse[r] : l2Inverse[r]) : 1
+        for j in 0..<n { scratchBuffer[j] = raw[lo + j] * factor }
+        let values = UnsafeBufferPointer(start: scratchBuffer, count: n)
+        return Input(indices: sparse ? UnsafeBufferPointer(start: indices + lo, count: n) : nil, values: values)
+    }
+}
