@@ -10,7 +10,7 @@
 //   KDTrain        students, losses, optimizers, group training, grids
 //   KDTeachers     the built-in teacher, the external-teacher protocol, importers
 //   KDReport       aggregation, the verdict, results.jsonl / CSV / HTML, the sweep directory
-//   KDJobs         the jobs the CLI runs (sweeps, …), usable from Swift without the CLI
+//   KDJobs         the jobs the CLI runs (teach, import, sweep, collect, fidelity), usable without the CLI
 //   kdcache        the command-line tool: one file per subcommand, no library logic
 import PackageDescription
 
