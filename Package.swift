@@ -39,7 +39,7 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .target(name: "CPrefetch"),
-        .target(name: "KDTrain", dependencies: ["KDStore", "CPrefetch"]),
+        .target(name: "KDTrain", dependencies: ["KDStore", "LMDB", "CPrefetch"]),
         .target(name: "KDTeachers", dependencies: ["KDStore", "KDTrain"]),
         .target(name: "KDReport", dependencies: ["KDStore", "KDTrain"]),
         .target(name: "KDJobs", dependencies: ["KDStore", "KDTrain", "KDTeachers", "KDReport"]),

@@ -54,7 +54,7 @@ public struct SweepCollectJob: Sendable {
             let m = try Self.finishedSweep(dir)
             if let first = merged { try Self.check(m, of: dir, matches: first, of: directories[0]) }
             merged = merged ?? m
-            for (key, r) in ResultsFile.read(path: dir + "/results.jsonl") where byKey[key] == nil {
+            for (key, r) in try ResultsFile.read(path: dir + "/results.jsonl") where byKey[key] == nil {
                 byKey[key] = r; order.append(key)
             }
         }

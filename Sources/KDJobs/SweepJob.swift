@@ -73,7 +73,7 @@ public struct SweepJob: Sendable {
         if options.startOver && !removed.isEmpty && removed != ["sweep.json"] { events(.removedEarlierSweep(files: removed)) }
         events(.splits(valid: inputs.training.valid.count, test: inputs.training.test.count))
         if opened.resumed {
-            let finished = Set(ResultsFile.read(path: opened.directory.resultsPath).map { $0.0 }).intersection(manifest.runs ?? []).count
+            let finished = Set(try ResultsFile.read(path: opened.directory.resultsPath).map { $0.0 }).intersection(manifest.runs ?? []).count
             if finished > 0 { events(.resuming(finished: finished, total: configs.count)) }
         }
         let started = Date()

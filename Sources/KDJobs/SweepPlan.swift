@@ -16,8 +16,8 @@ public enum SweepPlan {
     public static func filter(_ configs: [StudentConfig], to shard: Shard) -> [StudentConfig] {
         var point = -1, previous = ""
         return configs.filter { c in
-            var k = c; k.seed = 0
-            if k.key != previous { point += 1; previous = k.key }
+            let key = c.pointKey
+            if key != previous { point += 1; previous = key }
             return point % shard.count == shard.index
         }
     }

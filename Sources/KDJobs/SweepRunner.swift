@@ -16,9 +16,9 @@ public final class SweepRunner {
 
     public var resultsPath: String { directory + "/results.jsonl" }
 
-    /// Results already in `results.jsonl` (a truncated last line from a crash is ignored).
-    public func finishedResults() -> [String: RunResult] {
-        Dictionary(ResultsFile.read(path: resultsPath), uniquingKeysWith: { a, _ in a })
+    /// Results already in `results.jsonl` (a truncated last line from a crash is ignored; another unreadable line throws, see ``ResultsFile/read(path:)``).
+    public func finishedResults() throws -> [String: RunResult] {
+        Dictionary(try ResultsFile.read(path: resultsPath), uniquingKeysWith: { a, _ in a })
     }
 
     /// Trains every configuration not yet finished; returns all results in `configs` order.
@@ -31,7 +31,7 @@ public final class SweepRunner {
         try renderingFileErrors(.createDirectory, directory) {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         }
-        let done = finishedResults()
+        let done = try finishedResults()
         let pending = configs.filter { done[$0.key] == nil }
         // Groups share a data order: same seed and batch size; split by architecture so that the
         // two workers get balanced work.
@@ -57,7 +57,7 @@ public final class SweepRunner {
             onProgress?(runs, total)
             report?(points.finish(groups[g], runs: runs))
         }
-        let all = finishedResults()
+        let all = try finishedResults()
         return configs.compactMap { all[$0.key] }
     }
 }
@@ -80,9 +80,9 @@ final class PointProgress: @unchecked Sendable {
     init(_ configs: [StudentConfig], finished: Set<String>) {
         var point: [String: String] = [:]
         for c in configs {
-            var k = c; k.seed = 0
-            point[c.key] = k.key
-            remaining[k.key, default: 0] += finished.contains(c.key) ? 0 : 1
+            let p = c.pointKey
+            point[c.key] = p
+            remaining[p, default: 0] += finished.contains(c.key) ? 0 : 1
         }
         self.point = point
         totalRuns = configs.count

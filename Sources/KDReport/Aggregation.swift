@@ -43,9 +43,9 @@ public func aggregate(_ results: [RunResult]) -> [AggregatedResult] {
     var groups: [String: [RunResult]] = [:]
     var order: [String] = []
     for r in results {
-        var k = r.config; k.seed = 0
-        if groups[k.key] == nil { order.append(k.key) }
-        groups[k.key, default: []].append(r)
+        let point = r.config.pointKey
+        if groups[point] == nil { order.append(point) }
+        groups[point, default: []].append(r)
     }
     func meanSD(_ x: [Double]) -> (Double, Double) {
         guard !x.isEmpty else { return (.nan, .nan) }

@@ -19,9 +19,11 @@ public struct ReportError: RenderableError, Equatable, Sendable {
     public var hint: Hint?
     /// For `.otherSweep`: each difference from the sweep asked for, in words.
     public var differences: [String]
+    /// For `.badResultsLine`: the 1-based line of the file.
+    public var line: Int?
 
-    public init(code: Code, path: String, message: String, hint: Hint? = nil, differences: [String] = []) {
-        self.code = code; self.path = path; self.message = message; self.hint = hint; self.differences = differences
+    public init(code: Code, path: String, message: String, hint: Hint? = nil, differences: [String] = [], line: Int? = nil) {
+        self.code = code; self.path = path; self.message = message; self.hint = hint; self.differences = differences; self.line = line
     }
 
     public func text(renderHint: (Hint) -> String, renderOption: (String) -> String) -> String {
@@ -42,6 +44,12 @@ public struct ReportError: RenderableError, Equatable, Sendable {
         ReportError(code: .otherSweep, path: path, message: "holds another sweep: " + differences.joined(separator: "; "),
                     differences: differences)
     }
+
+    /// A results.jsonl line, not the torn last one, that is not a run result.
+    static func badResultsLine(_ path: String, line: Int, reason: String) -> ReportError {
+        ReportError(code: .badResultsLine, path: path, message: "line \(line) is not a run result (\(reason))",
+                    hint: .removeResultsLineOrStartOver, line: line)
+    }
 }
 
 extension ReportError.Code {
@@ -51,4 +59,6 @@ extension ReportError.Code {
     public static let otherSweep = Self("otherSweep")
     /// A `sweep.json` that does not decode.
     public static let badSweepManifest = Self("badSweepManifest")
+    /// A `results.jsonl` line other than a torn last one does not decode.
+    public static let badResultsLine = Self("badResultsLine")
 }

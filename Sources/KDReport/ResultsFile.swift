@@ -7,12 +7,37 @@ import Glibc
 
 /// A sweep's `results.jsonl`: one JSON ``RunResult`` per line, appended as runs finish.
 public enum ResultsFile {
-    /// (key, result) for each complete line of a results.jsonl, in file order.
-    public static func read(path: String) -> [(String, RunResult)] {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return [] }
+    /// (key, result) for each line of a results.jsonl, in file order.
+    ///
+    /// A missing file holds no results. A last line without its newline is a write a crash cut
+    /// short: it is ignored (the next ``ResultWriter`` on the file cuts it off, so the run is done
+    /// again). Blank lines are skipped. Any other line that does not decode as a ``RunResult`` is
+    /// refused: a ``ReportError`` `.badResultsLine` naming the file and its 1-based ``ReportError/line``.
+    public static func read(path: String) throws -> [(String, RunResult)] {
+        guard FileManager.default.fileExists(atPath: path) else { return [] }
+        let bytes = try renderingFileErrors(.read, path) { try Data(contentsOf: URL(fileURLWithPath: path)) }
+        var lines = bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
+        lines.removeLast()  // after the last newline: empty, or a torn write
         let decoder = JSONDecoder()
-        return text.split(separator: "\n").compactMap { line in
-            (try? decoder.decode(RunResult.self, from: Data(line.utf8))).map { ($0.config.key, $0) }
+        var results: [(String, RunResult)] = []
+        for (n, line) in lines.enumerated() where line.contains(where: { $0 != UInt8(ascii: " ") && $0 != UInt8(ascii: "\r") && $0 != UInt8(ascii: "\t") }) {
+            do {
+                let r = try decoder.decode(RunResult.self, from: Data(line))
+                results.append((r.config.key, r))
+            } catch {
+                throw ReportError.badResultsLine(path, line: n + 1, reason: reason(error))
+            }
+        }
+        return results
+    }
+
+    /// Why a line did not decode, in one short phrase.
+    private static func reason(_ error: Error) -> String {
+        switch error as? DecodingError {
+        case .dataCorrupted: "not JSON"
+        case .keyNotFound(let key, _): "no \(key.stringValue)"
+        case .typeMismatch(_, let c), .valueNotFound(_, let c): "a wrong value at \(c.codingPath.map(\.stringValue).joined(separator: "."))"
+        default: "not a run result"
         }
     }
 }

@@ -88,7 +88,7 @@ public struct SweepDirectory: Sendable {
     public func differences(from manifest: SweepManifest) throws -> [String]? {
         let present = existingOutputs
         guard !present.isEmpty else { return nil }
-        let finished = ResultsFile.read(path: resultsPath).map(\.0)
+        let finished = try ResultsFile.read(path: resultsPath).map(\.0)
         let recorded: SweepManifest?
         if present.contains("sweep.json") {
             do { recorded = try read() } catch { return ["its sweep.json is unreadable (\(error))"] }
@@ -156,7 +156,7 @@ public struct SweepDirectory: Sendable {
     /// and for a directory written before runs were recorded).
     public func unfinishedRuns() throws -> [String] {
         guard let runs = try read()?.runs else { return [] }
-        let finished = Set(ResultsFile.read(path: resultsPath).map(\.0))
+        let finished = Set(try ResultsFile.read(path: resultsPath).map(\.0))
         return runs.filter { !finished.contains($0) }
     }
 

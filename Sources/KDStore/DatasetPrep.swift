@@ -130,7 +130,7 @@ private struct PrepJob {
     var splitCounts = [Int](repeating: 0, count: 3)
     var classCounts: [[Int]] = [[], [], []]
     var skipped: [String: Int] = [:]
-    var fingerprint = SHA256()
+    var fingerprint = DatasetFingerprint.Hasher()
     var denseColumns: [String]?
     var statistics: RunningStatistics?
     var rowsRead = 0
@@ -340,7 +340,7 @@ private struct PrepJob {
         if accepted.count < batch.count { skipped["duplicate id", default: 0] += batch.count - accepted.count }
         for i in accepted {
             let row = batch[i]
-            updateFingerprint(id: row.id, record: SampleRecord.fingerprintBytes(ofUnsealed: row.record), text: row.text)
+            fingerprint.add(id: Array(row.id.utf8), record: SampleRecord.fingerprintBytes(ofUnsealed: row.record), text: row.text ?? [])
             splitCounts[Int(row.split.rawValue)] += 1
             for s in 0..<3 where classCounts[s].count <= row.label {
                 classCounts[s] += [Int](repeating: 0, count: row.label + 1 - classCounts[s].count)
@@ -352,14 +352,6 @@ private struct PrepJob {
             }
         }
         nextIndex += accepted.count
-    }
-
-    private mutating func updateFingerprint(id: String, record: [UInt8], text: [UInt8]?) {
-        var w = ByteWriter(capacity: 12 + id.utf8.count + record.count + (text?.count ?? 0))
-        w.appendLengthPrefixed(Array(id.utf8))
-        w.appendLengthPrefixed(record)
-        w.appendLengthPrefixed(text ?? [])
-        fingerprint.update(data: w.bytes)
     }
 
     private func finishManifest() -> DatasetManifest {
@@ -390,7 +382,7 @@ private struct PrepJob {
             classCounts[s.name] = counts
             splitCounts[s.name] = self.splitCounts[Int(s.rawValue)]
         }
-        let digest = DatasetFingerprint.finish(contentDigest: fingerprint, labels: labels, signature: featurizer.signature)
+        let digest = fingerprint.finish(labels: labels, signature: featurizer.signature)
         return DatasetManifest(created: iso8601Now(),
                                sourceFiles: [fileName(options.input)] + (options.testInput.map { [fileName($0)] } ?? []),
                                featurizer: featurizer, labels: labels, sampleCount: nextIndex,
@@ -417,19 +409,39 @@ public enum DatasetFingerprint {
         "dense;columns=" + columns.joined(separator: ",")
     }
 
-    static func finish(contentDigest: SHA256, labels: [String], signature: String) -> String {
-        var w = ByteWriter()
-        w.append(contentsOf: Array("kdcache-dataset-v1\n".utf8))
-        w.appendLengthPrefixed(Array(signature.utf8))
-        w.append(UInt32(labels.count))
-        for l in labels { w.appendLengthPrefixed(Array(l.utf8)) }
-        w.append(contentsOf: Array(contentDigest.finalize()))
-        return "sha256:" + SHA256.hash(data: w.bytes).map { String(format: "%02x", $0) }.joined()
+    /// The one implementation of the hash above: feed it every sample in index order with
+    /// ``add(id:record:text:)``, then ``finish(labels:signature:)``. Prep, `verify` and every other
+    /// place that computes or re-computes a fingerprint use it.
+    public struct Hasher {
+        private var content = SHA256()
+
+        public init() {}
+
+        /// Adds one sample's `lp(id) ‖ lp(record) ‖ lp(text)` to the content digest; `record` is
+        /// the record as v1 encodes it, `text` the raw text or empty.
+        public mutating func add(id: [UInt8], record: [UInt8], text: [UInt8]) {
+            var w = ByteWriter(capacity: 12 + id.count + record.count + text.count)
+            w.appendLengthPrefixed(id)
+            w.appendLengthPrefixed(record)
+            w.appendLengthPrefixed(text)
+            content.update(data: w.bytes)
+        }
+
+        /// `"sha256:" + hex(SHA-256(header ‖ SHA-256(content)))` for the samples added so far.
+        public func finish(labels: [String], signature: String) -> String {
+            var w = ByteWriter()
+            w.append(contentsOf: Array("kdcache-dataset-v1\n".utf8))
+            w.appendLengthPrefixed(Array(signature.utf8))
+            w.append(UInt32(labels.count))
+            for l in labels { w.appendLengthPrefixed(Array(l.utf8)) }
+            w.append(contentsOf: Array(content.finalize()))
+            return "sha256:" + SHA256.hash(data: w.bytes).map { String(format: "%02x", $0) }.joined()
+        }
     }
 
     /// Recomputes a store's fingerprint from its content (what `verify` compares to the manifest).
     public static func compute(_ store: DatasetStore) throws -> String {
-        var content = SHA256()
+        var hasher = Hasher()
         try store.environment.read { txn throws in
             try txn.forEach(in: store.samples) { key, record in
                 let id = try txn.withValue(forKey: key, in: store.indexToID) { Array($0) } ?? []
@@ -438,15 +450,11 @@ public enum DatasetFingerprint {
                     text = try txn.withValue(forKey: key, in: store.texts) { Zlib.decompress($0) ?? [] } ?? []
                 }
                 let canonical = store.format == .v1 ? Array(record) : SampleRecord.fingerprintBytes(of: record)
-                var w = ByteWriter(capacity: 12 + id.count + canonical.count + text.count)
-                w.appendLengthPrefixed(id)
-                w.appendLengthPrefixed(canonical)
-                w.appendLengthPrefixed(text)
-                content.update(data: w.bytes)
+                hasher.add(id: id, record: canonical, text: text)
                 return true
             }
         }
-        return finish(contentDigest: content, labels: store.manifest.labels, signature: store.manifest.featurizer.signature)
+        return hasher.finish(labels: store.manifest.labels, signature: store.manifest.featurizer.signature)
     }
 }
 

@@ -76,6 +76,8 @@ public enum Hint: Hashable, Sendable, CustomStringConvertible {
     case rerunSweepInNewOutput
     /// The directory may not be the output of a sweep.
     case checkItIsASweepOutput
+    /// A results.jsonl line is unreadable: remove it (its run is done again), or start over elsewhere.
+    case removeResultsLineOrStartOver
 
     /// The hint in words, without flag names.
     public var description: String {
@@ -116,6 +118,7 @@ public enum Hint: Hashable, Sendable, CustomStringConvertible {
         case .lowerLearningRates(let used): "Lower the learning rates (this sweep used \(used.map { "\($0)" }.joined(separator: ", ")))"
         case .rerunSweepInNewOutput: "rerun the sweep into a new directory"
         case .checkItIsASweepOutput: "is it the output directory of a sweep?"
+        case .removeResultsLineOrStartOver: "Remove that line to rerun its configuration, or start the sweep in a new directory"
         }
     }
 }

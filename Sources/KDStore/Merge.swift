@@ -45,8 +45,7 @@ public enum CacheMerger {
                     if seen.identity != t.identity {
                         throw StoreError(code: .teacherMismatch, path: store.path, message: "teacher '\(name)' has another identity than in \(seenPath) (content hash \(t.identity.contentHash) vs \(seen.identity.contentHash))")
                     }
-                    if seen.writeTemperature != t.writeTemperature || seen.dtype != t.dtype || seen.topK != t.topK || seen.views != t.views
-                        || seen.augmentation != t.augmentation || seen.augmentationSeed != t.augmentationSeed {
+                    if !seen.hasSameLayout(as: t) {
                         throw StoreError(code: .teacherMismatch, path: store.path, message: "teacher '\(name)' has another layout than in \(seenPath) (T_w \(t.writeTemperature) vs \(seen.writeTemperature), \(t.dtype) vs \(seen.dtype), top-k \(t.topK) vs \(seen.topK), views \(t.views) vs \(seen.views))")
                     }
                 } else {

@@ -41,6 +41,15 @@ public struct TeacherManifest: Codable, Equatable, Sendable {
     public var completedRanges: [Range<Int>] { completed.compactMap { $0.count == 2 && $0[0] <= $0[1] ? $0[0]..<$0[1] : nil } }
     /// The number of samples whose views are all written.
     public var completedSamples: Int { completedRanges.reduce(0) { $0 + $1.count } }
+
+    /// Whether `other`'s records have the same bytes and meaning as this entry's: the same
+    /// `write_temperature`, `dtype`, `top_k`, `views`, `augmentation` and `augmentation_seed`
+    /// (FORMAT.md §3.1; Python's `manifest.LAYOUT_FIELDS`). An absent augmentation or seed equals
+    /// only an absent one. Identity, completed ranges and metrics are not layout.
+    public func hasSameLayout(as other: TeacherManifest) -> Bool {
+        writeTemperature == other.writeTemperature && dtype == other.dtype && topK == other.topK
+            && views == other.views && augmentation == other.augmentation && augmentationSeed == other.augmentationSeed
+    }
 }
 
 /// The soft-label cache manifest: JSON under `manifest` in `meta` (FORMAT.md §3.1).

@@ -256,10 +256,7 @@ public final class SoftLabelWriter {
             manifest.teachers[entry.identity.name] = entry
             return
         }
-        let sameLayout = existing.writeTemperature == entry.writeTemperature && existing.dtype == entry.dtype
-            && existing.topK == entry.topK && existing.views == entry.views
-            && existing.augmentation == entry.augmentation && existing.augmentationSeed == entry.augmentationSeed
-        guard existing.identity == entry.identity, sameLayout else {
+        guard existing.identity == entry.identity, existing.hasSameLayout(as: entry) else {
             throw StoreError(code: .teacherMismatch, path: path, message: "teacher '\(entry.identity.name)' is already in the cache with another identity or layout (T_w \(existing.writeTemperature), \(existing.dtype), top-k \(existing.topK), \(existing.views) views, hash \(existing.identity.contentHash))",
                              hint: .renameTeacherOrWriteElsewhere)
         }

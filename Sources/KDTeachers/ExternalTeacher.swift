@@ -194,15 +194,17 @@ public final class ExternalTeacher {
                          seed: UInt64) throws -> BatchRequest {
         let m = store.manifest
         let (wantsText, wantsFeatures) = (ready.inputs.contains("text"), ready.inputs.contains("features"))
+        // The views a student replays, made by the one ViewReplay.
+        let replay = view > 0 ? augmentation.map { ViewReplay(augmentation: $0, views: view + 1, seed: seed) } : nil
+        let textFeaturizer = ViewReplay.featurizer(of: m)
         var samples: [BatchRequest.Sample] = []
         samples.reserveCapacity(indices.count)
         for i in indices {
             var s = BatchRequest.Sample(index: i, id: try store.id(of: i) ?? "", view: view, text: nil, features: nil)
             if m.hasText {
                 var text = try store.text(of: i) ?? ""
-                if view > 0, let augmentation, let bits = m.featurizer.bits, let ngrams = m.featurizer.ngrams {
-                    let featurizer = TextFeaturizer(bits: bits, ngramOrders: ngrams)
-                    text = augmentation.apply(text: text, sample: i, view: view, seed: seed, tokenizer: featurizer)
+                if let replay, let featurizer = textFeaturizer {
+                    text = replay.text(text, sample: i, view: view, tokenizer: featurizer)
                     if wantsFeatures {
                         let (indices, values) = featurizer.features(text)
                         s.features = .init(indices: indices, values: values.map(Double.init))
@@ -217,7 +219,7 @@ public final class ExternalTeacher {
                 if r.kind == .sparse {
                     s.features = .init(indices: r.indices, values: r.values.map(Double.init))
                 } else {
-                    let x = view > 0 ? (augmentation?.apply(dense: r.values, std: m.featurizer.std ?? [], sample: i, view: view, seed: seed) ?? r.values) : r.values
+                    let x = replay?.dense(r.values, std: m.featurizer.std ?? [], sample: i, view: view) ?? r.values
                     s.features = .init(indices: nil, values: x.map(Double.init))
                 }
             }

@@ -1,5 +1,6 @@
 import Foundation
 import KDStore
+@_spi(Unsafe) import LMDB
 
 /// The minibatch loop of one group: each step decodes the batch once (features, labels, the
 /// teacher's side) and hands it to every active configuration in turn.
@@ -132,7 +133,12 @@ final class BatchRows {
     private(set) var labels: [Int] = []
     private var offsets: [Int] = [0]
     private var l2Inverse: [Float] = [], sumInverse: [Float] = []
-    private var featureCapacity = 4096
+    // The rows' features and one row's normalized values, in ``GrowableBuffer``s; the loops
+    // index their pointers, cached after each growth.
+    private let indexBuffer = GrowableBuffer<UInt32>(capacity: 4096)
+    private let rawBuffer = GrowableBuffer<Float>(capacity: 4096)
+    private let scratch = GrowableBuffer<Float>(capacity: 4096)
+    private var featureCapacity: Int
     private var indices: UnsafeMutablePointer<UInt32>
     private var raw: UnsafeMutablePointer<Float>
     private var scratchCapacity: Int
@@ -140,13 +146,10 @@ final class BatchRows {
 
     init(capacity: Int) {
         self.capacity = capacity
-        indices = .allocate(capacity: featureCapacity)
-        raw = .allocate(capacity: featureCapacity)
-        scratchCapacity = featureCapacity
-        scratchBuffer = .allocate(capacity: scratchCapacity)
+        featureCapacity = indexBuffer.capacity
+        indices = indexBuffer.pointer; raw = rawBuffer.pointer
+        scratchCapacity = scratch.capacity; scratchBuffer = scratch.pointer
     }
-
-    deinit { indices.deallocate(); raw.deallocate(); scratchBuffer.deallocate() }
 
     func reset() {
         count = 0
@@ -160,7 +163,7 @@ final class BatchRows {
         precondition(count < capacity)
         let (i, v) = decoder.rawFeatures
         let start = offsets[count], n = v.count
-        if start + n > featureCapacity { grow(to: max(2 * featureCapacity, start + n), keeping: start) }
+        if start + n > featureCapacity { grow(to: start + n, keeping: start) }
         var l2: Float = 0, sum: Float = 0
         for j in 0..<n {
             indices[start + j] = i.isEmpty ? 0 : i[j]
@@ -175,12 +178,10 @@ final class BatchRows {
         return count - 1
     }
 
-    private func grow(to bigger: Int, keeping start: Int) {
-        let newIndices = UnsafeMutablePointer<UInt32>.allocate(capacity: bigger)
-        let newRaw = UnsafeMutablePointer<Float>.allocate(capacity: bigger)
-        newIndices.update(from: indices, count: start); newRaw.update(from: raw, count: start)
-        indices.deallocate(); raw.deallocate()
-        indices = newIndices; raw = newRaw; featureCapacity = bigger
+    /// Room for `count` features, keeping the first `start` (capacity at least doubles).
+    private func grow(to count: Int, keeping start: Int) {
+        indexBuffer.reserve(count, preserving: start); rawBuffer.reserve(count, preserving: start)
+        indices = indexBuffer.pointer; raw = rawBuffer.pointer; featureCapacity = indexBuffer.capacity
     }
 
     /// Row r as an architecture wants it (the normalization of ``InputDecoder/input(for:sparse:)``);
@@ -188,7 +189,7 @@ final class BatchRows {
     func input(_ r: Int, for kind: Architecture.Kind, sparse: Bool) -> Input {
         let lo = offsets[r], n = offsets[r + 1] - lo
         if n > scratchCapacity {
-            scratchBuffer.deallocate(); scratchCapacity = n; scratchBuffer = .allocate(capacity: n)
+            scratch.reserve(n); scratchCapacity = scratch.capacity; scratchBuffer = scratch.pointer
         }
         let factor: Float = sparse ? (kind == .fasttext ? sumInverse[r] : l2Inverse[r]) : 1
         for j in 0..<n { scratchBuffer[j] = raw[lo + j] * factor }

@@ -60,12 +60,28 @@ package struct ViewReplay {
         self.augmentation = augmentation; self.views = views; self.seed = seed
     }
 
+    /// The tokenizer and featurizer of a text store's views (nil without text or n-gram settings).
+    package static func featurizer(of m: DatasetManifest) -> TextFeaturizer? {
+        guard m.hasText, let bits = m.featurizer.bits, let ngrams = m.featurizer.ngrams else { return nil }
+        return TextFeaturizer(bits: bits, ngramOrders: ngrams)
+    }
+
+    /// View `view` of sample `sample`'s text (view 0 is the text itself).
+    package func text(_ text: String, sample: Int, view: Int, tokenizer: TextFeaturizer = TextFeaturizer()) -> String {
+        augmentation.apply(text: text, sample: sample, view: view, seed: seed, tokenizer: tokenizer)
+    }
+
+    /// View `view` of sample `sample`'s dense vector `x` (view 0 is `x` itself).
+    package func dense(_ x: [Float], std: [Double], sample: Int, view: Int) -> [Float] {
+        augmentation.apply(dense: x, std: std, sample: sample, view: view, seed: seed)
+    }
+
     /// The texts of every (sample, view), in row order `sample · views + view`.
     package func texts(_ texts: [String], tokenizer: TextFeaturizer = TextFeaturizer()) -> [String] {
         var all: [String] = []
         all.reserveCapacity(texts.count * views)
         for (s, t) in texts.enumerated() {
-            for v in 0..<views { all.append(augmentation.apply(text: t, sample: s, view: v, seed: seed, tokenizer: tokenizer)) }
+            for v in 0..<views { all.append(text(t, sample: s, view: v, tokenizer: tokenizer)) }
         }
         return all
     }
@@ -76,10 +92,9 @@ package struct ViewReplay {
         let m = store.manifest
         var out = SparseMatrix(dimension: m.featurizer.dimension)
         if augmentation.isForText {
-            guard m.hasText, let bits = m.featurizer.bits, let ngrams = m.featurizer.ngrams else {
+            guard let featurizer = Self.featurizer(of: m) else {
                 throw TrainingError(.cannotReplayViews, path: store.path, message: "token-dropout views need a text dataset store")
             }
-            let featurizer = TextFeaturizer(bits: bits, ngramOrders: ngrams)
             let texts = try (0..<store.count).map { try store.text(of: $0) ?? "" }
             for text in self.texts(texts, tokenizer: featurizer) {
                 let f = featurizer.features(text)
@@ -91,7 +106,7 @@ package struct ViewReplay {
                 let view = table.samples[s]
                 let x = (0..<view.count).map { view.value(at: $0) }
                 for v in 0..<views {
-                    out.append(indices: (0..<UInt32(x.count)).map { $0 }, values: augmentation.apply(dense: x, std: std, sample: s, view: v, seed: seed))
+                    out.append(indices: (0..<UInt32(x.count)).map { $0 }, values: dense(x, std: std, sample: s, view: v))
                 }
             }
         }

@@ -1,23 +1,26 @@
 import Foundation
 import KDStore
+@_spi(Unsafe) import LMDB
 
 /// Per-thread scratch that turns a sample of a ``FeatureSource`` into a normalized ``Input``
-/// without allocating: buffers owned here, grown when a record is larger than any before.
+/// without allocating: ``GrowableBuffer``s owned here, grown when a record is larger than any
+/// before. The loops index the buffers' pointers, cached after each growth.
 package final class InputDecoder {
-    private var capacity = 0
+    private let indexBuffer: GrowableBuffer<UInt32>
+    private let rawBuffer, valueBuffer: GrowableBuffer<Float>
+    private var capacity: Int
     private var indices: UnsafeMutablePointer<UInt32>
     private var raw: UnsafeMutablePointer<Float>
     private var values: UnsafeMutablePointer<Float>
     private(set) var count = 0
 
     package init(capacity: Int) {
-        self.capacity = max(1, capacity)
-        indices = .allocate(capacity: self.capacity)
-        raw = .allocate(capacity: self.capacity)
-        values = .allocate(capacity: self.capacity)
+        indexBuffer = GrowableBuffer(capacity: capacity)
+        rawBuffer = GrowableBuffer(capacity: capacity)
+        valueBuffer = GrowableBuffer(capacity: capacity)
+        self.capacity = indexBuffer.capacity
+        indices = indexBuffer.pointer; raw = rawBuffer.pointer; values = valueBuffer.pointer
     }
-
-    deinit { indices.deallocate(); raw.deallocate(); values.deallocate() }
 
     /// Loads view `view` of sample `index` from the data's feature source.
     package func load(sample index: Int, view: Int = 0, data: TrainingData) {
@@ -46,12 +49,12 @@ package final class InputDecoder {
         for j in 0..<n { raw[j] = s.apply(m.values[lo + j], column: j) }
     }
 
+    /// Room for `n` features; what the buffers held is not kept.
     private func reserve(_ n: Int) {
-        if n > capacity {
-            indices.deallocate(); raw.deallocate(); values.deallocate()
-            capacity = n
-            indices = .allocate(capacity: n); raw = .allocate(capacity: n); values = .allocate(capacity: n)
-        }
+        guard n > capacity else { return }
+        indexBuffer.reserve(n); rawBuffer.reserve(n); valueBuffer.reserve(n)
+        capacity = indexBuffer.capacity
+        indices = indexBuffer.pointer; raw = rawBuffer.pointer; values = valueBuffer.pointer
     }
 
     /// Copies the record's features out of the map (LMDB values are only 2-byte aligned) and

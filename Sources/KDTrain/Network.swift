@@ -1,5 +1,6 @@
 import CPrefetch
 import Foundation
+@_spi(Unsafe) import LMDB
 
 /// How many rows ahead the optimizer's update and the forward gather prefetch parameter rows
 /// (`kd_prefetch`): measured, 4 hides most of a miss on rows scattered over a large table.
@@ -235,6 +236,8 @@ final class SparseRowGradient {
     let width: Int
     private var slot: UnsafeMutableBufferPointer<Int32>
     private(set) var touched: [Int] = []
+    /// Owns the packed rows (``storage`` is its pointer, cached after each growth).
+    private let rowBuffer: GrowableBuffer<Float>
     /// Packed rows: slot s occupies `[s·width, (s+1)·width)`.
     private(set) var storage: UnsafeMutablePointer<Float>
     private var capacityRows: Int
@@ -244,11 +247,12 @@ final class SparseRowGradient {
         slot = .allocate(capacity: rows)
         slot.initialize(repeating: -1)
         capacityRows = 64
-        storage = .allocate(capacity: capacityRows * width)
+        rowBuffer = GrowableBuffer(capacity: capacityRows * width)
+        storage = rowBuffer.pointer
         storage.initialize(repeating: 0, count: capacityRows * width)
     }
 
-    deinit { slot.deallocate(); storage.deallocate() }
+    deinit { slot.deallocate() }
 
     /// The packed gradient values of the touched rows, in `touched` order.
     var values: UnsafeBufferPointer<Float> { UnsafeBufferPointer(start: storage, count: touched.count * width) }
@@ -266,12 +270,12 @@ final class SparseRowGradient {
         for k in 0..<width { base[k] += scale * g[k] }
     }
 
+    /// Doubles the packed rows, keeping the touched ones; the new rows start at zero.
     private func grow() {
-        let bigger = UnsafeMutablePointer<Float>.allocate(capacity: 2 * capacityRows * width)
-        bigger.moveInitialize(from: storage, count: capacityRows * width)
-        (bigger + capacityRows * width).initialize(repeating: 0, count: capacityRows * width)
-        storage.deallocate()
-        storage = bigger
+        let used = capacityRows * width
+        rowBuffer.reserve(2 * used, preserving: used)
+        storage = rowBuffer.pointer
+        (storage + used).initialize(repeating: 0, count: used)
         capacityRows *= 2
     }
 

@@ -75,5 +75,6 @@ func flagText(_ hint: Hint) -> String {
     case .lowerLearningRates(let used): "Lower --lr (this sweep used \(used.map { "\($0)" }.joined(separator: ", "))); Adam usually suits 0.001–0.3"
     case .rerunSweepInNewOutput: "rerun the sweep in a new --out"
     case .checkItIsASweepOutput: "is it the --out of a kdcache sweep?"
+    case .removeResultsLineOrStartOver: "Remove that line to rerun its configuration, or start the sweep in a new --out"
     }
 }

@@ -35,7 +35,7 @@ import KDTrain
         // results.jsonl holds the status; reading it back gives the same results.
         let lines = try String(contentsOfFile: runner.resultsPath, encoding: .utf8).split(separator: "\n")
         #expect(lines.filter { $0.contains("\"status\":\"diverged at epoch 1 (loss nan)\"") }.count == diverged.count)
-        let reread = ResultsFile.read(path: runner.resultsPath)
+        let reread = try ResultsFile.read(path: runner.resultsPath)
         #expect(reread.count == mixed.count && reread.filter { $0.1.diverged }.count == diverged.count)
         // A rerun trains nothing again, diverged configurations included.
         let calls = Counter()
@@ -71,7 +71,7 @@ import KDTrain
         let dir = try temporaryDirectory()
         let line = #"{"bestEpoch":2,"config":{"architecture":{"kind":"linear","width":0},"batchSize":8,"epochs":2,"loss":{"alpha":0.5,"kind":"kd","temperature":2},"optimizer":{"beta1":0.9,"beta2":0.999,"epsilon":1e-08,"kind":"adam","learningRate":0.1,"momentum":0.9,"schedule":"linear","warmupFraction":0.05,"weightDecay":0},"patience":0,"seed":0},"curve":[0.5,0.6],"epochsRun":2,"samplesPerSecond":1000,"test":{"accuracy":0.7,"ece":0.1,"macroF1":0.6},"trainLoss":[1,0.9],"wallSeconds":0.1}"#
         try (line + "\n").write(toFile: dir + "/results.jsonl", atomically: true, encoding: .utf8)
-        let read = ResultsFile.read(path: dir + "/results.jsonl")
+        let read = try ResultsFile.read(path: dir + "/results.jsonl")
         #expect(read.count == 1 && read[0].1.test?.accuracy == 0.7 && !read[0].1.diverged && read[0].1.status == nil)
         #expect(SweepReport(results: read.map(\.1), aggregated: aggregate(read.map(\.1)), teacherTestAccuracy: nil, labels: []).csv().hasSuffix(",ok\n"))
     }

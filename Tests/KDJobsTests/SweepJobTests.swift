@@ -43,7 +43,7 @@ import Testing
         let all = SweepPlan.configurations(grid)
         let parts = (0..<3).map { SweepPlan.configurations(grid, shard: Shard(index: $0, count: 3)) }
         #expect(parts.map(\.count).reduce(0, +) == all.count)
-        func point(_ c: StudentConfig) -> String { var k = c; k.seed = 0; return k.key }
+        func point(_ c: StudentConfig) -> String { c.pointKey }
         var points: [String] = []
         for c in all where points.last != point(c) { points.append(point(c)) }
         #expect(points.count > 3, "more grid points than shards")
