@@ -11,160 +11,186 @@ import KDTrain
 enum Workloads {
     static func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) * 1e-9 }
 
+    /// Runs the workload named by `args[1]` on the file `args[2]`; the other arguments are the
+    /// mode's own. Prints the timed seconds and a checksum or count.
     static func run(_ args: [String]) throws {
         let mode = args[1], path = args[2]
-
         switch mode {
-        case "write":
-            let n = Int(args[3])!, size = Int(args[4])!
-            unlink(path); unlink(path + "-lock")
-            let env = try Environment(path: path, mapSize: 64 << 30)
-            let db = try env.openDatabase(named: "bench", create: true)
-            var value = [UInt8](repeating: 0, count: size)
-            let t0 = now()
-            var i = 0
-            while i < n {
-                let end = min(n, i + 100_000)
-                try env.write { txn throws in
-                    for j in i..<end {
-                        value.withUnsafeMutableBytes { _ = memset($0.baseAddress!, Int32(j & 0xff), size) }
-                        var key = UInt64(j).bigEndian
-                        try withUnsafeBytes(of: &key) { k in try value.withUnsafeBytes { try txn.put($0, forKey: k, in: db, flags: .append) } }
-                    }
-                }
-                i = end
-            }
-            print(String(format: "%.6f %d", now() - t0, n))
-
-        case "scan":
-            let env = try Environment(path: path, options: .readOnly)
-            let t0 = now()
-            let db = try env.openDatabase(named: "bench")
-            var sum: UInt64 = 0
-            try env.read { txn throws in
-                try txn.forEach(in: db) { _, value in
-                    sum &+= UInt64(value[value.count - 1]) &+ UInt64(value.count)
-                    return true
-                }
-            }
-            print(String(format: "%.6f %llu", now() - t0, sum))
-
-        case "teacher-pass":
-            // One inference pass of the default built-in teacher (word + char n-gram TF-IDF, an
-            // ensemble of 3 MLPs with 128 hidden units) over the train split: what every epoch of
-            // every student run would cost without the cache. Weights do not change the cost.
-            let store = try DatasetStore(path: path)
-            let data = try TrainingData(dataset: store)
-            let featurizer = RichTextFeaturizer()
-            let t0 = now()
-            let texts = try data.train.map { try store.text(of: $0) ?? "" }
-            let (df, n) = featurizer.documentFrequencies(texts)
-            let matrix = featurizer.matrix(texts, df: df, n: n)
-            var checksum: Float = 0
-            for member in 0..<3 {
-                var rng = SplitMix64(seed: UInt64(member))
-                let net = Network(architecture: Architecture(kind: .mlp, width: 128), inputDim: matrix.dimension, classes: data.classes, sparseInput: true, rng: &rng)
-                var z = [Float](repeating: 0, count: data.classes)
-                for r in 0..<matrix.rows {
-                    let lo = matrix.offsets[r], hi = matrix.offsets[r + 1]
-                    matrix.indices.withUnsafeBufferPointer { i in matrix.values.withUnsafeBufferPointer { v in
-                        z.withUnsafeMutableBufferPointer { net.forward(Input(indices: UnsafeBufferPointer(rebasing: i[lo..<hi]), values: UnsafeBufferPointer(rebasing: v[lo..<hi])), logits: $0.baseAddress!) }
-                    } }
-                    checksum += z[0]
-                }
-            }
-            print(String(format: "%.6f %d", now() - t0, matrix.rows))
-            _ = checksum
-
-        case "teach-overhead":
-            // A cheap teacher (linear on the store's own features, one epoch, no ensemble): its
-            // compute vs the time to write its outputs into the cache (encode, CRC, commit).
-            let store = try DatasetStore(path: path)
-            var options = BuiltinTeacherOptions()
-            options.architecture = Architecture(kind: .linear); options.epochs = 1; options.ensemble = 1
-            options.richTextFeatures = false; options.workers = 1
-            let t0 = now()
-            let (logProbs, _) = try BuiltinTeacher(options: options).predict(dataset: store)
-            let compute = now() - t0
-            let out = args[3]
-            unlink(out); unlink(out + "-lock")
-            let writer = try SoftLabelWriter(path: out, dataset: store.manifest,
-                                             teacher: options.identity(dataset: store.manifest, name: "cheap"),
-                                             layout: SoftLabelLayout(writeTemperature: 2, dtype: .float16))
-            let t1 = now()
-            try TeacherOutput.write(writer) { range in range.map { logProbs[$0] } }
-            let write = now() - t1
-            print(String(format: "%.6f %.6f %d", compute, write, store.count))
-
-        case "decode":
-            let env = try Environment(path: path, options: .readOnly)
-            let t0 = now()
-            let db = try env.openDatabase(named: "bench")
-            var sum: UInt64 = 0
-            try env.read { txn throws in
-                try txn.forEach(in: db) { _, value in
-                    var i = 0
-                    while i + 4 <= value.count {
-                        sum &+= UInt64(UInt32(littleEndian: value.loadUnaligned(fromByteOffset: i, as: UInt32.self)))
-                        i += 4
-                    }
-                    return true
-                }
-            }
-            print(String(format: "%.6f %llu", now() - t0, sum))
-
-        case "get":
-            let n = UInt64(args[3])!, count = Int(args[4])!
-            var state = UInt64(args[5])! &* 0x9E37_79B9_7F4A_7C15 &+ 1
-            let env = try Environment(path: path, options: .readOnly)
-            let storage = GrowableBuffer<UInt8>(capacity: 1 << 20)
-            defer { withExtendedLifetime(storage) {} }
-            let batch = UnsafeMutableRawBufferPointer(storage.prefix(1 << 20))
-            let t0 = now()
-            let db = try env.openDatabase(named: "bench")
-            var sum: UInt64 = 0
-            try env.read { txn throws in
-                for i in 0..<count {
-                    state ^= state << 13; state ^= state >> 7; state ^= state << 17
-                    var key = (state % n).bigEndian
-                    let row = (i % 256) * 4096
-                    try withUnsafeBytes(of: &key) { k in
-                        _ = try txn.withValue(forKey: k, in: db) { v in
-                            let m = min(v.count, 4096)
-                            UnsafeMutableRawBufferPointer(rebasing: batch[row..<(row + m)]).copyMemory(from: UnsafeRawBufferPointer(rebasing: v[0..<m]))
-                            sum &+= UInt64(batch[row]) &+ UInt64(v.count)
-                        }
-                    }
-                }
-            }
-            print(String(format: "%.6f %llu", now() - t0, sum))
-
-        case "softlabels":
-            let n = Int(args[3])!, classes = Int(args[4])!
-            unlink(path); unlink(path + "-lock")
-            let dataset = DatasetManifest(created: "", sourceFiles: [], featurizer: FeaturizerConfig(kind: "dense", signature: "bench", dimension: 1),
-                                          labels: (0..<classes).map { "c\($0)" }, sampleCount: n, splitCounts: [:], classCounts: [:],
-                                          split: SplitConfig(method: "hash"), hasText: false, fingerprint: "sha256:bench", skippedRows: [:])
-            let writer = try SoftLabelWriter(path: path, dataset: dataset,
-                                             teacher: TeacherIdentity(name: "bench", description: "", contentHash: ""),
-                                             layout: SoftLabelLayout(writeTemperature: 1, dtype: .float16))
-            let logProbs = logSoftmax((0..<classes).map { Float($0 % 7) })
-            // The teacher's outputs as it would hand them over: one flat buffer per batch.
-            let batch = 100_000
-            var flat = [Float](repeating: 0, count: batch * classes)
-            for r in 0..<batch { for c in 0..<classes { flat[r * classes + c] = logProbs[c] } }
-            let t0 = now()
-            var i = 0
-            while i < n {
-                let end = min(n, i + batch)
-                try flat.withUnsafeBufferPointer { try writer.write(rows: UnsafeBufferPointer(rebasing: $0[0..<((end - i) * classes)]), samples: i..<end) }
-                i = end
-            }
-            print(String(format: "%.6f %d", now() - t0, n))
-
+        case "write": try write(path: path, args)
+        case "scan": try scan(path: path, args)
+        case "teacher-pass": try teacherPass(path: path, args)
+        case "teach-overhead": try teachOverhead(path: path, args)
+        case "decode": try decode(path: path, args)
+        case "get": try get(path: path, args)
+        case "softlabels": try softlabels(path: path, args)
+        case "softlabel-table": try softlabelTable(path: path, args)
         default:
             FileHandle.standardError.write(Data("unknown mode \(mode)\n".utf8)); exit(2)
         }
+    }
 
+    private static func write(path: String, _ args: [String]) throws {
+        let n = Int(args[3])!, size = Int(args[4])!
+        unlink(path); unlink(path + "-lock")
+        let env = try Environment(path: path, mapSize: 64 << 30)
+        let db = try env.openDatabase(named: "bench", create: true)
+        var value = [UInt8](repeating: 0, count: size)
+        let t0 = now()
+        var i = 0
+        while i < n {
+            let end = min(n, i + 100_000)
+            try env.write { txn throws in
+                for j in i..<end {
+                    value.withUnsafeMutableBytes { _ = memset($0.baseAddress!, Int32(j & 0xff), size) }
+                    var key = UInt64(j).bigEndian
+                    try withUnsafeBytes(of: &key) { k in try value.withUnsafeBytes { try txn.put($0, forKey: k, in: db, flags: .append) } }
+                }
+            }
+            i = end
+        }
+        print(String(format: "%.6f %d", now() - t0, n))
+    }
+
+    private static func scan(path: String, _ args: [String]) throws {
+        let env = try Environment(path: path, options: .readOnly)
+        let t0 = now()
+        let db = try env.openDatabase(named: "bench")
+        var sum: UInt64 = 0
+        try env.read { txn throws in
+            try txn.forEach(in: db) { _, value in
+                sum &+= UInt64(value[value.count - 1]) &+ UInt64(value.count)
+                return true
+            }
+        }
+        print(String(format: "%.6f %llu", now() - t0, sum))
+    }
+
+    private static func teacherPass(path: String, _ args: [String]) throws {
+        // One inference pass of the default built-in teacher (word + char n-gram TF-IDF, an
+        // ensemble of 3 MLPs with 128 hidden units) over the train split: what every epoch of
+        // every student run would cost without the cache. Weights do not change the cost.
+        let store = try DatasetStore(path: path)
+        let data = try TrainingData(dataset: store)
+        let featurizer = RichTextFeaturizer()
+        let t0 = now()
+        let texts = try data.train.map { try store.text(of: $0) ?? "" }
+        let (df, n) = featurizer.documentFrequencies(texts)
+        let matrix = featurizer.matrix(texts, df: df, n: n)
+        var checksum: Float = 0
+        for member in 0..<3 {
+            var rng = SplitMix64(seed: UInt64(member))
+            let net = Network(architecture: Architecture(kind: .mlp, width: 128), inputDim: matrix.dimension, classes: data.classes, sparseInput: true, rng: &rng)
+            var z = [Float](repeating: 0, count: data.classes)
+            for r in 0..<matrix.rows {
+                let lo = matrix.offsets[r], hi = matrix.offsets[r + 1]
+                matrix.indices.withUnsafeBufferPointer { i in matrix.values.withUnsafeBufferPointer { v in
+                    z.withUnsafeMutableBufferPointer { net.forward(Input(indices: UnsafeBufferPointer(rebasing: i[lo..<hi]), values: UnsafeBufferPointer(rebasing: v[lo..<hi])), logits: $0.baseAddress!) }
+                } }
+                checksum += z[0]
+            }
+        }
+        print(String(format: "%.6f %d", now() - t0, matrix.rows))
+        _ = checksum
+    }
+
+    private static func teachOverhead(path: String, _ args: [String]) throws {
+        // A cheap teacher (linear on the store's own features, one epoch, no ensemble): its
+        // compute vs the time to write its outputs into the cache (encode, CRC, commit).
+        let store = try DatasetStore(path: path)
+        var options = BuiltinTeacherOptions()
+        options.architecture = Architecture(kind: .linear); options.epochs = 1; options.ensemble = 1
+        options.richTextFeatures = false; options.workers = 1
+        let t0 = now()
+        let (logProbs, _) = try BuiltinTeacher(options: options).predict(dataset: store)
+        let compute = now() - t0
+        let out = args[3]
+        unlink(out); unlink(out + "-lock")
+        let writer = try SoftLabelWriter(path: out, dataset: store.manifest,
+                                         teacher: options.identity(dataset: store.manifest, name: "cheap"),
+                                         layout: SoftLabelLayout(writeTemperature: 2, dtype: .float16))
+        let t1 = now()
+        try TeacherOutput.write(writer) { range in range.map { logProbs[$0] } }
+        let write = now() - t1
+        print(String(format: "%.6f %.6f %d", compute, write, store.count))
+    }
+
+    private static func decode(path: String, _ args: [String]) throws {
+        let env = try Environment(path: path, options: .readOnly)
+        let t0 = now()
+        let db = try env.openDatabase(named: "bench")
+        var sum: UInt64 = 0
+        try env.read { txn throws in
+            try txn.forEach(in: db) { _, value in
+                var i = 0
+                while i + 4 <= value.count {
+                    sum &+= UInt64(UInt32(littleEndian: value.loadUnaligned(fromByteOffset: i, as: UInt32.self)))
+                    i += 4
+                }
+                return true
+            }
+        }
+        print(String(format: "%.6f %llu", now() - t0, sum))
+    }
+
+    private static func get(path: String, _ args: [String]) throws {
+        let n = UInt64(args[3])!, count = Int(args[4])!
+        var state = UInt64(args[5])! &* 0x9E37_79B9_7F4A_7C15 &+ 1
+        let env = try Environment(path: path, options: .readOnly)
+        let storage = GrowableBuffer<UInt8>(capacity: 1 << 20)
+        defer { withExtendedLifetime(storage) {} }
+        let batch = UnsafeMutableRawBufferPointer(storage.prefix(1 << 20))
+        let t0 = now()
+        let db = try env.openDatabase(named: "bench")
+        var sum: UInt64 = 0
+        try env.read { txn throws in
+            for i in 0..<count {
+                state ^= state << 13; state ^= state >> 7; state ^= state << 17
+                var key = (state % n).bigEndian
+                let row = (i % 256) * 4096
+                try withUnsafeBytes(of: &key) { k in
+                    _ = try txn.withValue(forKey: k, in: db) { v in
+                        let m = min(v.count, 4096)
+                        UnsafeMutableRawBufferPointer(rebasing: batch[row..<(row + m)]).copyMemory(from: UnsafeRawBufferPointer(rebasing: v[0..<m]))
+                        sum &+= UInt64(batch[row]) &+ UInt64(v.count)
+                    }
+                }
+            }
+        }
+        print(String(format: "%.6f %llu", now() - t0, sum))
+    }
+
+    private static func softlabels(path: String, _ args: [String]) throws {
+        let n = Int(args[3])!, classes = Int(args[4])!
+        unlink(path); unlink(path + "-lock")
+        let dataset = DatasetManifest(created: "", sourceFiles: [], featurizer: FeaturizerConfig(kind: "dense", signature: "bench", dimension: 1),
+                                      labels: (0..<classes).map { "c\($0)" }, sampleCount: n, splitCounts: [:], classCounts: [:],
+                                      split: SplitConfig(method: "hash"), hasText: false, fingerprint: "sha256:bench", skippedRows: [:])
+        let writer = try SoftLabelWriter(path: path, dataset: dataset,
+                                         teacher: TeacherIdentity(name: "bench", description: "", contentHash: ""),
+                                         layout: SoftLabelLayout(writeTemperature: 1, dtype: .float16))
+        let logProbs = logSoftmax((0..<classes).map { Float($0 % 7) })
+        // The teacher's outputs as it would hand them over: one flat buffer per batch.
+        let batch = 100_000
+        var flat = [Float](repeating: 0, count: batch * classes)
+        for r in 0..<batch { for c in 0..<classes { flat[r * classes + c] = logProbs[c] } }
+        let t0 = now()
+        var i = 0
+        while i < n {
+            let end = min(n, i + batch)
+            try flat.withUnsafeBufferPointer { try writer.write(rows: UnsafeBufferPointer(rebasing: $0[0..<((end - i) * classes)]), samples: i..<end) }
+            i = end
+        }
+        print(String(format: "%.6f %d", now() - t0, n))
+    }
+
+    /// A table scan of a soft-label cache: one cursor pass building checked zero-copy views
+    /// (CRC and value checks of every record), what every sweep does before training.
+    private static func softlabelTable(path: String, _ args: [String]) throws {
+        let store = try SoftLabelStore(path: path)
+        let t0 = now()
+        let table = try store.table()
+        var sum = 0
+        for r in table.records { sum &+= r.classCount &+ r.topK }
+        print(String(format: "%.6f %d", now() - t0, sum))
     }
 }

@@ -6,6 +6,7 @@
 //   kdcache-bench get   PATH N COUNT SEED   COUNT random gets, each copied into a batch row
 //   kdcache-bench decode PATH               cursor over every record, reading it as u32 words and summing them
 //   kdcache-bench softlabels PATH N C       write N dense f16 C-class soft-label records (SoftLabelWriter)
+//   kdcache-bench softlabel-table PATH      open the cache's table: every record's CRC and value checks
 //
 // Prints "<seconds> <checksum>"; tools/bench/run_bench.py compares it with the C and Python runs.
 import Foundation

@@ -75,73 +75,99 @@ extension SweepReport {
 
     // MARK: heatmaps
 
+    /// One heatmap cell of a student: the best configuration (first in the ranking) at α and
+    /// T (nil: α = 0, which ignores T), and a diverged one of the cell, if any.
+    private struct HeatCell {
+        var student: Architecture, alpha: Float, temperature: Float?
+        var best: AggregatedResult?, diverged: AggregatedResult?
+    }
+
+    /// A heatmap's geometry in pixels: cells of `cellW` × `cellH`, the grid at (`left`, `top`).
+    private struct HeatGrid {
+        let cellW = 96, cellH = 44, left = 64, top = 30
+        let columns: Int, rows: Int
+        var gridW: Int { columns * cellW }
+        var legendY: Int { top + rows * cellH + 54 }
+    }
+
+    /// One SVG per student: test accuracy by temperature and α, on one colour scale for all.
     func heatmaps() -> String {
-        var out = ""
         var students: [Architecture] = []
         for a in aggregated where !students.contains(a.point.architecture) { students.append(a.point.architecture) }
         // One colour scale for every heatmap, over the cells' values, so colours compare across students.
-        var cells: [(Architecture, Float, Float?, AggregatedResult?, AggregatedResult?)] = []   // student, α, T (nil: α = 0), best, a diverged one
-        for student in students {
-            let all = aggregated.filter { $0.point.architecture == student }
-            let temps = Array(Set(all.filter { !$0.isBaseline }.map(\.point.loss.temperature))).sorted()
-            for a in Array(Set(all.map(\.point.loss.alpha))).sorted() {
-                for T in (a == 0 ? [nil] : temps.map(Optional.some)) {
-                    let inCell = all.filter { $0.point.loss.alpha == a && (T == nil || $0.point.loss.temperature == T) }
-                    let best = ranked.first { r in inCell.contains { $0.point.key == r.point.key } }
-                    cells.append((student, a, T, best, inCell.first(where: \.isDiverged)))
-                }
-            }
-        }
-        let values = cells.compactMap { $0.3?.testAccuracy.mean }
+        let cells = students.flatMap(heatCells(of:))
+        let values = cells.compactMap { $0.best?.testAccuracy.mean }
         let lo = values.min() ?? 0, hi = values.max() ?? 1
-        func shade(_ v: Double) -> Double { hi > lo ? (v - lo) / (hi - lo) : 1 }
+        var out = ""
         for (index, student) in students.enumerated() {
-            let mine = cells.filter { $0.0 == student }
-            let temps = Array(Set(mine.compactMap(\.2))).sorted()
-            let alphas = Array(Set(mine.map(\.1))).sorted()
-            let cols = max(1, temps.count)
-            let cellW = 96, cellH = 44, left = 64, top = 30
-            let gridW = cols * cellW
-            let heading = "\(student): test accuracy"
-            // Room for the heading (bold 13 px: about 8 px a character) and the legend.
-            let width = max(left + gridW + 16, 16 + heading.count * 8, left + 290)
-            let legendY = top + alphas.count * cellH + 54
-            let height = legendY + 40
-            var svg = svgOpen(width, height, "\(student): test accuracy by temperature and alpha")
-            svg += "<text x='8' y='18' font-weight='bold' font-size='13'>\(escape(heading))</text>"
-            for (j, T) in temps.enumerated() {
-                svg += "<text x='\(left + j * cellW + cellW / 2)' y='\(top + alphas.count * cellH + 14)' text-anchor='middle'>T = \(T)</text>"
-            }
-            svg += "<text x='\(left + gridW / 2)' y='\(top + alphas.count * cellH + 30)' text-anchor='middle' fill='#555'>distillation temperature</text>"
-            for (i, a) in alphas.enumerated() {
-                let y = top + i * cellH
-                svg += "<text x='\(left - 8)' y='\(y + cellH / 2 + 4)' text-anchor='end'>α = \(a)</text>"
-                for (j, T) in (a == 0 ? [nil] : temps.map(Optional.some)).enumerated() {
-                    guard let cell = mine.first(where: { $0.1 == a && $0.2 == T }) else { continue }
-                    // α = 0 ignores T: one cell across every column.
-                    let x = left + j * cellW, w = (a == 0 ? gridW : cellW) - 2
-                    if let best = cell.3 {
-                        svg += "<rect x='\(x)' y='\(y)' width='\(w)' height='\(cellH - 2)' fill='\(color(shade(best.testAccuracy.mean)))'>"
-                            + "<title>\(escape(describe(best.point))): test \(pm(best.testAccuracy)), valid \(fmt(best.validAccuracy.mean))</title></rect>"
-                        svg += "<text x='\(x + w / 2)' y='\(y + 18)' text-anchor='middle' font-weight='bold'>\(fmt(best.testAccuracy.mean, 3))</text>"
-                        svg += "<text x='\(x + w / 2)' y='\(y + 34)' text-anchor='middle' font-size='11'>lr \(best.point.optimizer.learningRate)\(a == 0 ? " · no KD, any T" : "")</text>"
-                    } else if let d = cell.4 {
-                        svg += "<rect x='\(x)' y='\(y)' width='\(w)' height='\(cellH - 2)' fill='#ddd'><title>\(escape(d.status))</title></rect>"
-                        svg += "<text x='\(x + w / 2)' y='\(y + 26)' text-anchor='middle' fill='#a00'>diverged</text>"
-                    }
-                }
-            }
-            // Colour-scale legend: the gradient from the lowest to the highest cell value.
-            let barW = max(160, min(gridW, 240)), barX = left
-            svg += "<text x='\(barX)' y='\(legendY)' font-size='11' fill='#555'>colour scale: test accuracy, same for every student</text>"
-            svg += "<defs><linearGradient id='heat\(index)'>" + (0...4).map { "<stop offset='\($0 * 25)%' stop-color='\(color(Double($0) / 4))'/>" }.joined() + "</linearGradient></defs>"
-            svg += "<rect x='\(barX)' y='\(legendY + 6)' width='\(barW)' height='12' fill='url(#heat\(index))' stroke='#999' stroke-width='0.5'/>"
-            svg += "<text x='\(barX)' y='\(legendY + 32)' font-size='11'>\(fmt(lo, 3))</text>"
-            svg += "<text x='\(barX + barW)' y='\(legendY + 32)' font-size='11' text-anchor='end'>\(fmt(hi, 3))</text>"
-            svg += "</svg>"
-            out += "<figure>\(svg)</figure>"
+            out += heatmap(of: student, index: index, cells: cells.filter { $0.student == student }, lo: lo, hi: hi)
         }
         return out
+    }
+
+    private func heatCells(of student: Architecture) -> [HeatCell] {
+        let all = aggregated.filter { $0.point.architecture == student }
+        let temps = Array(Set(all.filter { !$0.isBaseline }.map(\.point.loss.temperature))).sorted()
+        var cells: [HeatCell] = []
+        for a in Array(Set(all.map(\.point.loss.alpha))).sorted() {
+            for T in (a == 0 ? [nil] : temps.map(Optional.some)) {
+                let inCell = all.filter { $0.point.loss.alpha == a && (T == nil || $0.point.loss.temperature == T) }
+                let best = ranked.first { r in inCell.contains { $0.point.key == r.point.key } }
+                cells.append(HeatCell(student: student, alpha: a, temperature: T, best: best, diverged: inCell.first(where: \.isDiverged)))
+            }
+        }
+        return cells
+    }
+
+    private func heatmap(of student: Architecture, index: Int, cells mine: [HeatCell], lo: Double, hi: Double) -> String {
+        let temps = Array(Set(mine.compactMap(\.temperature))).sorted()
+        let alphas = Array(Set(mine.map(\.alpha))).sorted()
+        let g = HeatGrid(columns: max(1, temps.count), rows: alphas.count)
+        let heading = "\(student): test accuracy"
+        // Room for the heading (bold 13 px: about 8 px a character) and the legend.
+        let width = max(g.left + g.gridW + 16, 16 + heading.count * 8, g.left + 290)
+        var svg = svgOpen(width, g.legendY + 40, "\(student): test accuracy by temperature and alpha")
+        svg += "<text x='8' y='18' font-weight='bold' font-size='13'>\(escape(heading))</text>"
+        for (j, T) in temps.enumerated() {
+            svg += "<text x='\(g.left + j * g.cellW + g.cellW / 2)' y='\(g.top + alphas.count * g.cellH + 14)' text-anchor='middle'>T = \(T)</text>"
+        }
+        svg += "<text x='\(g.left + g.gridW / 2)' y='\(g.top + alphas.count * g.cellH + 30)' text-anchor='middle' fill='#555'>distillation temperature</text>"
+        for (i, a) in alphas.enumerated() {
+            let y = g.top + i * g.cellH
+            svg += "<text x='\(g.left - 8)' y='\(y + g.cellH / 2 + 4)' text-anchor='end'>α = \(a)</text>"
+            for (j, T) in (a == 0 ? [nil] : temps.map(Optional.some)).enumerated() {
+                guard let cell = mine.first(where: { $0.alpha == a && $0.temperature == T }) else { continue }
+                // α = 0 ignores T: one cell across every column.
+                svg += heatCell(cell, x: g.left + j * g.cellW, y: y, w: (a == 0 ? g.gridW : g.cellW) - 2, h: g.cellH - 2,
+                                shade: { hi > lo ? ($0 - lo) / (hi - lo) : 1 })
+            }
+        }
+        svg += heatLegend(index: index, grid: g, lo: lo, hi: hi)
+        return "<figure>\(svg)</svg></figure>"
+    }
+
+    private func heatCell(_ cell: HeatCell, x: Int, y: Int, w: Int, h: Int, shade: (Double) -> Double) -> String {
+        if let best = cell.best {
+            return "<rect x='\(x)' y='\(y)' width='\(w)' height='\(h)' fill='\(color(shade(best.testAccuracy.mean)))'>"
+                + "<title>\(escape(describe(best.point))): test \(pm(best.testAccuracy)), valid \(fmt(best.validAccuracy.mean))</title></rect>"
+                + "<text x='\(x + w / 2)' y='\(y + 18)' text-anchor='middle' font-weight='bold'>\(fmt(best.testAccuracy.mean, 3))</text>"
+                + "<text x='\(x + w / 2)' y='\(y + 34)' text-anchor='middle' font-size='11'>lr \(best.point.optimizer.learningRate)\(cell.alpha == 0 ? " · no KD, any T" : "")</text>"
+        }
+        if let d = cell.diverged {
+            return "<rect x='\(x)' y='\(y)' width='\(w)' height='\(h)' fill='#ddd'><title>\(escape(d.status))</title></rect>"
+                + "<text x='\(x + w / 2)' y='\(y + 26)' text-anchor='middle' fill='#a00'>diverged</text>"
+        }
+        return ""
+    }
+
+    /// Colour-scale legend: the gradient from the lowest to the highest cell value.
+    private func heatLegend(index: Int, grid g: HeatGrid, lo: Double, hi: Double) -> String {
+        let barW = max(160, min(g.gridW, 240)), barX = g.left, legendY = g.legendY
+        return "<text x='\(barX)' y='\(legendY)' font-size='11' fill='#555'>colour scale: test accuracy, same for every student</text>"
+            + "<defs><linearGradient id='heat\(index)'>" + (0...4).map { "<stop offset='\($0 * 25)%' stop-color='\(color(Double($0) / 4))'/>" }.joined() + "</linearGradient></defs>"
+            + "<rect x='\(barX)' y='\(legendY + 6)' width='\(barW)' height='12' fill='url(#heat\(index))' stroke='#999' stroke-width='0.5'/>"
+            + "<text x='\(barX)' y='\(legendY + 32)' font-size='11'>\(fmt(lo, 3))</text>"
+            + "<text x='\(barX + barW)' y='\(legendY + 32)' font-size='11' text-anchor='end'>\(fmt(hi, 3))</text>"
     }
 
     // MARK: curves
@@ -231,6 +257,37 @@ extension SweepReport {
     // MARK: page
 
     public func html() -> String {
+        let v = verdictDetails
+        let details = v.allDiverged ? [] : v.details
+        let verdictHTML = "<div class='verdict'><p><strong>\(escape(v.headline))</strong></p>"
+            + (details.isEmpty ? "" : "<ul>" + details.map { "<li>\(escape($0.trimmingCharacters(in: .whitespaces)))</li>" }.joined() + "</ul>") + "</div>"
+        return """
+        <!doctype html>
+        <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+        <title>\(escape(title))</title>
+        <style>
+        \(Self.styleSheet)
+        </style></head><body>
+        <h1>\(escape(title))</h1>
+        <p class="grid">Grid: \(escape(gridDescription)).\(teacherDescription.map { "<br>Teacher \(escape($0))." } ?? "")</p>
+        \(verdictHTML)
+        \(divergedNote())
+        <p>Every choice uses the validation split; test accuracy is only reported, as mean ± sd over seeds. The KD gain is the mean of per-seed test differences (same seed, KD minus no-KD) with its 95&nbsp;% t-interval. Classes: \(escape(labels.joined(separator: ", "))).</p>
+        <div class="figures">\(bars())\(curves())</div>
+        <h2>Temperature × α</h2>
+        <p>Each cell: the mean test accuracy over seeds of the learning rate with the best valid accuracy for that α and T (printed under it). α = 0 trains on the labels alone, so it ignores T.</p>
+        <div class="figures">\(heatmaps())</div>
+        <h2>All configurations</h2>
+        \(Self.legend)
+        <div class="scroll"><table><tr><th>#</th><th>student</th><th>lr</th><th>α</th><th>T</th><th>valid acc</th><th>test acc</th><th>macro-F1</th><th>agree</th><th>KL</th><th>ECE</th><th>status</th></tr>
+        \(tableRows())
+        </table></div>
+        </body></html>
+        """
+    }
+
+    /// The table's rows: ranked configurations (best and baselines marked), then diverged ones.
+    private func tableRows() -> String {
         let bestKey = ranked.first?.point.key
         let ok = ranked.enumerated().map { i, a -> String in
             let c = a.point
@@ -241,20 +298,18 @@ extension SweepReport {
             let c = a.point
             return "<tr class='diverged'><td>–</td><td>\(escape(c.architecture.description))</td><td>\(c.optimizer.learningRate)</td><td>\(c.loss.alpha)</td><td>\(a.isBaseline ? "–" : "\(c.loss.temperature)")</td><td colspan='6'>–</td><td>\(escape(a.status))</td></tr>"
         }
-        let rows = (ok + bad).joined(separator: "\n")
-        let divergedNote = diverged.isEmpty ? "" : "<p class='warn'>\(diverged.count) of \(aggregated.count) configurations diverged (their loss or parameters became NaN or infinite) and are not ranked; see the status column. Lower their learning rate.</p>"
-        let v = verdictDetails
-        let details = v.allDiverged ? [] : v.details
-        let verdictHTML = "<div class='verdict'><p><strong>\(escape(v.headline))</strong></p>"
-            + (details.isEmpty ? "" : "<ul>" + details.map { "<li>\(escape($0.trimmingCharacters(in: .whitespaces)))</li>" }.joined() + "</ul>") + "</div>"
-        let legend = "<p class='legend'><span class='key best'>best overall (saved as best-student by sweep run)</span> "
-            + "<span class='key base'>α = 0: no-KD baseline</span> <span class='key kd'>α &gt; 0: distilled</span> "
-            + "<span class='key diverged'>diverged: not ranked</span></p>"
-        return """
-        <!doctype html>
-        <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-        <title>\(escape(title))</title>
-        <style>
+        return (ok + bad).joined(separator: "\n")
+    }
+
+    private func divergedNote() -> String {
+        diverged.isEmpty ? "" : "<p class='warn'>\(diverged.count) of \(aggregated.count) configurations diverged (their loss or parameters became NaN or infinite) and are not ranked; see the status column. Lower their learning rate.</p>"
+    }
+
+    private static let legend = "<p class='legend'><span class='key best'>best overall (saved as best-student by sweep run)</span> "
+        + "<span class='key base'>α = 0: no-KD baseline</span> <span class='key kd'>α &gt; 0: distilled</span> "
+        + "<span class='key diverged'>diverged: not ranked</span></p>"
+
+    private static let styleSheet = """
         * { box-sizing: border-box; }
         body { font-family: system-ui, sans-serif; max-width: 1120px; margin: 0 auto; padding: 16px 20px 32px; color: #222; line-height: 1.45; }
         h1 { font-size: 1.45em; margin: .4em 0 .2em; overflow-wrap: anywhere; } h2 { font-size: 1.15em; margin-top: 1.6em; }
@@ -271,22 +326,5 @@ extension SweepReport {
         tr.base td, .key.base { color: #a33; background: #fdf0f0; } tr.diverged td, .key.diverged { color: #888; background: #f4f4f4; }
         tr.best td, .key.best { font-weight: bold; background: #eaf3e6; } .key.kd { background: #fff; border: 1px solid #ddd; }
         .legend { font-size: 13px; } .key { display: inline-block; padding: 1px 8px; margin: 2px 4px 2px 0; border-radius: 3px; }
-        </style></head><body>
-        <h1>\(escape(title))</h1>
-        <p class="grid">Grid: \(escape(gridDescription)).\(teacherDescription.map { "<br>Teacher \(escape($0))." } ?? "")</p>
-        \(verdictHTML)
-        \(divergedNote)
-        <p>Every choice uses the validation split; test accuracy is only reported, as mean ± sd over seeds. The KD gain is the mean of per-seed test differences (same seed, KD minus no-KD) with its 95&nbsp;% t-interval. Classes: \(escape(labels.joined(separator: ", "))).</p>
-        <div class="figures">\(bars())\(curves())</div>
-        <h2>Temperature × α</h2>
-        <p>Each cell: the mean test accuracy over seeds of the learning rate with the best valid accuracy for that α and T (printed under it). α = 0 trains on the labels alone, so it ignores T.</p>
-        <div class="figures">\(heatmaps())</div>
-        <h2>All configurations</h2>
-        \(legend)
-        <div class="scroll"><table><tr><th>#</th><th>student</th><th>lr</th><th>α</th><th>T</th><th>valid acc</th><th>test acc</th><th>macro-F1</th><th>agree</th><th>KL</th><th>ECE</th><th>status</th></tr>
-        \(rows)
-        </table></div>
-        </body></html>
         """
-    }
 }

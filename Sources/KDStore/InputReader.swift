@@ -452,12 +452,7 @@ public final class TabularReader {
     /// The next delimited record's fields and its first line number, or `nil` at the end.
     private func nextRecord() throws -> ([String], Int)? {
         let delimiter: UInt8 = format == .tsv ? 0x09 : 0x2C
-        guard var line = try source.nextLine() else { return nil }
-        lineNumber += 1
-        while line.isEmpty {
-            guard let l = try source.nextLine() else { return nil }
-            lineNumber += 1; line = l
-        }
+        guard var line = try nextNonEmptyLine() else { return nil }
         let firstLine = lineNumber
         var fields: [String] = []
         var field: [UInt8] = []
@@ -470,21 +465,9 @@ public final class TabularReader {
         while true {
             if i == line.endIndex {
                 if inQuotes {
-                    guard let more = try source.nextLine() else {
-                        throw StoreError(code: .badInputRow, path: path, line: firstLine, column: column(), message: "unterminated quoted field",
-                                         hint: .closeQuoteOrSkip)
-                    }
-                    lineNumber += 1
-                    recordBytes += more.count + 1
-                    // One quoted field over many lines is bounded like one line: an unterminated
-                    // quote must not gather the rest of the file.
-                    if recordBytes > source.maxLineLength {
-                        throw StoreError(code: .badInputRow, path: path, line: firstLine, column: column(),
-                                         message: "a quoted field runs over \(lineNumber - firstLine + 1) lines and past \(describeSize(source.maxLineLength))",
-                                         hint: "Look for an unterminated quote on that line", skippable: false)
-                    }
+                    line = try quotedFieldContinues(from: firstLine, column: column(), recordBytes: &recordBytes)
                     field.append(0x0A)
-                    line = more; i = line.startIndex
+                    i = line.startIndex
                     continue
                 }
                 fields.append(try decodeUTF8(field[...], line: firstLine, column: column()))
@@ -511,5 +494,36 @@ public final class TabularReader {
             }
             i = line.index(after: i)
         }
+    }
+
+    /// The next line that is not empty (counting the lines skipped), or `nil` at the end.
+    private func nextNonEmptyLine() throws -> ArraySlice<UInt8>? {
+        guard var line = try source.nextLine() else { return nil }
+        lineNumber += 1
+        while line.isEmpty {
+            guard let l = try source.nextLine() else { return nil }
+            lineNumber += 1; line = l
+        }
+        return line
+    }
+
+    /// The next line of a quoted field that the record starting at `firstLine` left open, with
+    /// the record's size so far in `recordBytes`; throws at the end of the input or when the
+    /// record grows past one line's limit.
+    private func quotedFieldContinues(from firstLine: Int, column: String?, recordBytes: inout Int) throws -> ArraySlice<UInt8> {
+        guard let more = try source.nextLine() else {
+            throw StoreError(code: .badInputRow, path: path, line: firstLine, column: column, message: "unterminated quoted field",
+                             hint: .closeQuoteOrSkip)
+        }
+        lineNumber += 1
+        recordBytes += more.count + 1
+        // One quoted field over many lines is bounded like one line: an unterminated
+        // quote must not gather the rest of the file.
+        if recordBytes > source.maxLineLength {
+            throw StoreError(code: .badInputRow, path: path, line: firstLine, column: column,
+                             message: "a quoted field runs over \(lineNumber - firstLine + 1) lines and past \(describeSize(source.maxLineLength))",
+                             hint: "Look for an unterminated quote on that line", skippable: false)
+        }
+        return more
     }
 }

@@ -30,6 +30,28 @@ public enum CacheMerger {
         }
         OutputFile.removeStaleTemporaries(of: output)
         let stores = try paths.map { try SoftLabelStore(path: $0) }
+        let teachers = try sharedTeachers(of: stores, paths: paths)
+        let temporary = OutputFile.temporaryName(for: output)
+        removeStoreFiles(temporary)
+        var report = MergeReport(gaps: [:], duplicates: [:], records: [:], unbackedClaims: [:])
+        do {
+            for name in teachers.keys.sorted() {
+                try mergeTeacher(name, teachers[name]!.0, of: stores, into: output, temporary: temporary, report: &report)
+            }
+            guard rename(temporary, output) == 0 else {
+                throw StoreError(code: .ioFailure, path: output, message: "cannot move the merged cache into place: \(String(cString: strerror(errno)))")
+            }
+            unlink(output + "-lock")
+            return report
+        } catch {
+            removeStoreFiles(temporary)
+            throw error
+        }
+    }
+
+    /// Every teacher of the shards, with the first shard that holds it; throws unless the shards
+    /// agree on the dataset and each shared teacher's identity and layout.
+    private static func sharedTeachers(of stores: [SoftLabelStore], paths: [String]) throws -> [String: (TeacherManifest, String)] {
         let first = stores[0].manifest
         var teachers: [String: (TeacherManifest, String)] = [:]
         for store in stores {
@@ -53,38 +75,30 @@ public enum CacheMerger {
                 }
             }
         }
-        let temporary = OutputFile.temporaryName(for: output)
-        removeStoreFiles(temporary)
-        var report = MergeReport(gaps: [:], duplicates: [:], records: [:], unbackedClaims: [:])
-        do {
-            let dataset = DatasetManifest(created: first.created, sourceFiles: [], featurizer: FeaturizerConfig(kind: "", signature: first.featurizerSignature, dimension: 0),
-                                          labels: first.labels, sampleCount: first.sampleCount, splitCounts: [:], classCounts: [:],
-                                          split: SplitConfig(method: ""), hasText: false, fingerprint: first.datasetFingerprint, skippedRows: [:])
-            for name in teachers.keys.sorted() {
-                let (t, _) = teachers[name]!
-                let writer = try SoftLabelWriter(path: output, dataset: dataset, teacher: t.identity,
-                                                 layout: SoftLabelLayout(writeTemperature: t.writeTemperature, dtype: t.logProbDType, topK: t.topK, views: t.views,
-                                                                         augmentation: t.augmentation.flatMap(Augmentation.init(parsing:)),
-                                                                         augmentationSeed: t.augmentationSeed ?? 0),
-                                                 privateFile: temporary)
-                let holders = stores.filter { $0.manifest.teachers[name] != nil }
-                var metrics: [String: Double] = [:]
-                for s in holders { metrics.merge(s.manifest.teachers[name]!.metrics) { a, _ in a } }
-                let merged = try mergeRecords(holders, teacher: name, views: t.views, sampleCount: first.sampleCount, writer: writer, metrics: metrics)
-                report.records[name] = merged.written
-                report.duplicates[name] = merged.duplicates
-                report.gaps[name] = RecordCoverage.subtract(merged.complete, from: first.sampleCount > 0 ? [0..<first.sampleCount] : [])
-                if !merged.unbacked.isEmpty { report.unbackedClaims[name] = merged.unbacked }
-            }
-            guard rename(temporary, output) == 0 else {
-                throw StoreError(code: .ioFailure, path: output, message: "cannot move the merged cache into place: \(String(cString: strerror(errno)))")
-            }
-            unlink(output + "-lock")
-            return report
-        } catch {
-            removeStoreFiles(temporary)
-            throw error
-        }
+        return teachers
+    }
+
+    /// Writes teacher `name`'s merged records into `temporary` (the output's private file) and
+    /// notes its counts, gaps and unbacked claims in `report`.
+    private static func mergeTeacher(_ name: String, _ t: TeacherManifest, of stores: [SoftLabelStore], into output: String,
+                                     temporary: String, report: inout MergeReport) throws {
+        let first = stores[0].manifest
+        let dataset = DatasetManifest(created: first.created, sourceFiles: [], featurizer: FeaturizerConfig(kind: "", signature: first.featurizerSignature, dimension: 0),
+                                      labels: first.labels, sampleCount: first.sampleCount, splitCounts: [:], classCounts: [:],
+                                      split: SplitConfig(method: ""), hasText: false, fingerprint: first.datasetFingerprint, skippedRows: [:])
+        let writer = try SoftLabelWriter(path: output, dataset: dataset, teacher: t.identity,
+                                         layout: SoftLabelLayout(writeTemperature: t.writeTemperature, dtype: t.logProbDType, topK: t.topK, views: t.views,
+                                                                 augmentation: t.augmentation.flatMap(Augmentation.init(parsing:)),
+                                                                 augmentationSeed: t.augmentationSeed ?? 0),
+                                         privateFile: temporary)
+        let holders = stores.filter { $0.manifest.teachers[name] != nil }
+        var metrics: [String: Double] = [:]
+        for s in holders { metrics.merge(s.manifest.teachers[name]!.metrics) { a, _ in a } }
+        let merged = try mergeRecords(holders, teacher: name, views: t.views, sampleCount: first.sampleCount, writer: writer, metrics: metrics)
+        report.records[name] = merged.written
+        report.duplicates[name] = merged.duplicates
+        report.gaps[name] = RecordCoverage.subtract(merged.complete, from: first.sampleCount > 0 ? [0..<first.sampleCount] : [])
+        if !merged.unbacked.isEmpty { report.unbackedClaims[name] = merged.unbacked }
     }
 
     /// A k-way merge of the shards' key-ordered records, copied in batches of 50,000. Returns the

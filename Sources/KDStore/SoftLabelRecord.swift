@@ -169,48 +169,9 @@ public struct SoftLabelView: @unchecked Sendable {
         let h = SoftLabelRecord.headerSize
         let valuesOffset = topK == 0 ? h : h + 4 * topK
         let n = topK == 0 ? classCount : topK
-        var largest: Float
-        // Each value's bits map to an order-preserving key (negative: ~b, else b | sign bit), so
-        // that "not NaN, not above the tolerance" is `minimum key ≥ key(−inf)` and `maximum key ≤
-        // key(tolerance)`, and the largest value is the maximum key: two branch-free reductions
-        // the compiler vectorizes. Only a record that fails is scanned again, to name the value.
-        switch dtype {
-        case .float16:
-            let limit = Float16(SoftLabelRecord.logProbTolerance).bitPattern | 0x8000
-            var low = UInt16.max, high = UInt16.min
-            let base = memory.baseAddress! + valuesOffset
-            for j in 0..<n {
-                let b = UInt16(littleEndian: base.loadUnaligned(fromByteOffset: 2 * j, as: UInt16.self))
-                let key = b ^ (UInt16(bitPattern: Int16(bitPattern: b) >> 15) | 0x8000)
-                low = min(low, key); high = max(high, key)
-            }
-            guard low >= ~UInt16(0xFC00), high <= limit else {
-                let j = (0..<n).first { j in
-                    let b = UInt16(littleEndian: base.loadUnaligned(fromByteOffset: 2 * j, as: UInt16.self))
-                    return b & 0x8000 != 0 ? b > 0xFC00 : b > limit & 0x7FFF
-                } ?? 0
-                let b = UInt16(littleEndian: base.loadUnaligned(fromByteOffset: 2 * j, as: UInt16.self))
-                throw .badField(Self.describeBad(Float(Float16(bitPattern: b)), entry: j, topK: topK))
-            }
-            largest = Float(Float16(bitPattern: high & 0x8000 != 0 ? high & 0x7FFF : ~high))
-        case .float32:
-            let limit = SoftLabelRecord.logProbTolerance.bitPattern | 0x8000_0000
-            var low = UInt32.max, high = UInt32.min
-            let base = memory.baseAddress! + valuesOffset
-            for j in 0..<n {
-                let b = UInt32(littleEndian: base.loadUnaligned(fromByteOffset: 4 * j, as: UInt32.self))
-                let key = b ^ (UInt32(bitPattern: Int32(bitPattern: b) >> 31) | 0x8000_0000)
-                low = min(low, key); high = max(high, key)
-            }
-            guard low >= ~UInt32(0xFF80_0000), high <= limit else {
-                let j = (0..<n).first { j in
-                    let b = UInt32(littleEndian: base.loadUnaligned(fromByteOffset: 4 * j, as: UInt32.self))
-                    return b & 0x8000_0000 != 0 ? b > 0xFF80_0000 : b > limit & 0x7FFF_FFFF
-                } ?? 0
-                let b = UInt32(littleEndian: base.loadUnaligned(fromByteOffset: 4 * j, as: UInt32.self))
-                throw .badField(Self.describeBad(Float(bitPattern: b), entry: j, topK: topK))
-            }
-            largest = Float(bitPattern: high & 0x8000_0000 != 0 ? high & 0x7FFF_FFFF : ~high)
+        var largest = switch dtype {
+        case .float16: try largestValue(UInt16.self, at: valuesOffset, count: n)
+        case .float32: try largestValue(UInt32.self, at: valuesOffset, count: n)
         }
         var parts = classCount
         if topK > 0 {
@@ -228,6 +189,36 @@ public struct SoftLabelView: @unchecked Sendable {
         guard largest >= bound - 0.05 else {
             throw .badField("the largest log-probability is \(largest), below log(1/\(parts)) = \(bound): not a distribution")
         }
+    }
+
+    /// The largest of the `n` stored values at `offset`, read as bit patterns `B`; throws,
+    /// naming the first bad value, if one is NaN, +inf or above the tolerance.
+    ///
+    /// Each value's bits map to an order-preserving key (negative: ~b, else b | sign bit), so
+    /// that "not NaN, not above the tolerance" is `minimum key ≥ key(−inf)` and `maximum key ≤
+    /// key(tolerance)`, and the largest value is the maximum key: two branch-free reductions
+    /// the compiler vectorizes. Only a record that fails is scanned again, to name the value.
+    @inline(__always)
+    private func largestValue<B: LogProbBits>(_: B.Type, at offset: Int, count n: Int) throws(RecordError) -> Float {
+        let limit = B.tolerance | B.signBit
+        var low = B.max, high = B.min
+        let base = memory.baseAddress! + offset
+        @inline(__always) func bits(_ j: Int) -> B {
+            B(littleEndian: base.loadUnaligned(fromByteOffset: MemoryLayout<B>.size * j, as: B.self))
+        }
+        for j in 0..<n {
+            let b = bits(j)
+            let key = b ^ (B(truncatingIfNeeded: B.Signed(truncatingIfNeeded: b) &>> (B.bitWidth - 1)) | B.signBit)
+            low = Swift.min(low, key); high = Swift.max(high, key)
+        }
+        guard low >= ~B.negativeInfinity, high <= limit else {
+            let j = (0..<n).first { j in
+                let b = bits(j)
+                return b & B.signBit != 0 ? b > B.negativeInfinity : b > limit & ~B.signBit
+            } ?? 0
+            throw .badField(Self.describeBad(B.float(bits(j)), entry: j, topK: topK))
+        }
+        return B.float(high & B.signBit != 0 ? high & ~B.signBit : ~high)
     }
 
     /// Top-k class indices: each below C, no class twice.
@@ -322,4 +313,32 @@ public func logSoftmax(_ logits: [Float], temperature: Float = 1) -> [Float] {
 public func retemper(_ logProbs: [Float], from writeTemperature: Float, to temperature: Float) -> [Float] {
     if writeTemperature == temperature { return logProbs }
     return logSoftmax(logProbs, temperature: temperature / writeTemperature)
+}
+
+/// The stored bits of a log-probability dtype (`UInt16`: float16, `UInt32`: float32), for the
+/// value checks of ``SoftLabelView``, which work on the bits.
+private protocol LogProbBits: FixedWidthInteger, UnsignedInteger {
+    associatedtype Signed: FixedWidthInteger, SignedInteger
+    static var signBit: Self { get }
+    /// The bits of −inf.
+    static var negativeInfinity: Self { get }
+    /// The bits of ``SoftLabelRecord/logProbTolerance`` in this dtype.
+    static var tolerance: Self { get }
+    static func float(_ bits: Self) -> Float
+}
+
+extension UInt16: LogProbBits {
+    typealias Signed = Int16
+    static var signBit: UInt16 { 0x8000 }
+    static var negativeInfinity: UInt16 { 0xFC00 }
+    static var tolerance: UInt16 { Float16(SoftLabelRecord.logProbTolerance).bitPattern }
+    static func float(_ bits: UInt16) -> Float { Float(Float16(bitPattern: bits)) }
+}
+
+extension UInt32: LogProbBits {
+    typealias Signed = Int32
+    static var signBit: UInt32 { 0x8000_0000 }
+    static var negativeInfinity: UInt32 { 0xFF80_0000 }
+    static var tolerance: UInt32 { SoftLabelRecord.logProbTolerance.bitPattern }
+    static func float(_ bits: UInt32) -> Float { Float(bitPattern: bits) }
 }

@@ -84,48 +84,17 @@ public enum StoreVerifier {
     static func verifyDataset(_ store: DatasetStore, report: VerificationReport) throws -> VerificationReport {
         var report = report
         let m = store.manifest
-        var expected = 0
-        var badRecords = 0, beyond = 0
-        var splitCounts = [Int](repeating: 0, count: 3)
-        var classCounts = [[Int]](repeating: [Int](repeating: 0, count: m.labels.count), count: 3)
-        try store.environment.read { txn throws in
-            try txn.forEach(in: store.samples) { key, value in
-                guard let index = SampleKey.decodeDataset(key) else {
-                    report.fail("malformed key of \(key.count) bytes in samples"); return true
-                }
-                guard index < m.sampleCount else { beyond += 1; return true }
-                if index != expected { report.fail("samples \(expected)..<\(index) are missing") }
-                expected = index + 1
-                do {
-                    let view = try store.view(value, index: index)
-                    splitCounts[Int(view.split.rawValue)] += 1
-                    classCounts[Int(view.split.rawValue)][view.label] += 1
-                } catch let e as RecordError {
-                    report.fail("sample \(index): \(e)")
-                    badRecords += 1
-                }
-                guard let id = try txn.withValue(forKey: key, in: store.indexToID, { String(decoding: $0, as: UTF8.self) }) else {
-                    report.fail("sample \(index): no id"); return true
-                }
-                let back = try txn.value(forKey: Array(id.utf8), in: store.idToIndex).flatMap { $0.withUnsafeBytes { SampleKey.decodeDataset($0) } }
-                if back != index { report.fail("sample \(index): id '\(id.prefix(80))' maps back to \(back.map(String.init) ?? "nothing")") }
-                if m.hasText {
-                    let ok = try txn.withValue(forKey: key, in: store.texts) { Zlib.decompress($0) != nil }
-                    if ok != true { report.fail("sample \(index): raw text \(ok == nil ? "missing" : "corrupt")") }
-                }
-                return true
-            }
-        }
-        if expected != m.sampleCount { report.fail("the manifest says \(m.sampleCount) samples, the store holds keys up to \(expected)") }
-        if beyond > 0 { report.fail("\(beyond) sample records lie beyond the manifest's \(m.sampleCount) samples") }
+        let scan = try scanSamples(store, report: &report)
+        if scan.expected != m.sampleCount { report.fail("the manifest says \(m.sampleCount) samples, the store holds keys up to \(scan.expected)") }
+        if scan.beyond > 0 { report.fail("\(scan.beyond) sample records lie beyond the manifest's \(m.sampleCount) samples") }
         // Counts are only comparable when every record decoded; a damaged record is reported once.
-        if badRecords == 0 {
-            report.checked.append("\(expected) sample records: structure, labels, features within the \(m.featurizer.kind) space of dimension \(m.featurizer.dimension), CRC-32" +
+        if scan.badRecords == 0 {
+            report.checked.append("\(scan.expected) sample records: structure, labels, features within the \(m.featurizer.kind) space of dimension \(m.featurizer.dimension), CRC-32" +
                                   (store.format.checksumCoversKey ? " over key and record" : ""))
-            for s in Split.allCases where m.splitCounts[s.name] != splitCounts[Int(s.rawValue)] {
-                report.fail("split \(s.name): manifest says \(m.splitCounts[s.name] ?? 0) samples, records hold \(splitCounts[Int(s.rawValue)])")
+            for s in Split.allCases where m.splitCounts[s.name] != scan.splitCounts[Int(s.rawValue)] {
+                report.fail("split \(s.name): manifest says \(m.splitCounts[s.name] ?? 0) samples, records hold \(scan.splitCounts[Int(s.rawValue)])")
             }
-            for s in Split.allCases where (m.classCounts[s.name] ?? []) != classCounts[Int(s.rawValue)] {
+            for s in Split.allCases where (m.classCounts[s.name] ?? []) != scan.classCounts[Int(s.rawValue)] {
                 report.fail("split \(s.name): class counts differ from the manifest's")
             }
         }
@@ -141,65 +110,138 @@ public enum StoreVerifier {
         return report
     }
 
+    /// What one pass over a dataset store's samples counted: the next expected index, damaged
+    /// records, records beyond the manifest's count, and samples per split and per split × class.
+    private struct SampleScan {
+        var expected = 0, badRecords = 0, beyond = 0
+        var splitCounts: [Int]
+        var classCounts: [[Int]]
+    }
+
+    /// Reads every sample record in key order: keys, record checks, counts, and its links.
+    private static func scanSamples(_ store: DatasetStore, report: inout VerificationReport) throws -> SampleScan {
+        let m = store.manifest
+        var scan = SampleScan(splitCounts: [Int](repeating: 0, count: 3),
+                              classCounts: [[Int]](repeating: [Int](repeating: 0, count: m.labels.count), count: 3))
+        try store.environment.read { txn throws in
+            try txn.forEach(in: store.samples) { key, value in
+                guard let index = SampleKey.decodeDataset(key) else {
+                    report.fail("malformed key of \(key.count) bytes in samples"); return true
+                }
+                guard index < m.sampleCount else { scan.beyond += 1; return true }
+                if index != scan.expected { report.fail("samples \(scan.expected)..<\(index) are missing") }
+                scan.expected = index + 1
+                do {
+                    let view = try store.view(value, index: index)
+                    scan.splitCounts[Int(view.split.rawValue)] += 1
+                    scan.classCounts[Int(view.split.rawValue)][view.label] += 1
+                } catch let e as RecordError {
+                    report.fail("sample \(index): \(e)")
+                    scan.badRecords += 1
+                }
+                try checkLinks(of: index, key: key, in: store, txn: txn, report: &report)
+                return true
+            }
+        }
+        return scan
+    }
+
+    /// Sample `index`'s id maps back to it, and its raw text (if the store keeps text) decompresses.
+    private static func checkLinks(of index: Int, key: UnsafeRawBufferPointer, in store: DatasetStore, txn: borrowing Transaction,
+                                   report: inout VerificationReport) throws {
+        guard let id = try txn.withValue(forKey: key, in: store.indexToID, { String(decoding: $0, as: UTF8.self) }) else {
+            report.fail("sample \(index): no id"); return
+        }
+        let back = try txn.value(forKey: Array(id.utf8), in: store.idToIndex).flatMap { $0.withUnsafeBytes { SampleKey.decodeDataset($0) } }
+        if back != index { report.fail("sample \(index): id '\(id.prefix(80))' maps back to \(back.map(String.init) ?? "nothing")") }
+        if store.manifest.hasText {
+            let ok = try txn.withValue(forKey: key, in: store.texts) { Zlib.decompress($0) != nil }
+            if ok != true { report.fail("sample \(index): raw text \(ok == nil ? "missing" : "corrupt")") }
+        }
+    }
+
     static func verifySoftLabels(_ store: SoftLabelStore, dataset: DatasetStore?, report: VerificationReport) throws -> VerificationReport {
         var report = report
-        let m = store.manifest
         if let dataset {
             do {
                 try store.checkCompatible(with: dataset.manifest)
                 report.checked.append("dataset fingerprint, labels, featurizer and sample count match \(dataset.path)")
             } catch let e as StoreError { report.fail(e.message) }
         }
-        for name in m.teachers.keys.sorted() {
-            let t = m.teachers[name]!
-            let problemsAtStart = report.problems.count + report.unlistedProblems
-            var seen = 0
-            var coverage: [Range<Int>] = []
-            var runStart = -1, runEnd = -1, viewsInSample = 0, currentSample = -1
-            func closeSample() {
-                guard currentSample >= 0 else { return }
-                if viewsInSample == t.views {
-                    if currentSample == runEnd { runEnd += 1 } else {
-                        if runStart >= 0 { coverage.append(runStart..<runEnd) }
-                        runStart = currentSample; runEnd = currentSample + 1
-                    }
-                }
-            }
-            try store.scanRaw(teacher: name) { sample, view, result in
-                seen += 1
-                if sample != currentSample { closeSample(); currentSample = sample; viewsInSample = 0 }
-                switch result {
-                case .failure(let e): report.fail("teacher \(name) sample \(sample) view \(view): \(e)")
-                case .success(let v):
-                    if sample >= m.sampleCount || view >= t.views {
-                        report.fail("teacher \(name) sample \(sample) view \(view): outside \(m.sampleCount) samples × \(t.views) views")
-                    } else if v.dtype != t.logProbDType || v.topK != t.topK {
-                        report.fail("teacher \(name) sample \(sample) view \(view): dtype/top-k differ from the manifest")
-                    } else {
-                        viewsInSample += 1
-                        if !recordIsNormalized(v) { report.fail("teacher \(name) sample \(sample) view \(view): probabilities do not sum to 1") }
-                    }
-                }
-                return true
-            }
-            closeSample()
-            if runStart >= 0 { coverage.append(runStart..<runEnd) }
-            let claimed = t.completedRanges
-            for r in claimed where !coverage.contains(where: { $0.lowerBound <= r.lowerBound && r.upperBound <= $0.upperBound }) {
-                report.fail("teacher \(name): manifest marks samples \(r.lowerBound)..<\(r.upperBound) complete but some of their records are missing or damaged")
-            }
-            let covered = coverage.reduce(0) { $0 + $1.count }
-            let recordsValid = report.problems.count + report.unlistedProblems == problemsAtStart
-            if recordsValid {
-                report.checked.append("teacher \(name): \(seen) records (T_w \(t.writeTemperature), \(t.dtype)\(t.topK > 0 ? ", top-\(t.topK)" : "")), structure, values and CRC-32"
-                                      + (store.format.checksumCoversKey ? " over key and record" : "") + "; \(covered)/\(m.sampleCount) samples with all \(t.views) view(s)")
-            }
-            if dataset != nil, covered < m.sampleCount {
-                let gaps = gapsOf(coverage, total: m.sampleCount)
-                report.fail("teacher \(name): \(m.sampleCount - covered) samples of the dataset have no soft labels: \(describe(gaps))")
-            }
+        for name in store.manifest.teachers.keys.sorted() {
+            try verifyTeacher(name, of: store, againstDataset: dataset != nil, report: &report)
         }
         return report
+    }
+
+    /// Checks every record of teacher `name` and the samples its manifest marks complete.
+    private static func verifyTeacher(_ name: String, of store: SoftLabelStore, againstDataset: Bool,
+                                      report: inout VerificationReport) throws {
+        let m = store.manifest, t = m.teachers[name]!
+        let problemsAtStart = report.problems.count + report.unlistedProblems
+        var seen = 0
+        var runs = CompleteRuns(views: t.views)
+        try store.scanRaw(teacher: name) { sample, view, result in
+            seen += 1
+            runs.enter(sample)
+            let at = "teacher \(name) sample \(sample) view \(view)"
+            switch result {
+            case .failure(let e): report.fail("\(at): \(e)")
+            case .success(let v):
+                if sample >= m.sampleCount || view >= t.views {
+                    report.fail("\(at): outside \(m.sampleCount) samples × \(t.views) views")
+                } else if v.dtype != t.logProbDType || v.topK != t.topK {
+                    report.fail("\(at): dtype/top-k differ from the manifest")
+                } else {
+                    runs.viewsInSample += 1
+                    if !recordIsNormalized(v) { report.fail("\(at): probabilities do not sum to 1") }
+                }
+            }
+            return true
+        }
+        let coverage = runs.finish()
+        for r in t.completedRanges where !coverage.contains(where: { $0.lowerBound <= r.lowerBound && r.upperBound <= $0.upperBound }) {
+            report.fail("teacher \(name): manifest marks samples \(r.lowerBound)..<\(r.upperBound) complete but some of their records are missing or damaged")
+        }
+        let covered = coverage.reduce(0) { $0 + $1.count }
+        if report.problems.count + report.unlistedProblems == problemsAtStart {
+            report.checked.append("teacher \(name): \(seen) records (T_w \(t.writeTemperature), \(t.dtype)\(t.topK > 0 ? ", top-\(t.topK)" : "")), structure, values and CRC-32"
+                                  + (store.format.checksumCoversKey ? " over key and record" : "") + "; \(covered)/\(m.sampleCount) samples with all \(t.views) view(s)")
+        }
+        if againstDataset, covered < m.sampleCount {
+            let gaps = gapsOf(coverage, total: m.sampleCount)
+            report.fail("teacher \(name): \(m.sampleCount - covered) samples of the dataset have no soft labels: \(describe(gaps))")
+        }
+    }
+
+    /// The runs of consecutive samples that have all `views` valid records, built from records
+    /// met in key order: `enter` each record's sample, count its valid views, then `finish`.
+    private struct CompleteRuns {
+        let views: Int
+        var ranges: [Range<Int>] = []
+        var runStart = -1, runEnd = -1, viewsInSample = 0, currentSample = -1
+
+        init(views: Int) { self.views = views }
+
+        mutating func enter(_ sample: Int) {
+            if sample != currentSample { closeSample(); currentSample = sample; viewsInSample = 0 }
+        }
+
+        mutating func finish() -> [Range<Int>] {
+            closeSample()
+            if runStart >= 0 { ranges.append(runStart..<runEnd) }
+            return ranges
+        }
+
+        private mutating func closeSample() {
+            guard currentSample >= 0 else { return }
+            if viewsInSample == views {
+                if currentSample == runEnd { runEnd += 1 } else {
+                    if runStart >= 0 { ranges.append(runStart..<runEnd) }
+                    runStart = currentSample; runEnd = currentSample + 1
+                }
+            }
+        }
     }
 
     /// Σ exp(log p) ≈ 1 within float16 rounding (dense), or with the tail mass (top-k).

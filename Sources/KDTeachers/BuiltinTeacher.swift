@@ -123,11 +123,26 @@ public final class BuiltinTeacher {
     /// applied with `augmentationSeed` (the same views a student replays).
     public func predict(dataset store: DatasetStore, views: Int = 1, augmentation: Augmentation? = nil, augmentationSeed: UInt64 = 0,
                         progress: (@Sendable (String) -> Void)? = nil) throws -> (logProbs: [[[Float]]], report: TeacherReport) {
+        let (data, predictionData) = try inputs(store: store, views: views, augmentation: augmentation,
+                                                augmentationSeed: augmentationSeed, progress: progress)
+        let plan = TeacherJobs(options: options, features: data, predictions: predictionData,
+                               samples: store.count, views: max(1, views), progress: progress)
+        let outputs = try parallelMap(plan.jobs.count, workers: options.workers) { j in try plan.run(j) }
+        let logProbs = plan.ensembleLogProbs(outputs)
+        func accuracy(_ samples: [Int]) -> Double? {
+            guard !samples.isEmpty else { return nil }
+            return Double(samples.filter { argmax(logProbs[$0][0]) == data.labels[$0] }.count) / Double(samples.count)
+        }
+        return (logProbs, TeacherReport(validAccuracy: accuracy(data.valid), testAccuracy: accuracy(data.test), models: plan.jobs.count))
+    }
+
+    /// What the teacher trains on (`data`) and what it predicts (`predictions`: every view of
+    /// every sample): rich text features when the options ask for them and the store has text,
+    /// else the store's own features, with the replayed views when `views > 1`.
+    private func inputs(store: DatasetStore, views: Int, augmentation: Augmentation?, augmentationSeed: UInt64,
+                        progress: (@Sendable (String) -> Void)?) throws -> (data: TrainingData, predictions: TrainingData) {
         let base = try TrainingData(dataset: store)
-        var data = base
-        var predictionData = base
-        let rich = options.richTextFeatures && store.manifest.hasText
-        if rich {
+        if options.richTextFeatures && store.manifest.hasText {
             progress?("featurizing raw text (word + char n-grams)")
             let featurizer = RichTextFeaturizer(bits: options.richBits)
             let texts = try RichTextFeaturizer.texts(of: store)
@@ -139,63 +154,94 @@ public final class BuiltinTeacher {
             }
             // Only the n-grams that occur get rows: 2^20 hashed buckets shrink to what the texts use.
             let compacted = FeatureCompaction.compact(matrices).matrices
-            data = base.with(train: base.train, valid: base.valid, features: compacted[0])
-            predictionData = compacted.count > 1 ? data.with(viewMatrix: compacted[1], views: views, sparse: true) : data
-        } else if views > 1, let augmentation {
+            let data = base.with(train: base.train, valid: base.valid, features: compacted[0])
+            return (data, compacted.count > 1 ? data.with(viewMatrix: compacted[1], views: views, sparse: true) : data)
+        }
+        if views > 1, let augmentation {
             // The store's own features of each view: what the student will replay.
             let m = try TrainingData.replayViews(store: store, table: base.dataset, views: views, augmentation: augmentation, seed: augmentationSeed)
-            predictionData = base.with(viewMatrix: m, views: views, sparse: base.sparse)
+            return (base, base.with(viewMatrix: m, views: views, sparse: base.sparse))
         }
-        let C = data.classes, N = store.count, K = max(1, views)
+        return (base, base)
+    }
+}
+
+/// The built-in teacher's models: one per (cross-fit fold, ensemble member). Each is trained
+/// without its fold and predicts its fold's train samples (out-of-fold) and every valid / test
+/// sample, as probabilities per `sample * views + view`.
+private struct TeacherJobs: Sendable {
+    let options: BuiltinTeacherOptions
+    let features: TrainingData, predictions: TrainingData
+    let classes: Int, samples: Int, views: Int, folds: Int
+    /// Fold of each train sample: a seeded shuffle cut into `folds` parts.
+    let foldOf: [Int: Int]
+    let jobs: [(fold: Int, member: Int)]
+    let optimizer: OptimizerConfig
+    let progress: (@Sendable (String) -> Void)?
+
+    init(options: BuiltinTeacherOptions, features: TrainingData, predictions: TrainingData, samples: Int, views: Int,
+         progress: (@Sendable (String) -> Void)?) {
+        self.options = options; self.features = features; self.predictions = predictions
+        self.classes = features.classes; self.samples = samples; self.views = views; self.progress = progress
         let folds = max(1, options.crossFitFolds)
-        // Fold of each train sample: a seeded shuffle cut into `folds` parts.
+        self.folds = folds
         var rng = SplitMix64(seed: options.seed, stream: 10)
-        let shuffled = rng.permutation(data.train.count).map { data.train[$0] }
-        let foldOf = Dictionary(uniqueKeysWithValues: shuffled.enumerated().map { ($1, $0 % folds) })
+        let shuffled = rng.permutation(features.train.count).map { features.train[$0] }
+        foldOf = Dictionary(uniqueKeysWithValues: shuffled.enumerated().map { ($1, $0 % folds) })
         var jobList: [(fold: Int, member: Int)] = []
         for f in 0..<folds { for e in 0..<options.ensemble { jobList.append((f, e)) } }
-        let jobs = jobList
+        jobs = jobList
         var optimizerConfig = OptimizerConfig()
         optimizerConfig.learningRate = options.learningRate
         optimizerConfig.weightDecay = options.weightDecay
-        let optimizer = optimizerConfig
-        let options = self.options, features = data, predictions = predictionData
-        // Each job: one model trained without its fold, predicting its fold's train samples
-        // (out-of-fold) and every valid / test sample.
-        let outputs: [[(Int, [Float])]] = try parallelMap(jobs.count, workers: options.workers) { j in
-            let (fold, member) = jobs[j]
-            let trainSet = folds > 1 ? features.train.filter { foldOf[$0] != fold } : features.train
-            let config = StudentConfig(architecture: options.architecture, loss: DistillationLoss(alpha: 0, temperature: 1),
-                                       optimizer: optimizer, batchSize: options.batchSize, epochs: options.epochs,
-                                       seed: options.seed &+ UInt64(member) &* 1000 &+ UInt64(fold))
-            let subset = features.with(train: trainSet, valid: [])
-            var trained: Network?
-            let result = try GroupTrainer(data: subset).train([config]) { _, net in trained = net }[0]
-            guard let net = trained else {
-                throw TeacherError(code: .teacherDiverged, message: "the built-in teacher (model \(j + 1) of \(jobs.count)) \(result.status ?? "diverged"): "
-                                    + "lower its learning rate (it was \(options.learningRate))")
+        optimizer = optimizerConfig
+    }
+
+    /// Trains model `j` and returns its predictions.
+    func run(_ j: Int) throws -> [(Int, [Float])] {
+        let (fold, member) = jobs[j]
+        let net = try train(j, fold: fold, member: member)
+        let decoder = InputDecoder(capacity: 512)
+        var z = [Float](repeating: 0, count: classes), p = z
+        var local: [(Int, [Float])] = []
+        for s in 0..<samples {
+            if folds > 1, let f = foldOf[s], f != fold { continue }
+            for v in 0..<views {
+                decoder.load(sample: s, view: v, data: predictions)
+                let input = decoder.input(for: net.architecture.kind, sparse: predictions.sparse)
+                z.withUnsafeMutableBufferPointer { zp in p.withUnsafeMutableBufferPointer { pp in
+                    net.forward(input, logits: zp.baseAddress!)
+                    Softmax.softmax(zp.baseAddress!, classes, into: pp.baseAddress!)
+                } }
+                local.append((s * views + v, p))
             }
-            let decoder = InputDecoder(capacity: 512)
-            var z = [Float](repeating: 0, count: C), p = z
-            var local: [(Int, [Float])] = []
-            for s in 0..<N {
-                if folds > 1, let f = foldOf[s], f != fold { continue }
-                for v in 0..<K {
-                    decoder.load(sample: s, view: v, data: predictions)
-                    let input = decoder.input(for: net.architecture.kind, sparse: predictions.sparse)
-                    z.withUnsafeMutableBufferPointer { zp in p.withUnsafeMutableBufferPointer { pp in
-                        net.forward(input, logits: zp.baseAddress!)
-                        Softmax.softmax(zp.baseAddress!, C, into: pp.baseAddress!)
-                    } }
-                    local.append((s * K + v, p))
-                }
-            }
-            progress?("trained teacher model \(j + 1) of \(jobs.count)")
-            return local
         }
-        // Summed in job order: the same bytes whatever the number of workers.
-        var sums = [Double](repeating: 0, count: N * K * C)
-        var counts = [Int](repeating: 0, count: N * K)
+        progress?("trained teacher model \(j + 1) of \(jobs.count)")
+        return local
+    }
+
+    private func train(_ j: Int, fold: Int, member: Int) throws -> Network {
+        let trainSet = folds > 1 ? features.train.filter { foldOf[$0] != fold } : features.train
+        let config = StudentConfig(architecture: options.architecture, loss: DistillationLoss(alpha: 0, temperature: 1),
+                                   optimizer: optimizer, batchSize: options.batchSize, epochs: options.epochs,
+                                   seed: options.seed &+ UInt64(member) &* 1000 &+ UInt64(fold))
+        let subset = features.with(train: trainSet, valid: [])
+        var trained: Network?
+        let result = try GroupTrainer(data: subset).train([config]) { _, net in trained = net }[0]
+        guard let net = trained else {
+            throw TeacherError(code: .teacherDiverged, message: "the built-in teacher (model \(j + 1) of \(jobs.count)) \(result.status ?? "diverged"): "
+                                + "lower its learning rate (it was \(options.learningRate))")
+        }
+        return net
+    }
+
+    /// The ensemble's log-probabilities `[sample][view]`: log of the mean of the models'
+    /// probabilities (floored at 1e-30), summed in job order so that the bytes do not depend on
+    /// the number of workers.
+    func ensembleLogProbs(_ outputs: [[(Int, [Float])]]) -> [[[Float]]] {
+        let C = classes, K = views
+        var sums = [Double](repeating: 0, count: samples * K * C)
+        var counts = [Int](repeating: 0, count: samples * K)
         for job in outputs {
             for (s, p) in job {
                 for c in 0..<C { sums[s * C + c] += Double(p[c]) }
@@ -203,19 +249,15 @@ public final class BuiltinTeacher {
             }
         }
         var logProbs: [[[Float]]] = []
-        logProbs.reserveCapacity(N)
-        for s in 0..<N {
+        logProbs.reserveCapacity(samples)
+        for s in 0..<samples {
             logProbs.append((0..<K).map { v in
                 let row = s * K + v
                 let k = Double(max(1, counts[row]))
                 return (0..<C).map { c in Float(Foundation.log(max(sums[row * C + c] / k, 1e-30))) }
             })
         }
-        func accuracy(_ samples: [Int]) -> Double? {
-            guard !samples.isEmpty else { return nil }
-            return Double(samples.filter { argmax(logProbs[$0][0]) == data.labels[$0] }.count) / Double(samples.count)
-        }
-        return (logProbs, TeacherReport(validAccuracy: accuracy(data.valid), testAccuracy: accuracy(data.test), models: jobs.count))
+        return logProbs
     }
 }
 

@@ -549,17 +549,8 @@ struct Walker {
             ctx.order = .integer
             ctx.integerKeySize = 8
         } else {
-            if record.flags & ~Layout.knownDatabaseFlags != 0 {
-                report.fail("\(label): unknown database flags 0x\(String(record.flags, radix: 16))"); return
-            }
-            if record.flags & (Layout.dupSort | Layout.dupFixed | Layout.integerDup | Layout.reverseDup) != 0 {
-                report.fail("\(label): uses MDB_DUPSORT, which kdcache never writes and this check does not cover"); return
-            }
-            if isMain, record.flags & Layout.integerKey != 0 {
-                report.fail("\(label): has MDB_INTEGERKEY, which kdcache never sets"); return
-            }
-            ctx.order = record.flags & Layout.reverseKey != 0 ? .reversedBytes
-                : record.flags & Layout.integerKey != 0 ? .integer : .bytes
+            guard let order = keyOrder(of: record, label: label, isMain: isMain) else { return }
+            ctx.order = order
         }
         if record.root == Layout.invalidPage {
             if record.depth != 0 || record.entries != 0 || record.branch != 0 || record.leaf != 0 || record.overflow != 0 {
@@ -576,6 +567,27 @@ struct Walker {
         let before = report.problemCount
         visit(page: Int(record.root), level: 1, lower: nil, upper: nil, ctx: &ctx, source: &source)
         guard report.problemCount == before else { return }    // counts are meaningless after damage
+        compareCounts(of: &ctx, with: record, label: label)
+    }
+
+    /// The key order a named or main database's flags declare; nil (with a problem) for flags
+    /// kdcache never writes.
+    mutating func keyOrder(of record: DBRecord, label: String, isMain: Bool) -> KeyOrder? {
+        if record.flags & ~Layout.knownDatabaseFlags != 0 {
+            report.fail("\(label): unknown database flags 0x\(String(record.flags, radix: 16))"); return nil
+        }
+        if record.flags & (Layout.dupSort | Layout.dupFixed | Layout.integerDup | Layout.reverseDup) != 0 {
+            report.fail("\(label): uses MDB_DUPSORT, which kdcache never writes and this check does not cover"); return nil
+        }
+        if isMain, record.flags & Layout.integerKey != 0 {
+            report.fail("\(label): has MDB_INTEGERKEY, which kdcache never sets"); return nil
+        }
+        return record.flags & Layout.reverseKey != 0 ? .reversedBytes
+            : record.flags & Layout.integerKey != 0 ? .integer : .bytes
+    }
+
+    /// Compares what the walk counted with what the database record claims.
+    mutating func compareCounts(of ctx: inout TreeContext, with record: DBRecord, label: String) {
         let s = ctx.summary
         if s.depth != record.depth { report.fail("\(label): its leaves are at depth \(s.depth), the record says \(record.depth)") }
         if UInt64(s.branchPages) != record.branch {
@@ -611,29 +623,9 @@ struct Walker {
         let kind: StaticString = level == ctx.depth ? "leaf" : "branch"
         let at = Location(page: page, database: ctx.name, kind: kind)
         guard claim(page, ctx.name) else { return }
-        let buf = buffer(level: level)
-        let n = source.read(offset: page * pageSize, count: pageSize, into: buf.baseAddress!)
-        guard n == pageSize else { report.fail("\(at): past the end of the file"); return }
-        let p = UnsafeRawBufferPointer(buf)
-        report.pagesChecked += 1
-        let pgno = le64(p, 0), flags = le16(p, 10), lowerOffset = le16(p, 12), upperOffset = le16(p, 14)
-        guard pgno == UInt64(page) else { report.fail("\(at): its header says page \(pgno)"); return }
-        let isLeaf = flags & Layout.pLeaf != 0, isBranch = flags & Layout.pBranch != 0
-        let foreign = flags & ~(Layout.pBranch | Layout.pLeaf | Layout.pDirty | Layout.pLoose | Layout.pKeep)
-        guard isLeaf != isBranch, foreign == 0 else {
-            report.fail("\(at): flags 0x\(String(flags, radix: 16)) are not those of a branch or leaf page"); return
-        }
-        if isLeaf != (level == ctx.depth) {
-            report.fail("page \(page) (\(ctx.name)): a \(isLeaf ? "leaf" : "branch") page at level \(level) of a tree of depth \(ctx.depth)")
-            return
-        }
-        guard lowerOffset >= Layout.pageHeader, lowerOffset <= upperOffset, upperOffset <= pageSize,
-              (lowerOffset - Layout.pageHeader) % 2 == 0 else {
-            report.fail("\(at): free-space bounds lower \(lowerOffset), upper \(upperOffset) are outside 16 ≤ lower ≤ upper ≤ \(pageSize)")
-            return
-        }
-        let count = (lowerOffset - Layout.pageHeader) / 2
-        if isLeaf {
+        guard let header = readTreePage(page, level: level, at: at, ctx: ctx, source: &source) else { return }
+        let p = header.bytes, count = header.count
+        if header.isLeaf {
             if count == 0 { report.fail("\(at): an empty leaf page (LMDB frees those)"); return }
             ctx.summary.leafPages += 1
             ctx.summary.depth = max(ctx.summary.depth, level)
@@ -645,32 +637,84 @@ struct Walker {
         if count < (ctx.isFree ? 1 : 2) { report.fail("\(at): \(count) keys on a branch page"); return }
         ctx.summary.branchPages += 1
         map?.append(PageInfo(page: page, kind: .branch, database: ctx.summary.name, pages: 1))
-        // Validate all nodes before descending, so a bad page is reported as a whole.
+        guard let children = branchChildren(header, lower: lower, upper: upper, at: at, ctx: &ctx) else { return }
+        descend(into: children, level: level, lower: lower, upper: upper, ctx: &ctx, source: &source)
+    }
+
+    /// A branch or leaf page whose header passed the checks: its bytes (in the level's buffer),
+    /// its kind, its node count and the start of its node area.
+    struct TreePageHeader {
+        var bytes: UnsafeRawBufferPointer
+        var isLeaf: Bool
+        var count: Int
+        var upperOffset: Int
+    }
+
+    /// Reads `page` into the buffer of `level` and checks its header: page number, flags, kind
+    /// against the level, free-space bounds. Nil (with a problem) when one is wrong.
+    mutating func readTreePage(_ page: Int, level: Int, at: Location, ctx: TreeContext,
+                               source: inout some PageSource) -> TreePageHeader? {
+        let buf = buffer(level: level)
+        let n = source.read(offset: page * pageSize, count: pageSize, into: buf.baseAddress!)
+        guard n == pageSize else { report.fail("\(at): past the end of the file"); return nil }
+        let p = UnsafeRawBufferPointer(buf)
+        report.pagesChecked += 1
+        let pgno = le64(p, 0), flags = le16(p, 10), lowerOffset = le16(p, 12), upperOffset = le16(p, 14)
+        guard pgno == UInt64(page) else { report.fail("\(at): its header says page \(pgno)"); return nil }
+        let isLeaf = flags & Layout.pLeaf != 0, isBranch = flags & Layout.pBranch != 0
+        let foreign = flags & ~(Layout.pBranch | Layout.pLeaf | Layout.pDirty | Layout.pLoose | Layout.pKeep)
+        guard isLeaf != isBranch, foreign == 0 else {
+            report.fail("\(at): flags 0x\(String(flags, radix: 16)) are not those of a branch or leaf page"); return nil
+        }
+        if isLeaf != (level == ctx.depth) {
+            report.fail("page \(page) (\(ctx.name)): a \(isLeaf ? "leaf" : "branch") page at level \(level) of a tree of depth \(ctx.depth)")
+            return nil
+        }
+        guard lowerOffset >= Layout.pageHeader, lowerOffset <= upperOffset, upperOffset <= pageSize,
+              (lowerOffset - Layout.pageHeader) % 2 == 0 else {
+            report.fail("\(at): free-space bounds lower \(lowerOffset), upper \(upperOffset) are outside 16 ≤ lower ≤ upper ≤ \(pageSize)")
+            return nil
+        }
+        return TreePageHeader(bytes: p, isLeaf: isLeaf, count: (lowerOffset - Layout.pageHeader) / 2, upperOffset: upperOffset)
+    }
+
+    /// The child pointers and separator keys of a branch page, all validated before any descent
+    /// so that a bad page is reported as a whole. Nil (with a problem) at the first bad node.
+    mutating func branchChildren(_ header: TreePageHeader, lower: KeyBytes?, upper: KeyBytes?, at: Location,
+                                 ctx: inout TreeContext) -> [(child: Int, key: KeyBytes?)]? {
+        let p = header.bytes, upperOffset = header.upperOffset
         var children: [(child: Int, key: KeyBytes?)] = []
-        children.reserveCapacity(count)
+        children.reserveCapacity(header.count)
         var previous: KeyBytes? = nil
-        for i in 0..<count {
+        for i in 0..<header.count {
             let offset = le16(p, Layout.pageHeader + 2 * i)
             guard offset % 2 == 0, offset >= upperOffset, offset <= pageSize - Layout.nodeHeader else {
-                report.fail("\(at): node \(i) at offset \(offset) is outside \(upperOffset)…\(pageSize - Layout.nodeHeader)"); return
+                report.fail("\(at): node \(i) at offset \(offset) is outside \(upperOffset)…\(pageSize - Layout.nodeHeader)"); return nil
             }
             let ksize = le16(p, offset + 6)
             guard offset + Layout.nodeHeader + ksize <= pageSize else {
-                report.fail("\(at): node \(i) (key of \(ksize) bytes) runs past the page end"); return
+                report.fail("\(at): node \(i) (key of \(ksize) bytes) runs past the page end"); return nil
             }
             let child = UInt64(le16(p, offset)) | UInt64(le16(p, offset + 2)) << 16 | UInt64(le16(p, offset + 4)) << 32
             guard child >= 2, child <= UInt64(lastPage) else {
-                report.fail("\(at): node \(i) points to page \(child), outside 2…\(lastPage)"); return
+                report.fail("\(at): node \(i) points to page \(child), outside 2…\(lastPage)"); return nil
             }
             var key: KeyBytes? = nil
             if i > 0 {   // the first key of a branch page is never read
                 let k = KeyBytes(rebasing: p[(offset + Layout.nodeHeader)..<(offset + Layout.nodeHeader + ksize)])
-                guard checkKey(k, index: i, previous: previous, lower: lower, upper: upper, at: at, ctx: &ctx) else { return }
+                guard checkKey(k, index: i, previous: previous, lower: lower, upper: upper, at: at, ctx: &ctx) else { return nil }
                 previous = k
                 key = k
             }
             children.append((Int(child), key))
         }
+        return children
+    }
+
+    /// Visits the children of a branch page at `level`, each within its separator keys; stops at
+    /// the first child with a problem. In the upper-levels scope the leaves are counted, not read.
+    mutating func descend(into children: [(child: Int, key: KeyBytes?)], level: Int, lower: KeyBytes?, upper: KeyBytes?,
+                          ctx: inout TreeContext, source: inout some PageSource) {
         for (i, entry) in children.enumerated() {
             let childLower = i == 0 ? lower : entry.key
             let childUpper = i + 1 < children.count ? children[i + 1].key : upper
