@@ -53,15 +53,16 @@ let package = Package(
         .target(name: "KDFuzz", dependencies: ["KDStore", "KDTrain", "KDTeachers", "LMDB", "CZlib"],
                 swiftSettings: [.define("KDFUZZ_PAGE_VALIDATOR")]),
         .executableTarget(name: "kdcache-fuzz", dependencies: ["KDFuzz"], path: "tools/fuzz/driver"),
-        .testTarget(name: "LMDBTests", dependencies: ["LMDB"]),
-        .testTarget(name: "KDStoreTests", dependencies: ["KDStore"]),
-        // Fixtures and helpers shared by the test targets (no tests of its own).
+        // Fixtures and helpers shared by the test targets, one file per job (directories, stores,
+        // bytes, threads, the CLI binary); no tests of its own. The test targets mirror the targets.
         .target(name: "KDTestSupport", dependencies: ["KDStore", "KDTrain"], path: "Tests/Support"),
+        .testTarget(name: "LMDBTests", dependencies: ["LMDB", "KDTestSupport", "KDTrain"]),
+        .testTarget(name: "KDStoreTests", dependencies: ["KDStore", "KDTestSupport", "KDTrain"]),
         .testTarget(name: "KDTrainTests", dependencies: ["KDTrain", "KDTestSupport"]),
         .testTarget(name: "KDTeachersTests", dependencies: ["KDTeachers", "KDTestSupport"]),
-        .testTarget(name: "KDReportTests", dependencies: ["KDReport", "KDTestSupport"]),
+        .testTarget(name: "KDReportTests", dependencies: ["KDReport", "KDTrain", "KDTestSupport"]),
         .testTarget(name: "KDJobsTests", dependencies: ["KDJobs", "KDReport", "KDTestSupport"]),
-        .testTarget(name: "CLITests", dependencies: ["KDStore"]),
+        .testTarget(name: "CLITests", dependencies: ["KDStore", "KDTrain", "KDTestSupport"]),
         .testTarget(name: "KDFuzzTests", dependencies: ["KDFuzz"]),
     ],
     swiftLanguageModes: [.v6]

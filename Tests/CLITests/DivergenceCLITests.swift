@@ -1,16 +1,17 @@
 import Foundation
 import Testing
+import KDTestSupport
 
 /// Issue 9 through the built binary: diverging configurations get a status and are never ranked;
 /// a full disk or an unwritable directory is one plain sentence, never a Foundation dump.
 @Suite struct DivergenceCLITests {
     /// A small text dataset and a one-epoch linear teacher, in a fresh directory.
     func stores() throws -> String {
-        let dir = temporaryDirectory()
+        let dir = try temporaryDirectory()
         var csv = "id,label,text\n"
         let topics = [["apple", "pie", "sugar", "bake"], ["kernel", "panic", "code", "bug"], ["court", "judge", "law", "order"]]
         for i in 0..<90 { csv += "r\(i),\(["food", "computers", "law"][i % 3]),\((0..<5).map { topics[($0 + i) % 6 == 0 ? (i + 1) % 3 : i % 3][($0 * 3 + i) % 4] }.joined(separator: " "))\n" }
-        writeFile(dir + "/d.csv", Array(csv.utf8))
+        try writeFile(dir + "/d.csv", Array(csv.utf8))
         let prep = try kdcache(["prep", dir + "/d.csv", "--out", dir + "/d.lmdb", "--text-column", "text", "--label-column", "label",
                                 "--id-column", "id", "--hash-bits", "12", "--test-fraction", "0.2", "--valid-fraction", "0.2"])
         precondition(prep.status == 0, prep.output)

@@ -1,6 +1,7 @@
 import Foundation
 import KDStore
 import Testing
+import KDTestSupport
 
 /// Bad input: each case names the file, line and column and says what to do, and leaves no store
 /// (nor any temporary file) behind. With --skip-invalid the same rows are skipped and counted.
@@ -59,8 +60,8 @@ import Testing
     ]
 
     @Test(arguments: cases) func badInputStopsWithALocatedMessage(_ c: Case) throws {
-        let dir = temporaryDirectory()
-        let input = writeFile(dir + "/" + c.file, c.content)
+        let dir = try temporaryDirectory()
+        let input = try writeFile(dir + "/" + c.file, c.content)
         let result = try kdcache(["prep", input, "--out", dir + "/out.lmdb"] + c.flags)
         #expect(result.status == 1, "\(result.output)")
         #expect(result.stderr.contains(dir + "/" + c.message), "got: \(result.stderr)")
@@ -68,8 +69,8 @@ import Testing
     }
 
     @Test(arguments: cases.filter { $0.skippedReason != nil }) func skipInvalidSkipsAndCounts(_ c: Case) throws {
-        let dir = temporaryDirectory()
-        let input = writeFile(dir + "/" + c.file, c.content)
+        let dir = try temporaryDirectory()
+        let input = try writeFile(dir + "/" + c.file, c.content)
         let result = try kdcache(["prep", input, "--out", dir + "/out.lmdb", "--skip-invalid"] + c.flags)
         #expect(result.status == 0, "\(result.output)")
         #expect(result.stdout.contains("skipped 1 invalid rows: \(c.skippedReason!)"), "got: \(result.stdout)")
@@ -86,10 +87,10 @@ import Testing
 /// `verify` and `info` on damaged or foreign files: a clear message and a non-zero exit, never a crash.
 @Suite struct DamagedStoreTests {
     func preppedStore() throws -> (dir: String, path: String) {
-        let dir = temporaryDirectory()
+        let dir = try temporaryDirectory()
         var csv = "id,label,text\n"
         for i in 0..<40 { csv += "s\(i),\(i % 2),some words here \(i) and the number \(i * 7919)\n" }
-        writeFile(dir + "/d.csv", Array(csv.utf8))
+        try writeFile(dir + "/d.csv", Array(csv.utf8))
         let r = try kdcache(["prep", dir + "/d.csv", "--out", dir + "/d.lmdb", "--text-column", "text", "--label-column", "label", "--id-column", "id"])
         precondition(r.status == 0, r.output)
         return (dir, dir + "/d.lmdb")
@@ -122,8 +123,8 @@ import Testing
     }
 
     @Test func aNonLMDBFileGivesAClearError() throws {
-        let dir = temporaryDirectory()
-        let path = writeFile(dir + "/notes.lmdb", Array(String(repeating: "not a database\n", count: 1000).utf8))
+        let dir = try temporaryDirectory()
+        let path = try writeFile(dir + "/notes.lmdb", Array(String(repeating: "not a database\n", count: 1000).utf8))
         let r = try kdcache(["verify", path])
         #expect(r.status == 1)
         #expect(r.stderr.contains("\(path): not an LMDB file. Pass a store written by kdcache"), "\(r.stderr)")

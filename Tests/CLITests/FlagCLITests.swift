@@ -1,20 +1,12 @@
 import Foundation
 import Testing
+import KDTestSupport
 
 /// A dataset store (120 samples, 3 classes; valid and test fractions as given) and a linear
 /// teacher's cache, in a new temporary directory: `d.lmdb`, `t.lmdb`.
 func storesForFlagTests(valid: Double = 0.2, test: Double = 0.2, name: String = "d") throws -> String {
-    let dir = temporaryDirectory()
-    var csv = "id,label,text\n"
-    let topics = [["apple", "pie", "sugar", "bake", "oven"], ["kernel", "panic", "code", "bug", "compile"], ["court", "judge", "law", "order", "appeal"]]
-    for i in 0..<120 {
-        let t = i % 3
-        csv += "r\(i),\(["food", "computers", "law"][t]),\((0..<6).map { topics[($0 + i) % 7 == 0 ? (t + 1) % 3 : t][($0 * 7 + i) % 5] }.joined(separator: " "))\n"
-    }
-    writeFile(dir + "/\(name).csv", Array(csv.utf8))
-    let p = try kdcache(["prep", dir + "/\(name).csv", "--out", dir + "/d.lmdb", "--text-column", "text", "--label-column", "label", "--id-column", "id",
-                         "--hash-bits", "12", "--test-fraction", "\(test)", "--valid-fraction", "\(valid)", "--quiet"])
-    precondition(p.status == 0, p.output)
+    let dir = try temporaryDirectory()
+    try prepTopics(in: dir, name: name, valid: valid, test: test)
     let t = try kdcache(["teach", "--data", dir + "/d.lmdb", "--out", dir + "/t.lmdb", "--teacher", "linear", "--epochs", "2", "--ensemble", "1", "--quiet"])
     precondition(t.status == 0, t.output)
     return dir
@@ -119,7 +111,7 @@ func storesForFlagTests(valid: Double = 0.2, test: Double = 0.2, name: String = 
     }
 
     @Test(arguments: cases) func anOutOfRangeValueNamesTheRange(_ c: Case) throws {
-        let r = try kdcache(c.arguments, in: temporaryDirectory())
+        let r = try kdcache(c.arguments, in: try temporaryDirectory())
         #expect(r.status == 64, "\(r.output)")
         #expect(r.stderr.contains("Error: \(c.message)\n"), "got: \(r.stderr)")
         #expect(r.stderr.contains(Self.usage(of: c)), "the usage of the command that was run: \(r.stderr)")
@@ -128,11 +120,11 @@ func storesForFlagTests(valid: Double = 0.2, test: Double = 0.2, name: String = 
 
     /// A sweep file's values are checked like the flags, and named by the file and key.
     @Test func aSweepFileValueNamesTheFileAndKey() throws {
-        let dir = temporaryDirectory()
+        let dir = try temporaryDirectory()
         for (content, message) in [("alpha: [0, 2]\n", "grid.yaml: 'alpha' must be in [0, 1], got 2"),
                                    ("epochs: 0\n", "grid.yaml: 'epochs' must be ≥ 1, got 0"),
                                    ("temperature: \"2,,4\"\n", "grid.yaml: 'temperature': item 2 of '2,,4' is empty; remove the extra comma")] {
-            writeFile(dir + "/grid.yaml", Array(content.utf8))
+            try writeFile(dir + "/grid.yaml", Array(content.utf8))
             let r = try kdcache(Self.sweep + ["--config", dir + "/grid.yaml"], in: dir)
             #expect(r.status == 64, "\(r.output)")
             #expect(r.stderr.contains("\(dir)/\(message)"), "got: \(r.stderr)")

@@ -1,6 +1,8 @@
 import Foundation
 import KDStore
 import Testing
+import KDTestSupport
+import KDTrain
 
 /// `kill -9` at any instant — including the instants the temporary and the `--out` file appear —
 /// then the same command again: the cache ends with the same records, byte for byte, as a run that
@@ -9,32 +11,19 @@ import Testing
 @Suite struct InterruptedWriteCLITests {
     /// A text dataset (`rows` samples, ids `r0…`) and a JSONL file of logits for it.
     static func prepared(rows: Int = 300) throws -> String {
-        let dir = temporaryDirectory()
+        let dir = try temporaryDirectory()
         var csv = "id,label,text\n", jsonl = ""
         let words = ["apple pie sugar", "kernel panic code", "court judge order"]
         for i in 0..<rows {
             csv += "r\(i),\(["food", "computers", "law"][i % 3]),\(words[i % 3]) n\(i % 23) m\(i % 7)\n"
             jsonl += "{\"id\": \"r\(i)\", \"logits\": [\(Float(i % 5) * 0.37), \(Float(i % 3) * -0.5), \(Float(i % 11) * 0.11)]}\n"
         }
-        writeFile(dir + "/d.csv", Array(csv.utf8))
-        writeFile(dir + "/l.jsonl", Array(jsonl.utf8))
+        try writeFile(dir + "/d.csv", Array(csv.utf8))
+        try writeFile(dir + "/l.jsonl", Array(jsonl.utf8))
         let r = try kdcache(["prep", dir + "/d.csv", "--out", dir + "/d.lmdb", "--text-column", "text", "--label-column", "label",
                              "--id-column", "id", "--hash-bits", "10", "--quiet"])
         precondition(r.status == 0, r.output)
         return dir
-    }
-
-    /// A small seeded generator (SplitMix64), so the kill instants are the same on every run.
-    struct SplitMix {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        mutating func uniform() -> Double { Double(next() >> 11) / Double(1 << 53) }
     }
 
     /// When to kill: as soon as `OUT.tmp-PID` exists, as soon as `OUT` exists, or after a delay.
@@ -126,9 +115,9 @@ import Testing
 
     /// Creation instants first (temporary, then the file), then seeded delays spread over a run.
     static func killPoints(creation: Int, delays: Int, seed: UInt64, duration: Double) -> [KillPoint] {
-        var rng = SplitMix(state: seed)
+        var rng = SplitMix64(seed: seed)
         return (0..<creation).map { $0 % 2 == 0 ? .temporaryAppears : .outAppears }
-            + (0..<delays).map { _ in .after(rng.uniform() * duration) }
+            + (0..<delays).map { _ in .after(rng.unitDouble() * duration) }
     }
 
     static func duration(of arguments: [String]) throws -> Double {
@@ -169,7 +158,7 @@ import Testing
         let previous = try DatasetStore(path: out).manifest.fingerprint
         var csv = "id,label,text\n"
         for i in 0..<4000 { csv += "q\(i),\(["x", "y"][i % 2]),word\(i % 97) other\(i % 13) more\(i)\n" }
-        writeFile(dir + "/e.csv", Array(csv.utf8))
+        try writeFile(dir + "/e.csv", Array(csv.utf8))
         let prep = { (out: String) in
             ["prep", dir + "/e.csv", "--out", out, "--text-column", "text", "--label-column", "label", "--id-column", "id", "--force", "--quiet"]
         }
@@ -180,13 +169,13 @@ import Testing
         unlink(dir + "/timing.lmdb-lock")
         let restore = ["prep", dir + "/d.csv", "--out", out, "--text-column", "text", "--label-column", "label",
                        "--id-column", "id", "--hash-bits", "10", "--force", "--quiet"]
-        var rng = SplitMix(state: 4)
+        var rng = SplitMix64(seed: 4)
         var landed = 0, sawPrevious = 0
         for i in 0..<8 {
             // Put the previous store back, then kill the --force run over it.
             let r = try kdcache(restore)
             #expect(r.status == 0, "\(r.output)")
-            var point: KillPoint = i == 0 ? .temporaryAppears : .after(rng.uniform() * time)
+            var point: KillPoint = i == 0 ? .temporaryAppears : .after(rng.unitDouble() * time)
             for _ in 0..<4 {
                 if try Self.runAndKill(command, out: out, at: point) { landed += 1; break }
                 guard case .after(let d) = point else { break }
@@ -245,7 +234,7 @@ import Testing
             }
         }
         // A file that is not a cache is refused with a hint naming it, and nothing is left beside it.
-        let notes = writeFile(dir + "/notes.txt", Array("my notes\n".utf8))
+        let notes = try writeFile(dir + "/notes.txt", Array("my notes\n".utf8))
         let r = try kdcache(["import", dir + "/l.jsonl", "--data", dir + "/d.lmdb", "--out", notes])
         #expect(r.status == 1)
         #expect(r.stderr.contains("\(notes): exists and is not a kdcache cache (not an LMDB file). kdcache does not overwrite files it did not write: choose another --out, or remove \(notes)"), "\(r.stderr)")
@@ -259,7 +248,7 @@ import Testing
         try FileManager.default.createDirectory(atPath: tiny, withIntermediateDirectories: false)
         var csv = "id,label,text\n"
         for i in 0..<3000 { csv += "q\(i),\(["x", "y"][i % 2]),word\(i % 97) other\(i % 13) more\(i)\n" }
-        writeFile(dir + "/big.csv", Array(csv.utf8))
+        try writeFile(dir + "/big.csv", Array(csv.utf8))
         let importA = "\(kdcacheBinary) import \(dir)/l.jsonl --data \(dir)/d.lmdb --out \(tiny)/c.lmdb --quiet"
         let prep = "\(kdcacheBinary) prep --text-column text --label-column label --id-column id --hash-bits 10 --quiet --force"
         // A second teacher into a cache on a file system filled up after the first: the plan check

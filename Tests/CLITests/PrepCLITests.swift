@@ -1,11 +1,12 @@
 import Foundation
 import KDStore
 import Testing
+import KDTestSupport
 
 /// End-to-end through the built binary: the happy paths on the bundled fixtures.
 @Suite struct PrepCLITests {
     @Test func fortunesPrepInfoVerify() throws {
-        let dir = temporaryDirectory()
+        let dir = try temporaryDirectory()
         let out = dir + "/fortunes.lmdb"
         let prep = try kdcache(["prep", repositoryRoot + "/fixtures/fortunes/fortunes.csv", "--out", out,
                                 "--text-column", "text", "--label-column", "label", "--id-column", "id"])
@@ -28,7 +29,7 @@ import Testing
     }
 
     @Test func digitsWithAGlobOfFeatureColumns() throws {
-        let dir = temporaryDirectory()
+        let dir = try temporaryDirectory()
         let result = try kdcache(["prep", repositoryRoot + "/fixtures/digits/digits.csv", "--out", dir + "/d.lmdb",
                                   "--feature-columns", "px*", "--label-column", "label", "--id-column", "id"])
         #expect(result.status == 0, "\(result.output)")
@@ -42,7 +43,7 @@ import Testing
     }
 
     @Test func gzippedJSONLGivesTheSameStoreAsCSV() throws {
-        let dir = temporaryDirectory()
+        let dir = try temporaryDirectory()
         var csv = "id,label,text\n", jsonl = ""
         for i in 0..<50 {
             let text = "sample \(i) says \(i % 2 == 0 ? "even" : "odd") things, \"quoted\""
@@ -50,8 +51,8 @@ import Testing
             let object: [String: Any] = ["id": "r\(i)", "label": i % 2 == 0 ? "even" : "odd", "text": text]
             jsonl += String(decoding: try JSONSerialization.data(withJSONObject: object), as: UTF8.self) + "\n"
         }
-        writeFile(dir + "/d.csv", Array(csv.utf8))
-        writeFile(dir + "/d.jsonl", Array(jsonl.utf8))
+        try writeFile(dir + "/d.csv", Array(csv.utf8))
+        try writeFile(dir + "/d.jsonl", Array(jsonl.utf8))
         let gzip = Process()
         gzip.executableURL = URL(fileURLWithPath: "/bin/gzip")
         gzip.arguments = ["-k", dir + "/d.jsonl"]
@@ -65,9 +66,9 @@ import Testing
     }
 
     @Test func splitColumnAndSeparateTestFile() throws {
-        let dir = temporaryDirectory()
-        writeFile(dir + "/train.tsv", Array("label\ttext\tsplit\na\tone two\ttrain\nb\tthree\tvalid\na\tfour\tdev\n".utf8))
-        writeFile(dir + "/test.tsv", Array("label\ttext\tsplit\nb\tfive\tignored\n".utf8))
+        let dir = try temporaryDirectory()
+        try writeFile(dir + "/train.tsv", Array("label\ttext\tsplit\na\tone two\ttrain\nb\tthree\tvalid\na\tfour\tdev\n".utf8))
+        try writeFile(dir + "/test.tsv", Array("label\ttext\tsplit\nb\tfive\tignored\n".utf8))
         let r = try kdcache(["prep", dir + "/train.tsv", "--test", dir + "/test.tsv", "--out", dir + "/s.lmdb",
                              "--text-column", "text", "--label-column", "label", "--split-column", "split"])
         #expect(r.status == 0, "\(r.output)")
@@ -75,8 +76,8 @@ import Testing
     }
 
     @Test func anExistingOutputIsNotReplacedWithoutForce() throws {
-        let dir = temporaryDirectory()
-        writeFile(dir + "/d.csv", Array("label,text\na,hi\n".utf8))
+        let dir = try temporaryDirectory()
+        try writeFile(dir + "/d.csv", Array("label,text\na,hi\n".utf8))
         let args = ["prep", dir + "/d.csv", "--out", dir + "/o.lmdb", "--text-column", "text", "--label-column", "label"]
         #expect(try kdcache(args).status == 0)
         let again = try kdcache(args)
@@ -91,32 +92,19 @@ import Testing
 @Suite struct InputReaderCLITests {
     static let flags = ["--text-column", "text", "--label-column", "label", "--id-column", "id"]
 
-    /// Runs `gzip -c` on `bytes`.
-    static func gzip(_ bytes: [UInt8]) throws -> [UInt8] {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/gzip")
-        process.arguments = ["-c", "-n"]
-        let input = Pipe(), output = Pipe()
-        process.standardInput = input; process.standardOutput = output
-        try process.run()
-        input.fileHandleForWriting.write(Data(bytes)); try input.fileHandleForWriting.close()
-        let out = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Array(out)
-    }
-
     static let csv: [UInt8] = {
         var text = "id,label,text\n"
         for i in 0..<6 { text += "r\(i),\(i % 2 == 0 ? "even" : "odd"),sample \(i) words \(i * 7)\n" }
         return Array(text.utf8)
     }()
-    static let compressed = try! gzip(csv)
+    /// `csv` gzipped.
+    static func compressed() throws -> [UInt8] { try gzip(csv) }
 
     func fingerprint(_ r: CommandResult) -> Substring? { r.stdout.split(separator: "\n").first { $0.hasPrefix("fingerprint:") } }
 
     func prep(_ name: String, _ bytes: [UInt8], flags: [String] = flags) throws -> (CommandResult, String) {
-        let dir = temporaryDirectory()
-        let path = writeFile(dir + "/" + name, bytes)
+        let dir = try temporaryDirectory()
+        let path = try writeFile(dir + "/" + name, bytes)
         return (try kdcache(["prep", path, "--out", dir + "/o.lmdb", "--quiet"] + flags), path)
     }
 
@@ -127,80 +115,25 @@ import Testing
         #expect(!r.stderr.contains("Fatal error") && !r.stderr.contains("Backtrace"), "\(what): \(r.stderr)")
     }
 
-    /// Every row of a file through the library's reader, or the error that stopped it.
-    static func readAll(_ path: String) -> Result<[[String?]], StoreError> {
-        do {
-            let reader = try TabularReader(path: path)
-            var rows: [[String?]] = []
-            while let row = try reader.next(columns: ["id", "label", "text"]) { rows.append(row.values) }
-            return .success(rows)
-        } catch let error as StoreError { return .failure(error) } catch { fatalError("\(error)") }
-    }
-
-    /// In process, so that every case of a larger file is cheap: each truncation of a gzip file
-    /// of several deflate blocks and two members, and each byte flipped, either reads every row
-    /// exactly or stops with a non-skippable error; never part of the rows.
-    @Test func everyTruncationAndFlipOfAGzipFileIsCaughtInTheReader() throws {
-        var text = "id,label,text\n"
-        var rng: UInt64 = 7
-        for i in 0..<120 {
-            rng = rng &* 6364136223846793005 &+ 1442695040888963407
-            text += "r\(i),l\(i % 5),\((0..<8).map { "w\((Int(rng >> 33) + $0 * 31) % 997)" }.joined(separator: " "))\n"
-        }
-        let bytes = Array(text.utf8)
-        let half = bytes.count / 2
-        let gz = try Self.gzip(Array(bytes[..<half])) + Self.gzip(Array(bytes[half...]))
-        let memberEnd = try Self.gzip(Array(bytes[..<half])).count
-        let dir = temporaryDirectory(), path = dir + "/d.csv.gz"
-        writeFile(path, gz)
-        guard case .success(let all) = Self.readAll(path) else { Issue.record("the whole file must read"); return }
-        #expect(all.count == 120)
-        var truncations = 0, flips = 0
-        for n in 0..<gz.count where n != memberEnd {   // cut exactly after member 1: a complete gzip file
-            writeFile(path, Array(gz.prefix(n)))
-            switch Self.readAll(path) {
-            case .success(let rows): Issue.record("truncated to \(n) of \(gz.count) bytes: \(rows.count) rows and no error")
-            case .failure(let e):
-                #expect(!e.skippable && e.description.contains("compressed stream ends early at byte \(n)"), "\(n): \(e)")
-                truncations += 1
-            }
-        }
-        for i in 0..<gz.count {
-            var damaged = gz
-            damaged[i] ^= 0x5A
-            writeFile(path, damaged)
-            switch Self.readAll(path) {
-            case .success(let rows):
-                // Only bytes that change nothing may pass: header fields gzip ignores (time,
-                // extra flags, OS) and the padding bits after a member's last deflate block.
-                #expect(rows.count == all.count && zip(rows, all).allSatisfy { $0 == $1 }, "byte \(i) flipped: \(rows.count) rows, no error")
-            case .failure(let e):
-                #expect(e.description.hasPrefix(path), "\(e)")
-                flips += 1
-            }
-        }
-        #expect(truncations == gz.count - 1 && flips >= gz.count - 16, "\(flips) of \(gz.count) flips caught")
-    }
-
-    static let lengths = Array(0..<compressed.count)
+    static func lengths() throws -> [Int] { Array(0..<(try compressed().count)) }
     /// The same through the binary, on a smaller file: exit 1, never a crash, never exit 0.
-    @Test(arguments: [0, 1, 2, 3].map { k in lengths.filter { $0 % 4 == k } })
+    @Test(arguments: try [0, 1, 2, 3].map { k in try lengths().filter { $0 % 4 == k } })
     func everyTruncationOfAGzipFileIsAnError(_ lengths: [Int]) throws {
         for n in lengths {
-            let (r, path) = try prep("d.csv.gz", Array(Self.compressed.prefix(n)))
-            expectCleanError(r, path, "truncated to \(n) of \(Self.compressed.count) bytes")
+            let (r, path) = try prep("d.csv.gz", Array(Self.compressed().prefix(n)))
+            expectCleanError(r, path, "truncated to \(n) of \(try Self.compressed().count) bytes")
             #expect(r.stderr.contains("compressed stream ends early at byte \(n) (truncated file?)"), "\(n): \(r.stderr)")
         }
-        let (skip, path) = try prep("d.csv.gz", Array(Self.compressed.prefix(Self.compressed.count - 9)), flags: Self.flags + ["--skip-invalid"])
+        let (skip, path) = try prep("d.csv.gz", Array(Self.compressed().prefix(Self.compressed().count - 9)), flags: Self.flags + ["--skip-invalid"])
         expectCleanError(skip, path, "--skip-invalid does not skip a truncated stream")
     }
 
-    @Test(arguments: [0, 1, 2, 3].map { k in lengths.filter { $0 % 4 == k } })
+    @Test(arguments: try [0, 1, 2, 3].map { k in try lengths().filter { $0 % 4 == k } })
     func aFlippedByteIsAnErrorOrChangesNothing(_ positions: [Int]) throws {
-        let (whole, _) = try prep("d.csv.gz", Self.compressed)
+        let (whole, _) = try prep("d.csv.gz", Self.compressed())
         let expected = try #require(fingerprint(whole))
         for i in positions {
-            var bytes = Self.compressed
+            var bytes = try Self.compressed()
             bytes[i] ^= 0xFF
             let (r, path) = try prep("d.csv.gz", bytes)
             if r.status == 0 {
@@ -215,23 +148,23 @@ import Testing
     @Test func concatenatedMembersReadLikeGzipDoesAndTrailingGarbageIsAnError() throws {
         let (plain, _) = try prep("d.csv", Self.csv)
         let cut = Self.csv.firstIndex(of: UInt8(ascii: "5"))!
-        let twoMembers = try Self.gzip(Array(Self.csv[..<cut])) + Self.gzip(Array(Self.csv[cut...]))
+        let twoMembers = try gzip(Array(Self.csv[..<cut])) + gzip(Array(Self.csv[cut...]))
         let (joined, _) = try prep("d.csv.gz", twoMembers)
         #expect(joined.status == 0 && fingerprint(joined) != nil && fingerprint(joined) == fingerprint(plain), "\(joined.output)")
         let (padded, _) = try prep("d.csv.gz", twoMembers + [0, 0, 0, 0])
         #expect(padded.status == 0 && fingerprint(padded) == fingerprint(plain), "trailing zeros are ignored, as gzip does: \(padded.output)")
-        let (garbage, path) = try prep("d.csv.gz", Self.compressed + Array("junk".utf8))
+        let (garbage, path) = try prep("d.csv.gz", Self.compressed() + Array("junk".utf8))
         expectCleanError(garbage, path, "trailing garbage")
-        #expect(garbage.stderr.contains("unexpected bytes after the end of the compressed data at byte \(Self.compressed.count)"), "\(garbage.stderr)")
+        #expect(try garbage.stderr.contains("unexpected bytes after the end of the compressed data at byte \(Self.compressed().count)"), "\(garbage.stderr)")
         let (notGzip, path2) = try prep("d.csv.gz", Self.csv)
         expectCleanError(notGzip, path2, "plain text named .gz")
         #expect(notGzip.stderr.contains("not gzip data: it starts with bytes 69 64, not 1f 8b"), "\(notGzip.stderr)")
-        let (sniffed, _) = try prep("d.data", Self.compressed, flags: Self.flags + ["--format", "csv"])
+        let (sniffed, _) = try prep("d.data", Self.compressed(), flags: Self.flags + ["--format", "csv"])
         #expect(sniffed.status == 0 && fingerprint(sniffed) == fingerprint(plain), "gzip data is recognised by its magic: \(sniffed.output)")
     }
 
     @Test func aCorruptDeflateStreamNamesTheOffset() throws {
-        var bytes = Self.compressed
+        var bytes = try Self.compressed()
         bytes[bytes.count - 6] ^= 0x01   // the CRC-32 in the trailer
         let (r, path) = try prep("d.csv.gz", bytes)
         expectCleanError(r, path, "bad CRC")
@@ -244,7 +177,7 @@ import Testing
         #expect(plain.status == 0)
         let (csv, _) = try prep("d.csv", bom + Self.csv)
         #expect(csv.status == 0 && fingerprint(csv) == fingerprint(plain), "\(csv.output)")
-        let (gz, _) = try prep("d.csv.gz", try Self.gzip(bom + Self.csv))
+        let (gz, _) = try prep("d.csv.gz", try gzip(bom + Self.csv))
         #expect(gz.status == 0 && fingerprint(gz) == fingerprint(plain), "\(gz.output)")
         let tsv = Array(String(decoding: Self.csv, as: UTF8.self).replacingOccurrences(of: ",", with: "\t").utf8)
         let (t, _) = try prep("d.tsv", bom + tsv)

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import KDTestSupport
 
 /// Through the built binary: a file that is not a store gets no lock file beside it, a damaged
 /// store is an error naming the page (never a crash), and a full file system never raises SIGBUS.
@@ -16,7 +17,7 @@ import Testing
     }
 
     @Test func infoAndVerifyOnACSVLeaveNoLockFile() throws {
-        let dir = temporaryDirectory()
+        let dir = try temporaryDirectory()
         let csv = dir + "/fortunes.csv"
         try FileManager.default.copyItem(atPath: Self.fortunes, toPath: csv)
         for command in ["info", "verify"] {
@@ -28,7 +29,7 @@ import Testing
     }
 
     @Test func aDamagedStoreIsAnErrorNamingThePageNotACrash() throws {
-        let dir = temporaryDirectory()
+        let dir = try temporaryDirectory()
         let store = try prepFortunes(in: dir)
         // Zero every page whose header says it is a leaf: at least one of them is in use.
         var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: store)))
@@ -38,7 +39,7 @@ import Testing
             zeroed += 1
         }
         #expect(zeroed > 0)
-        writeFile(store, bytes)
+        try writeFile(store, bytes)
         for arguments in [["info", store], ["verify", store], ["export", store, "--out", dir + "/x.jsonl"]] {
             let result = try kdcache(arguments)
             #expect(result.status == 1, "\(arguments[0]): \(result.output)")
@@ -53,7 +54,7 @@ import Testing
     /// Python test of plan sizes does), filled to the last block. The store on it has no lock
     /// file. Readers open without one; a writer says there is no space; nothing raises SIGBUS.
     @Test func aFullFileSystemGivesNoSpaceErrorsNeverSIGBUS() throws {
-        let dir = temporaryDirectory()
+        let dir = try temporaryDirectory()
         let store = try prepFortunes(in: dir)
         let size = try (FileManager.default.attributesOfItem(atPath: store)[.size] as? NSNumber)?.intValue ?? 0
         let tiny = dir + "/tiny"
@@ -89,18 +90,5 @@ import Testing
         #expect(result.stdout.contains("left=f.lmdb fill\n"), "no lock file, no partial output: \(result.stdout)")
     }
 
-    func run(_ arguments: [String]) throws -> CommandResult {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = arguments
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return CommandResult(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
-                             stderr: String(decoding: stderr, as: UTF8.self))
-    }
+    func run(_ arguments: [String]) throws -> CommandResult { try runProcess("/usr/bin/env", arguments) }
 }

@@ -1,15 +1,16 @@
 import Foundation
 import Testing
+import KDTestSupport
 
 /// `prep --test FILE`: the test split is exactly that file (issue 10 §2).
 @Suite struct SplitCLITests {
     /// 400 train rows and 100 test rows: test holds the 100 test-file rows and nothing else, valid is
     /// carved from the train file alone, and `info` names the source of each split.
     @Test func aTestFileIsTheWholeTestSplit() throws {
-        let dir = temporaryDirectory()
+        let dir = try temporaryDirectory()
         let row = { (i: Int) in "\(i % 3 == 0 ? "a" : "b"),word\(i) other\(i % 7)\n" }
-        writeFile(dir + "/train.csv", Array(("label,text\n" + (0..<400).map(row).joined()).utf8))
-        writeFile(dir + "/test.csv", Array(("label,text\n" + (400..<500).map(row).joined()).utf8))
+        try writeFile(dir + "/train.csv", Array(("label,text\n" + (0..<400).map(row).joined()).utf8))
+        try writeFile(dir + "/test.csv", Array(("label,text\n" + (400..<500).map(row).joined()).utf8))
         let r = try kdcache(["prep", dir + "/train.csv", "--test", dir + "/test.csv", "--out", dir + "/s.lmdb",
                              "--text-column", "text", "--label-column", "label", "--valid-fraction", "0.2", "--quiet"])
         #expect(r.status == 0, "\(r.output)")
@@ -24,9 +25,9 @@ import Testing
     }
 
     @Test func aTestFractionWithATestFileIsRefused() throws {
-        let dir = temporaryDirectory()
-        writeFile(dir + "/train.csv", Array("label,text\na,x\n".utf8))
-        writeFile(dir + "/test.csv", Array("label,text\na,y\n".utf8))
+        let dir = try temporaryDirectory()
+        try writeFile(dir + "/train.csv", Array("label,text\na,x\n".utf8))
+        try writeFile(dir + "/test.csv", Array("label,text\na,y\n".utf8))
         let r = try kdcache(["prep", dir + "/train.csv", "--test", dir + "/test.csv", "--out", dir + "/s.lmdb",
                              "--text-column", "text", "--label-column", "label", "--test-fraction", "0.1"])
         #expect(r.status != 0)

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import KDTestSupport
 
 /// The rule of `sweep --out DIR` (issue 10 §4): a directory holds one sweep. The same command
 /// resumes it; another grid, dataset or teacher is refused and leaves every file as it was;
@@ -60,7 +61,7 @@ import Testing
         #expect(complete.count == 4)
         // What a sweep killed after its first group leaves: sweep.json and part of results.jsonl.
         for name in ["best-student.json", "best-student.safetensors", "report.html", "results.csv"] { try FileManager.default.removeItem(atPath: out + "/" + name) }
-        writeFile(out + "/results.jsonl", Array((complete.prefix(2).joined(separator: "\n") + "\n").utf8))
+        try writeFile(out + "/results.jsonl", Array((complete.prefix(2).joined(separator: "\n") + "\n").utf8))
         let other = try sweep(dir, ["--alpha", "0.9"], out: out)
         #expect(other.status == 1 && other.stderr.contains("holds another sweep"), "an interrupted sweep is protected too: \(other.output)")
         let r = try sweep(dir, ["--alpha", "0,0.5"], out: out)
@@ -77,7 +78,7 @@ import Testing
     @Test func forceStartsOverAndEveryOutputCoversTheNewGrid() throws {
         let dir = try storesForFlagTests(), out = dir + "/runs"
         #expect(try sweep(dir, ["--alpha", "0,0.5"], out: out).status == 0)
-        writeFile(out + "/notes.txt", Array("mine\n".utf8))
+        try writeFile(out + "/notes.txt", Array("mine\n".utf8))
         let r = try sweep(dir, ["--alpha", "0.9", "--lr", "0.3"], out: out, ["--force"])
         #expect(r.status == 0, "\(r.output)")
         #expect(r.stderr.contains("note: --force: removed best-student.safetensors, best-student.json, report.html, results.csv, results.jsonl, sweep.json of the earlier sweep in \(out)"),
@@ -110,7 +111,7 @@ import Testing
         #expect(snapshot(out) == before)
         let same = try sweep(dir, ["--alpha", "0,0.5"], out: out)
         #expect(same.status == 0 && same.stderr.contains("4 of 4 runs are finished and kept"), "\(same.output)")
-        writeFile(dir + "/report-only/report.html", Array("<html>".utf8), creatingDirectory: true)
+        try writeFile(dir + "/report-only/report.html", Array("<html>".utf8), creatingDirectory: true)
         let unknown = try sweep(dir, ["--alpha", "0"], out: dir + "/report-only")
         #expect(unknown.status == 1 && unknown.stderr.contains("it holds report.html but no results.jsonl saying which runs it describes"), "\(unknown.output)")
     }
@@ -118,7 +119,7 @@ import Testing
     @Test func outNamingAFileOrAPathThroughAFileGetsAPlainMessage() throws {
         let dir = try storesForFlagTests()
         #expect(try sweep(dir, ["--alpha", "0"], out: dir + "/s").status == 0)
-        writeFile(dir + "/taken", Array("x".utf8))
+        try writeFile(dir + "/taken", Array("x".utf8))
         for (out, message) in [(dir + "/taken", "Error: --out \(dir)/taken is a file, not a directory. Name a directory for the sweep's files (it is created when missing)"),
                                (dir + "/taken/runs", "Error: cannot create directory \(dir)/taken/runs: a part of the path is not a directory")] {
             for command in [["sweep"], ["sweep", "collect", dir + "/s"]] {
@@ -139,7 +140,7 @@ import Testing
         let dir = try storesForFlagTests()
         var csv = "id,food,computers,law\n"
         for i in 0..<120 { csv += "r\(i),\(i % 3 == 0 ? 3 : 0),\(i % 3 == 1 ? 3 : 0),\(i % 3 == 2 ? 3 : 0)\n" }
-        writeFile(dir + "/logits.csv", Array(csv.utf8))
+        try writeFile(dir + "/logits.csv", Array(csv.utf8))
         try FileManager.default.createDirectory(atPath: dir + "/adir", withIntermediateDirectories: true)
         let commands: [(String, (String) -> [String])] = [
             ("prep", { ["prep", dir + "/d.csv", "--out", $0, "--text-column", "text", "--label-column", "label", "--quiet"] }),
@@ -184,14 +185,8 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: dir + "/b/best-student.json"), "no best student of the old sweep is left beside the collected results")
         // An unfinished sweep is not collected.
         let partial = try lines(dir + "/a/results.jsonl")
-        writeFile(dir + "/a/results.jsonl", Array((partial[0] + "\n").utf8))
+        try writeFile(dir + "/a/results.jsonl", Array((partial[0] + "\n").utf8))
         let unfinished = try kdcache(["sweep", "collect", dir + "/a", "--out", dir + "/c"])
         #expect(unfinished.status == 1 && unfinished.stderr.contains("\(dir)/a: 3 of the 4 runs of its sweep have no result yet"), "\(unfinished.output)")
     }
-}
-
-@discardableResult
-func writeFile(_ path: String, _ bytes: [UInt8], creatingDirectory: Bool) -> String {
-    if creatingDirectory { try! FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true) }
-    return writeFile(path, bytes)
 }

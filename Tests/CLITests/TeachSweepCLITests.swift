@@ -1,20 +1,12 @@
 import Foundation
 import Testing
+import KDTestSupport
 
 /// teach → sweep through the built binary on a small text dataset, with fast settings.
 @Suite struct TeachSweepCLITests {
     func preparedDataset() throws -> String {
-        let dir = temporaryDirectory()
-        var csv = "id,label,text\n"
-        let topics = [["apple", "pie", "sugar", "bake", "oven"], ["kernel", "panic", "code", "bug", "compile"], ["court", "judge", "law", "order", "appeal"]]
-        for i in 0..<120 {
-            let t = i % 3
-            csv += "r\(i),\(["food", "computers", "law"][t]),\((0..<6).map { topics[($0 + i) % 7 == 0 ? (t + 1) % 3 : t][($0 * 7 + i) % 5] }.joined(separator: " "))\n"
-        }
-        writeFile(dir + "/d.csv", Array(csv.utf8))
-        let r = try kdcache(["prep", dir + "/d.csv", "--out", dir + "/d.lmdb", "--text-column", "text", "--label-column", "label",
-                             "--id-column", "id", "--hash-bits", "12", "--test-fraction", "0.2", "--valid-fraction", "0.2"])
-        precondition(r.status == 0, r.output)
+        let dir = try temporaryDirectory()
+        try prepTopics(in: dir, quiet: false)
         return dir
     }
 
@@ -79,7 +71,7 @@ import Testing
     @Test func sweepFileShardsAndCollect() throws {
         let dir = try preparedDataset()
         #expect(try kdcache(["teach", "--data", dir + "/d.lmdb", "--out", dir + "/t.lmdb", "--teacher", "linear", "--epochs", "1", "--ensemble", "1", "--quiet"]).status == 0)
-        writeFile(dir + "/grid.yaml", Array("""
+        try writeFile(dir + "/grid.yaml", Array("""
         student: [linear, "fasttext:dim=4"]
         temperature: [2]
         alpha: [0, 0.5]
@@ -97,14 +89,14 @@ import Testing
         #expect(collected.stdout.contains("8 runs from 2 directories"))
         let table = { (s: String) in s.split(separator: "\n").filter { ($0.contains("linear") || $0.contains("fasttext")) && !$0.hasPrefix("best student") }.map { String($0) } }
         #expect(table(collected.stdout) == table(whole.stdout), "sharded and collected equals the whole sweep")
-        writeFile(dir + "/bad.yaml", Array("alpah: [0]\n".utf8))
+        try writeFile(dir + "/bad.yaml", Array("alpah: [0]\n".utf8))
         let bad = try kdcache(base.dropLast(3) + ["--config", dir + "/bad.yaml", "--out", dir + "/x"])
         #expect(bad.status == 64 && bad.stderr.contains("bad.yaml: unknown key 'alpah'"), "\(bad.stderr)")
     }
 
     @Test func sweepRefusesACacheOfAnotherDataset() throws {
-        let a = try preparedDataset(), b = temporaryDirectory()
-        writeFile(b + "/d.csv", Array("label,text\nx,one two\ny,three four\nx,five\n".utf8))
+        let a = try preparedDataset(), b = try temporaryDirectory()
+        try writeFile(b + "/d.csv", Array("label,text\nx,one two\ny,three four\nx,five\n".utf8))
         #expect(try kdcache(["prep", b + "/d.csv", "--out", b + "/d.lmdb", "--text-column", "text", "--label-column", "label", "--hash-bits", "12"]).status == 0)
         #expect(try kdcache(["teach", "--data", a + "/d.lmdb", "--out", a + "/t.lmdb", "--teacher", "linear", "--epochs", "1", "--ensemble", "1", "--quiet"]).status == 0)
         let r = try kdcache(["sweep", "--data", b + "/d.lmdb", "--logits", a + "/t.lmdb", "--out", b + "/runs", "--quiet"])

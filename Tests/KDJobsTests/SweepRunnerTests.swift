@@ -6,17 +6,10 @@ import KDTrain
 import Testing
 
 @Suite struct SweepRunnerTests {
-    func grid() -> SweepGrid {
-        var g = SweepGrid(students: [Architecture(kind: .linear), Architecture(kind: .fasttext, width: 4)],
-                          temperatures: [1, 4], alphas: [0, 0.7], learningRates: [0.1], seeds: [0, 1])
-        g.epochs = 3; g.batchSize = 8
-        return g
-    }
-
     @Test func resultsDoNotDependOnTheWorkerCount() throws {
         let (dataset, cache, dir) = try makeStores()
         let data = try TrainingData(dataset: dataset, teachers: [cache])
-        let configs = grid().configurations()
+        let configs = smallSweepGrid().configurations()
         let one = try SweepRunner(data: data, directory: dir + "/w1", workers: 1).run(configs)
         let two = try SweepRunner(data: data, directory: dir + "/w2", workers: 2).run(configs)
         #expect(one.count == configs.count)
@@ -31,7 +24,7 @@ import Testing
     @Test func anInterruptedSweepSkipsFinishedConfigurations() throws {
         let (dataset, cache, dir) = try makeStores()
         let data = try TrainingData(dataset: dataset, teachers: [cache])
-        let configs = grid().configurations()
+        let configs = smallSweepGrid().configurations()
         let runner = SweepRunner(data: data, directory: dir + "/s", workers: 2)
         let firstHalf = try runner.run(Array(configs.prefix(4)))
         // A crash mid-write leaves a partial last line: it must be ignored, not fatal.

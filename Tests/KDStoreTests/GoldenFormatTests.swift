@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import KDStore
+import KDTestSupport
 
 /// Format stability: the golden stores in fixtures/format-v1 and fixtures/format-v2, each written
 /// once, must read exactly as recorded in their expected.json by every later version.
@@ -28,7 +29,7 @@ import Testing
     /// Copies of the golden files of `version` (opening them would create lock files in the source tree).
     func copies(_ version: Int) throws -> (dir: String, expected: Expected) {
         let root = Self.repository.appendingPathComponent("fixtures/format-v\(version)").path
-        let dir = temporaryDirectory()
+        let dir = try temporaryDirectory()
         for name in try FileManager.default.contentsOfDirectory(atPath: root) where name.hasSuffix(".lmdb") {
             try FileManager.default.copyItem(atPath: root + "/" + name, toPath: dir + "/" + name)
         }

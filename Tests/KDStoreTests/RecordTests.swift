@@ -1,6 +1,8 @@
 import Foundation
 import Testing
 @testable import KDStore
+import KDTestSupport
+import KDTrain
 
 @Suite struct SampleRecordTests {
     static let cases: [SampleRecord] = [
@@ -101,7 +103,7 @@ import Testing
 
 @Suite struct Float16Tests {
     @Test func bitLevelConversionEqualsTheStandardLibrary() {
-        var rng = SplitMixForTests(seed: 5)
+        var rng = SplitMix64(seed: 5)
         var checked = 0
         for _ in 0..<2_000_000 {
             let v = Float(bitPattern: UInt32(truncatingIfNeeded: rng.next()))
@@ -115,18 +117,6 @@ import Testing
             for v in [x, (x + y) / 2, -x, -(x + y) / 2] { #expect(float16Bits(v) == Float16(v).bitPattern, "\(v)") }
         }
         #expect(checked > 1_900_000)
-    }
-}
-
-struct SplitMixForTests {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
 
@@ -245,7 +235,7 @@ struct SplitMixForTests {
     }
 
     @Test(arguments: [8, 12, 28, 100, 255, 256, 2008]) func theKeyIsChainedInFrontOfTheRecord(_ length: Int) {
-        var rng = SplitMixForTests(seed: UInt64(length))
+        var rng = SplitMix64(seed: UInt64(length))
         let record = (0..<length).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
         let key = SampleKey.softLabel(sample: 123_456, view: 7)
         let keyed = record.withUnsafeBytes { recordChecksum($0, skipping: 4, key: key) }

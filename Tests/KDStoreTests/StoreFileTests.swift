@@ -2,6 +2,7 @@ import Foundation
 import Testing
 @testable import KDStore
 @testable import LMDB
+import KDTestSupport
 
 /// `openStoreFile`: the page validator runs before liblmdb sees the file, and every refusal
 /// names the file, says what is wrong and leaves no lock file behind.
@@ -10,7 +11,7 @@ import Testing
 
     /// A prepared store with its lock file removed, as a copy from elsewhere would arrive.
     func storeCopy() throws -> String {
-        let dir = temporaryDirectory()
+        let dir = try temporaryDirectory()
         let path = try makeTextStore(rows: 400, in: dir).path
         try? FileManager.default.removeItem(atPath: path + "-lock")
         return path
@@ -53,7 +54,7 @@ import Testing
     }
 
     @Test func anLMDBFileThatIsNotAStoreLeavesNoLockFile() throws {
-        let path = temporaryDirectory() + "/other.lmdb"
+        let path = try temporaryDirectory() + "/other.lmdb"
         do {
             let env = try Environment(path: path)
             let db = try env.openDatabase(named: "something", create: true)
@@ -66,7 +67,7 @@ import Testing
     }
 
     @Test func aPartialStoreRemovesTheLockFileItsOpenCreated() throws {
-        let path = temporaryDirectory() + "/partial.lmdb"
+        let path = try temporaryDirectory() + "/partial.lmdb"
         do {
             let env = try Environment(path: path)
             _ = try env.openDatabase(named: "meta", create: true)
@@ -78,7 +79,7 @@ import Testing
     }
 
     @Test func aFileThatIsNotLMDBIsNamedAsSuch() throws {
-        let path = writeFile("fortunes.csv", "id,label,text\n1,a,hello\n")
+        let path = try writeFile("fortunes.csv", "id,label,text\n1,a,hello\n")
         let error = #expect(throws: StoreError.self) { try openStoreFile(path) }
         #expect(error?.message == "not an LMDB file")
         #expect(!exists(path + "-lock"))

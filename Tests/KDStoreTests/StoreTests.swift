@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import KDStore
+import KDTestSupport
 
 @Suite struct DatasetStoreTests {
     @Test func prepKeepsIdsTextsLabelsAndFeatures() throws {
@@ -34,8 +35,8 @@ import Testing
     @Test func denseStatisticsComeFromTheTrainSplit() throws {
         var csv = "label,x,y,split\n"
         for (i, (x, y)) in [(1.0, 10.0), (3.0, 10.0), (100.0, -5.0)].enumerated() { csv += "c\(i % 2),\(x),\(y),\(i < 2 ? "train" : "test")\n" }
-        let dir = temporaryDirectory()
-        var options = PrepOptions(input: writeFile("d.csv", csv, in: dir), labelColumn: "label")
+        let dir = try temporaryDirectory()
+        var options = PrepOptions(input: try writeFile("d.csv", csv, in: dir), labelColumn: "label")
         options.featureColumns = ["x", "y"]; options.splitColumn = "split"
         let summary = try DatasetPreparer(options: options).run(output: dir + "/d.lmdb")
         #expect(summary.manifest.featurizer.mean == [2, 10])
@@ -46,8 +47,8 @@ import Testing
     }
 
     @Test func aFailedPrepLeavesNothingBehind() throws {
-        let dir = temporaryDirectory()
-        var options = PrepOptions(input: writeFile("bad.csv", "label,text\na,hello\n,empty\n", in: dir), labelColumn: "label")
+        let dir = try temporaryDirectory()
+        var options = PrepOptions(input: try writeFile("bad.csv", "label,text\na,hello\n,empty\n", in: dir), labelColumn: "label")
         options.textColumn = "text"
         let error = #expect(throws: StoreError.self) { try DatasetPreparer(options: options).run(output: dir + "/out.lmdb") }
         #expect(error?.code == .badInputRow && error?.line == 3, "\(String(describing: error))")
@@ -55,10 +56,10 @@ import Testing
     }
 
     @Test func batchesSmallerThanTheInputGiveTheSameStore() throws {
-        let dir = temporaryDirectory()
+        let dir = try temporaryDirectory()
         var csv = "id,label,text\n"
         for i in 0..<100 { csv += "r\(i),\(i % 4),word\(i % 7) other\(i % 5)\n" }
-        var options = PrepOptions(input: writeFile("d.csv", csv, in: dir), labelColumn: "label")
+        var options = PrepOptions(input: try writeFile("d.csv", csv, in: dir), labelColumn: "label")
         options.textColumn = "text"; options.idColumn = "id"
         let whole = try DatasetPreparer(options: options).run(output: dir + "/a.lmdb").manifest
         options.batchSize = 7
@@ -75,7 +76,7 @@ import Testing
     }
 
     @Test func writeResumeAndReadBack() throws {
-        let dir = temporaryDirectory()
+        let dir = try temporaryDirectory()
         let data = try makeTextStore(rows: 30, in: dir)
         let path = dir + "/cache.lmdb"
         let layout = SoftLabelLayout(writeTemperature: 2, dtype: .float32, topK: 0, views: 2)
@@ -104,7 +105,7 @@ import Testing
     }
 
     @Test func anotherLayoutUnderTheSameNameIsRefused() throws {
-        let dir = temporaryDirectory()
+        let dir = try temporaryDirectory()
         let data = try makeTextStore(rows: 6, in: dir)
         let path = dir + "/cache.lmdb"
         _ = try SoftLabelWriter(path: path, dataset: data.manifest, teacher: teacher, layout: SoftLabelLayout(writeTemperature: 2))
@@ -119,7 +120,7 @@ import Testing
     }
 
     @Test func aCacheOfAnotherDatasetIsRefusedWithTheReason() throws {
-        let dir = temporaryDirectory()
+        let dir = try temporaryDirectory()
         let data = try makeTextStore(rows: 6, in: dir)
         let path = dir + "/cache.lmdb"
         _ = try SoftLabelWriter(path: path, dataset: data.manifest, teacher: teacher, layout: SoftLabelLayout())
@@ -129,7 +130,7 @@ import Testing
     }
 
     @Test func badValuesAreRejectedBeforeAnythingIsWritten() throws {
-        let dir = temporaryDirectory()
+        let dir = try temporaryDirectory()
         let data = try makeTextStore(rows: 6, in: dir)
         let writer = try SoftLabelWriter(path: dir + "/c.lmdb", dataset: data.manifest, teacher: teacher, layout: SoftLabelLayout())
         #expect(throws: StoreError.self) { try writer.write([.init(sample: 0, view: 0, logProbs: [0, 0])], completing: 0..<1) }
@@ -139,7 +140,7 @@ import Testing
     }
 
     @Test func verifyNamesAFlippedRecordAndMissingSamples() throws {
-        let dir = temporaryDirectory()
+        let dir = try temporaryDirectory()
         let data = try makeTextStore(rows: 12, in: dir)
         let path = dir + "/cache.lmdb"
         do {
@@ -155,7 +156,7 @@ import Testing
     }
 
     @Test func verifyNamesAFlippedDatasetRecord() throws {
-        let dir = temporaryDirectory()
+        let dir = try temporaryDirectory()
         let data = try makeTextStore(rows: 12, in: dir)
         let record = try data.withSample(5) { Array($0.bytes) }
         try flipByte(in: data.path, of: record, at: record.count - 2)
@@ -190,7 +191,7 @@ import Testing
 
     @Test(arguments: [LogProbDType.float16, .float32], [0, 3])
     func flatRowsGiveTheSameBytesAsEntries(dtype: LogProbDType, topK: Int) throws {
-        let dir = temporaryDirectory()
+        let dir = try temporaryDirectory()
         let samples = 3000, views = 2   // 6000 records: several chunks, encoded in the background
         let layout = SoftLabelLayout(writeTemperature: 2, dtype: dtype, topK: topK, views: views)
         let flat = (0..<samples).flatMap { s in (0..<views).flatMap { row(s, $0) } }
@@ -211,7 +212,7 @@ import Testing
     }
 
     @Test func aNaNInALateChunkWritesNothing() throws {
-        let dir = temporaryDirectory()
+        let dir = try temporaryDirectory()
         let samples = 4000
         var flat = (0..<samples).flatMap { row($0, 0) }
         flat[3210 * classes + 4] = .nan

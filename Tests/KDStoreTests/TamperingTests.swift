@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import KDStore
+import KDTestSupport
 
 /// The stores every tampering case starts from, written afresh per case: a 30-sample text dataset
 /// (3 classes, 2^12 buckets), a cache over it with a dense float16 teacher `dense` (T_w 2) and a
@@ -17,7 +18,7 @@ struct TamperFixture {
                                                         ("topk", SoftLabelLayout(writeTemperature: 1, dtype: .float32, topK: 2))]
 
     init() throws {
-        dir = temporaryDirectory()
+        dir = try temporaryDirectory()
         let store = try makeTextStore(rows: 30, in: dir)
         data = store.path
         cache = dir + "/cache.lmdb"

@@ -2,6 +2,7 @@ import Foundation
 import LMDB
 import Testing
 @testable import KDStore
+import KDTestSupport
 
 /// A view copied out of a table stays valid after the table and its store are released: each
 /// view keeps the table's snapshot (so the environment and its map) alive, and the environment

@@ -2,6 +2,7 @@ import Foundation
 import LMDB
 import Testing
 @testable import KDStore
+import KDTestSupport
 
 /// Resume, merge and info count the records, not the manifest's claim; a new cache appears only
 /// with its manifest; what is at `--out` is adopted only when it holds nothing.
@@ -18,7 +19,7 @@ import Testing
 
     /// A complete cache of `rows` samples × `views` views at DIR/cache.lmdb.
     func completeCache(rows: Int = 30, views: Int = 1) throws -> (DatasetStore, String, SoftLabelLayout) {
-        let dir = temporaryDirectory()
+        let dir = try temporaryDirectory()
         let data = try makeTextStore(rows: rows, in: dir)
         let path = dir + "/cache.lmdb"
         let layout = SoftLabelLayout(writeTemperature: 1, dtype: .float32, views: views)
@@ -171,7 +172,7 @@ import Testing
     // MARK: - What is at --out
 
     @Test func aNewCacheLeavesNoTemporaryAndNoLockOfIt() throws {
-        let dir = temporaryDirectory()
+        let dir = try temporaryDirectory()
         let data = try makeTextStore(rows: 6, in: dir)
         _ = try SoftLabelWriter(path: dir + "/c.lmdb", dataset: data.manifest, teacher: teacher, layout: SoftLabelLayout())
         let names = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasPrefix("c.lmdb") }.sorted()
@@ -180,7 +181,7 @@ import Testing
     }
 
     @Test func emptyLeftoversAreAdopted() throws {
-        let dir = temporaryDirectory()
+        let dir = try temporaryDirectory()
         let data = try makeTextStore(rows: 6, in: dir)
         // A zero-byte file, and an LMDB file with an empty `meta` and teacher database and no manifest
         // (what a run killed between creating the file and its first commit leaves).
@@ -216,7 +217,7 @@ import Testing
     ]
 
     @Test(arguments: refusals) func whatIsNotACacheIsRefusedInPlainWords(_ c: RefusalCase) throws {
-        let dir = temporaryDirectory()
+        let dir = try temporaryDirectory()
         let data = try makeTextStore(rows: 6, in: dir)
         var path = dir + "/out.lmdb"
         switch c.name {
@@ -243,7 +244,7 @@ import Testing
     }
 
     @Test func staleTemporariesOfDeadProcessesAreRemoved() throws {
-        let dir = temporaryDirectory()
+        let dir = try temporaryDirectory()
         let data = try makeTextStore(rows: 6, in: dir)
         let dead = try deadPid()
         let out = dir + "/c.lmdb"

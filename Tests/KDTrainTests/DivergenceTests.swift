@@ -7,17 +7,11 @@ import KDTestSupport
 /// Issue 9: a configuration whose numbers stop being finite stops with a status, never a trap,
 /// and leaves the other configurations of its group exactly as they are without it.
 @Suite struct DivergenceTests {
-    func config(_ kind: Architecture.Kind, lr: Float, alpha: Float = 0.7, optimizer: OptimizerConfig.Kind = .adam, epochs: Int = 3) -> StudentConfig {
-        var opt = OptimizerConfig(); opt.learningRate = lr; opt.kind = optimizer
-        let arch = kind == .linear ? Architecture(kind: .linear) : Architecture(kind: kind, width: 8)
-        return StudentConfig(architecture: arch, loss: DistillationLoss(alpha: alpha, temperature: 2), optimizer: opt, batchSize: 8, epochs: epochs)
-    }
-
     @Test func aDivergingConfigurationLeavesTheOthersOfItsGroupUnchanged() throws {
         let (dataset, cache, _) = try makeStores()
         let data = try TrainingData(dataset: dataset, teachers: [cache])
-        let good = [config(.mlp, lr: 0.05), config(.mlp, lr: 0.05, alpha: 0), config(.mlp, lr: 0.2)]
-        let bad = config(.mlp, lr: 1e30)
+        let good = [studentConfig(.mlp, lr: 0.05), studentConfig(.mlp, lr: 0.05, alpha: 0), studentConfig(.mlp, lr: 0.2)]
+        let bad = studentConfig(.mlp, lr: 1e30)
         let alone = try GroupTrainer(data: data).train(good)
         var offered: [Int] = []
         let mixed = try GroupTrainer(data: data).train([good[0], bad, good[1], good[2]]) { i, _ in offered.append(i) }
@@ -44,7 +38,7 @@ import KDTestSupport
         let (dataset, cache, _) = try makeStores()
         let data = try TrainingData(dataset: dataset, teachers: [cache])
         for alpha: Float in [0, 0.9] {
-            let r = try GroupTrainer(data: data).train([config(kind, lr: lr, alpha: alpha, optimizer: optimizer)])[0]
+            let r = try GroupTrainer(data: data).train([studentConfig(kind, lr: lr, alpha: alpha, optimizer: optimizer)])[0]
             #expect(r.diverged && r.test == nil, "\(kind) lr \(lr) \(optimizer) α \(alpha): \(r.status ?? "nil") \(r.trainLoss)")
             #expect(r.status == r.divergence?.description && r.status?.hasPrefix("diverged at epoch ") == true)
             #expect(r.trainLoss.count == r.epochsRun - 1 && r.trainLoss.allSatisfy(\.isFinite))

@@ -3,8 +3,6 @@ import KDTestSupport
 import Testing
 @testable import KDTrain
 
-let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
-
 /// Cases computed by tools/reference/kd_reference.py (numpy, float64), independently of the Swift code.
 struct ReferenceCases: Decodable {
     struct LossCase: Decodable {
@@ -17,8 +15,9 @@ struct ReferenceCases: Decodable {
     var loss: [LossCase]
     var optimizer: [OptimizerCase]
 
-    static let shared: ReferenceCases = try! JSONDecoder().decode(
-        ReferenceCases.self, from: Data(contentsOf: URL(fileURLWithPath: repositoryRoot + "/fixtures/reference/kd_cases.json")))
+    static func shared() throws -> ReferenceCases {
+        try JSONDecoder().decode(ReferenceCases.self, from: Data(contentsOf: URL(fileURLWithPath: repositoryRoot + "/fixtures/reference/kd_cases.json")))
+    }
 }
 
 /// Evaluates the loss as the trainer does: teacher distribution re-tempered from log p_{T_w}.
@@ -41,8 +40,8 @@ func evaluate(_ loss: DistillationLoss, logits: [Float], label: Int, teacherLogP
 }
 
 @Suite struct LossTests {
-    @Test(arguments: ReferenceCases.shared.loss.indices) func matchesTheNumpyReference(_ i: Int) {
-        let c = ReferenceCases.shared.loss[i]
+    @Test(arguments: try ReferenceCases.shared().loss.indices) func matchesTheNumpyReference(_ i: Int) throws {
+        let c = try ReferenceCases.shared().loss[i]
         let loss = DistillationLoss(kind: DistillationLoss.Kind(rawValue: c.kind)!, alpha: c.alpha, temperature: c.temperature)
         let (value, grad) = evaluate(loss, logits: c.logits, label: c.label, teacherLogProbsAtTw: c.teacher_log_probs, writeTemperature: c.write_temperature)
         #expect(abs(Double(value) - c.loss) < 1e-4 * max(1, abs(c.loss)), "loss \(value) vs \(c.loss)")
@@ -120,8 +119,8 @@ func KDStoreLogSoftmax(_ x: [Float], _ T: Float) -> [Float] {
 }
 
 @Suite struct OptimizerTests {
-    @Test(arguments: ReferenceCases.shared.optimizer.indices) func stepsMatchTheNumpyReference(_ i: Int) {
-        let c = ReferenceCases.shared.optimizer[i]
+    @Test(arguments: try ReferenceCases.shared().optimizer.indices) func stepsMatchTheNumpyReference(_ i: Int) throws {
+        let c = try ReferenceCases.shared().optimizer[i]
         var rng = SplitMix64(seed: 1)
         // A linear "network" whose output-bias vector holds the parameters under test.
         let net = Network(architecture: Architecture(kind: .linear), inputDim: 1, classes: c.start.count, sparseInput: true, rng: &rng)

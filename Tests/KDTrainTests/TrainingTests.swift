@@ -5,15 +5,8 @@ import Testing
 @testable import KDTrain
 
 @Suite struct SweepTests {
-    func grid() -> SweepGrid {
-        var g = SweepGrid(students: [Architecture(kind: .linear), Architecture(kind: .fasttext, width: 4)],
-                          temperatures: [1, 4], alphas: [0, 0.7], learningRates: [0.1], seeds: [0, 1])
-        g.epochs = 3; g.batchSize = 8
-        return g
-    }
-
     @Test func gridSkipsTemperaturesForAlphaZero() {
-        let configs = grid().configurations()
+        let configs = smallSweepGrid().configurations()
         #expect(configs.count == 2 * (1 + 2) * 2)
         #expect(Set(configs.map(\.key)).count == configs.count)
     }

@@ -1,20 +1,14 @@
 import Foundation
 import Testing
 @_spi(Unsafe) @testable import LMDB
-
-/// A fresh path in a fresh temporary directory.
-func temporaryPath(_ name: String = "test.lmdb") -> String {
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lmdbtests-\(UUID().uuidString)")
-    try! FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-    return dir.appendingPathComponent(name).path
-}
+import KDTestSupport
 
 /// An 8-byte big-endian key: memcmp order equals numeric order.
 func key(_ i: UInt64) -> [UInt8] { withUnsafeBytes(of: i.bigEndian) { Array($0) } }
 
 @Suite struct EnvironmentTests {
     @Test func putGetDeleteRoundTrip() throws {
-        let env = try Environment(path: temporaryPath())
+        let env = try Environment(path: try temporaryPath())
         let db = try env.openDatabase(named: "things", create: true)
         try env.write { txn throws in
             try txn.put(Array("one".utf8), forKey: key(1), in: db)
@@ -34,7 +28,7 @@ func key(_ i: UInt64) -> [UInt8] { withUnsafeBytes(of: i.bigEndian) { Array($0) 
 
     @Test func aThrowAbortsTheWriteTransaction() throws {
         struct Boom: Error {}
-        let env = try Environment(path: temporaryPath())
+        let env = try Environment(path: try temporaryPath())
         let db = try env.openDatabase(named: "d", create: true)
         #expect(throws: Boom.self) {
             try env.write { txn throws in
@@ -46,7 +40,7 @@ func key(_ i: UInt64) -> [UInt8] { withUnsafeBytes(of: i.bigEndian) { Array($0) 
     }
 
     @Test func cursorVisitsBigEndianKeysInNumericOrderAndSeeks() throws {
-        let env = try Environment(path: temporaryPath())
+        let env = try Environment(path: try temporaryPath())
         let db = try env.openDatabase(named: "d", create: true)
         let ids: [UInt64] = [300, 2, 70_000, 1, 256]
         try env.write { txn throws in for i in ids { try txn.put([UInt8(i & 0xff)], forKey: key(i), in: db) } }
@@ -72,7 +66,7 @@ func key(_ i: UInt64) -> [UInt8] { withUnsafeBytes(of: i.bigEndian) { Array($0) 
     }
 
     @Test func appendRejectsAKeyOutOfOrder() throws {
-        let env = try Environment(path: temporaryPath())
+        let env = try Environment(path: try temporaryPath())
         let db = try env.openDatabase(named: "d", create: true)
         #expect(throws: LMDBError.keyExists) {
             try env.write { txn throws in
@@ -89,7 +83,7 @@ func key(_ i: UInt64) -> [UInt8] { withUnsafeBytes(of: i.bigEndian) { Array($0) 
     }
 
     @Test func writesGrowTheMapSeveralTimes() throws {
-        let path = temporaryPath()
+        let path = try temporaryPath()
         let env = try Environment(path: path, mapSize: 1 << 20)
         let db = try env.openDatabase(named: "d", create: true)
         let initial = env.mapSize
@@ -108,7 +102,7 @@ func key(_ i: UInt64) -> [UInt8] { withUnsafeBytes(of: i.bigEndian) { Array($0) 
     }
 
     @Test func reserveWritesInPlace() throws {
-        let env = try Environment(path: temporaryPath())
+        let env = try Environment(path: try temporaryPath())
         let db = try env.openDatabase(named: "d", create: true)
         try env.write { txn throws in
             try key(9).withUnsafeBytes { k in
@@ -119,7 +113,7 @@ func key(_ i: UInt64) -> [UInt8] { withUnsafeBytes(of: i.bigEndian) { Array($0) 
     }
 
     @Test func compactCopyIsSmallerAndHoldsTheSameEntries() throws {
-        let path = temporaryPath()
+        let path = try temporaryPath()
         let env = try Environment(path: path)
         let db = try env.openDatabase(named: "d", create: true)
         let value = [UInt8](repeating: 1, count: 500)
@@ -140,7 +134,7 @@ func key(_ i: UInt64) -> [UInt8] { withUnsafeBytes(of: i.bigEndian) { Array($0) 
     }
 
     @Test func readOnlyWithoutLockFileReads() throws {
-        let path = temporaryPath()
+        let path = try temporaryPath()
         do {
             let env = try Environment(path: path)
             let db = try env.openDatabase(named: "d", create: true)
@@ -160,13 +154,13 @@ func key(_ i: UInt64) -> [UInt8] { withUnsafeBytes(of: i.bigEndian) { Array($0) 
     }
 
     @Test func garbageFileIsInvalid() throws {
-        let path = temporaryPath()
+        let path = try temporaryPath()
         try Data(repeating: 0xAB, count: 16384).write(to: URL(fileURLWithPath: path))
         #expect(throws: LMDBError.invalid) { try Environment(path: path, options: .readOnly) }
     }
 
     @Test func truncatedFileIsRefusedNotACrash() throws {
-        let path = temporaryPath()
+        let path = try temporaryPath()
         do {
             let env = try Environment(path: path)
             let db = try env.openDatabase(named: "d", create: true)
@@ -181,12 +175,12 @@ func key(_ i: UInt64) -> [UInt8] { withUnsafeBytes(of: i.bigEndian) { Array($0) 
     }
 
     @Test func missingDatabaseIsNotFound() throws {
-        let env = try Environment(path: temporaryPath())
+        let env = try Environment(path: try temporaryPath())
         #expect(throws: LMDBError.notFound) { try env.openDatabase(named: "absent") }
     }
 
     @Test func putInAReadTransactionThrows() throws {
-        let env = try Environment(path: temporaryPath())
+        let env = try Environment(path: try temporaryPath())
         let db = try env.openDatabase(named: "d", create: true)
         #expect(throws: LMDBError.self) { try env.read { txn throws in try txn.put([1], forKey: key(1), in: db) } }
     }

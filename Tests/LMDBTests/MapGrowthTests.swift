@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import LMDB
+import KDTestSupport
 
 /// LMDB's rule for `mdb_env_set_mapsize`: no live transaction of any kind in the process. Map
 /// growth refuses while a ``ReadSnapshot`` is open and waits for scoped reads.
@@ -15,7 +16,7 @@ import Testing
     }
 
     @Test func growthIsRefusedWhileASnapshotIsOpenAndWorksAfterItCloses() throws {
-        let path = temporaryPath()
+        let path = try temporaryPath()
         let env = try Environment(path: path, mapSize: 1 << 20)
         let db = try env.openDatabase(named: "d", create: true)
         try env.write { txn throws in try txn.put([1, 2, 3], forKey: key(0), in: db) }
@@ -43,7 +44,7 @@ import Testing
     }
 
     @Test func growthWaitsForAScopedReadOnAnotherThread() throws {
-        let env = try Environment(path: temporaryPath(), mapSize: 1 << 20)
+        let env = try Environment(path: try temporaryPath(), mapSize: 1 << 20)
         let db = try env.openDatabase(named: "d", create: true)
         try env.write { txn throws in try txn.put([5], forKey: key(0), in: db) }
         let started = DispatchSemaphore(value: 0), finished = DispatchSemaphore(value: 0)

@@ -1,6 +1,8 @@
 import Foundation
 import Testing
 @_spi(Unsafe) @testable import LMDB
+import KDTestSupport
+import KDTrain
 
 /// A file built to exercise the validator: four named databases with inline values, overflow
 /// values (> 2022 bytes on 4 KiB pages), string and integer-order keys, a few thousand entries,
@@ -9,8 +11,8 @@ enum ValidatorFixture {
     static let names = ["small", "big", "mixed", "strings"]
 
     static let path: String = {
-        let path = temporaryPath("fixture.lmdb")
         do {
+            let path = try temporaryPath("fixture.lmdb")
             let env = try Environment(path: path, mapSize: 64 << 20)
             let dbs = try env.write { txn throws in try names.map { try txn.openDatabase(named: $0, create: true) } }
             for batch in 0..<4 {
@@ -34,10 +36,10 @@ enum ValidatorFixture {
             try env.write { txn throws in
                 for i in 0..<300 { try txn.put(value(i + 1, count: (i * 11) % 900), forKey: key(UInt64(i)), in: dbs[2]) }
             }
+            return path
         } catch {
             fatalError("cannot build the validator fixture: \(error)")
         }
-        return path
     }()
 
     static let bytes: [UInt8] = Array(FileManager.default.contents(atPath: path) ?? Data())
@@ -58,10 +60,6 @@ enum ValidatorFixture {
 
 /// Little-endian access to a copy of the file.
 extension Array where Element == UInt8 {
-    func u16(_ o: Int) -> Int { Int(self[o]) | Int(self[o + 1]) << 8 }
-    func u64(_ o: Int) -> UInt64 { (0..<8).reduce(0) { $0 | UInt64(self[o + $1]) << (8 * UInt64($1)) } }
-    mutating func setU16(_ o: Int, _ v: Int) { self[o] = UInt8(v & 0xff); self[o + 1] = UInt8((v >> 8) & 0xff) }
-    mutating func setU64(_ o: Int, _ v: UInt64) { for b in 0..<8 { self[o + b] = UInt8(truncatingIfNeeded: v >> (8 * UInt64(b))) } }
     /// Byte offset in the file of node `i` of `page`.
     func node(_ i: Int, of page: Int) -> Int { page * 4096 + u16(page * 4096 + 16 + 2 * i) }
     mutating func zero(page: Int) { for o in (page * 4096)..<((page + 1) * 4096) { self[o] = 0 } }
@@ -287,7 +285,7 @@ extension Array where Element == UInt8 {
         #expect(report.isValid, "\(report)")
         #expect(report.notes.contains { $0.contains("meta page \(unused) (unused") && $0.contains("root page") }, "\(report.notes)")
         // liblmdb agrees: it opens and reads the file.
-        let path = temporaryPath()
+        let path = try temporaryPath()
         try Data(bytes).write(to: URL(fileURLWithPath: path))
         let env = try Environment(path: path, options: [.readOnly, .noLock])
         let db = try env.openDatabase(named: "small")
@@ -324,7 +322,7 @@ extension Array where Element == UInt8 {
         var headerPages = Set(reached.map(\.page))
         headerPages.insert(ValidatorFixture.report.metaPage)
         var tally = (tried: 0, rejected: 0, accepted: 0, scanned: 0, lmdbErrors: 0, missedHeaderDamage: 0)
-        let dir = temporaryPath("campaign")
+        let dir = try temporaryPath("campaign")
         for round in 0..<360 {
             var bytes = clean
             var target: Int
@@ -402,7 +400,7 @@ extension Array where Element == UInt8 {
     }
 
     @Test func aLiveWriterNeverMakesTheFileLookDamaged() throws {
-        let path = temporaryPath()
+        let path = try temporaryPath()
         let env = try Environment(path: path)
         let db = try env.openDatabase(named: "w", create: true)
         try env.write { txn throws in for i in 0..<3000 { try txn.put([UInt8](repeating: 1, count: 100), forKey: key(UInt64(i)), in: db) } }
@@ -439,30 +437,3 @@ extension Array where Element == UInt8 {
     }
 }
 
-/// Byte equality by memcmp (Array's == is element by element in debug builds).
-func sameBytes(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-    a.count == b.count && a.withUnsafeBytes { x in b.withUnsafeBytes { y in memcmp(x.baseAddress!, y.baseAddress!, a.count) == 0 } }
-}
-
-/// A stop flag and a finished signal for the writer thread.
-final class Flag: @unchecked Sendable {
-    private let condition = NSCondition()
-    private var stopped = false, done = false
-    var isSet: Bool { condition.lock(); defer { condition.unlock() }; return stopped }
-    func set() { condition.lock(); stopped = true; condition.unlock() }
-    func finished() { condition.lock(); done = true; condition.broadcast(); condition.unlock() }
-    func waitUntilFinished() { condition.lock(); while !done { condition.wait() }; condition.unlock() }
-}
-
-/// A small seeded generator (SplitMix64), so the campaign is the same on every run.
-struct SplitMix64 {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

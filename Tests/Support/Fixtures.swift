@@ -2,13 +2,6 @@ import Foundation
 import KDStore
 import KDTrain
 
-/// A fresh directory under the system's temporary directory, named `PREFIX-UUID`.
-public func temporaryDirectory(_ prefix: String = "kdtrain") throws -> String {
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString)").path
-    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    return dir
-}
-
 /// A small separable text dataset (three topics, 90 rows; 20 % valid and 20 % test unless told)
 /// and a teacher cache whose soft labels put 0.8 on the true class.
 public func makeStores(rows: Int = 90, validFraction: Double = 0.2, testFraction: Double = 0.2) throws -> (dataset: DatasetStore, cache: SoftLabelStore, dir: String) {
@@ -40,14 +33,6 @@ public func makeStores(rows: Int = 90, validFraction: Double = 0.2, testFraction
 }
 
 
-/// Values recorded from several threads, in arrival order.
-public final class Counter: @unchecked Sendable {
-    private let lock = NSLock()
-    private var values: [Int] = []
-    public init() {}
-    public func record(_ v: Int) { lock.lock(); values.append(v); lock.unlock() }
-    public var first: Int? { lock.lock(); defer { lock.unlock() }; return values.first }
-}
 
 /// A teacher process (python3) speaking the protocol of tools/teachers/TEACHERS.md that answers
 /// the same logits, 0 for every class, for every sample; returns the command that starts it.
@@ -67,4 +52,48 @@ public func writeUniformTeacher(in dir: String) throws -> String {
     """
     try script.write(toFile: dir + "/uniform_teacher.py", atomically: true, encoding: .utf8)
     return "python3 \(dir)/uniform_teacher.py"
+}
+
+/// A small text dataset store with `rows` samples over three classes, prepared in `dir` (a fresh
+/// temporary directory when nil) from `data.csv` into `data.lmdb`.
+public func makeTextStore(rows: Int = 30, in dir: String? = nil) throws -> DatasetStore {
+    let dir = try dir ?? temporaryDirectory()
+    var csv = "id,label,text\n"
+    let words = ["apple pie", "kernel panic", "court order"]
+    for i in 0..<rows { csv += "s\(i),\(["food", "computers", "law"][i % 3]),\"\(words[i % 3]) number \(i)\"\n" }
+    let input = try writeFile("data.csv", csv, in: dir)
+    var options = PrepOptions(input: input, labelColumn: "label")
+    options.textColumn = "text"; options.idColumn = "id"; options.hashBits = 12
+    let out = dir + "/data.lmdb"
+    _ = try DatasetPreparer(options: options).run(output: out)
+    return try DatasetStore(path: out)
+}
+
+/// A small dense dataset store (`columns` columns, `rows` samples over two classes) in `dir` (a
+/// fresh temporary directory when nil); returns its path.
+public func makeDenseStore(rows: Int = 20, columns: Int = 4, in dir: String? = nil) throws -> String {
+    let dir = try dir ?? temporaryDirectory()
+    var csv = "label," + (0..<columns).map { "x\($0)" }.joined(separator: ",") + "\n"
+    for i in 0..<rows { csv += "c\(i % 2)," + (0..<columns).map { "\(Double(i * (1 + $0) % 7) / 2)" }.joined(separator: ",") + "\n" }
+    var options = PrepOptions(input: try writeFile("dense.csv", csv, in: dir), labelColumn: "label")
+    options.featureColumns = ["x*"]
+    let out = dir + "/dense.lmdb"
+    _ = try DatasetPreparer(options: options).run(output: out)
+    return out
+}
+
+/// A student of `kind` (width 8 unless linear) with a KD loss at T = 2, batches of 8.
+public func studentConfig(_ kind: Architecture.Kind, lr: Float, alpha: Float = 0.7, optimizer: OptimizerConfig.Kind = .adam, epochs: Int = 3) -> StudentConfig {
+    var opt = OptimizerConfig(); opt.learningRate = lr; opt.kind = optimizer
+    let arch = kind == .linear ? Architecture(kind: .linear) : Architecture(kind: kind, width: 8)
+    return StudentConfig(architecture: arch, loss: DistillationLoss(alpha: alpha, temperature: 2), optimizer: opt, batchSize: 8, epochs: epochs)
+}
+
+/// A 2 × (1 + 2) × 2 grid: linear and fasttext(4) students, T ∈ {1, 4}, α ∈ {0, 0.7}, lr 0.1,
+/// seeds 0 and 1, 3 epochs of batches of 8.
+public func smallSweepGrid() -> SweepGrid {
+    var g = SweepGrid(students: [Architecture(kind: .linear), Architecture(kind: .fasttext, width: 4)],
+                      temperatures: [1, 4], alphas: [0, 0.7], learningRates: [0.1], seeds: [0, 1])
+    g.epochs = 3; g.batchSize = 8
+    return g
 }

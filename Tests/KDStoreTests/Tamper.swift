@@ -3,53 +3,6 @@ import Foundation
 import Testing
 @testable import KDStore
 
-/// A fresh temporary directory.
-func temporaryDirectory() -> String {
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kdstore-\(UUID().uuidString)").path
-    try! FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    return dir
-}
-
-/// Writes `text` to `name` in a fresh directory and returns the path.
-func writeFile(_ name: String, _ text: String, in dir: String = temporaryDirectory()) -> String {
-    let path = dir + "/" + name
-    try! Data(text.utf8).write(to: URL(fileURLWithPath: path))
-    return path
-}
-
-/// A small text dataset store with `rows` samples over three classes.
-func makeTextStore(rows: Int = 30, in dir: String = temporaryDirectory()) throws -> DatasetStore {
-    var csv = "id,label,text\n"
-    let words = ["apple pie", "kernel panic", "court order"]
-    for i in 0..<rows { csv += "s\(i),\(["food", "computers", "law"][i % 3]),\"\(words[i % 3]) number \(i)\"\n" }
-    let input = writeFile("data.csv", csv, in: dir)
-    var options = PrepOptions(input: input, labelColumn: "label")
-    options.textColumn = "text"; options.idColumn = "id"; options.hashBits = 12
-    let out = dir + "/data.lmdb"
-    _ = try DatasetPreparer(options: options).run(output: out)
-    return try DatasetStore(path: out)
-}
-
-/// Flips one byte of `needle`'s first occurrence in the file (at `offsetInNeedle`).
-func flipByte(in path: String, of needle: [UInt8], at offsetInNeedle: Int) throws {
-    var data = try Data(contentsOf: URL(fileURLWithPath: path))
-    guard let range = data.firstRange(of: Data(needle)) else { fatalError("record bytes not found in file") }
-    let position = range.lowerBound + offsetInNeedle
-    data[position] ^= 0x5A
-    try data.write(to: URL(fileURLWithPath: path))
-}
-
-/// A small dense dataset store (`columns` columns, `rows` samples over two classes); returns its path.
-func makeDenseStore(rows: Int = 20, columns: Int = 4, in dir: String = temporaryDirectory()) throws -> String {
-    var csv = "label," + (0..<columns).map { "x\($0)" }.joined(separator: ",") + "\n"
-    for i in 0..<rows { csv += "c\(i % 2)," + (0..<columns).map { "\(Double(i * (1 + $0) % 7) / 2)" }.joined(separator: ",") + "\n" }
-    var options = PrepOptions(input: writeFile("dense.csv", csv, in: dir), labelColumn: "label")
-    options.featureColumns = ["x*"]
-    let out = dir + "/dense.lmdb"
-    _ = try DatasetPreparer(options: options).run(output: out)
-    return out
-}
-
 /// Edits store files in place through the LMDB wrapper, as a hostile user with py-lmdb would:
 /// each edit leaves a valid LMDB file, and record edits recompute the record's CRC for its key,
 /// so that only the semantic checks can catch them. (No store of the file may be open meanwhile.)
@@ -126,12 +79,3 @@ func setJSON(_ json: inout [String: Any], _ path: [String], _ value: Any?) {
     json[first] = inner
 }
 
-/// Little-endian helpers for editing record bytes.
-extension Array where Element == UInt8 {
-    mutating func store<T: FixedWidthInteger>(_ v: T, at offset: Int) {
-        Swift.withUnsafeBytes(of: v.littleEndian) { for i in 0..<MemoryLayout<T>.size { self[offset + i] = $0[i] } }
-    }
-    func load<T: FixedWidthInteger>(_: T.Type, at offset: Int) -> T {
-        withUnsafeBytes { T(littleEndian: $0.loadUnaligned(fromByteOffset: offset, as: T.self)) }
-    }
-}
