@@ -54,23 +54,9 @@ public final class SoftLabelWriter {
     /// With `privateFile`, writes into that file instead, created in place and named `path` in
     /// errors: for a temporary that only this process knows (``CacheMerger``), renamed by the caller.
     init(path: String, dataset: DatasetManifest, teacher: TeacherIdentity, layout: SoftLabelLayout, privateFile: String?) throws {
-        guard teacher.name.range(of: "^[A-Za-z0-9._-]+$", options: .regularExpression) != nil else {
-            throw StoreError(code: .badOption, path: path, message: "teacher name '\(teacher.name)' has characters outside A-Z a-z 0-9 . _ -")
-        }
-        guard layout.writeTemperature > 0, layout.writeTemperature.isFinite else {
-            throw StoreError(code: .badOption, path: path, message: "write temperature must be positive, got \(layout.writeTemperature)")
-        }
-        guard layout.views >= 1, layout.topK >= 0, layout.topK <= dataset.labels.count, layout.topK <= Int(UInt16.max) else {
-            throw StoreError(code: .badOption, path: path, message: "views must be ≥ 1 and top-k within 0…\(dataset.labels.count)")
-        }
-        let entry = TeacherManifest(identity: teacher, writeTemperature: layout.writeTemperature, dtype: layout.dtype.name,
-                                    topK: layout.topK, views: layout.views, completed: [], metrics: [:],
-                                    created: iso8601Now(), toolVersion: kdcacheVersion,
-                                    augmentation: layout.views > 1 ? layout.augmentation?.description : nil,
-                                    augmentationSeed: layout.views > 1 && layout.augmentation != nil ? layout.augmentationSeed : nil)
-        var fresh = SoftLabelManifest(created: iso8601Now(), datasetFingerprint: dataset.fingerprint,
-                                      featurizerSignature: dataset.featurizer.signature, labels: dataset.labels,
-                                      sampleCount: dataset.sampleCount, teachers: [:])
+        try SoftLabelWriter.check(teacher: teacher, layout: layout, dataset: dataset, path: path)
+        let entry = SoftLabelWriter.teacherEntry(teacher, layout: layout)
+        var fresh = SoftLabelWriter.emptyManifest(for: dataset)
         try SoftLabelWriter.adopt(entry, into: &fresh, path: path)
         let env: Environment
         if let privateFile {
@@ -108,6 +94,37 @@ public final class SoftLabelWriter {
         completedRanges = covered
         unbackedClaims = RecordCoverage.subtract(covered, from: claimed)
         unclaimedRecords = RecordCoverage.subtract(claimed, from: covered)
+    }
+
+    /// Refuses a teacher name outside `[A-Za-z0-9._-]+`, a write temperature that is not finite
+    /// and > 0, and views < 1 or a top-k outside 0…min(C, 65535).
+    private static func check(teacher: TeacherIdentity, layout: SoftLabelLayout, dataset: DatasetManifest, path: String) throws {
+        guard teacher.name.range(of: "^[A-Za-z0-9._-]+$", options: .regularExpression) != nil else {
+            throw StoreError(code: .badOption, path: path, message: "teacher name '\(teacher.name)' has characters outside A-Z a-z 0-9 . _ -")
+        }
+        guard layout.writeTemperature > 0, layout.writeTemperature.isFinite else {
+            throw StoreError(code: .badOption, path: path, message: "write temperature must be positive, got \(layout.writeTemperature)")
+        }
+        guard layout.views >= 1, layout.topK >= 0, layout.topK <= dataset.labels.count, layout.topK <= Int(UInt16.max) else {
+            throw StoreError(code: .badOption, path: path, message: "views must be ≥ 1 and top-k within 0…\(dataset.labels.count)")
+        }
+    }
+
+    /// The manifest entry of a teacher about to be written with `layout` (augmentation recorded
+    /// only for multi-view teachers).
+    private static func teacherEntry(_ teacher: TeacherIdentity, layout: SoftLabelLayout) -> TeacherManifest {
+        TeacherManifest(identity: teacher, writeTemperature: layout.writeTemperature, dtype: layout.dtype.name,
+                        topK: layout.topK, views: layout.views, completed: [], metrics: [:],
+                        created: iso8601Now(), toolVersion: kdcacheVersion,
+                        augmentation: layout.views > 1 ? layout.augmentation?.description : nil,
+                        augmentationSeed: layout.views > 1 && layout.augmentation != nil ? layout.augmentationSeed : nil)
+    }
+
+    /// The manifest of a new cache of `dataset` holding no teacher yet.
+    private static func emptyManifest(for dataset: DatasetManifest) -> SoftLabelManifest {
+        SoftLabelManifest(created: iso8601Now(), datasetFingerprint: dataset.fingerprint,
+                          featurizerSignature: dataset.featurizer.signature, labels: dataset.labels,
+                          sampleCount: dataset.sampleCount, teachers: [:])
     }
 
     /// The manifest stored in `meta`, decoded; `nil` when there is none yet.
