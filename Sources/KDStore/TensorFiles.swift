@@ -214,6 +214,11 @@ func decodeRows(_ data: Data, offset: Int, dtype: String, rows: Int, columns: In
     guard rows >= 0, columns >= 0, offset >= 0, !o1, !o2, offset <= data.count, bytes <= data.count - offset else {
         throw StoreError(code: .badTensorFile, path: file, message: "truncated: the data is shorter than its shape [\(rows), \(columns)] says")
     }
+    // Zero columns pass the byte check for any row count, and `rows` empty rows would then size
+    // an allocation from the header alone (a fuzzer found [2^62, 0]).
+    guard columns > 0 || rows == 0 else {
+        throw StoreError(code: .badTensorFile, path: file, message: "shape [\(rows), 0] has no values in its rows")
+    }
     return data.withUnsafeBytes { raw in
         (0..<rows).map { r in
             (0..<columns).map { c in
