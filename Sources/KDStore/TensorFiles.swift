@@ -217,7 +217,8 @@ func decodeRows(_ data: Data, offset: Int, dtype: String, rows: Int, columns: In
     // Zero columns pass the byte check for any row count, and `rows` empty rows would then size
     // an allocation from the header alone (a fuzzer found [2^62, 0]).
     guard columns > 0 || rows == 0 else {
-        throw StoreError(code: .badTensorFile, path: file, message: "shape [\(rows), 0] has no values in its rows")
+        throw StoreError(code: .badTensorFile, path: file, message: "shape [\(rows), 0] has no values in its rows",
+                         hint: "Save an array of shape [samples, classes], one column per class")
     }
     return data.withUnsafeBytes { raw in
         (0..<rows).map { r in
