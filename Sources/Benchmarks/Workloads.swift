@@ -24,6 +24,7 @@ enum Workloads {
         case "get": try get(path: path, args)
         case "softlabels": try softlabels(path: path, args)
         case "softlabel-table": try softlabelTable(path: path, args)
+        case "sequence-math": try sequenceMath(args)
         default:
             FileHandle.standardError.write(Data("unknown mode \(mode)\n".utf8)); exit(2)
         }
@@ -112,6 +113,26 @@ enum Workloads {
         try TeacherOutput.write(writer) { range in range.map { logProbs[$0] } }
         let write = now() - t1
         print(String(format: "%.6f %.6f %d", compute, write, store.count))
+    }
+
+    /// `sequence-math - V K POSITIONS MODE`: positions/s of logits → top-K + 3 tail sums (MODE
+    /// `top-k`) or K draws + 3 normalizers (`sampled`), one position's V Zipf-like logits at a time.
+    private static func sequenceMath(_ args: [String]) throws {
+        let v = Int(args[3])!, k = Int(args[4])!, positions = Int(args[5])!, sampled = args[6] == "sampled"
+        var g = SplitMix64(seed: 1)
+        let rows = (0..<8).map { _ in (0..<v).map { _ in Float(-1.1 * log(Double(1 + g.next() % UInt64(v))) + 4) } }
+        var math = try SequenceMath(vocabSize: v, writeTemperature: 1, retemperAt: [0.5, 1, 2], dtype: .float16)
+        var out = SequenceEntries()
+        let t0 = now()
+        for j in 0..<positions {
+            try rows[j % 8].withUnsafeBufferPointer { z in
+                if sampled { try math.appendSampled(draws: k, seed: 0, sample: 0, position: j, logits: z, to: &out) }
+                else { try math.appendTopK(k: k, logits: z, to: &out) }
+            }
+            if out.ids.count > 1 << 20 { out.removeAll() }
+        }
+        let seconds = now() - t0
+        print(String(format: "%.6f %.0f positions/s", seconds, Double(positions) / seconds))
     }
 
     private static func decode(path: String, _ args: [String]) throws {

@@ -18,12 +18,9 @@ import KDTrain
 /// number of values, NaN or infinity, an unknown or missing sample — is an error that names the
 /// sample (or batch) and what the teacher printed on standard error.
 public final class ExternalTeacher {
-    public let command: String
-    public let timeout: Double
-    let process = Process()
-    let input = Pipe(), output = Pipe(), errors = Pipe()
-    private var reader: DeadlineReader
-    private var stderrTail = StderrTail()
+    public var command: String { io.command }
+    public var timeout: Double { io.timeout }
+    let io: TeacherProcess
     public private(set) var ready: Ready!
 
     /// How a teacher frames its outputs messages.
@@ -53,21 +50,7 @@ public final class ExternalTeacher {
 
     /// Starts `command` with `/bin/sh -c 'exec COMMAND'` and performs the hello / ready exchange.
     public init(command: String, dataset: DatasetManifest, timeout: Double = 300) throws {
-        self.command = command
-        self.timeout = timeout
-        process.executableURL = URL(fileURLWithPath: "/bin/sh")
-        // `exec` makes the shell replace itself with a simple command, so terminating the process
-        // (timeout, error, end) reaches the teacher itself rather than only its shell.
-        process.arguments = ["-c", "exec " + command]
-        process.standardInput = input
-        process.standardOutput = output
-        process.standardError = errors
-        reader = DeadlineReader(fd: output.fileHandleForReading.fileDescriptor)
-        do { try process.run() } catch {
-            throw TeacherError(code: .cannotStart, message: "cannot start the teacher '\(command)': \(error)")
-        }
-        let tail = stderrTail
-        errors.fileHandleForReading.readabilityHandler = { handle in tail.append(handle.availableData) }
+        io = try TeacherProcess(command: command, timeout: timeout)
         try send(["type": "hello", "protocol": 1, "labels": dataset.labels, "features": dataset.featurizer.kind,
                   "dimension": dataset.featurizer.dimension, "has_text": dataset.hasText,
                   "framings": Framing.allCases.map(\.rawValue)])
@@ -105,11 +88,6 @@ public final class ExternalTeacher {
             throw ReplyViolation("teacher name '\(ready.name)' in the ready message has characters outside A-Z a-z 0-9 . _ -")
         }
         return ready
-    }
-
-    deinit {
-        if process.isRunning { process.terminate() }
-        errors.fileHandleForReading.readabilityHandler = nil
     }
 
     /// The identity recorded in the cache: the teacher's own content hash, else a hash of the command.
@@ -309,24 +287,15 @@ public final class ExternalTeacher {
     }
 
     /// Says goodbye and waits for the process.
-    public func finish() throws {
-        try? send(["type": "end"])
-        try? input.fileHandleForWriting.close()
-        process.waitUntilExit()
-        if process.terminationStatus != 0 {
-            throw failure("exited with status \(process.terminationStatus) after the last batch", code: .teacherExited)
-        }
-    }
+    public func finish() throws { try io.finish() }
 
     /// An error naming the command, what went wrong, what to do, and the teacher's last words.
     func failure(_ message: String, hint: KDStore.Hint? = nil, code: TeacherError.Code) -> TeacherError {
-        TeacherError(code: code, command: command, message: message, hint: hint, stderrTail: stderrTail.text)
+        io.failure(message, hint: hint, code: code)
     }
 
     /// ``failure(_:hint:code:)`` for a protocol violation.
-    func failure(_ violation: ReplyViolation) -> TeacherError {
-        failure(violation.message, hint: violation.hint, code: violation.code)
-    }
+    func failure(_ violation: ReplyViolation) -> TeacherError { io.failure(violation) }
 
     /// What to do about the protocol errors a teacher's author meets most (TEACHERS.md).
     enum ProtocolHint {
@@ -336,19 +305,10 @@ public final class ExternalTeacher {
         static let stdoutIsTheProtocol = KDStore.Hint.advice("Standard output carries protocol messages only: write logs to standard error")
     }
 
-    private func send(_ object: [String: Any]) throws {
-        try send(try JSONSerialization.data(withJSONObject: object))
-    }
+    private func send(_ object: [String: Any]) throws { try io.send(object) }
 
     /// Writes one message line.
-    private func send(_ message: Data) throws {
-        guard process.isRunning else { throw failure("exited with status \(process.terminationStatus)", code: .teacherExited) }
-        var data = message
-        data.append(0x0A)
-        do { try input.fileHandleForWriting.write(contentsOf: data) } catch {
-            throw failure("stopped reading its input (\(error))", code: .pipeFailed)
-        }
-    }
+    private func send(_ message: Data) throws { try io.send(message) }
 
     /// Parses a line as a JSON object; an `{"error": …}` object is the teacher's own failure.
     private func parseObject(_ line: [UInt8], context: String) throws -> [String: Any] {
@@ -369,32 +329,10 @@ public final class ExternalTeacher {
     }
 
     /// Reads one line within `timeout` seconds.
-    private func receiveLine(context: String) throws -> [UInt8] {
-        do { return try reader.line(within: timeout) } catch { throw failure(error, context: context) }
-    }
+    private func receiveLine(context: String) throws -> [UInt8] { try io.receiveLine(context: context) }
 
     /// Reads exactly `count` bytes within `timeout` seconds.
-    private func receiveBytes(_ count: Int, context: String) throws -> [UInt8] {
-        do { return try reader.bytes(count, within: timeout) } catch { throw failure(error, context: context) }
-    }
-
-    private func failure(_ e: DeadlineReader.Failure, context: String) -> TeacherError {
-        switch e {
-        case .timedOut:
-            process.terminate()
-            return failure("timed out after \(Int(timeout)) s waiting for \(context)",
-                           hint: .raiseTimeoutOrLowerBatchSize, code: .teacherTimedOut)
-        case .closed:
-            process.waitUntilExit()
-            return failure("exited with status \(process.terminationStatus) before answering \(context)", code: .teacherExited)
-        case .readFailed(let code):
-            return failure("cannot read its output: \(String(cString: strerror(code)))", code: .pipeFailed)
-        case .lineTooLong(let limit):
-            process.terminate()
-            return failure("sent more than \(formatBytes(limit)) without a newline while kdcache waited for \(context)",
-                           hint: ProtocolHint.stdoutIsTheProtocol, code: .teacherProtocolViolation)
-        }
-    }
+    private func receiveBytes(_ count: Int, context: String) throws -> [UInt8] { try io.receiveBytes(count, context: context) }
 }
 
 /// A protocol violation found in a teacher's reply; ``ExternalTeacher`` adds the command and the
@@ -477,6 +415,19 @@ struct DeadlineReader {
             scanned = buffer.count - head
             if scanned > maxLineBytes { throw .lineTooLong(maxLineBytes) }
             try fill(before: deadline)
+        }
+    }
+
+    /// Fills `out` with the next `out.count` bytes.
+    mutating func fill(_ out: UnsafeMutableRawBufferPointer, within timeout: Double) throws(Failure) {
+        let deadline = Date().addingTimeInterval(timeout)
+        var done = 0
+        while done < out.count {
+            if head == buffer.count { try fill(before: deadline) }
+            let n = min(out.count - done, buffer.count - head)
+            buffer.withUnsafeBytes { b in out.baseAddress!.advanced(by: done).copyMemory(from: b.baseAddress! + head, byteCount: n) }
+            done += n
+            consume(upTo: head + n)
         }
     }
 
