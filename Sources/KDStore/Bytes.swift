@@ -55,6 +55,8 @@ public enum RecordError: Error, Equatable, CustomStringConvertible {
     case badChecksum(stored: UInt32, computed: UInt32)
     case badLength(expected: Int, had: Int)
     case badField(String)
+    /// A sequence record that fails a check of FORMAT.md §1.2 "Sequence records".
+    case sequence(SequenceRecordProblem)
 
     public var description: String {
         switch self {
@@ -65,6 +67,7 @@ public enum RecordError: Error, Equatable, CustomStringConvertible {
             "CRC-32 mismatch: stored \(hex(stored)), computed \(hex(computed))"
         case let .badLength(expected, had): "record length \(had), expected \(expected)"
         case let .badField(what): what
+        case let .sequence(problem): problem.description
         }
     }
 }

@@ -246,7 +246,7 @@ struct ManifestInspection<T: StoreManifest> {
         var out: [String] = []
         if let unreadable { out.append("unreadable manifest: \(unreadable)") }
         if let v = schemaVersion, format == nil {
-            out.append(v > RecordFormat.current.schemaVersion ? "schema version \(v) is newer than this kdcache reads (\(RecordFormat.current.schemaVersion))"
+            out.append(v > RecordFormat.newest.schemaVersion ? "schema version \(v) is newer than this kdcache reads (\(RecordFormat.newest.schemaVersion))"
                                                               : "unknown schema version \(v)")
         }
         if let checksumProblem { out.append(checksumProblem) }
@@ -256,8 +256,8 @@ struct ManifestInspection<T: StoreManifest> {
 
     /// The manifest, or the first problem as a ``StoreError`` naming `path`.
     func manifest(path: String) throws -> T {
-        if let v = schemaVersion, format == nil, v > RecordFormat.current.schemaVersion {
-            throw StoreError(code: .unsupportedFormat, path: path, message: "\(T.formatName == DatasetManifest.formatName ? "dataset" : "soft-label") schema version \(v) is newer than this kdcache reads (\(RecordFormat.current.schemaVersion))",
+        if let v = schemaVersion, format == nil, v > RecordFormat.newest.schemaVersion {
+            throw StoreError(code: .unsupportedFormat, path: path, message: "\(T.formatName == DatasetManifest.formatName ? "dataset" : "soft-label") schema version \(v) is newer than this kdcache reads (\(RecordFormat.newest.schemaVersion))",
                              hint: "Upgrade kdcache")
         }
         if let first = problems.first {

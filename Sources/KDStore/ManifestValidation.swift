@@ -74,7 +74,7 @@ struct FieldChecker {
 
     mutating func checkHeader(format: String, expected: String, schemaVersion: Int) {
         check(format == expected, "format", "'\(format)' is not \(expected)")
-        check(RecordFormat(schemaVersion: schemaVersion) != nil, "schema_version", "\(schemaVersion) is not a version this kdcache reads (1 or 2)")
+        check(RecordFormat(schemaVersion: schemaVersion) != nil, "schema_version", "\(schemaVersion) is not a version this kdcache reads (1, 2 or 3)")
     }
 
     mutating func checkLabels(_ labels: [String]) {
@@ -107,6 +107,7 @@ extension DatasetManifest: StoreManifest {
     public func problems() -> [StoreError] {
         var c = FieldChecker()
         c.checkHeader(format: format, expected: Self.formatName, schemaVersion: schemaVersion)
+        c.check(schemaVersion != RecordFormat.sequence.schemaVersion, "schema_version", "3 is the version of sequence caches; a dataset store is version 1 or 2")
         c.checkLabels(labels)
         c.checkSampleCount(sampleCount)
         featurizer.problems(into: &c)
@@ -235,8 +236,21 @@ extension SoftLabelManifest: StoreManifest {
         c.check(teachers.count <= ManifestLimits.maxTeachers, "teachers", "\(teachers.count) teachers, more than \(ManifestLimits.maxTeachers)")
         for key in teachers.keys.sorted() {
             teachers[key]!.problems(key: key, classCount: labels.count, sampleCount: sampleCount, into: &c)
+            checkFamily(of: key, into: &c)
         }
         return c.problems
+    }
+
+    /// Whether this cache holds sequence teachers (schema_version 3, FORMAT.md §3.6).
+    public var isSequenceCache: Bool { schemaVersion == RecordFormat.sequence.schemaVersion }
+
+    /// A v3 cache holds only sequence teachers, and a sequence teacher lives only in a v3 cache.
+    private func checkFamily(of key: String, into c: inout FieldChecker) {
+        let sequence = teachers[key]!.isSequence
+        guard sequence != isSequenceCache else { return }
+        c.fail("teachers.\(key.prefix(80))\(sequence ? ".sequence" : "")", sequence
+               ? "a sequence teacher in a schema_version \(schemaVersion) cache (sequence teachers live in schema_version 3 caches only)"
+               : "a class teacher (no sequence object) in a schema_version 3 cache, which holds sequence teachers only")
     }
 }
 
@@ -253,8 +267,12 @@ extension TeacherManifest {
         c.check(writeTemperature.isFinite && writeTemperature > 0 && writeTemperature <= ManifestLimits.maxWriteTemperature,
                 "\(f).write_temperature", "\(writeTemperature) is not in (0, \(Int(ManifestLimits.maxWriteTemperature))]")
         c.check(dtype == "f16" || dtype == "f32", "\(f).dtype", "'\(dtype.prefix(40))' is not f16 or f32")
-        let maxK = min(classCount, ManifestLimits.maxTopK)
-        c.check(FieldChecker.within(topK, 0, maxK), "\(f).top_k", "\(topK) is not in 0…\(maxK)")
+        if let sequence {
+            sequence.problems(field: f, topK: topK, views: views, augmentation: augmentation, into: &c)
+        } else {
+            let maxK = min(classCount, ManifestLimits.maxTopK)
+            c.check(FieldChecker.within(topK, 0, maxK), "\(f).top_k", "\(topK) is not in 0…\(maxK)")
+        }
         c.check(FieldChecker.within(views, 1, ManifestLimits.maxViews), "\(f).views", "\(views) is not in 1…\(ManifestLimits.maxViews)")
         var previousEnd = 0
         for (i, r) in completed.enumerated() {

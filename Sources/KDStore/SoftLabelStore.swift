@@ -34,6 +34,12 @@ public struct TeacherManifest: Codable, Equatable, Sendable {
     /// How views 1… were made (``Augmentation`` spec) and with which seed; absent for one view.
     public var augmentation: String?
     public var augmentationSeed: UInt64?
+    /// A sequence teacher's `sequence` object (FORMAT.md §3.6); `nil` for a class teacher (and then
+    /// not encoded, so class manifests keep their bytes).
+    public var sequence: SequenceLayout? = nil
+
+    /// Whether this is a sequence teacher (its records are ``SequenceRecord``s, its cache v3).
+    public var isSequence: Bool { sequence != nil }
 
     public var logProbDType: LogProbDType { LogProbDType(name: dtype) ?? .float32 }
     /// The completed ranges as Swift ranges (entries that are not `[a, b]` with a ≤ b are left
@@ -43,12 +49,23 @@ public struct TeacherManifest: Codable, Equatable, Sendable {
     public var completedSamples: Int { completedRanges.reduce(0) { $0 + $1.count } }
 
     /// Whether `other`'s records have the same bytes and meaning as this entry's: the same
-    /// `write_temperature`, `dtype`, `top_k`, `views`, `augmentation` and `augmentation_seed`
-    /// (FORMAT.md §3.1; Python's `manifest.LAYOUT_FIELDS`). An absent augmentation or seed equals
-    /// only an absent one. Identity, completed ranges and metrics are not layout.
+    /// `write_temperature`, `dtype`, `top_k`, `views`, `augmentation`, `augmentation_seed` and the
+    /// whole `sequence` object (FORMAT.md §3.1, §3.6; Python's `manifest.LAYOUT_FIELDS`). An absent
+    /// augmentation, seed or sequence equals only an absent one. Identity, completed ranges and
+    /// metrics are not layout.
     public func hasSameLayout(as other: TeacherManifest) -> Bool {
         writeTemperature == other.writeTemperature && dtype == other.dtype && topK == other.topK
             && views == other.views && augmentation == other.augmentation && augmentationSeed == other.augmentationSeed
+            && sequence == other.sequence
+    }
+
+    /// The layout fields in words, for refusals: `T_w 2.0, f16, top-k 0, 1 views` (+ the sequence mode).
+    var layoutDescription: String {
+        var s = "T_w \(writeTemperature), \(dtype), top-k \(topK), \(views) views"
+        if let q = sequence {
+            s += ", sequence \(q.mode.rawValue) N=\(q.samples) seed \(q.sampleSeed) retemper_at \(q.retemperAt) V=\(q.vocabSize) tokenizer \(q.tokenizer.name) \(q.tokenizer.fingerprint)"
+        }
+        return s
     }
 }
 
@@ -79,11 +96,14 @@ public struct SoftLabelLayout: Equatable, Sendable {
     public var views: Int
     public var augmentation: Augmentation?
     public var augmentationSeed: UInt64
+    /// A sequence teacher's layout (its cache is v3, its records ``SequenceRecord``s); `nil` for a
+    /// class teacher. `topK` is then k for top-k and 0 for sampled; `views` is 1.
+    public var sequence: SequenceLayout?
 
     public init(writeTemperature: Double = 1, dtype: LogProbDType = .float16, topK: Int = 0, views: Int = 1,
-                augmentation: Augmentation? = nil, augmentationSeed: UInt64 = 0) {
+                augmentation: Augmentation? = nil, augmentationSeed: UInt64 = 0, sequence: SequenceLayout? = nil) {
         self.writeTemperature = writeTemperature; self.dtype = dtype; self.topK = topK; self.views = views
-        self.augmentation = augmentation; self.augmentationSeed = augmentationSeed
+        self.augmentation = augmentation; self.augmentationSeed = augmentationSeed; self.sequence = sequence
     }
 }
 
@@ -137,15 +157,15 @@ public final class SoftLabelStore: @unchecked Sendable {
     }
 
     /// The checked manifest of an existing cache a writer is about to extend: it must be format
-    /// v2 (this kdcache writes v2 records only; a v1 cache is upgraded by `kdcache merge`).
+    /// v2 (class caches) or v3 (sequence caches); a v1 cache is upgraded by `kdcache merge`.
     static func manifestForWriting(_ env: Environment, path: String) throws -> SoftLabelManifest {
         guard let inspection = try ManifestIO.inspect(SoftLabelManifest.self, in: env) else {
             throw StoreError(code: .incompleteStore, path: path, message: "not a complete kdcache store (no manifest)",
                              hint: "It may be a partial file from an interrupted run; recreate it")
         }
         let manifest = try inspection.manifest(path: path)
-        guard inspection.format == .current else {
-            throw StoreError(code: .unsupportedFormat, path: path, message: "is a \(inspection.format.map(String.init(describing:)) ?? "older") cache; this kdcache adds records to \(RecordFormat.current) caches only",
+        guard inspection.format == .current || inspection.format == .sequence else {
+            throw StoreError(code: .unsupportedFormat, path: path, message: "is a \(inspection.format.map(String.init(describing:)) ?? "older") cache; this kdcache adds records to \(RecordFormat.current) (class) and \(RecordFormat.sequence) (sequence) caches only",
                              hint: .upgradeCacheOrWriteElsewhere(path: path))
         }
         return manifest
@@ -154,10 +174,15 @@ public final class SoftLabelStore: @unchecked Sendable {
     public var classCount: Int { manifest.labels.count }
 
     /// The named teacher, or the only one when `name` is nil.
-    public func teacher(_ name: String? = nil) throws -> TeacherManifest { try entry(name).manifest }
+    public func teacher(_ name: String? = nil) throws -> TeacherManifest { try entry(name, classRecords: false).manifest }
 
-    /// The named teacher (or the only one) with its key, which names its database.
-    func entry(_ name: String?) throws -> (key: String, manifest: TeacherManifest, database: Database) {
+    /// Whether this is a sequence cache (schema_version 3: every teacher a sequence teacher).
+    public var isSequenceCache: Bool { manifest.isSequenceCache }
+
+    /// The named teacher (or the only one) with its key, which names its database. With
+    /// `classRecords` (for the class-record accessors), a sequence teacher is refused with an error
+    /// saying so, not trapped on.
+    func entry(_ name: String?, classRecords: Bool = true) throws -> (key: String, manifest: TeacherManifest, database: Database) {
         let key: String
         if let name {
             key = name
@@ -171,7 +196,54 @@ public final class SoftLabelStore: @unchecked Sendable {
         guard let t = manifest.teachers[key], let db = teacherDatabases[key] else {
             throw StoreError(code: .noSuchTeacher, path: path, message: "no teacher '\(key)'", hint: "The cache has: \(manifest.teachers.keys.sorted().joined(separator: ", "))")
         }
+        if classRecords, t.isSequence {
+            throw StoreError(code: .wrongTeacherKind, path: path, message: "teacher '\(key)' is a sequence teacher (a next-token distribution per position), not a class teacher",
+                             hint: "Read it as a sequence cache (withSequenceRecord), or name a class-label cache")
+        }
         return (key, t, db)
+    }
+
+    /// The named sequence teacher (or the only one), its database and its records' shape; a
+    /// class teacher is refused.
+    func sequenceEntry(_ name: String?) throws -> (key: String, shape: SequenceRecordShape, database: Database) {
+        let (key, t, db) = try entry(name, classRecords: false)
+        guard let shape = SequenceRecordShape(teacher: t) else {
+            throw StoreError(code: .wrongTeacherKind, path: path, message: "teacher '\(key)' is a class teacher, not a sequence teacher",
+                             hint: "Name a sequence cache (schema_version 3)")
+        }
+        return (key, shape, db)
+    }
+
+    /// Lends the sequence record of `sample` (view 0) as a checked zero-copy view (every check of
+    /// FORMAT.md §1.2, see ``SequenceRecordView``), valid inside `body`; `nil` if absent.
+    public func withSequenceRecord<R>(sample: Int, teacher: String? = nil, _ body: (SequenceRecordView) throws -> R) throws -> R? {
+        let (name, shape, db) = try sequenceEntry(teacher)
+        guard FieldChecker.within(sample, 0, Int(UInt32.max)) else { return nil }
+        return try environment.read { txn throws in
+            var key = SampleKey.softLabel(sample: sample, view: 0)
+            return try withUnsafeBytes(of: &key) { k in
+                try txn.withValue(forKey: k, in: db) { bytes in
+                    do { return try body(try SequenceRecordView(bytes, sample: sample, view: 0, shape: shape)) } catch let e as RecordError {
+                        throw StoreError(code: .badRecord, path: path, sample: sample, message: "teacher \(name) sample \(sample): \(e)", hint: "Run kdcache verify")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Visits every record of a sequence teacher in key order inside one read transaction; an
+    /// undecodable record is passed as its error, so a verifier can name it. `body` returns false to stop.
+    public func scanSequenceRecords(teacher: String? = nil, _ body: (_ sample: Int, _ view: Int, Result<SequenceRecordView, RecordError>) throws -> Bool) throws {
+        let (_, shape, db) = try sequenceEntry(teacher)
+        try environment.read { txn throws in
+            try txn.forEach(in: db) { key, value in
+                guard let (sample, view) = SampleKey.decodeSoftLabel(key) else {
+                    return try body(-1, -1, .failure(.badField("malformed key of \(key.count) bytes")))
+                }
+                let result = Result { () throws(RecordError) -> SequenceRecordView in try SequenceRecordView(value, sample: sample, view: view, shape: shape) }
+                return try body(sample, view, result)
+            }
+        }
     }
 
     /// Checks the record stored under (sample, view) against this cache (format, classes, values).
@@ -251,11 +323,11 @@ public final class SoftLabelStore: @unchecked Sendable {
     /// `sample << 32 | view`.
     ///
     /// The bytes are always in the current record format, so that a merge copies them as they
-    /// are: a v2 cache lends its stored bytes; a v1 cache lends copies re-encoded as v2 (version
+    /// are: a v2 (or v3 sequence) cache lends its stored bytes; a v1 cache lends copies re-encoded as v2 (version
     /// byte 2, the CRC recomputed over key and record) after each record passed every v1 check —
     /// a damaged record throws rather than getting a fresh checksum.
     public func withEncodedRecords<R>(teacher: String, _ body: ([(key: UInt64, bytes: UnsafeRawBufferPointer)]) throws -> R) throws -> R {
-        let db = try entry(teacher).database
+        let db = try entry(teacher, classRecords: false).database
         return try environment.read { txn throws in
             var records: [(key: UInt64, bytes: UnsafeRawBufferPointer)] = []
             var total = 0
@@ -265,7 +337,7 @@ public final class SoftLabelStore: @unchecked Sendable {
                 total += value.count
                 return true
             }
-            guard format != .current else { return try body(records) }
+            guard format == .v1 else { return try body(records) }   // v2 and v3 records are lent as stored
             let storage = GrowableBuffer<UInt8>(capacity: total)
             defer { withExtendedLifetime(storage) {} }   // `copies` is its memory, lent to `body`
             let copies = UnsafeMutableRawBufferPointer(storage.prefix(max(1, total)))

@@ -17,6 +17,11 @@ import Foundation
 /// writer got there first: then that cache is opened and this teacher added to it, as for any
 /// existing cache). So `OUT` never exists without a manifest, and a run killed at any instant
 /// resumes with the same command; the temporary of a killed run is removed by the next one.
+///
+/// **Sequence teachers** (a layout with ``SoftLabelLayout/sequence``) go into v3 caches only, and
+/// class teachers into v2 caches only (FORMAT.md §3.6): the writer creates a v3 cache for a
+/// sequence teacher and refuses to mix the two. Their records are encoded by the caller
+/// (``SequenceRecord/encoded(sample:view:dtype:)``) and stored with ``writeEncoded(_:completing:metrics:)``.
 public final class SoftLabelWriter {
     /// The cache's path, as errors name it.
     public let path: String
@@ -56,7 +61,8 @@ public final class SoftLabelWriter {
     init(path: String, dataset: DatasetManifest, teacher: TeacherIdentity, layout: SoftLabelLayout, privateFile: String?) throws {
         try SoftLabelWriter.check(teacher: teacher, layout: layout, dataset: dataset, path: path)
         let entry = SoftLabelWriter.teacherEntry(teacher, layout: layout)
-        var fresh = SoftLabelWriter.emptyManifest(for: dataset)
+        try SoftLabelWriter.checkSequenceEntry(entry, dataset: dataset, path: path)
+        var fresh = SoftLabelWriter.emptyManifest(for: dataset, sequence: layout.sequence != nil)
         try SoftLabelWriter.adopt(entry, into: &fresh, path: path)
         let env: Environment
         if let privateFile {
@@ -77,6 +83,7 @@ public final class SoftLabelWriter {
             var current = initial
             if let stored = try SoftLabelWriter.storedManifest(in: txn, meta: meta, path: path) {
                 try SoftLabelStore.checkCompatible(stored, with: dataset, path: path)
+                try SoftLabelWriter.checkFamily(stored, sequence: entry.isSequence, path: path)
                 current = stored
             }
             try SoftLabelWriter.adopt(entry, into: &current, path: path)
@@ -105,7 +112,7 @@ public final class SoftLabelWriter {
         guard layout.writeTemperature > 0, layout.writeTemperature.isFinite else {
             throw StoreError(code: .badOption, path: path, message: "write temperature must be positive, got \(layout.writeTemperature)")
         }
-        guard layout.views >= 1, layout.topK >= 0, layout.topK <= dataset.labels.count, layout.topK <= Int(UInt16.max) else {
+        guard layout.sequence != nil || (layout.views >= 1 && layout.topK >= 0 && layout.topK <= dataset.labels.count && layout.topK <= Int(UInt16.max)) else {
             throw StoreError(code: .badOption, path: path, message: "views must be ≥ 1 and top-k within 0…\(dataset.labels.count)")
         }
     }
@@ -117,14 +124,39 @@ public final class SoftLabelWriter {
                         topK: layout.topK, views: layout.views, completed: [], metrics: [:],
                         created: iso8601Now(), toolVersion: kdcacheVersion,
                         augmentation: layout.views > 1 ? layout.augmentation?.description : nil,
-                        augmentationSeed: layout.views > 1 && layout.augmentation != nil ? layout.augmentationSeed : nil)
+                        augmentationSeed: layout.views > 1 && layout.augmentation != nil ? layout.augmentationSeed : nil,
+                        sequence: layout.sequence)
     }
 
-    /// The manifest of a new cache of `dataset` holding no teacher yet.
-    private static func emptyManifest(for dataset: DatasetManifest) -> SoftLabelManifest {
-        SoftLabelManifest(created: iso8601Now(), datasetFingerprint: dataset.fingerprint,
-                          featurizerSignature: dataset.featurizer.signature, labels: dataset.labels,
-                          sampleCount: dataset.sampleCount, teachers: [:])
+    /// Refuses a sequence teacher whose entry fails FORMAT.md §1.1's "sequence teachers" checks
+    /// (mode, samples, k, temperatures, V, tokenizer fingerprint, one view, no augmentation).
+    private static func checkSequenceEntry(_ entry: TeacherManifest, dataset: DatasetManifest, path: String) throws {
+        guard entry.isSequence else { return }
+        var c = FieldChecker()
+        entry.problems(key: entry.identity.name, classCount: dataset.labels.count, sampleCount: dataset.sampleCount, into: &c)
+        if let first = c.problems.first {
+            throw StoreError(code: .badOption, path: path, message: "invalid sequence teacher: \(first.field.map { "\($0): " } ?? "")\(first.message)")
+        }
+    }
+
+    /// Refuses to put a sequence teacher into a class (v1/v2) cache or a class teacher into a
+    /// sequence (v3) cache: a cache holds one kind or the other (FORMAT.md §3.6).
+    static func checkFamily(_ stored: SoftLabelManifest, sequence: Bool, path: String) throws {
+        guard stored.isSequenceCache != sequence else { return }
+        let (cache, teacher) = sequence ? ("a class-label cache (schema_version \(stored.schemaVersion))", "a sequence teacher")
+                                        : ("a sequence cache (schema_version 3)", "a class teacher")
+        throw StoreError(code: .cacheKindMismatch, path: path, message: "is \(cache); \(teacher) cannot be written into it",
+                         hint: "A cache holds either class teachers or sequence teachers, never both: write this teacher to another output")
+    }
+
+    /// The manifest of a new cache of `dataset` holding no teacher yet: schema_version 3 for a
+    /// sequence cache, 2 for a class one.
+    private static func emptyManifest(for dataset: DatasetManifest, sequence: Bool) -> SoftLabelManifest {
+        var m = SoftLabelManifest(created: iso8601Now(), datasetFingerprint: dataset.fingerprint,
+                                  featurizerSignature: dataset.featurizer.signature, labels: dataset.labels,
+                                  sampleCount: dataset.sampleCount, teachers: [:])
+        if sequence { m.schemaVersion = RecordFormat.sequence.schemaVersion }
+        return m
     }
 
     /// The manifest stored in `meta`, decoded; `nil` when there is none yet.
@@ -274,7 +306,7 @@ public final class SoftLabelWriter {
             return
         }
         guard existing.identity == entry.identity, existing.hasSameLayout(as: entry) else {
-            throw StoreError(code: .teacherMismatch, path: path, message: "teacher '\(entry.identity.name)' is already in the cache with another identity or layout (T_w \(existing.writeTemperature), \(existing.dtype), top-k \(existing.topK), \(existing.views) views, hash \(existing.identity.contentHash))",
+            throw StoreError(code: .teacherMismatch, path: path, message: "teacher '\(entry.identity.name)' is already in the cache with another identity or layout (\(existing.layoutDescription), hash \(existing.identity.contentHash))",
                              hint: .renameTeacherOrWriteElsewhere)
         }
     }
@@ -326,6 +358,7 @@ public final class SoftLabelWriter {
     /// (`MDB_APPEND`), otherwise put normally. An entry that disagrees with an existing record is
     /// overwritten only if its range was not complete (a complete range is never rewritten).
     public func write(_ entries: [Entry], completing range: Range<Int>, metrics: [String: Double] = [:]) throws {
+        try requireClassTeacher()
         for e in entries {
             guard e.logProbs.count == classCount else {
                 throw StoreError(code: .badTeacherOutput, path: path, message: "sample \(e.sample) view \(e.view): \(e.logProbs.count) values, the dataset has \(classCount) classes")
@@ -372,6 +405,7 @@ public final class SoftLabelWriter {
     /// chunks by a background thread while this thread puts the chunks already encoded, in key
     /// order (``EncodingPipeline``). A NaN or +inf aborts the transaction: nothing is written.
     public func write(rows: UnsafeBufferPointer<Float>, samples: Range<Int>, metrics: [String: Double] = [:]) throws {
+        try requireClassTeacher()
         let C = classCount, V = layout.views
         let count = samples.count * V
         guard rows.count == count * C else {
@@ -412,19 +446,13 @@ public final class SoftLabelWriter {
     /// Writes already-encoded records (as another cache stores them: copied byte for byte, so a
     /// merge is bit-exact) and marks `ranges` complete, in one transaction. Each record is checked
     /// (structure, CRC over key and record, values, layout) before anything is written. Keys must ascend.
+    ///
+    /// A sequence teacher's records are ``SequenceRecord``s, keyed `u32be(sample) ‖ u32be(0)`,
+    /// each checked by ``SequenceRecordView`` against the teacher's kind, dtype, R, k/N and V.
+    /// Values over LMDB's inline limit go to overflow pages; the map grows for them as for any put.
     public func writeEncoded(_ records: [(key: UInt64, bytes: UnsafeRawBufferPointer)], completing ranges: [Range<Int>],
                              metrics: [String: Double] = [:]) throws {
-        for r in records {
-            let sample = Int(r.key >> 32), view = Int(r.key & 0xffff_ffff)
-            let decoded = Result { () throws(RecordError) -> SoftLabelView in try SoftLabelView(r.bytes, sample: sample, view: view, classCount: classCount) }
-            guard case .success(let v) = decoded else {
-                if case .failure(let e) = decoded { throw StoreError(code: .badRecord, path: path, message: "sample \(sample) view \(view): \(e)") }
-                continue
-            }
-            guard v.dtype == layout.dtype, v.topK == layout.topK, sample < manifest.sampleCount, view < layout.views else {
-                throw StoreError(code: .badRecord, path: path, message: "sample \(sample) view \(view) does not fit the teacher's layout")
-            }
-        }
+        for r in records { try checkEncoded(r.key, r.bytes) }
         let db = self.records
         manifest = try environment.write { txn throws in
             for r in records {
@@ -436,10 +464,55 @@ public final class SoftLabelWriter {
         didCommit(ranges)
     }
 
+    /// Throws unless `bytes` is a valid record of this teacher under `key` (`sample << 32 | view`).
+    private func checkEncoded(_ key: UInt64, _ bytes: UnsafeRawBufferPointer) throws {
+        let sample = Int(key >> 32), view = Int(key & 0xffff_ffff)
+        guard sample < manifest.sampleCount, view < layout.views else {
+            throw StoreError(code: .badRecord, path: path, message: "sample \(sample) view \(view) is outside 0..<\(manifest.sampleCount) × 0..<\(layout.views)")
+        }
+        do {
+            if let shape = SequenceRecordShape(teacher: teacher) {
+                _ = try SequenceRecordView(bytes, sample: sample, view: view, shape: shape)
+                return
+            }
+            let v = try SoftLabelView(bytes, sample: sample, view: view, classCount: classCount)
+            guard v.dtype == layout.dtype, v.topK == layout.topK else {
+                throw StoreError(code: .badRecord, path: path, message: "sample \(sample) view \(view) does not fit the teacher's layout")
+            }
+        } catch let e as RecordError {
+            throw StoreError(code: .badRecord, path: path, sample: sample, message: "sample \(sample) view \(view): \(e)")
+        }
+    }
+
+    /// Throws for a sequence teacher: its records are not class distributions.
+    private func requireClassTeacher() throws {
+        guard layout.sequence != nil else { return }
+        throw StoreError(code: .wrongTeacherKind, path: path, message: "teacher '\(teacherName)' is a sequence teacher: its records are written encoded (SequenceRecord, writeEncoded), not as class log-probabilities")
+    }
+
+    /// Lends every record of this sequence teacher stored so far, in key order, as a checked view;
+    /// `body` returns false to stop.
+    public func scanStoredSequenceRecords(verifyChecksums: Bool = true, _ body: (_ sample: Int, SequenceRecordView) throws -> Bool) throws {
+        guard let shape = SequenceRecordShape(teacher: teacher) else {
+            throw StoreError(code: .wrongTeacherKind, path: path, message: "teacher '\(teacherName)' is a class teacher, not a sequence teacher")
+        }
+        let (records, path) = (self.records, self.path)
+        try environment.read { txn throws in
+            try txn.forEach(in: records) { key, value in
+                guard let (sample, view) = SampleKey.decodeSoftLabel(key) else { return true }
+                do { return try body(sample, try SequenceRecordView(value, sample: sample, view: view, shape: shape, verifyChecksum: verifyChecksums)) }
+                catch let e as RecordError {
+                    throw StoreError(code: .badRecord, path: path, message: "sample \(sample) view \(view): \(e)", hint: "Run kdcache verify")
+                }
+            }
+        }
+    }
+
     /// Lends every record of this teacher stored so far, in key order, as a checked view; `body`
     /// returns false to stop. (A writer reads through its own environment: LMDB allows one per
     /// file and process.)
     public func scanStoredRecords(verifyChecksums: Bool = true, _ body: (_ sample: Int, _ view: Int, SoftLabelView) throws -> Bool) throws {
+        try requireClassTeacher()
         let (records, path, classCount) = (self.records, self.path, self.classCount)
         try environment.read { txn throws in
             try txn.forEach(in: records) { key, value in

@@ -128,6 +128,10 @@ extension StoreError.Code {
     public static let noSuchTeacher = Self("noSuchTeacher")
     /// A teacher already in the cache with another identity or layout.
     public static let teacherMismatch = Self("teacherMismatch")
+    /// A sequence teacher and a class-label cache (or a class teacher and a sequence cache) do not mix.
+    public static let cacheKindMismatch = Self("cacheKindMismatch")
+    /// A class-record accessor used on a sequence teacher, or a sequence accessor on a class teacher.
+    public static let wrongTeacherKind = Self("wrongTeacherKind")
     /// A cache written for another dataset (fingerprint).
     public static let fingerprintMismatch = Self("fingerprintMismatch")
     /// Another label set, featurizer or sample count than the dataset's.

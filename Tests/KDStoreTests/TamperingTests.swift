@@ -116,7 +116,8 @@ struct RecordCase: CustomTestStringConvertible, Sendable {
             teachers["bad/name"] = t; json["teachers"] = teachers
         },
         ManifestCase(.cache, "labels: empty") { $0["labels"] = [String]() },
-        ManifestCase(.cache, "schema version 3 is newer than this kdcache reads") { $0["schema_version"] = 3 },
+        ManifestCase(.cache, "schema version 4 is newer than this kdcache reads") { $0["schema_version"] = 4 },
+        ManifestCase(.cache, "teachers.dense: a class teacher (no sequence object) in a schema_version 3 cache") { $0["schema_version"] = 3 },
         // Text dataset.
         ManifestCase(.data, "sample_count: -1 is not in 0…4294967295") { $0["sample_count"] = -1 },
         ManifestCase(.data, "featurizer.dimension: -1 is not 2^bits = 4096") { setJSON(&$0, ["featurizer", "dimension"], -1) },

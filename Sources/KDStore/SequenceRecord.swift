@@ -1,0 +1,446 @@
+import Foundation
+
+/// One sequence record (FORMAT.md §3.7): a teacher's token ids for one text and, at each position
+/// j < P = max(L − 1, 0), its sparse distribution `p_{T_w}(· | t_0 … t_j)` over the vocabulary.
+///
+/// Layout (little-endian; `u24` = 3 bytes; w = 2 for f16, 4 for f32):
+/// ```
+/// 0  u8   record version 3      1 u8 kind (3 top-k, 4 sampled)   2 u8 dtype (1 f32, 2 f16)   3 u8 R
+/// 4  u32  CRC-32 of key ‖ bytes [0, 4) ‖ [8, end)
+/// 8  u32  L    12 u32 D    16 u16 k or N    18 u16 reserved (0)
+/// 20 L × u24 token ids
+/// top-k:   D × u24 ids, D × w log p, P × w log tail, P·R × w tail log-sums      (D = P·k)
+/// sampled: P × u8 d_j, D × u24 ids, D × u8 counts, D × w log p, P·R × w log-sums (D = Σ d_j)
+/// ```
+public struct SequenceRecord: Equatable, Sendable {
+    /// The record's kind byte.
+    public enum Kind: UInt8, Sendable { case topK = 3, sampled = 4 }
+    public var kind: Kind
+    /// t_0 … t_{L−1}, each < V.
+    public var tokens: [UInt32]
+    /// k (top-k) or N (sampled).
+    public var width: Int
+    /// Sampled: d_j, the distinct ids drawn at each of the P positions; top-k: empty.
+    public var distinct: [UInt8]
+    /// The D stored ids, position-major.
+    public var ids: [UInt32]
+    /// Sampled: the D counts; top-k: empty.
+    public var counts: [UInt8]
+    /// The D stored `log p_{T_w}`.
+    public var logProbs: [Float]
+    /// Top-k: the P values `log r_j`; sampled: empty.
+    public var logTail: [Float]
+    /// P·R log-sums, position-major (position j's R values together).
+    public var logSums: [Float]
+    /// R, the number of declared temperatures.
+    public var temperatureCount: Int
+    /// P = max(L − 1, 0).
+    public var positions: Int { max(tokens.count - 1, 0) }
+
+    public init(kind: Kind, tokens: [UInt32], width: Int, distinct: [UInt8] = [], ids: [UInt32], counts: [UInt8] = [],
+                logProbs: [Float], logTail: [Float] = [], logSums: [Float], temperatureCount: Int) {
+        self.kind = kind; self.tokens = tokens; self.width = width; self.distinct = distinct; self.ids = ids
+        self.counts = counts; self.logProbs = logProbs; self.logTail = logTail; self.logSums = logSums
+        self.temperatureCount = temperatureCount
+    }
+
+    static let headerSize = 20
+    static let checksumOffset = 4
+
+    /// The exact length of a record: `20 + 3L + D(3 + w) + P·w + P·R·w` (top-k) or
+    /// `20 + 3L + P + D(4 + w) + P·R·w` (sampled), P = max(L − 1, 0). No overflow for L ≤ 2^20, D < 2^32, R < 256.
+    public static func size(kind: Kind, dtype: LogProbDType, tokens L: Int, entries D: Int, temperatureCount R: Int) -> Int {
+        let w = dtype.byteWidth, P = max(L - 1, 0)
+        switch kind {
+        case .topK: return headerSize + 3 * L + D * (3 + w) + P * w + P * R * w
+        case .sampled: return headerSize + 3 * L + P + D * (4 + w) + P * R * w
+        }
+    }
+
+    /// The record encoded for key `u32be(sample) ‖ u32be(view)`, its CRC over key ‖ record (§1).
+    /// Ids are stored as their low 24 bits and `width`, `R` and the counts as their field widths:
+    /// the writer checks the result (``SequenceRecordView``) before it stores it.
+    public func encoded(sample: Int, view: Int, dtype: LogProbDType) -> [UInt8] {
+        var w = ByteWriter(capacity: Self.size(kind: kind, dtype: dtype, tokens: tokens.count, entries: ids.count, temperatureCount: temperatureCount))
+        w.append(RecordFormat.sequence.recordVersion); w.append(kind.rawValue); w.append(dtype.rawValue)
+        w.append(UInt8(truncatingIfNeeded: temperatureCount))
+        w.append(UInt32(0))
+        w.append(UInt32(truncatingIfNeeded: tokens.count)); w.append(UInt32(truncatingIfNeeded: ids.count))
+        w.append(UInt16(truncatingIfNeeded: width)); w.append(UInt16(0))
+        Self.appendU24(tokens, to: &w)
+        switch kind {
+        case .topK:
+            Self.appendU24(ids, to: &w)
+            Self.append(logProbs + logTail + logSums, dtype: dtype, to: &w)
+        case .sampled:
+            w.append(contentsOf: distinct)
+            Self.appendU24(ids, to: &w)
+            w.append(contentsOf: counts)
+            Self.append(logProbs + logSums, dtype: dtype, to: &w)
+        }
+        var bytes = w.bytes
+        bytes.withUnsafeMutableBytes { Self.seal($0, sample: sample, view: view) }
+        return bytes
+    }
+
+    /// Writes the CRC of the record in `buffer` for the key of (sample, view).
+    static func seal(_ buffer: UnsafeMutableRawBufferPointer, sample: Int, view: Int) {
+        let crc = recordChecksum(UnsafeRawBufferPointer(buffer), skipping: checksumOffset, key: SampleKey.softLabel(sample: sample, view: view))
+        buffer.storeBytes(of: crc.littleEndian, toByteOffset: checksumOffset, as: UInt32.self)
+    }
+
+    private static func appendU24(_ values: [UInt32], to w: inout ByteWriter) {
+        for v in values { w.append(UInt8(truncatingIfNeeded: v)); w.append(UInt8(truncatingIfNeeded: v >> 8)); w.append(UInt8(truncatingIfNeeded: v >> 16)) }
+    }
+
+    private static func append(_ values: [Float], dtype: LogProbDType, to w: inout ByteWriter) {
+        switch dtype {
+        case .float16: for v in values { w.append(float16Bits(v)) }
+        case .float32: for v in values { w.append(v) }
+        }
+    }
+
+    /// Decodes and checks `bytes`, the record under (sample, view) of a teacher of `shape`.
+    public static func decode(_ bytes: [UInt8], sample: Int, view: Int, shape: SequenceRecordShape) throws(RecordError) -> SequenceRecord {
+        let result = bytes.withUnsafeBytes { raw in
+            Result { () throws(RecordError) -> SequenceRecord in try SequenceRecordView(raw, sample: sample, view: view, shape: shape).decoded() }
+        }
+        return try result.get()
+    }
+}
+
+/// What a teacher's sequence records must be: kind, dtype, R, k or N, and V (FORMAT.md §1.2).
+public struct SequenceRecordShape: Equatable, Sendable {
+    public var kind: SequenceRecord.Kind
+    public var dtype: LogProbDType
+    /// R, the number of declared temperatures.
+    public var temperatureCount: Int
+    /// k (top-k) or N (sampled).
+    public var width: Int
+    public var vocabSize: Int
+    /// `a_r = T_w / T_r` for r = 1 … R: bounds the log-sums (``SequenceRecordView``).
+    public var exponents: [Double]
+
+    public init(kind: SequenceRecord.Kind, dtype: LogProbDType, temperatureCount: Int, width: Int, vocabSize: Int, exponents: [Double]? = nil) {
+        self.kind = kind; self.dtype = dtype; self.temperatureCount = temperatureCount; self.width = width; self.vocabSize = vocabSize
+        self.exponents = exponents ?? Array(repeating: 1, count: temperatureCount)
+    }
+
+    /// The shape of a sequence teacher's records; `nil` for a class teacher.
+    public init?(teacher: TeacherManifest) {
+        guard let s = teacher.sequence else { return nil }
+        self.init(kind: s.recordKind, dtype: teacher.logProbDType, temperatureCount: s.retemperAt.count,
+                  width: s.mode == .topK ? teacher.topK : s.samples, vocabSize: s.vocabSize,
+                  exponents: s.retemperAt.map { teacher.writeTemperature / $0 })
+    }
+}
+
+/// A check of FORMAT.md §1.2 "Sequence records" that a record fails, naming the position and the field.
+public enum SequenceRecordProblem: Equatable, Sendable, CustomStringConvertible {
+    /// Which stored float.
+    public enum Field: String, Sendable { case logProb = "log p", logTail = "log tail", logSum = "log-sum" }
+    case unknownKind(UInt8)
+    case kind(stored: UInt8, teacher: UInt8)
+    case unknownDType(UInt8)
+    case dtype(stored: UInt8, teacher: UInt8)
+    case temperatureCount(stored: Int, teacher: Int)
+    /// k (top-k) or N (sampled) differs from the teacher's.
+    case width(stored: Int, teacher: Int)
+    case reserved(UInt16)
+    case tooManyTokens(Int)
+    /// Top-k: D is not P·k.
+    case entryCount(stored: Int, expected: Int)
+    case token(index: Int, id: UInt32, vocabSize: Int)
+    case id(position: Int, entry: Int, id: UInt32, vocabSize: Int)
+    case repeatedID(position: Int, id: UInt32)
+    /// Top-k: entry `entry`'s log p is above the one before it.
+    case increasing(position: Int, entry: Int)
+    /// Sampled: d_j is not in 1…N.
+    case distinctCount(position: Int, count: Int, draws: Int)
+    /// Sampled: the d_j sum to `sum`, the record holds D entries.
+    case distinctSum(sum: Int, entries: Int)
+    /// Sampled: entry `entry`'s id is not above the one before it.
+    case notAscending(position: Int, entry: Int)
+    case zeroCount(position: Int, entry: Int)
+    case countSum(position: Int, sum: Int, draws: Int)
+    /// A stored float out of range: `index` is the entry within the position (log p), 0 (tail) or r (log-sum).
+    case value(field: Field, position: Int, index: Int, value: Float, allowed: String)
+
+    public var description: String {
+        switch self {
+        case let .unknownKind(k): "unknown sequence record kind \(k) (3 top-k, 4 sampled)"
+        case let .kind(s, t): "record kind \(s), the teacher's records are kind \(t)"
+        case let .unknownDType(d): "unknown dtype \(d) (1 f32, 2 f16)"
+        case let .dtype(s, t): "dtype \(s), the teacher's is \(t)"
+        case let .temperatureCount(s, t): "R = \(s) log-sums per position, the teacher declares \(t) temperatures"
+        case let .width(s, t): "k/N = \(s), the teacher's is \(t)"
+        case let .reserved(v): "reserved field is \(v), not 0"
+        case let .tooManyTokens(l): "L = \(l) tokens, more than \(SequenceLimits.maxTokens)"
+        case let .entryCount(s, e): "D = \(s) entries, P·k = \(e)"
+        case let .token(i, id, v): "token \(i): id \(id) is not below V = \(v)"
+        case let .id(j, e, id, v): "position \(j) entry \(e): id \(id) is not below V = \(v)"
+        case let .repeatedID(j, id): "position \(j): id \(id) is kept twice"
+        case let .increasing(j, e): "position \(j) entry \(e): log p is above the entry before it (top-k entries are by non-increasing log p)"
+        case let .distinctCount(j, d, n): "position \(j): d = \(d) distinct ids, not in 1…\(n)"
+        case let .distinctSum(s, d): "the d_j sum to \(s), the record holds D = \(d) entries"
+        case let .notAscending(j, e): "position \(j) entry \(e): id is not above the one before it (sampled ids ascend)"
+        case let .zeroCount(j, e): "position \(j) entry \(e): count 0"
+        case let .countSum(j, s, n): "position \(j): counts sum to \(s), not N = \(n)"
+        case let .value(f, j, i, v, allowed): "position \(j) \(f.rawValue)\(f == .logSum ? " at T_\(i + 1)" : f == .logProb ? " of entry \(i)" : ""): \(v) is not \(allowed)"
+        }
+    }
+}
+
+/// The fixed header of a sequence record, parsed and bounded: version 3, a known kind and dtype,
+/// L ≤ 2^20, and the exact length of FORMAT.md §3.7 for L and D (so every later read is in bounds).
+struct SequenceHeader {
+    var kind: SequenceRecord.Kind
+    var dtype: LogProbDType
+    var temperatureCount: Int
+    var storedChecksum: UInt32
+    var tokenCount: Int
+    var entryCount: Int
+    var width: Int
+    var reserved: UInt16
+
+    init(_ bytes: UnsafeRawBufferPointer) throws(RecordError) {
+        var r = ByteReader(bytes)
+        try RecordFormat.sequence.check(version: try r.read(UInt8.self))
+        let kindByte = try r.read(UInt8.self), dtypeByte = try r.read(UInt8.self)
+        guard let kind = SequenceRecord.Kind(rawValue: kindByte) else { throw .sequence(.unknownKind(kindByte)) }
+        guard let dtype = LogProbDType(rawValue: dtypeByte) else { throw .sequence(.unknownDType(dtypeByte)) }
+        self.kind = kind; self.dtype = dtype
+        temperatureCount = Int(try r.read(UInt8.self))
+        storedChecksum = try r.read(UInt32.self)
+        tokenCount = Int(try r.read(UInt32.self))
+        entryCount = Int(try r.read(UInt32.self))
+        width = Int(try r.read(UInt16.self))
+        reserved = try r.read(UInt16.self)
+        guard tokenCount <= SequenceLimits.maxTokens else { throw .sequence(.tooManyTokens(tokenCount)) }
+        let expected = SequenceRecord.size(kind: kind, dtype: dtype, tokens: tokenCount, entries: entryCount, temperatureCount: temperatureCount)
+        guard bytes.count == expected else { throw .badLength(expected: expected, had: bytes.count) }
+    }
+
+    /// The teacher's kind, dtype, R and k/N; a reserved field of 0; top-k: D = P·k.
+    func check(against shape: SequenceRecordShape) throws(RecordError) {
+        guard kind == shape.kind else { throw .sequence(.kind(stored: kind.rawValue, teacher: shape.kind.rawValue)) }
+        guard dtype == shape.dtype else { throw .sequence(.dtype(stored: dtype.rawValue, teacher: shape.dtype.rawValue)) }
+        guard temperatureCount == shape.temperatureCount else { throw .sequence(.temperatureCount(stored: temperatureCount, teacher: shape.temperatureCount)) }
+        guard width == shape.width else { throw .sequence(.width(stored: width, teacher: shape.width)) }
+        guard reserved == 0 else { throw .sequence(.reserved(reserved)) }
+        let positions = max(tokenCount - 1, 0)
+        if kind == .topK, entryCount != positions * width { throw .sequence(.entryCount(stored: entryCount, expected: positions * width)) }
+    }
+}
+
+/// A checked, zero-copy view of a sequence record in the LMDB map (FORMAT.md §3.7); valid while
+/// its transaction lives (or while `owner` does).
+///
+/// Construction makes every check of FORMAT.md §1.2 "Sequence records", each a typed
+/// ``SequenceRecordProblem``: the header (``SequenceHeader``), the CRC over key ‖ record, then the
+/// teacher's kind, dtype, R and k/N; every token and stored id < V; top-k: ids distinct and `log p`
+/// non-increasing within a position; sampled: d_j in 1…N summing to D, ids strictly ascending,
+/// counts ≥ 1 summing to N; no `log p` or tail NaN, +∞, or above 2⁻¹⁰, none −∞ except a tail when
+/// k = V (where it must be); a log-sum at T_r not NaN or +∞ and at most
+/// `max(0, (1 − a_r)·ln V)` (Σ p^a ≤ V^{1−a} for a < 1) plus rounding.
+public struct SequenceRecordView: @unchecked Sendable {
+    let memory: UnsafeRawBufferPointer
+    private let owner: AnyObject?
+    public let shape: SequenceRecordShape
+    /// L.
+    public let tokenCount: Int
+    /// D, the number of stored entries.
+    public let entryCount: Int
+    /// Sampled: the first entry of each position and D at the end (P + 1 values); top-k: empty.
+    private let starts: [Int]
+    private let idsOffset: Int, countsOffset: Int, valuesOffset: Int, tailsOffset: Int, sumsOffset: Int
+
+    /// Checks the record stored under (sample, view) of a teacher whose records have `shape`.
+    /// `verifyChecksum: false` skips only the CRC, never the value checks.
+    public init(_ bytes: UnsafeRawBufferPointer, sample: Int, view: Int, shape: SequenceRecordShape,
+                verifyChecksum: Bool = true, owner: AnyObject? = nil) throws(RecordError) {
+        let h = try SequenceHeader(bytes)
+        if verifyChecksum {
+            let computed = recordChecksum(bytes, skipping: SequenceRecord.checksumOffset, key: SampleKey.softLabel(sample: sample, view: view))
+            guard computed == h.storedChecksum else { throw .badChecksum(stored: h.storedChecksum, computed: computed) }
+        }
+        try h.check(against: shape)
+        let L = h.tokenCount, D = h.entryCount, P = max(L - 1, 0), w = h.dtype.byteWidth
+        let body = SequenceRecord.headerSize + 3 * L
+        let sampled = h.kind == .sampled
+        idsOffset = sampled ? body + P : body
+        countsOffset = idsOffset + 3 * D
+        valuesOffset = sampled ? countsOffset + D : countsOffset
+        tailsOffset = valuesOffset + w * D
+        sumsOffset = sampled ? tailsOffset : tailsOffset + w * P
+        starts = sampled ? try Self.positionStarts(bytes, at: body, positions: P, draws: shape.width, entries: D) : []
+        memory = bytes; self.owner = owner; self.shape = shape; tokenCount = L; entryCount = D
+        try checkTokens()
+        if sampled { try checkSampledPositions() } else { try checkTopKPositions() }
+        try checkLogSums()
+    }
+
+    /// P = max(L − 1, 0).
+    public var positions: Int { max(tokenCount - 1, 0) }
+    public var kind: SequenceRecord.Kind { shape.kind }
+
+    /// Sampled: the prefix sums of d_j, after checking each d_j in 1…N and their sum equal to D.
+    private static func positionStarts(_ bytes: UnsafeRawBufferPointer, at offset: Int, positions: Int, draws: Int, entries: Int) throws(RecordError) -> [Int] {
+        var starts = [Int](repeating: 0, count: positions + 1)
+        for j in 0..<positions {
+            let d = Int(bytes[offset + j])
+            guard d >= 1, d <= draws else { throw .sequence(.distinctCount(position: j, count: d, draws: draws)) }
+            starts[j + 1] = starts[j] + d
+        }
+        guard starts[positions] == entries else { throw .sequence(.distinctSum(sum: starts[positions], entries: entries)) }
+        return starts
+    }
+
+    @inline(__always)
+    private func u24(at offset: Int) -> UInt32 {
+        UInt32(memory[offset]) | UInt32(memory[offset + 1]) << 8 | UInt32(memory[offset + 2]) << 16
+    }
+
+    @inline(__always)
+    private func float(at index: Int, from offset: Int) -> Float {
+        switch shape.dtype {
+        case .float32: Float(bitPattern: UInt32(littleEndian: memory.loadUnaligned(fromByteOffset: offset + 4 * index, as: UInt32.self)))
+        case .float16: Float(Float16(bitPattern: UInt16(littleEndian: memory.loadUnaligned(fromByteOffset: offset + 2 * index, as: UInt16.self))))
+        }
+    }
+
+    /// Token i (`i < tokenCount`).
+    @inline(__always) public func token(_ i: Int) -> UInt32 { u24(at: SequenceRecord.headerSize + 3 * i) }
+    /// t_0 … t_{L−1}.
+    public var tokens: [UInt32] { (0..<tokenCount).map(token) }
+    /// The entries of position j (indices into the D stored entries).
+    @inline(__always) public func entries(at j: Int) -> Range<Int> {
+        shape.kind == .topK ? (j * shape.width)..<((j + 1) * shape.width) : starts[j]..<starts[j + 1]
+    }
+    /// The id of entry e.
+    @inline(__always) public func id(entry e: Int) -> UInt32 { u24(at: idsOffset + 3 * e) }
+    /// The stored `log p_{T_w}` of entry e.
+    @inline(__always) public func logProb(entry e: Int) -> Float { float(at: e, from: valuesOffset) }
+    /// Sampled: the count of entry e (0 for top-k records).
+    @inline(__always) public func count(entry e: Int) -> UInt8 { shape.kind == .sampled ? memory[countsOffset + e] : 0 }
+    /// Top-k: `log r_j`, the log tail mass at position j (−∞ for sampled records).
+    @inline(__always) public func logTail(at j: Int) -> Float { shape.kind == .topK ? float(at: j, from: tailsOffset) : -.infinity }
+    /// The stored log-sum of position j at T_{r+1} (r < R).
+    @inline(__always) public func logSum(at j: Int, temperature r: Int) -> Float { float(at: j * shape.temperatureCount + r, from: sumsOffset) }
+
+    public func ids(at j: Int) -> [UInt32] { entries(at: j).map { id(entry: $0) } }
+    public func logProbs(at j: Int) -> [Float] { entries(at: j).map { logProb(entry: $0) } }
+    public func counts(at j: Int) -> [UInt8] { entries(at: j).map { count(entry: $0) } }
+    public func logSums(at j: Int) -> [Float] { (0..<shape.temperatureCount).map { logSum(at: j, temperature: $0) } }
+
+    /// A copy of the encoded record, checksum included.
+    public var bytes: [UInt8] { withUnsafeBytes { Array($0) } }
+
+    /// Lends the encoded record to `body`; the buffer is valid inside `body` only.
+    public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try withExtendedLifetime(owner) { try body(memory) }
+    }
+
+    /// The record as values.
+    public func decoded() -> SequenceRecord {
+        let P = positions, D = entryCount, sampled = shape.kind == .sampled
+        return SequenceRecord(kind: shape.kind, tokens: tokens, width: shape.width,
+                              distinct: sampled ? (0..<P).map { UInt8(starts[$0 + 1] - starts[$0]) } : [],
+                              ids: (0..<D).map { id(entry: $0) }, counts: sampled ? (0..<D).map { count(entry: $0) } : [],
+                              logProbs: (0..<D).map { logProb(entry: $0) },
+                              logTail: sampled ? [] : (0..<P).map { logTail(at: $0) },
+                              logSums: (0..<(P * shape.temperatureCount)).map { float(at: $0, from: sumsOffset) },
+                              temperatureCount: shape.temperatureCount)
+    }
+}
+
+extension SequenceRecordView {
+    static let logProbLimit = "a log-probability (finite, at most 2^-10)"
+
+    private func checkTokens() throws(RecordError) {
+        let V = UInt32(shape.vocabSize)
+        for i in 0..<tokenCount where token(i) >= V { throw .sequence(.token(index: i, id: token(i), vocabSize: shape.vocabSize)) }
+    }
+
+    /// A `log p` of a kept or drawn id: finite (never −∞: the id was kept or drawn) and ≤ 2⁻¹⁰.
+    @inline(__always)
+    private func checkLogProb(_ v: Float, position j: Int, entry e: Int) throws(RecordError) {
+        guard v.isFinite, v <= SoftLabelRecord.logProbTolerance else {
+            throw .sequence(.value(field: .logProb, position: j, index: e, value: v, allowed: Self.logProbLimit))
+        }
+    }
+
+    /// Per position: ids < V and distinct, `log p` valid and non-increasing, the tail valid
+    /// (−∞ exactly when k = V).
+    private func checkTopKPositions() throws(RecordError) {
+        let V = shape.vocabSize, k = shape.width, keepsAll = k == V
+        var scratch: [UInt32] = []
+        for j in 0..<positions {
+            var previous = Float.infinity
+            for e in entries(at: j) {
+                let i = id(entry: e), v = logProb(entry: e)
+                guard Int(i) < V else { throw .sequence(.id(position: j, entry: e - j * k, id: i, vocabSize: V)) }
+                try checkLogProb(v, position: j, entry: e - j * k)
+                guard v <= previous else { throw .sequence(.increasing(position: j, entry: e - j * k)) }
+                previous = v
+            }
+            try checkDistinct(position: j, scratch: &scratch)
+            let tail = logTail(at: j)
+            let ok = keepsAll ? tail == -.infinity : tail.isFinite && tail <= SoftLabelRecord.logProbTolerance
+            guard ok else {
+                throw .sequence(.value(field: .logTail, position: j, index: 0, value: tail, allowed: keepsAll ? "-inf (all V ids are kept)" : Self.logProbLimit))
+            }
+        }
+    }
+
+    /// Top-k: no id twice within position j (pairwise for k ≤ 32, else sorted in `scratch`).
+    private func checkDistinct(position j: Int, scratch: inout [UInt32]) throws(RecordError) {
+        let range = entries(at: j)
+        if shape.width <= 32 {
+            for a in range { for b in range.lowerBound..<a where id(entry: a) == id(entry: b) { throw .sequence(.repeatedID(position: j, id: id(entry: a))) } }
+            return
+        }
+        scratch.removeAll(keepingCapacity: true)
+        for e in range { scratch.append(id(entry: e)) }
+        scratch.sort()
+        for n in 1..<scratch.count where scratch[n] == scratch[n - 1] { throw .sequence(.repeatedID(position: j, id: scratch[n])) }
+    }
+
+    /// Per position: ids < V strictly ascending, counts ≥ 1 summing to N, `log p` valid.
+    private func checkSampledPositions() throws(RecordError) {
+        let V = shape.vocabSize, N = shape.width
+        for j in 0..<positions {
+            let range = entries(at: j)
+            var sum = 0
+            for e in range {
+                let i = id(entry: e), n = Int(count(entry: e))
+                guard Int(i) < V else { throw .sequence(.id(position: j, entry: e - range.lowerBound, id: i, vocabSize: V)) }
+                if e > range.lowerBound, i <= id(entry: e - 1) { throw .sequence(.notAscending(position: j, entry: e - range.lowerBound)) }
+                guard n >= 1 else { throw .sequence(.zeroCount(position: j, entry: e - range.lowerBound)) }
+                sum += n
+                try checkLogProb(logProb(entry: e), position: j, entry: e - range.lowerBound)
+            }
+            guard sum == N else { throw .sequence(.countSum(position: j, sum: sum, draws: N)) }
+        }
+    }
+
+    /// Every log-sum: not NaN or +∞, at most `max(0, (1 − a_r)·ln V)·(1 + 2⁻¹⁰) + 2⁻¹⁰`; −∞ only
+    /// for a top-k record keeping all V ids (where the tail is empty and it must be −∞).
+    private func checkLogSums() throws(RecordError) {
+        let R = shape.temperatureCount, logV = Foundation.log(Double(shape.vocabSize))
+        let emptyTail = shape.kind == .topK && shape.width == shape.vocabSize
+        let limits = (0..<R).map { r -> Float in
+            let a = r < shape.exponents.count ? shape.exponents[r] : 1
+            return Float(max(0, (1 - a) * logV) * (1 + 1.0 / 1024)) + SoftLabelRecord.logProbTolerance
+        }
+        for j in 0..<positions {
+            for r in 0..<R {
+                let v = logSum(at: j, temperature: r)
+                let ok = emptyTail ? v == -.infinity : v.isFinite && v <= limits[r]
+                guard ok else {
+                    throw .sequence(.value(field: .logSum, position: j, index: r, value: v, allowed: emptyTail ? "-inf (all V ids are kept)" : "a log-sum (finite, at most \(limits[r]))"))
+                }
+            }
+        }
+    }
+}
