@@ -25,6 +25,8 @@ public struct JobError: Error, CustomStringConvertible, Sendable {
         public static let differentSweeps = Code("differentSweeps")
         /// The directories to collect hold no results.
         public static let noResults = Code("noResults")
+        /// Sequence-teaching options the teacher cannot serve (a top-k teacher sampled, re-tempered, or at another T_w).
+        public static let badSequenceOptions = Code("badSequenceOptions")
     }
 
     public var code: Code

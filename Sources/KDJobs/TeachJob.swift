@@ -29,6 +29,8 @@ public struct TeachJob: Sendable {
         /// Samples per committed transaction.
         public var commitEvery = TeachDefaults.commitEvery
         public var shard: Shard?
+        /// Teach a language model's next-token distributions (needs ``external``), or nil for a class teacher.
+        public var sequence: SequenceTeachOptions?
 
         public init(data: String, out: String) { self.data = data; self.out = out }
     }
@@ -116,6 +118,7 @@ public struct TeachJob: Sendable {
 
     func runExternal(_ external: External, _ store: DatasetStore, _ started: Date, _ opened: inout SoftLabelWriter?,
                      _ events: @escaping (Event) -> Void) throws -> Outcome {
+        if let sequence = options.sequence { return try runSequence(external, sequence, store, started, &opened, events) }
         let teacher = try ExternalTeacher(command: external.command, dataset: store.manifest, timeout: external.timeout)
         let identity = teacher.identity(name: options.name)
         let writer = try openWriter(store, identity, events)

@@ -44,6 +44,7 @@ struct Teach: ParsableCommand {
     @Flag(help: "Train on the store's own features instead of richer text features.") var storeFeatures = false
     @Option(parsing: .unconditional, help: "Worker threads.") var workers = BuiltinTeacherOptions().workers
     @OptionGroup var progress: ProgressOptions
+    @OptionGroup var sequenceOptions: SequenceOptions
 
     func validate() throws {
         guard ["linear", "mlp"].contains(teacher) else { throw ValidationError("--teacher must be linear or mlp, got '\(teacher)'") }
@@ -58,11 +59,15 @@ struct Teach: ParsableCommand {
         if views > 1 && augment == nil { throw ValidationError("--views \(views) needs --augment (e.g. token-dropout:p=0.1).") }
         if let augment { _ = try parseAugmentation(augment) }
         _ = try parseShard(shard)
+        if sequenceOptions.sequence != nil && exec == nil { throw ValidationError("--sequence needs --exec (a language-model teacher, tools/teachers/TEACHERS.md \"Sequence teachers\")") }
+        if sequenceOptions.sequence != nil && (views > 1 || augment != nil || layout.topK != 0) {
+            throw ValidationError("--sequence sets the layout itself: leave out --views, --augment and --top-k")
+        }
     }
 
     func options(_ store: DatasetStore) throws -> TeachJob.Options {
         let augmentation = augment.flatMap(Augmentation.init(parsing:))
-        try layout.checkFits(store, data: data)
+        if sequenceOptions.sequence == nil { try layout.checkFits(store, data: data) }
         if let augmentation, augmentation.isForText != store.manifest.hasText {
             throw ValidationError("--augment \(augmentation) does not fit \(data): use token-dropout for text stores, gaussian for dense ones.")
         }
@@ -72,6 +77,7 @@ struct Teach: ParsableCommand {
         options.shard = try parseShard(shard) ?? Shard.fromEnvironment()
         options.commitEvery = commitEvery
         options.name = name
+        options.sequence = try sequenceOptions.parsed()
         if let exec {
             var external = TeachJob.External(command: exec)
             external.batchSize = batchSize; external.timeout = timeout

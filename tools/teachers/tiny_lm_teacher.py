@@ -11,10 +11,13 @@ and the logits are log p (so log_softmax(logits) = log p at T = 1).
   --outputs logits          full rows: per sample int64 index, int32 L, L int32 tokens, L×V float32
   --outputs top-k --k K     the K best ids as int32 (L×K) then their log-probabilities at --temperature
   --misbehave MODE          nan | wrong-vocab | short-block | bad-index | exit | bad-ready (failure tests)
+  --die-after B             exit abruptly (os._exit) after answering B batches (resume tests)
+  --alt-vocab               spell the byte tokens in lower case: another vocab_sha256 (tokenizer tests)
 """
 import argparse
 import hashlib
 import json
+import os
 import struct
 import sys
 
@@ -30,8 +33,8 @@ def lp(b: bytes) -> bytes:
     return struct.pack("<I", len(b)) + b
 
 
-def vocab_sha256() -> str:
-    return "sha256:" + hashlib.sha256(b"".join(lp(t.encode()) for t in TOKENS)).hexdigest()
+def vocab_sha256(tokens=TOKENS) -> str:
+    return "sha256:" + hashlib.sha256(b"".join(lp(t.encode()) for t in tokens)).hexdigest()
 
 
 def tokenize(text: str) -> list:
@@ -76,6 +79,8 @@ def main():
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--train")
     ap.add_argument("--name", default="tiny-lm")
+    ap.add_argument("--die-after", type=int)
+    ap.add_argument("--alt-vocab", action="store_true")
     ap.add_argument("--misbehave", choices=["nan", "wrong-vocab", "short-block", "bad-index", "exit", "bad-ready"])
     args = ap.parse_args()
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
@@ -87,7 +92,8 @@ def main():
         with open(args.train, encoding="utf-8") as f:
             model = Trigram([line.rstrip("\n") for line in f])
     source = open(args.train, "rb").read() if args.train else b"first-batch"
-    tokenizer = {"vocab_sha256": vocab_sha256(), "merges_sha256": None, "model_sha256": None, "name": "tiny-lm-bytes-v1"}
+    spelled = [t.lower() for t in TOKENS] if args.alt_vocab else TOKENS
+    tokenizer = {"vocab_sha256": vocab_sha256(spelled), "merges_sha256": None, "model_sha256": None, "name": "tiny-lm-bytes-v1"}
     if args.misbehave == "bad-ready":
         tokenizer = {"name": "tiny-lm-bytes-v1"}
     ready = {"type": "ready", "task": "sequence", "name": args.name, "description": "interpolated byte trigram",
@@ -95,10 +101,14 @@ def main():
              "outputs": args.outputs, "temperature": args.temperature, "vocab_size": V, "framing": "binary",
              "inputs": ["text"], "tokenizer": tokenizer}
     stdout.write(json.dumps(ready).encode() + b"\n"); stdout.flush()
+    answered = 0
     for line in stdin:
         message = json.loads(line)
         if message["type"] == "end":
             return
+        if args.die_after is not None and answered >= args.die_after:
+            os._exit(9)
+        answered += 1
         samples = message["samples"]
         if model is None:
             model = Trigram([s["text"] for s in samples])
