@@ -183,21 +183,32 @@ extension SequenceMath {
     }
 
     /// Adds `exp(a_e·(z_i − shift)/T_w)` for i in `range` to `sums[e]`, every kernel exponent e.
+    /// `precise`: every exp in Double (the sampled path, whose CDF FORMAT.md §3.7 defines in float64).
     @inline(__always)
-    private mutating func accumulate(_ z: UnsafeBufferPointer<Float>, _ range: Range<Int>, shift: Double) {
+    private mutating func accumulate(_ z: UnsafeBufferPointer<Float>, _ range: Range<Int>, shift: Double, precise: Bool = false) {
         let invT = 1 / writeTemperature
         kernelExponents.withUnsafeBufferPointer { a in
             sums.withUnsafeMutableBufferPointer { s in
+                if precise {
+                    for i in range {
+                        let t = (Double(z[i]) - shift) * invT
+                        for e in 0..<a.count { s[e] += Foundation.exp(a[e] * t) }
+                    }
+                    return
+                }
                 if a.count == 1 {
                     var s0 = 0.0
                     for i in range { s0 += Foundation.exp((Double(z[i]) - shift) * invT) }
                     s[0] += s0
                     return
                 }
+                // exp in Float (relative error ~1e-7, below f16/f32 storage), sums in Double;
+                // an exponent of 1 reuses the first term.
                 for i in range {
-                    let t = (Double(z[i]) - shift) * invT
-                    s[0] += Foundation.exp(t)
-                    for e in 1..<a.count { s[e] += Foundation.exp(a[e] * t) }
+                    let t = Float((Double(z[i]) - shift) * invT)
+                    let e1 = Foundation.exp(t)
+                    s[0] += Double(e1)
+                    for e in 1..<a.count { s[e] += Double(a[e] == 1 ? e1 : Foundation.exp(Float(a[e]) * t)) }
                 }
             }
         }
@@ -215,7 +226,7 @@ extension SequenceMath {
         try select(count: 1, from: z)
         let zMax = Double(topValues[0]), invT = 1 / writeTemperature
         for e in sums.indices { sums[e] = 0 }
-        accumulate(z, 0..<z.count, shift: zMax)
+        accumulate(z, 0..<z.count, shift: zMax, precise: true)
         let logZ = Foundation.log(sums[0])
         uniforms.removeAll(keepingCapacity: true)
         for draw in 0..<n { uniforms.append(SequenceMath.uniform(seed: seed, sample: sample, position: position, draw: draw)) }
