@@ -73,22 +73,29 @@ extension TeachJob {
     }
 
     /// Asks for `chunk` in requests of `batchSize`, encodes each row as it comes, and commits the
-    /// chunk's records with its `completed` range in one transaction.
+    /// chunk's records with its `completed` range in one transaction, or earlier (with the range
+    /// done so far) once the held records pass ``maxHeldBytes``.
     private func writeChunk(_ chunk: Range<Int>, teacher: SequenceTeacher, external: External, store: DatasetStore,
                             layout: SoftLabelLayout, math: inout SequenceMath, writer: SoftLabelWriter) throws {
-        let kind = layout.sequence!.recordKind, width = layout.sequence!.mode == .topK ? layout.topK : layout.sequence!.samples
-        var records: [(sample: Int, bytes: [UInt8])] = []
+        let s = layout.sequence!
+        let width = s.mode == .topK ? layout.topK : s.samples
+        var records: [(sample: Int, bytes: [UInt8])] = [], held = 0, from = chunk.lowerBound
         for request in Self.chunks(chunk, size: external.batchSize) {
             try teacher.answer(Array(request), store: store, sampling: sampling(layout), math: &math) { index, tokens, e in
-                let record = SequenceRecord(kind: kind, tokens: tokens, width: width, distinct: e.distinct, ids: e.ids, counts: e.counts,
-                                            logProbs: e.logProbs, logTail: e.logTail, logSums: e.logSums,
-                                            temperatureCount: layout.sequence!.retemperAt.count)
+                let record = SequenceRecord(kind: s.recordKind, tokens: tokens, width: width, distinct: e.distinct, ids: e.ids, counts: e.counts,
+                                            logProbs: e.logProbs, logTail: e.logTail, logSums: e.logSums, temperatureCount: s.retemperAt.count)
                 records.append((index, record.encoded(sample: index, view: 0, dtype: layout.dtype)))
+                held += records[records.count - 1].bytes.count
             }
+            guard held >= Self.maxHeldBytes || request.upperBound == chunk.upperBound else { continue }
+            records.sort { $0.sample < $1.sample }
+            try Self.withBuffers(records) { try writer.writeEncoded($0, completing: [from..<request.upperBound]) }
+            records.removeAll(); held = 0; from = request.upperBound
         }
-        records.sort { $0.sample < $1.sample }
-        try Self.withBuffers(records) { try writer.writeEncoded($0, completing: [chunk]) }
     }
+
+    /// Encoded records held before a commit (a 2048-token top-128 record is ~1.3 MB).
+    static let maxHeldBytes = 256 << 20
 
     /// Lends the records as (key, bytes) pairs, key `u32be(sample) ‖ u32be(0)` as a u64, from one
     /// buffer holding them all.
