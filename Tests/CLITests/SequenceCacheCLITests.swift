@@ -35,7 +35,7 @@ import KDTestSupport
         let (dir, _, _, _) = try makeCache(mode, aligned: true)
         let r = try kdcache(["verify", dir + "/seq.lmdb", "--data", dir + "/data.lmdb"])
         #expect(r.status == 0, "\(r.output)")
-        #expect(r.stdout.contains(mode == .topK ? "Σ p + tail = 1 at every position" : "log-sum at T_w = 0 at every position") == (mode == .topK))
+        #expect(r.stdout.contains(mode == .topK ? "Σ p + tail = 1 at every position" : "no declared T_r = T_w to check the log-sums at"))
         #expect(r.stdout.contains("the most probable id is the next token at 100.0 %"))
         let shifted = try makeCache(mode, aligned: false)
         let s = try kdcache(["verify", shifted.dir + "/seq.lmdb"])
@@ -53,6 +53,20 @@ import KDTestSupport
         #expect(r.status == 1)
         #expect(r.stdout.contains("FAIL  teacher lm sample 0: position 2: Σ p + tail ="), "\(r.output)")
         #expect(r.stdout.contains("11 samples of the dataset have no sequence records: 1..<12"), "\(r.output)")
+    }
+
+    @Test func verifyChecksTheSampledLogSumAtTheWriteTemperature() throws {
+        let dir = try temporaryDirectory()
+        let dataset = try makeTextStore(rows: 12, in: dir)
+        let layout = testSequenceLayout(.sampled, retemperAt: [1, 2], writeTemperature: 2, dtype: .float32)
+        var records = (0..<12).map { testSequenceRecord(layout, tokens: 4, seed: UInt64($0)) }
+        try writeSequenceCache(dir + "/good.lmdb", dataset: dataset.manifest, layout: layout, records: records)
+        let good = try kdcache(["verify", dir + "/good.lmdb"])
+        #expect(good.status == 0 && good.stdout.contains("log-sum at T_w = 0 at every position"), "\(good.output)")
+        records[4].logSums[2 * 1 + 1] = -0.3   // position 1, T_2 = T_w
+        try writeSequenceCache(dir + "/bad.lmdb", dataset: dataset.manifest, layout: layout, records: records)
+        let bad = try kdcache(["verify", dir + "/bad.lmdb"])
+        #expect(bad.status == 1 && bad.stdout.contains("FAIL  teacher lm sample 4: position 1: the log-sum at T_2 = T_w is -0.3, not 0"), "\(bad.output)")
     }
 
     @Test func exportWritesOneJSONLinePerSample() throws {
