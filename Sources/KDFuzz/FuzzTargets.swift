@@ -18,6 +18,7 @@ public enum FuzzTargets {
     public static let all: [FuzzTarget] = [
         FuzzTarget(name: "sample-record", input: "one dataset sample record (FORMAT.md §2.2)", run: RecordTargets.sampleRecord),
         FuzzTarget(name: "softlabel-record", input: "one soft-label record for 3 classes (FORMAT.md §3.2)", run: RecordTargets.softLabelRecord),
+        FuzzTarget(name: "sequence-record", input: "one sequence record (FORMAT.md §3.7), checked over V = 40", run: SequenceTarget.run),
         FuzzTarget(name: "manifest", input: "a dataset or soft-label manifest JSON (FORMAT.md §2.3, §3.1)", run: ManifestTarget.run),
         FuzzTarget(name: "tabular", input: "a CSV, TSV or JSONL file (by content)", run: InputTargets.tabular),
         FuzzTarget(name: "gzip", input: "a .csv.gz file", run: InputTargets.gzip),

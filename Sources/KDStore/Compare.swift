@@ -46,15 +46,7 @@ public struct DistributionComparison: Sendable {
     /// Compares two caches of the same dataset, record by record, at T = 1. Both tables check every
     /// record fully (``SoftLabelTable``) before any is compared.
     public static func compare(_ a: SoftLabelStore, teacher ta: String?, _ b: SoftLabelStore, teacher tb: String?, keep: Int = 10) throws -> DistributionComparison {
-        guard a.manifest.datasetFingerprint == b.manifest.datasetFingerprint else {
-            throw StoreError(code: .fingerprintMismatch, path: b.path, message: "written for dataset \(b.manifest.datasetFingerprint), but \(a.path) for \(a.manifest.datasetFingerprint)",
-                             hint: "diff compares caches of the same dataset store")
-        }
-        guard a.manifest.labels == b.manifest.labels else { throw StoreError(code: .datasetMismatch, path: b.path, message: "label set differs from \(a.path)'s") }
-        guard a.manifest.sampleCount == b.manifest.sampleCount else {
-            throw StoreError(code: .datasetMismatch, path: b.path, message: "holds \(b.manifest.sampleCount) samples, \(a.path) \(a.manifest.sampleCount), for the same dataset fingerprint",
-                             hint: "One manifest was edited or damaged; run kdcache verify on both")
-        }
+        try checkSameDataset(a, b)
         let tableA = try a.table(teacher: ta), tableB = try b.table(teacher: tb)
         let views = min(tableA.views, tableB.views)
         let Twa = Float(tableA.teacher.writeTemperature), Twb = Float(tableB.teacher.writeTemperature)
@@ -69,5 +61,80 @@ public struct DistributionComparison: Sendable {
             }
         }
         return result
+    }
+
+    /// Throws unless `a` and `b` were written for the same dataset (fingerprint, labels, sample count).
+    static func checkSameDataset(_ a: SoftLabelStore, _ b: SoftLabelStore) throws {
+        guard a.manifest.datasetFingerprint == b.manifest.datasetFingerprint else {
+            throw StoreError(code: .fingerprintMismatch, path: b.path, message: "written for dataset \(b.manifest.datasetFingerprint), but \(a.path) for \(a.manifest.datasetFingerprint)",
+                             hint: "diff compares caches of the same dataset store")
+        }
+        guard a.manifest.labels == b.manifest.labels else { throw StoreError(code: .datasetMismatch, path: b.path, message: "label set differs from \(a.path)'s") }
+        guard a.manifest.sampleCount == b.manifest.sampleCount else {
+            throw StoreError(code: .datasetMismatch, path: b.path, message: "holds \(b.manifest.sampleCount) samples, \(a.path) \(a.manifest.sampleCount), for the same dataset fingerprint",
+                             hint: "One manifest was edited or damaged; run kdcache verify on both")
+        }
+    }
+}
+
+/// How far two sequence teachers of the same dataset and tokenizer are apart (`kdcache diff` on
+/// sequence caches), at each one's T_w, over the samples both hold with the same tokens: how often
+/// their most probable stored ids agree, and |Δ log p| over the ids both store at a position.
+public struct SequenceComparison: Sendable {
+    /// Samples both caches hold; of those, the ones whose token ids differ (not compared further).
+    public private(set) var samples = 0, tokenMismatches = 0
+    public private(set) var positions = 0, topAgreements = 0
+    /// Ids stored by both at the same position, and the sum and maximum of their |Δ log p|.
+    public private(set) var sharedIDs = 0, absDiffSum = 0.0, absDiffMax = 0.0
+    /// The first samples whose tokens differ (at most 10).
+    public private(set) var mismatchedSamples: [Int] = []
+
+    public var topAgreement: Double { positions == 0 ? 1 : Double(topAgreements) / Double(positions) }
+    public var meanAbsDiff: Double { sharedIDs == 0 ? 0 : absDiffSum / Double(sharedIDs) }
+
+    /// Compares sample by sample; throws unless both are sequence teachers of one dataset and tokenizer.
+    public static func compare(_ a: SoftLabelStore, teacher ta: String?, _ b: SoftLabelStore, teacher tb: String?) throws -> SequenceComparison {
+        try DistributionComparison.checkSameDataset(a, b)
+        let sa = try a.teacher(ta).sequence, sb = try b.teacher(tb).sequence
+        guard let sa, let sb else {
+            throw StoreError(code: .wrongTeacherKind, path: sa == nil ? a.path : b.path, message: "is not a sequence teacher; diff compares two sequence caches or two class caches")
+        }
+        if let difference = sa.tokenizer.firstDifference(from: sb.tokenizer, otherName: b.path) {
+            throw StoreError(code: .teacherMismatch, path: a.path, message: "the tokenizers differ (\(difference)): their ids are not comparable")
+        }
+        var result = SequenceComparison()
+        for sample in 0..<a.manifest.sampleCount {
+            _ = try a.withSequenceRecord(sample: sample, teacher: ta) { va in
+                try b.withSequenceRecord(sample: sample, teacher: tb) { vb in result.add(sample: sample, va, vb) }
+            }
+        }
+        return result
+    }
+
+    mutating func add(sample: Int, _ a: SequenceRecordView, _ b: SequenceRecordView) {
+        samples += 1
+        guard a.tokenCount == b.tokenCount, (0..<a.tokenCount).allSatisfy({ a.token($0) == b.token($0) }) else {
+            tokenMismatches += 1
+            if mismatchedSamples.count < 10 { mismatchedSamples.append(sample) }
+            return
+        }
+        for j in 0..<a.positions {
+            positions += 1
+            if Self.top(a, j) == Self.top(b, j) { topAgreements += 1 }
+            var other: [UInt32: Float] = [:]
+            for e in b.entries(at: j) { other[b.id(entry: e)] = b.logProb(entry: e) }
+            for e in a.entries(at: j) {
+                guard let lb = other[a.id(entry: e)] else { continue }
+                let d = abs(Double(a.logProb(entry: e)) - Double(lb))
+                sharedIDs += 1; absDiffSum += d; absDiffMax = max(absDiffMax, d)
+            }
+        }
+    }
+
+    /// The stored id with the largest log p at position j (the first of equals).
+    static func top(_ v: SequenceRecordView, _ j: Int) -> UInt32 {
+        var best = v.entries(at: j).lowerBound
+        for e in v.entries(at: j) where v.logProb(entry: e) > v.logProb(entry: best) { best = e }
+        return v.id(entry: best)
     }
 }

@@ -58,3 +58,53 @@ public enum StoreExporter {
         return hasher.finalize().map { String(format: "%02x", $0) }.joined()
     }
 }
+
+/// `kdcache export --jsonl`: a sequence teacher's records as JSON lines, one per sample in key order:
+/// `{"index": i, "tokens": [t_0 …], "positions": [P objects]}`, each position
+/// `{"ids", "logprobs", "log_tail", "log_sums"}` (top-k) or `{"ids", "counts", "logprobs", "log_sums"}`
+/// (sampled). Values are the stored `log p_{T_w}` as decimal floats; −∞ (a tail when k = V) is `null`.
+public enum SequenceExporter {
+    /// Writes the JSONL of `teacher` (the only one when nil) of the sequence cache at `path` to
+    /// `output` (through a temporary, renamed when complete); returns the number of lines.
+    public static func exportJSONL(_ path: String, teacher: String?, to output: String, overwrite: Bool) throws -> Int {
+        try OutputFile.checkCanWrite(output)
+        if FileManager.default.fileExists(atPath: output) && !overwrite {
+            throw StoreError(code: .alreadyExists, path: output, message: "already exists", hint: .replaceOrChooseAnotherOutput)
+        }
+        let store = try SoftLabelStore(path: path)
+        let temporary = output + ".tmp-\(getpid())"
+        guard FileManager.default.createFile(atPath: temporary, contents: nil), let handle = FileHandle(forWritingAtPath: temporary) else {
+            throw StoreError(code: .ioFailure, path: output, message: "cannot create: \(String(cString: strerror(errno)))")
+        }
+        defer { try? handle.close(); unlink(temporary) }
+        var lines = 0
+        try store.scanSequenceRecords(teacher: teacher) { sample, _, result in
+            let view = try result.mapError { e in StoreError(code: .badRecord, path: path, sample: sample, message: "sample \(sample): \(e)", hint: "Run kdcache verify") }.get()
+            try handle.write(contentsOf: Data(jsonLine(index: sample, view).utf8))
+            lines += 1
+            return true
+        }
+        try handle.synchronize()
+        guard rename(temporary, output) == 0 else {
+            throw StoreError(code: .ioFailure, path: output, message: "cannot rename into place: \(String(cString: strerror(errno)))")
+        }
+        return lines
+    }
+
+    /// One sample's line, newline included.
+    static func jsonLine(index: Int, _ v: SequenceRecordView) -> String {
+        var out = "{\"index\":\(index),\"tokens\":[" + v.tokens.map(String.init).joined(separator: ",") + "],\"positions\":["
+        for j in 0..<v.positions {
+            if j > 0 { out += "," }
+            out += "{\"ids\":[" + v.ids(at: j).map(String.init).joined(separator: ",") + "]"
+            if v.kind == .sampled { out += ",\"counts\":[" + v.counts(at: j).map(String.init).joined(separator: ",") + "]" }
+            out += ",\"logprobs\":[" + v.logProbs(at: j).map(number).joined(separator: ",") + "]"
+            if v.kind == .topK { out += ",\"log_tail\":" + number(v.logTail(at: j)) }
+            out += ",\"log_sums\":[" + v.logSums(at: j).map(number).joined(separator: ",") + "]}"
+        }
+        return out + "]}\n"
+    }
+
+    /// A float as JSON: its shortest decimal form, `null` for −∞ (checked records hold no NaN or +∞).
+    private static func number(_ v: Float) -> String { v.isFinite ? "\(v)" : "null" }
+}

@@ -62,13 +62,17 @@ public enum CacheMerger {
             }
             if m.labels != first.labels { throw StoreError(code: .datasetMismatch, path: store.path, message: "label set differs from \(paths[0])'s") }
             if m.featurizerSignature != first.featurizerSignature { throw StoreError(code: .datasetMismatch, path: store.path, message: "featurizer differs from \(paths[0])'s") }
+            if m.isSequenceCache != first.isSequenceCache {
+                throw StoreError(code: .cacheKindMismatch, path: store.path, message: "is a \(m.isSequenceCache ? "sequence" : "class-label") cache, \(paths[0]) a \(first.isSequenceCache ? "sequence" : "class-label") one",
+                                 hint: "Merge sequence shards with sequence shards and class shards with class shards")
+            }
             for (name, t) in m.teachers {
                 if let (seen, seenPath) = teachers[name] {
                     if seen.identity != t.identity {
                         throw StoreError(code: .teacherMismatch, path: store.path, message: "teacher '\(name)' has another identity than in \(seenPath) (content hash \(t.identity.contentHash) vs \(seen.identity.contentHash))")
                     }
                     if !seen.hasSameLayout(as: t) {
-                        throw StoreError(code: .teacherMismatch, path: store.path, message: "teacher '\(name)' has another layout than in \(seenPath) (T_w \(t.writeTemperature) vs \(seen.writeTemperature), \(t.dtype) vs \(seen.dtype), top-k \(t.topK) vs \(seen.topK), views \(t.views) vs \(seen.views))")
+                        throw StoreError(code: .teacherMismatch, path: store.path, message: "teacher '\(name)' has another layout than in \(seenPath) (\(t.layoutDescription) vs \(seen.layoutDescription))")
                     }
                 } else {
                     teachers[name] = (t, store.path)
@@ -89,7 +93,7 @@ public enum CacheMerger {
         let writer = try SoftLabelWriter(path: output, dataset: dataset, teacher: t.identity,
                                          layout: SoftLabelLayout(writeTemperature: t.writeTemperature, dtype: t.logProbDType, topK: t.topK, views: t.views,
                                                                  augmentation: t.augmentation.flatMap(Augmentation.init(parsing:)),
-                                                                 augmentationSeed: t.augmentationSeed ?? 0),
+                                                                 augmentationSeed: t.augmentationSeed ?? 0, sequence: t.sequence),
                                          privateFile: temporary)
         let holders = stores.filter { $0.manifest.teachers[name] != nil }
         var metrics: [String: Double] = [:]

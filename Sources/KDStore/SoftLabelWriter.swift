@@ -59,11 +59,7 @@ public final class SoftLabelWriter {
     /// With `privateFile`, writes into that file instead, created in place and named `path` in
     /// errors: for a temporary that only this process knows (``CacheMerger``), renamed by the caller.
     init(path: String, dataset: DatasetManifest, teacher: TeacherIdentity, layout: SoftLabelLayout, privateFile: String?) throws {
-        try SoftLabelWriter.check(teacher: teacher, layout: layout, dataset: dataset, path: path)
-        let entry = SoftLabelWriter.teacherEntry(teacher, layout: layout)
-        try SoftLabelWriter.checkSequenceEntry(entry, dataset: dataset, path: path)
-        var fresh = SoftLabelWriter.emptyManifest(for: dataset, sequence: layout.sequence != nil)
-        try SoftLabelWriter.adopt(entry, into: &fresh, path: path)
+        let (entry, fresh) = try SoftLabelWriter.initialManifest(teacher, layout: layout, dataset: dataset, path: path)
         let env: Environment
         if let privateFile {
             env = try Environment(path: privateFile, options: .noLock, maxDatabases: 64)
@@ -126,6 +122,17 @@ public final class SoftLabelWriter {
                         augmentation: layout.views > 1 ? layout.augmentation?.description : nil,
                         augmentationSeed: layout.views > 1 && layout.augmentation != nil ? layout.augmentationSeed : nil,
                         sequence: layout.sequence)
+    }
+
+    /// The checked teacher entry and the manifest of a new cache holding it (v3 for a sequence teacher).
+    private static func initialManifest(_ teacher: TeacherIdentity, layout: SoftLabelLayout, dataset: DatasetManifest,
+                                        path: String) throws -> (TeacherManifest, SoftLabelManifest) {
+        try check(teacher: teacher, layout: layout, dataset: dataset, path: path)
+        let entry = teacherEntry(teacher, layout: layout)
+        try checkSequenceEntry(entry, dataset: dataset, path: path)
+        var fresh = emptyManifest(for: dataset, sequence: layout.sequence != nil)
+        try adopt(entry, into: &fresh, path: path)
+        return (entry, fresh)
     }
 
     /// Refuses a sequence teacher whose entry fails FORMAT.md §1.1's "sequence teachers" checks

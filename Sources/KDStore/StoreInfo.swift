@@ -1,5 +1,5 @@
 import Foundation
-import LMDB
+@_spi(Unsafe) import LMDB
 
 /// One teacher's coverage as its records give it, against its manifest's claim.
 public struct TeacherCoverage: Equatable, Sendable {
@@ -28,6 +28,8 @@ public struct StoreInfo {
     public let recordCounts: [String: Int]
     /// Per teacher (soft-label caches): coverage by the records, and the manifest's claim.
     public let coverage: [String: TeacherCoverage]
+    /// Per sequence teacher: tokens, positions and bytes of its records (read from their headers).
+    public let sequenceTotals: [String: SequenceTotals]
 
     public init(path: String) throws {
         let (_, kind, _) = try openStoreFile(path)
@@ -40,13 +42,36 @@ public struct StoreInfo {
             softLabels = nil
             recordCounts = [:]
             coverage = [:]
+            sequenceTotals = [:]
         case .softLabels:
             let store = try SoftLabelStore(path: path)
             dataset = nil
             softLabels = store.manifest
             recordCounts = Dictionary(uniqueKeysWithValues: try store.manifest.teachers.keys.map { ($0, try store.recordCount(teacher: $0)) })
             coverage = try StoreInfo.coverage(of: store)
+            sequenceTotals = try StoreInfo.sequenceTotals(of: store)
         }
+    }
+
+    /// Every sequence teacher's totals: one pass over its records' lengths and L fields.
+    static func sequenceTotals(of store: SoftLabelStore) throws -> [String: SequenceTotals] {
+        var out: [String: SequenceTotals] = [:]
+        for (name, t) in store.manifest.teachers where t.isSequence {
+            guard let db = store.teacherDatabases[name] else { continue }
+            var totals = SequenceTotals()
+            try store.environment.read { txn throws in
+                try txn.forEach(in: db) { _, value in
+                    totals.bytes += value.count
+                    if value.count >= SequenceRecord.headerSize {
+                        let L = Int(UInt32(littleEndian: value.loadUnaligned(fromByteOffset: 8, as: UInt32.self)))
+                        totals.tokens += L; totals.positions += max(L - 1, 0)
+                    }
+                    return true
+                }
+            }
+            out[name] = totals
+        }
+        return out
     }
 
     /// Every teacher's coverage: one key scan of its records each.
@@ -66,13 +91,14 @@ public struct StoreInfo {
     }
 
     /// `{"path", "kind", "file_bytes", "dataset" | "soft_labels", "record_counts", "coverage"}` as
-    /// JSON; `coverage` maps each teacher to `{"complete_samples", "claimed_samples",
+    /// JSON (plus `"sequence_totals"`: `{"tokens", "positions", "bytes"}` per sequence teacher); `coverage` maps each teacher to `{"complete_samples", "claimed_samples",
     /// "claimed_without_records": [[start, end], …]}`, counted from the records.
     public func jsonBytes() throws -> [UInt8] {
         struct Coverage: Encodable { var completeSamples: Int, claimedSamples: Int, claimedWithoutRecords: [[Int]] }
         struct Output: Encodable {
             var path: String, kind: String, fileBytes: Int
             var dataset: DatasetManifest?, softLabels: SoftLabelManifest?, recordCounts: [String: Int]?, coverage: [String: Coverage]?
+            var sequenceTotals: [String: SequenceTotals]?
         }
         let coverage = self.coverage.mapValues {
             Coverage(completeSamples: $0.completeSamples, claimedSamples: $0.claimedSamples,
@@ -80,7 +106,8 @@ public struct StoreInfo {
         }
         return try ManifestCoding.encode(Output(path: path, kind: kind.rawValue, fileBytes: fileBytes, dataset: dataset,
                                                 softLabels: softLabels, recordCounts: kind == .softLabels ? recordCounts : nil,
-                                                coverage: kind == .softLabels ? coverage : nil))
+                                                coverage: kind == .softLabels ? coverage : nil,
+                                                sequenceTotals: sequenceTotals.isEmpty ? nil : sequenceTotals))
     }
 
     /// A human-readable summary.
@@ -111,9 +138,10 @@ public struct StoreInfo {
                 let c = coverage[name] ?? TeacherCoverage(complete: [], claimed: [], claimedWithoutRecords: [])
                 let done = c.completeSamples
                 lines += ["  teacher \(name): \(t.identity.description)",
-                          "    hash:      \(t.identity.contentHash)",
-                          "    layout:    T_w \(t.writeTemperature), \(t.dtype), \(t.topK == 0 ? "dense" : "top-\(t.topK)"), \(t.views) view(s)",
-                          "    records:   \(recordCounts[name] ?? 0)",
+                          "    hash:      \(t.identity.contentHash)"]
+                lines += t.sequence.map { sequenceLines(t, $0, totals: sequenceTotals[name] ?? SequenceTotals()) }
+                    ?? ["    layout:    T_w \(t.writeTemperature), \(t.dtype), \(t.topK == 0 ? "dense" : "top-\(t.topK)"), \(t.views) view(s)"]
+                lines += ["    records:   \(recordCounts[name] ?? 0)",
                           "    coverage:  \(done)/\(m.sampleCount) samples (\(String(format: "%.1f", 100 * Double(done) / Double(max(1, m.sampleCount))))%) with the records of all \(t.views) view(s)"]
                 if !c.claimedWithoutRecords.isEmpty {
                     let missing = c.claimedWithoutRecords
@@ -125,5 +153,25 @@ public struct StoreInfo {
             }
         }
         return lines.joined(separator: "\n")
+    }
+}
+
+/// A sequence teacher's records in numbers: Σ L, Σ P and Σ record bytes.
+public struct SequenceTotals: Codable, Equatable, Sendable {
+    public var tokens = 0, positions = 0, bytes = 0
+    /// Record bytes per token (0 without tokens).
+    public var bytesPerToken: Double { tokens == 0 ? 0 : Double(bytes) / Double(tokens) }
+}
+
+extension StoreInfo {
+    /// The layout lines of a sequence teacher: mode and k/N, V, T_w and the declared T, the
+    /// tokenizer, tokens, positions and bytes per token.
+    func sequenceLines(_ t: TeacherManifest, _ s: SequenceLayout, totals: SequenceTotals) -> [String] {
+        let mode = s.mode == .topK ? "top-k, k = \(t.topK)" : "sampled, N = \(s.samples) draws (seed \(s.sampleSeed))"
+        let declared = s.retemperAt.isEmpty ? "none" : s.retemperAt.map { "\($0)" }.joined(separator: ", ")
+        return ["    layout:    sequence \(mode), V = \(s.vocabSize), T_w \(t.writeTemperature), \(t.dtype)",
+                "    retemper:  declared T = \(declared)",
+                "    tokenizer: \(s.tokenizer.name) \(s.tokenizer.fingerprint)",
+                "    tokens:    \(totals.tokens) tokens, \(totals.positions) positions, " + String(format: "%.1f bytes per token", totals.bytesPerToken)]
     }
 }

@@ -16,6 +16,8 @@ public struct VerificationReport: Sendable {
     /// Checks this store cannot have, and why (a format-v1 store has no key-covering record CRCs
     /// and no manifest checksum).
     public var notes: [String] = []
+    /// Per sequence teacher: what the record scan measured (positions, normalization, alignment).
+    public var sequenceStats: [String: SequenceStats] = [:]
 
     public var isValid: Bool { problems.isEmpty && unlistedProblems == 0 }
     static let problemLimit = 50
@@ -169,9 +171,57 @@ public enum StoreVerifier {
             } catch let e as StoreError { report.fail(e.message) }
         }
         for name in store.manifest.teachers.keys.sorted() {
-            try verifyTeacher(name, of: store, againstDataset: dataset != nil, report: &report)
+            if store.manifest.teachers[name]!.isSequence {
+                try verifySequenceTeacher(name, of: store, againstDataset: dataset != nil, report: &report)
+            } else {
+                try verifyTeacher(name, of: store, againstDataset: dataset != nil, report: &report)
+            }
         }
         return report
+    }
+
+    /// Checks every record of sequence teacher `name` (FORMAT.md §1.2: every record check, then per
+    /// position Σ_S p + r = 1 for top-k, and the log-sum at a declared T_r = T_w ≈ 0 for sampled),
+    /// its coverage, and measures how often the teacher's most probable id is the next token.
+    private static func verifySequenceTeacher(_ name: String, of store: SoftLabelStore, againstDataset: Bool,
+                                              report: inout VerificationReport) throws {
+        let m = store.manifest, t = m.teachers[name]!, sequence = t.sequence!
+        let problemsAtStart = report.problems.count + report.unlistedProblems
+        var stats = SequenceStats()
+        var runs = CompleteRuns(views: 1)
+        let atWrite = sequence.retemperAt.firstIndex(of: t.writeTemperature)
+        try store.scanSequenceRecords(teacher: name) { sample, view, result in
+            runs.enter(sample)
+            let at = "teacher \(name) sample \(sample)\(view == 0 ? "" : " view \(view)")"
+            switch result {
+            case .failure(let e): report.fail("\(at): \(e)")
+            case .success(let v):
+                guard sample < m.sampleCount, view == 0 else { report.fail("\(at): outside \(m.sampleCount) samples × view 0"); return true }
+                runs.viewsInSample += 1
+                if let problem = stats.add(v, logSumAtWrite: atWrite) { report.fail("\(at): \(problem)") }
+            }
+            return true
+        }
+        let coverage = runs.finish()
+        checkClaims(of: name, t, coverage: coverage, report: &report)
+        let covered = coverage.reduce(0) { $0 + $1.count }
+        report.sequenceStats[name] = stats
+        if report.problems.count + report.unlistedProblems == problemsAtStart {
+            report.checked.append("teacher \(name): \(stats.records) sequence records (\(sequence.mode.rawValue), T_w \(t.writeTemperature), \(t.dtype)), \(stats.tokens) tokens, \(stats.positions) positions: structure, ids, values and CRC-32 over key and record, "
+                                  + (sequence.mode == .topK ? "Σ p + tail = 1 at every position" : atWrite != nil ? "log-sum at T_w = 0 at every position" : "no declared T_r = T_w to check the log-sums at")
+                                  + "; \(covered)/\(m.sampleCount) samples")
+        }
+        report.checked.append("teacher \(name): the most probable id is the next token at \(stats.alignmentText(vocabSize: sequence.vocabSize))")
+        if againstDataset, covered < m.sampleCount {
+            report.fail("teacher \(name): \(m.sampleCount - covered) samples of the dataset have no sequence records: \(describe(gapsOf(coverage, total: m.sampleCount)))")
+        }
+    }
+
+    /// Fails each range the manifest marks complete that the valid records do not cover.
+    private static func checkClaims(of name: String, _ t: TeacherManifest, coverage: [Range<Int>], report: inout VerificationReport) {
+        for r in t.completedRanges where !coverage.contains(where: { $0.lowerBound <= r.lowerBound && r.upperBound <= $0.upperBound }) {
+            report.fail("teacher \(name): manifest marks samples \(r.lowerBound)..<\(r.upperBound) complete but some of their records are missing or damaged")
+        }
     }
 
     /// Checks every record of teacher `name` and the samples its manifest marks complete.
@@ -200,9 +250,7 @@ public enum StoreVerifier {
             return true
         }
         let coverage = runs.finish()
-        for r in t.completedRanges where !coverage.contains(where: { $0.lowerBound <= r.lowerBound && r.upperBound <= $0.upperBound }) {
-            report.fail("teacher \(name): manifest marks samples \(r.lowerBound)..<\(r.upperBound) complete but some of their records are missing or damaged")
-        }
+        checkClaims(of: name, t, coverage: coverage, report: &report)
         let covered = coverage.reduce(0) { $0 + $1.count }
         if report.problems.count + report.unlistedProblems == problemsAtStart {
             report.checked.append("teacher \(name): \(seen) records (T_w \(t.writeTemperature), \(t.dtype)\(t.topK > 0 ? ", top-\(t.topK)" : "")), structure, values and CRC-32"
@@ -266,5 +314,47 @@ public enum StoreVerifier {
     static func describe(_ ranges: [Range<Int>]) -> String {
         let shown = ranges.prefix(5).map { $0.count == 1 ? "\($0.lowerBound)" : "\($0.lowerBound)..<\($0.upperBound)" }
         return shown.joined(separator: ", ") + (ranges.count > 5 ? ", … (\(ranges.count) gaps)" : "")
+    }
+}
+
+/// What `verify` measured over one sequence teacher's valid records.
+public struct SequenceStats: Equatable, Sendable {
+    public var records = 0
+    /// Σ L and Σ P over the records.
+    public var tokens = 0, positions = 0
+    /// Positions whose most probable stored id (top-k: the first entry; sampled: the drawn id with
+    /// the largest log p) is the next token t_{j+1}.
+    public var topIsNext = 0
+
+    /// The share of positions whose top id is the next token (0 without positions).
+    public var alignment: Double { positions == 0 ? 0 : Double(topIsNext) / Double(positions) }
+
+    /// `41.2 % of 250 positions (1/V = 2.5 %; a real LM: ~30–60 %, a shifted alignment: near 1/V)`.
+    func alignmentText(vocabSize: Int) -> String {
+        String(format: "%.1f %% of %d positions (1/V = %.3g %%; a real LM reaches ~30–60 %%, a shifted alignment stays near 1/V)",
+               100 * alignment, positions, 100 / Double(vocabSize))
+    }
+
+    /// Counts record `v` and checks each position: Σ_S p + r = 1 (top-k) or the log-sum at
+    /// T_r = T_w (index `logSumAtWrite`) = 0 (sampled), within the dtype's rounding. Returns the
+    /// first position that fails, in words.
+    mutating func add(_ v: SequenceRecordView, logSumAtWrite: Int?) -> String? {
+        records += 1; tokens += v.tokenCount; positions += v.positions
+        let tolerance = v.shape.dtype == .float16 ? 0.02 : 1e-3
+        var problem: String? = nil
+        for j in 0..<v.positions {
+            let entries = v.entries(at: j)
+            var best = entries.lowerBound
+            for e in entries where v.logProb(entry: e) > v.logProb(entry: best) { best = e }
+            if v.id(entry: best) == v.token(j + 1) { topIsNext += 1 }
+            guard problem == nil else { continue }
+            if v.kind == .topK {
+                let total = entries.reduce(exp(Double(v.logTail(at: j)))) { $0 + exp(Double(v.logProb(entry: $1))) }
+                if abs(total - 1) > tolerance { problem = "position \(j): Σ p + tail = \(total), not 1" }
+            } else if let r = logSumAtWrite, abs(Double(v.logSum(at: j, temperature: r))) > tolerance {
+                problem = "position \(j): the log-sum at T_\(r + 1) = T_w is \(v.logSum(at: j, temperature: r)), not 0"
+            }
+        }
+        return problem
     }
 }

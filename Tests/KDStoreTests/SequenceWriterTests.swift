@@ -105,6 +105,7 @@ import KDTestSupport
         let record = testSequenceRecord(layout, tokens: 2048, seed: 5)
         #expect(record.encoded(sample: 0, view: 0, dtype: .float16).count == 20 + 3 * 2048 + 2047 * (128 * 5 + 2 + 4))
         let path = try temporaryPath()
+        defer { try? FileManager.default.removeItem(atPath: path) }
         try writeSequenceCache(path, dataset: dataset.manifest, layout: layout, records: [record, record])
         #expect(try SoftLabelStore(path: path).withSequenceRecord(sample: 1) { $0.ids(at: 2046) } == Array(record.ids.suffix(128)))
     }
@@ -120,6 +121,7 @@ import KDTestSupport
                                     counts: Array(repeating: 1, count: L - 1), logProbs: Array(repeating: -0.5, count: L - 1),
                                     logSums: [], temperatureCount: 0)
         let path = try temporaryPath()
+        defer { try? FileManager.default.removeItem(atPath: path) }
         for batch in 0..<3 {
             try writeSequenceCache(path, dataset: dataset.manifest, layout: layout, records: Array(repeating: record, count: 20), firstSample: 20 * batch)
         }

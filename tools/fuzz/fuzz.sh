@@ -35,7 +35,7 @@ swift build --scratch-path "$SCRATCH" "${flags[@]}" --product kdcache-fuzz 2>&1 
 BIN=$SCRATCH/debug/kdcache-fuzz
 [ -x "$BIN" ] || { echo "fuzz: build failed"; exit 1; }
 
-all_targets=(sample-record softlabel-record manifest tabular gzip teacher-protocol npy safetensors page-validator)
+all_targets=(sample-record softlabel-record sequence-record manifest tabular gzip teacher-protocol npy safetensors page-validator)
 targets=(${FUZZ_TARGETS:-${all_targets[@]}})
 summary=()
 for t in "${targets[@]}"; do

@@ -68,6 +68,47 @@ def softlabel_record(dtype, k, body):
     return head + struct.pack("<I", zlib.crc32(head + body)) + body
 
 
+def u24(ids):
+    return b"".join(struct.pack("<I", i)[:3] for i in ids)
+
+
+def floats(values, dtype):
+    return np.array(values, dtype="<f2" if dtype == 2 else "<f4").tobytes()
+
+
+def sequence_record(kind, dtype, tokens, width, entries, temperatures=(1.0, 4.0), write_temperature=2.0, seed=0):
+    """A valid FORMAT.md §3.7 record for sample 0 view 0: kind 3 (top-k, width k) or 4 (sampled,
+    width N), over V = 40 ids, with `entries` distinct ids per position, from seeded logits."""
+    rng = np.random.default_rng(seed)
+    L, P, V = len(tokens), max(len(tokens) - 1, 0), 40
+    alphas = [write_temperature / t for t in temperatures]
+    distinct, ids, counts, lps, tails, sums = [], [], [], [], [], []
+    for _ in range(P):
+        z = rng.normal(size=V) * 2 / write_temperature
+        lp = z - np.logaddexp.reduce(z)
+        if kind == 3:
+            order = np.argsort(-lp, kind="stable")
+            kept, rest = order[:width], lp[order[width:]]
+            ids += kept.tolist(); lps += lp[kept].tolist()
+            tails.append(np.logaddexp.reduce(rest))
+            sums += [np.logaddexp.reduce(a * rest) for a in alphas]
+        else:
+            kept = np.sort(rng.choice(V, size=entries, replace=False))
+            c = [1] * entries; c[0] += width - entries
+            distinct.append(entries); ids += kept.tolist(); counts += c; lps += lp[kept].tolist()
+            sums += [np.logaddexp.reduce(a * lp) for a in alphas]
+    D = len(ids)
+    body = u24(tokens)
+    if kind == 3:
+        body += u24(ids) + floats(lps + tails + sums, dtype)
+    else:
+        body += bytes(distinct) + u24(ids) + bytes(counts) + floats(lps + sums, dtype)
+    head = struct.pack("<BBBB", 3, kind, dtype, len(temperatures))
+    rest = struct.pack("<IIHH", L, D, width, 0) + body
+    key = struct.pack(">II", 0, 0)
+    return head + struct.pack("<I", zlib.crc32(key + head + rest)) + rest
+
+
 def npy(array, version=1):
     buf = io.BytesIO()
     if version == 1:
@@ -114,6 +155,14 @@ def main():
     write("softlabel-record", "dense-f32", softlabel_record(1, 0, struct.pack("<3f", *lp)))
     write("softlabel-record", "top1-f16", softlabel_record(2, 1, struct.pack("<I", 0) + np.float16(lp[0]).tobytes()
                                                            + struct.pack("<f", float(np.log(0.3)))))
+
+    # Sequence records (FORMAT.md §3.7): top-k and sampled, f16 and f32, and the edge lengths.
+    for dtype, dname in ((1, "f32"), (2, "f16")):
+        write("sequence-record", f"topk4-{dname}", sequence_record(3, dtype, [1, 7, 3, 39, 0], 4, 4, seed=dtype))
+        write("sequence-record", f"sampled4-{dname}", sequence_record(4, dtype, [2, 5, 5, 11], 4, 3, seed=dtype))
+    write("sequence-record", "topk-one-token", sequence_record(3, 1, [9], 4, 4))
+    write("sequence-record", "sampled-empty", sequence_record(4, 2, [], 4, 1, temperatures=()))
+    write("sequence-record", "topk-no-temperatures", sequence_record(3, 2, [4, 8, 15], 2, 2, temperatures=()))
 
     # Manifests: both golden ones, and variants that reach other branches of the readers.
     dm, sm = manifest(GOLDEN / "dataset.lmdb"), manifest(GOLDEN / "softlabels.lmdb")
