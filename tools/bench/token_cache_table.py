@@ -299,7 +299,7 @@ def print_report(totals, lengths, vocab):
     print("| layout | B/position here | formula | KL(stored‖teacher) T=1 | T=2 | k+1-bucket KL T=1 | T=2 |\n"
           "|---|---|---|---|---|---|---|")
     rows = table(totals, lengths, vocab)
-    cell = lambda x: "—" if x is None else f"{x:.4f}"  # noqa: E731
+    cell = lambda x: "—" if x is None else f"{x:.4f}" if x >= 1e-3 else f"{x:.1e}"  # noqa: E731
     for name, here, formula, *values in rows:
         print(f"| {name} | {here:.1f} | {formula} | " + " | ".join(map(cell, values)) + " |")
     print("\n| top-k at T_w=1, tail mass at T=2 | true | renormalized | spread evenly | §3.8 interval | stored f16 sum | r at T_w |\n|---|---|---|---|---|---|---|")

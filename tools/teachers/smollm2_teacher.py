@@ -96,6 +96,8 @@ class Teacher:
         self.vocab_size = self.llm.n_vocab()
         self.positions = 0
         self.agree = 0
+        self.tokens_seen = 0
+        self.eval_seconds = 0.0
 
     def tokens(self, text: str, index: int) -> list:
         """The model's tokens for `text` (BOS when the model adds one), at most max_tokens."""
@@ -110,9 +112,12 @@ class Teacher:
         """[L, V] float32: row j = the logits after tokens 0 … j, i.e. the prediction of token j+1."""
         if not ids:
             return np.zeros((0, self.vocab_size), dtype="<f4")
+        started = time.perf_counter()
         self.llm.reset()
         self.llm.eval(ids)
         rows = np.ascontiguousarray(self.llm.scores[:len(ids)], dtype="<f4")
+        self.eval_seconds += time.perf_counter() - started
+        self.tokens_seen += len(ids)
         if rows.shape != (len(ids), self.vocab_size):
             raise SystemExit(f"smollm2_teacher: llama.cpp returned scores of shape {rows.shape}; "
                              f"expected ({len(ids)}, {self.vocab_size}) (is logits_all on?)")
@@ -147,9 +152,11 @@ def answer_batch(teacher: Teacher, samples: list, outputs: str, k: int, out) -> 
         ids = teacher.tokens(s["text"], s["index"])
         rows = teacher.logits(ids)
         out.write(struct.pack("<qi", s["index"], len(ids)) + np.asarray(ids, dtype="<i4").tobytes())
+        if not ids:
+            continue  # an empty text: L = 0, no rows
         if outputs == "logits":
-            out.write(memoryview(rows).cast("B"))
-        elif ids:
+            out.write(memoryview(rows).cast("B"))  # no copy of the L × V × 4 bytes
+        else:
             top_ids, top_logp = top_k_rows(rows, k)
             out.write(top_ids.tobytes() + top_logp.tobytes())
     out.flush()
@@ -206,8 +213,10 @@ def main():
         answer_batch(teacher, message["samples"], args.outputs, args.k, out)
     seconds = time.perf_counter() - started
     share = teacher.agree / teacher.positions if teacher.positions else 0.0
-    print(f"smollm2_teacher: {teacher.positions} positions in {seconds:.1f} s; the most probable id was the next "
-          f"token at {share:.3f} of them", file=sys.stderr)
+    rate = teacher.tokens_seen / teacher.eval_seconds if teacher.eval_seconds else 0.0
+    print(f"smollm2_teacher: {teacher.tokens_seen} tokens, {teacher.positions} positions in {seconds:.1f} s "
+          f"({rate:.0f} tokens/s in llama.cpp's eval); the most probable id was the next token at {share:.3f} of them",
+          file=sys.stderr)
 
 
 if __name__ == "__main__":
