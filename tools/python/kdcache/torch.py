@@ -51,3 +51,178 @@ def distillation_dataset() -> type:
         except ImportError:
             _ADAPTER = type("DistillationDataset", (_DistillationDataset,), _PICKLED_AS)
     return _ADAPTER
+
+
+# ---- sequence caches (FORMAT.md §3.6–3.8) -------------------------------------------------------
+
+def tokenizer_difference(cache_tokenizer: dict, given) -> str | None:
+    """The first field, in FORMAT.md §3.6's order (`vocab_size`, `vocab_sha256`, `merges_sha256`,
+    `model_sha256`), in which `given` (a tokenizer object, or a fingerprint string) differs from the
+    cache's, as `field: cache … vs given …`; None when they agree."""
+    from .manifest import TOKENIZER_FIELDS
+    if isinstance(given, str):
+        ours = cache_tokenizer["fingerprint"]
+        return None if given == ours else f"fingerprint: cache {ours} vs given {given}"
+    for field in TOKENIZER_FIELDS:
+        if cache_tokenizer.get(field) != given.get(field):
+            return f"{field}: cache {cache_tokenizer.get(field)!r} vs given {given.get(field)!r}"
+    return None
+
+
+class _Tempering:
+    """How a teacher's stored values become values at the requested T (FORMAT.md §3.8)."""
+
+    def __init__(self, entry: dict, temperature, allow_approximate: bool, where: str):
+        from .tokens import declared_index
+        s = entry["sequence"]
+        self.t_w = entry["write_temperature"]
+        self.t = float(temperature) if temperature is not None else self.t_w
+        self.a, self.vocab, self.sampled = self.t_w / self.t, s["vocab_size"], s["mode"] == "sampled"
+        self.index = declared_index(self.t, self.t_w, s["retemper_at"])
+        self.exact = self.index is not None
+        if not self.exact and not allow_approximate:
+            raise ValueError(f"{where}: T = {self.t} is neither T_w = {self.t_w} nor declared (retemper_at {s['retemper_at']}): "
+                             f"only an interval is known (FORMAT.md §3.8). Declare it when writing, or pass allow_approximate=True "
+                             f"({'self-normalized weights' if self.sampled else 'the midpoint of the tail interval'})")
+        if not self.exact:
+            import warnings
+            warnings.warn(f"{where}: T = {self.t} is not declared: values are approximate "
+                          f"({'self-normalized weights, biased' if self.sampled else 'tail sum at the midpoint of its §3.8 interval'})")
+
+    def top_k(self, rec, P: int):
+        """(log p_T of kept ids [P, k], log tail mass at T [P]) for the first P positions."""
+        from .tokens import retemper_exact, tail_sum_interval
+        lp, tail = rec.log_p[:P].astype(np.float64), rec.log_tail[:P].astype(np.float64)
+        if self.index == -1:
+            return lp, tail
+        if self.index is not None:
+            return retemper_exact(lp, rec.sums[:P, self.index].astype(np.float64), self.a)
+        lo, hi = tail_sum_interval(lp, tail, self.vocab, self.a)
+        with np.errstate(divide="ignore"):
+            return retemper_exact(lp, np.log((lo + hi) / 2), self.a)
+
+    def weights(self, rec, pos: np.ndarray, entries: np.ndarray, N: int) -> np.ndarray:
+        """w_r of the drawn entries (`entries` index the record's flat arrays; `pos` their positions)."""
+        from .tokens import sampled_weights
+        lp = rec.log_p[entries].astype(np.float64)
+        if self.index == -1:
+            return np.ones(len(entries))
+        if self.index is not None:
+            return sampled_weights(lp, rec.sums[pos, self.index].astype(np.float64), self.a)
+        raw = np.exp((self.a - 1.0) * (lp - lp.max(initial=0.0)))          # self-normalized: Σ c·w = N per position
+        total = np.bincount(pos, weights=raw * rec.counts[entries], minlength=int(pos.max(initial=-1)) + 1)
+        return raw * N / total[pos]
+
+
+class TokenDistillationDataset:
+    """Padded training batches from a sequence teacher (FORMAT.md §3.6–3.8). Item i is sample i's
+    arrays (numpy); `collate(items)` pads them into a batch; iterating yields batches of
+    `batch_size` read in one zero-copy transaction each. Batch keys: `input_ids` [B, L] (int64),
+    `attention_mask` [B, L], `position_mask` [B, L − 1] (bool), then top-k: `target_ids` [B, L − 1, k],
+    `target_logprobs` (log p_T, −inf padding), `log_tail` [B, L − 1]; sampled: `target_ids`,
+    `target_counts`, `target_weights` [B, L − 1, N] (count 0 padding). Values are exact at T_w and at
+    declared temperatures; elsewhere refused unless `allow_approximate` (`self.exact` says which)."""
+
+    def __init__(self, cache, teacher=None, temperature=None, max_length: int = 2048, tokenizer_fingerprint=None,
+                 allow_approximate: bool = False, batch_size: int = 8, indices=None, as_torch: bool = True):
+        self.cache = cache
+        self.teacher, entry = cache.sequence_teacher(teacher)
+        where = f"{cache.path}: teacher {self.teacher}"
+        if tokenizer_fingerprint is not None:
+            diff = tokenizer_difference(entry["sequence"]["tokenizer"], tokenizer_fingerprint)
+            if diff is not None:
+                raise ValueError(f"{where}: written with another tokenizer ({diff}); a student must use the teacher's token ids")
+        self.tempering = _Tempering(entry, temperature, allow_approximate, where)
+        self.exact, self.sampled = self.tempering.exact, self.tempering.sampled
+        self.width = entry["sequence"]["samples"] if self.sampled else entry["top_k"]
+        self.max_length, self.batch_size, self.as_torch = int(max_length), int(batch_size), as_torch
+        self.indices = list(range(len(cache))) if indices is None else list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def _item(self, rec) -> dict:
+        L = min(len(rec.tokens), self.max_length)
+        P = max(L - 1, 0)
+        out = {"input_ids": rec.tokens[:L].astype(np.int64)}
+        if not self.sampled:
+            out["target_ids"] = rec.ids[:P].astype(np.int64)
+            out["target_logprobs"], out["log_tail"] = self.tempering.top_k(rec, P)
+            return out
+        d = rec.distinct.astype(np.int64)
+        starts = np.cumsum(d) - d
+        pos = np.repeat(np.arange(len(d)), d)
+        keep = np.flatnonzero(pos < P)
+        slot = keep - starts[pos[keep]]
+        for key, values in (("target_ids", rec.ids[keep]), ("target_counts", rec.counts[keep]),
+                            ("target_weights", self.tempering.weights(rec, pos[keep], keep, self.width))):
+            out[key] = np.zeros((P, self.width), dtype=np.float64 if key == "target_weights" else np.int64)
+            out[key][pos[keep], slot] = values
+        return out
+
+    def __getitem__(self, k: int) -> dict:
+        with self.cache.sequence_reader(self.teacher) as get:
+            return self._item(get(self.indices[k]))
+
+    def collate(self, items: list) -> dict:
+        """Pads items into one batch (numpy, or torch tensors when `as_torch`); one slice
+        assignment per sample and key."""
+        B, L = len(items), max((len(x["input_ids"]) for x in items), default=0)
+        P = max(L - 1, 0)
+        batch = {"input_ids": np.zeros((B, L), np.int64), "attention_mask": np.zeros((B, L), np.int64), "position_mask": np.zeros((B, P), bool)}
+        for key, fill, dtype in self._target_keys():
+            batch[key] = np.full((B, P) + (() if key == "log_tail" else (self.width,)), fill, dtype=dtype)
+        for b, x in enumerate(items):
+            n = len(x["input_ids"])
+            batch["input_ids"][b, :n], batch["attention_mask"][b, :n], batch["position_mask"][b, :max(n - 1, 0)] = x["input_ids"], 1, True
+            for key, _, _ in self._target_keys():
+                batch[key][b, :len(x[key])] = x[key]
+        if self.as_torch:
+            import torch
+            return {k: torch.from_numpy(v) for k, v in batch.items()}
+        return batch
+
+    def _target_keys(self):
+        if self.sampled:
+            return (("target_ids", 0, np.int64), ("target_counts", 0, np.int64), ("target_weights", 0.0, np.float32))
+        return (("target_ids", 0, np.int64), ("target_logprobs", -np.inf, np.float32), ("log_tail", -np.inf, np.float32))
+
+    def __iter__(self):
+        """Batches of `batch_size` samples in `indices` order, each read in one transaction."""
+        for s in range(0, len(self.indices), self.batch_size):
+            with self.cache.sequence_reader(self.teacher) as get:
+                items = [self._item(get(i)) for i in self.indices[s:s + self.batch_size]]
+            yield self.collate(items)
+
+
+def tail_bucket_kl(student_logits, target_ids, target_logprobs, log_tail, mask, temperature: float = 1.0):
+    """Forward KL with the tail as one bucket, averaged over positions where `mask`:
+    `Σ_S p (log p − log q) + r (log r − log q_tail)`, q = softmax(student_logits / T) over the full
+    vocabulary, `q_tail = Σ_{v∉S} q_v = 1 − Σ_S q` (a log-sum-exp over the non-kept ids). Kept ids get
+    the exact gradient `q_v − p_v`; the student's tail mass is pushed toward the teacher's r."""
+    import torch
+    logq = torch.log_softmax(student_logits.float() / temperature, dim=-1)
+    ids = target_ids.long()
+    kept = logq.gather(-1, ids)
+    rest = logq.scatter(-1, ids, torch.finfo(logq.dtype).min)          # constant at the kept ids: no gradient there
+    log_q_tail = torch.logsumexp(rest, dim=-1)
+    valid = mask.bool()
+    lp = torch.where(valid[..., None], target_logprobs.float(), torch.zeros_like(kept))
+    p = torch.where(valid[..., None] & torch.isfinite(lp), lp.exp(), torch.zeros_like(kept))
+    lt = torch.where(valid, log_tail.float(), torch.full_like(log_q_tail, -float("inf")))
+    r = lt.exp()
+    kept_term = (p * (torch.where(p > 0, lp, torch.zeros_like(lp)) - kept)).sum(-1)
+    tail_term = torch.where(r > 0, r * torch.where(r > 0, lt, torch.zeros_like(lt)), torch.zeros_like(r)) - r * log_q_tail
+    per_position = torch.where(valid, kept_term + tail_term, torch.zeros_like(r))
+    return per_position.sum() / valid.sum().clamp(min=1)
+
+
+def sampled_kd_loss(student_logits, target_ids, counts, weights, mask, samples: int, temperature: float = 1.0):
+    """§3.8's sampled-KD loss, averaged over positions where `mask`: `−(1/N) Σ_i c_i w_r(x_i) log q(x_i)`,
+    an unbiased estimate of the cross-entropy `−Σ_v p_{T_r}(v) log q(v)` (weights 1 at T_w)."""
+    import torch
+    logq = torch.log_softmax(student_logits.float() / temperature, dim=-1)
+    drawn = logq.gather(-1, target_ids.long())
+    valid = mask.bool()
+    per_position = -(counts.float() * weights.float() * drawn).sum(-1) / samples
+    return torch.where(valid, per_position, torch.zeros_like(per_position)).sum() / valid.sum().clamp(min=1)
