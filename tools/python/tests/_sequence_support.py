@@ -43,8 +43,10 @@ def sequences(seed=0, n=6, vocab=V, lengths=(9, 17)):
 
 
 def dataset(tmp_path, n=6):
-    """A prepped dataset store with n samples (one text each)."""
+    """A prepped dataset store with n samples (one text each), prepped once per directory."""
     d = tmp_path / "data"
+    if (d / "d.lmdb").exists():
+        return d / "d.lmdb"
     d.mkdir(exist_ok=True)
     return prep_three_classes(d, n)
 
