@@ -157,3 +157,21 @@ def test_retemper_exact_at_T_w_returns_the_stored_values():
     lp = np.log(np.array([[0.5, 0.25]]))
     kept, tail = retemper_exact(lp, np.log([0.25]), 1.0)
     assert np.allclose(kept, lp) and np.allclose(tail, np.log(0.25))
+
+
+def test_an_undeclared_temperature_on_sampled_records_self_normalizes(tmp_path):
+    data, seqs = dataset(tmp_path), sequences(7)
+    path = write_cache(tmp_path / "s.lmdb", data, seqs, mode="sampled", samples=16, sample_seed=2, dtype="f32", retemper_at=[2.0])
+    with kdcache.open(str(path)) as c:
+        with pytest.raises(ValueError, match="self-normalized weights"):
+            kdcache.TokenDistillationDataset(c, temperature=3.0)
+        with pytest.warns(UserWarning, match="biased"):
+            ds = kdcache.TokenDistillationDataset(c, temperature=3.0, allow_approximate=True, as_torch=False)
+        for i, (tokens, z) in enumerate(seqs):
+            item = ds[i]
+            assert np.allclose((item["target_counts"] * item["target_weights"]).sum(1), 16)
+            lp = log_softmax(z[:len(tokens) - 1])
+            p = np.take_along_axis(np.exp(lp), item["target_ids"], 1)
+            used = item["target_counts"] > 0
+            ratio = np.where(used, item["target_weights"] / p ** (1 / 3 - 1), np.nan)   # ∝ p^(a − 1) within a position
+            assert np.allclose(np.nanmax(ratio, 1), np.nanmin(ratio, 1), rtol=1e-4)
