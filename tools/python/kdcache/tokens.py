@@ -227,12 +227,18 @@ def _float_bytes(x, dtype: str) -> bytes:
     return np.asarray(x, dtype="<f2" if dtype == "f16" else "<f4").reshape(-1).tobytes()
 
 
+def _rows(sums, P: int) -> np.ndarray:
+    """Tail sums / log-sums as a [P, R] float64 array (a 2-D input keeps its R even when P = 0)."""
+    sums = np.asarray(sums, dtype=np.float64)
+    return sums if sums.ndim == 2 else sums.reshape(P, -1)
+
+
 def encode_top_k(tokens, ids, log_p, log_tail, sums, dtype: str, sample: int) -> bytes:
     """The kind-3 record of `sample` (FORMAT.md §3.7): header, L × u24 tokens, P·k × u24 ids,
     P·k log p, P log tails, P·R tail sums (position-major), in `dtype`."""
     tokens, ids = np.asarray(tokens), np.asarray(ids)
     P, k = ids.shape
-    sums = np.asarray(sums, dtype=np.float64).reshape(P, -1)
+    sums = _rows(sums, P)
     body = encode_u24(tokens) + encode_u24(ids) + b"".join(_float_bytes(x, dtype) for x in (log_p, log_tail, sums))
     return _pack(KIND_TOP_K, dtype, sums.shape[1], len(tokens), P * k, k, sample, body)
 
@@ -242,7 +248,7 @@ def encode_sampled(tokens, distinct, ids, counts, log_p, sums, samples: int, dty
     ids, D × u8 counts, D log p, P·R log-sums, in `dtype`."""
     tokens, ids = np.asarray(tokens), np.asarray(ids)
     P = max(len(tokens) - 1, 0)
-    sums = np.asarray(sums, dtype=np.float64).reshape(P, -1)
+    sums = _rows(sums, P)
     body = (encode_u24(tokens) + np.asarray(distinct, np.uint8).tobytes() + encode_u24(ids) + np.asarray(counts, np.uint8).tobytes()
             + _float_bytes(log_p, dtype) + _float_bytes(sums, dtype))
     return _pack(KIND_SAMPLED, dtype, sums.shape[1], len(tokens), len(ids), samples, sample, body)

@@ -234,3 +234,14 @@ def test_sampled_draws_are_deterministic_for_a_seed(tmp_path):
     same = all(np.array_equal(x.ids, y.ids) and np.array_equal(x.counts, y.counts) for x, y in zip(raw["a"], raw["b"]))
     other = any(not np.array_equal(x.ids, y.ids) or not np.array_equal(x.counts, y.counts) for x, y in zip(raw["a"], raw["c"]))
     assert same and other
+
+
+@pytest.mark.parametrize("mode", ["top-k", "sampled"])
+def test_texts_of_zero_and_one_token_have_no_positions(tmp_path, mode):
+    data = dataset(tmp_path)
+    seqs = [(np.array([], dtype=int), np.zeros((0, V))), (np.array([3]), np.zeros((1, V)))] + sequences(8, n=4)
+    path = write_cache(tmp_path / "c.lmdb", data, seqs, mode=mode, samples=4, sample_seed=1)
+    with kdcache.open(str(path)) as c:
+        assert [c.sequence(i).positions for i in range(2)] == [0, 0] and c.sequence(1).tokens.tolist() == [3]
+        batch = next(iter(kdcache.TokenDistillationDataset(c, batch_size=6, temperature=2.0)))
+        assert batch["position_mask"][:2].sum() == 0 and batch["attention_mask"][1].sum() == 1
