@@ -32,9 +32,11 @@ def sequence_key(sample: int) -> bytes:
 
 
 def decode_u24(buf, offset: int, n: int) -> np.ndarray:
-    """n little-endian u24 at `offset` as uint32: a uint8 [n, 3] view combined with shifts."""
-    b = np.frombuffer(buf, dtype=np.uint8, count=3 * n, offset=offset).reshape(n, 3).astype(np.uint32)
-    return b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+    """n little-endian u24 at `offset` as uint32: a uint8 [n, 3] view widened to [n, 4] and viewed as u32."""
+    b = np.frombuffer(buf, dtype=np.uint8, count=3 * n, offset=offset).reshape(n, 3)
+    wide = np.zeros((n, 4), dtype=np.uint8)
+    wide[:, :3] = b                      # one copy: the u24 bytes widened to u32 (little-endian)
+    return wide.view("<u4").reshape(n)
 
 
 def encode_u24(ids) -> bytes:
@@ -139,7 +141,10 @@ def _check_ids(ids: np.ndarray, vocab: int, what: str) -> None:
 
 def _check_floats(x: np.ndarray, what: str, allow_neg_inf: bool, upper=LOG_PROB_TOLERANCE) -> None:
     """No NaN, +inf or value above `upper` (2^-10, or per column); −inf only where `allow_neg_inf`."""
-    bad = np.isnan(x) | (x > upper) | (~allow_neg_inf & np.isneginf(x))
+    x32 = x.astype(np.float32)           # numpy's f16 comparisons are emulated and slow
+    bad = ~(x32 <= upper)                # NaN compares false: caught here with +inf and too large values
+    if not allow_neg_inf:
+        bad |= x32 == -np.inf
     if bad.any():
         j = int(np.argmax(bad.reshape(-1)))
         v = float(x.reshape(-1)[j])
@@ -166,7 +171,8 @@ def _decode_top_k(buf, layout: SequenceLayout, w: int, L: int, D: int, tokens: n
     if len(dup):
         raise FormatError(f"position {int(dup[0])}: an id appears twice among its {k} kept entries")
     _check_floats(lp, "kept log p at (position, entry)", False)
-    rising = np.flatnonzero((lp[:, 1:] > lp[:, :-1]).any(axis=1))
+    lp32 = lp.astype(np.float32)
+    rising = np.flatnonzero((lp32[:, 1:] > lp32[:, :-1]).any(axis=1))
     if len(rising):
         raise FormatError(f"position {int(rising[0])}: kept log p are not non-increasing")
     full = k == layout.vocab
