@@ -24,15 +24,17 @@ import kdcache  # noqa: E402
 VOCAB = 49152
 
 
-def synthetic(n, length, k, seed=0):
-    """n samples of (tokens [L], ids [L−1, k], log p [L−1, k] descending, log tail [L−1])."""
+def synthetic(n, length, k, equal, seed=0):
+    """n samples of (tokens [L], ids [L−1, k], log p [L−1, k] descending); L = `length`, or uniform in
+    [length/2, 3·length/2] unless `equal` (texts differ in length)."""
     rng = np.random.default_rng(seed)
     ranks = -1.1 * np.log(np.arange(1, k + 2))
     lp = ranks - np.log(np.exp(ranks).sum() + 2.0)   # k kept + a tail mass
     for _ in range(n):
-        tokens = rng.integers(0, VOCAB, length)
-        ids = np.stack([rng.choice(VOCAB, k, replace=False) for _ in range(length - 1)])
-        yield tokens, ids, np.tile(lp[:k], (length - 1, 1)) + rng.normal(0, 1e-3, (length - 1, 1))
+        L = length if equal else int(rng.integers(length // 2, 3 * length // 2 + 1))
+        tokens = rng.integers(0, VOCAB, L)
+        ids = np.stack([rng.choice(VOCAB, k, replace=False) for _ in range(L - 1)])
+        yield tokens, ids, np.tile(lp[:k], (L - 1, 1)) + rng.normal(0, 1e-3, (L - 1, 1))
 
 
 def prep(binary, d, n):
@@ -43,7 +45,7 @@ def prep(binary, d, n):
     return d / "d.lmdb"
 
 
-def write_all(d, data, n, length, k):
+def write_all(d, data, n, length, k, equal):
     """The cache (Python writer, top-k input) and the same arrays as a Parquet file."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -51,7 +53,7 @@ def write_all(d, data, n, length, k):
     cols = {"input_ids": [], "target_ids": [], "target_logprobs": [], "log_tail": []}
     with kdcache.SequenceWriter(d / "c.lmdb", data, name="lm", tokenizer=tok, top_k=k, retemper_at=[1.0]) as w:
         chunk = []
-        for i, (tokens, ids, lp) in enumerate(synthetic(n, length, k)):
+        for i, (tokens, ids, lp) in enumerate(synthetic(n, length, k, equal)):
             chunk.append((tokens, ids, lp))
             cols["input_ids"].append(tokens.astype(np.int32))
             cols["target_ids"].append(ids.reshape(-1).astype(np.int32))
@@ -119,6 +121,7 @@ def main():
     ap.add_argument("--length", type=int, default=512)
     ap.add_argument("--k", type=int, default=32)
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--equal-lengths", action="store_true", help="every text exactly --length tokens (datasets then returns 2-D arrays)")
     a = ap.parse_args()
     n = -(-a.tokens // a.length)
     import datasets  # noqa: F401  (imported before any timing: importing torch alone takes seconds)
@@ -126,8 +129,8 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         t0 = time.perf_counter()
-        write_all(d, prep(a.bin, d, n), n, a.length, a.k)
-        print(f"wrote {n} samples × {a.length} tokens (k = {a.k}, f16) in {time.perf_counter() - t0:.1f} s; "
+        write_all(d, prep(a.bin, d, n), n, a.length, a.k, a.equal_lengths)
+        print(f"wrote {n} samples × {'' if a.equal_lengths else '≈ '}{a.length} tokens (k = {a.k}, f16) in {time.perf_counter() - t0:.1f} s; "
               f"cache {(d / 'c.lmdb').stat().st_size / 1e6:.0f} MB, parquet {(d / 'c.parquet').stat().st_size / 1e6:.0f} MB")
         hf = hf_dataset(d)
         rates = {}
@@ -135,7 +138,7 @@ def main():
             t0 = time.perf_counter()
             tokens = fn(source, a.batch, a.k)
             rates[name] = tokens / (time.perf_counter() - t0)
-            print(f"{name:18s} {rates[name]:12,.0f} tokens/s ({tokens} tokens)")
+            print(f"{name:18s} {rates[name]:12,.0f} tokens/s ({tokens} tokens)", flush=True)
         for name in ("parquet (pyarrow)", "datasets"):
             print(f"kdcache / {name}: {rates['kdcache'] / rates[name]:.2f}×")
 
