@@ -11,7 +11,7 @@ from .format import (FormatError, decode_sample, decode_soft_label, decompress_t
                      parse_soft_label_key, sample_key, sample_record_v1, soft_label_key)
 from .hashing import dataset_fingerprint
 from .manifest import check_stored_manifest
-from .tokens import SequenceLayout, SequenceRecord, decode_sequence, sequence_key
+from .tokens import SequenceBatch, SequenceLayout, SequenceRecord, decode_sequence, decode_sequence_batch, sequence_key
 
 
 class _Store:
@@ -223,25 +223,51 @@ class SoftLabelStore(_Store):
         return name, entry
 
     @contextlib.contextmanager
+    def _sequence_txn(self, teacher):
+        """(name, layout, a `buffers=True` read transaction on the teacher's database)."""
+        name, entry = self.sequence_teacher(teacher)
+        with self._shared.reading(db=self._dbs[name], buffers=True) as txn:
+            yield name, SequenceLayout.of(entry), txn
+
+    def _sequence_buffer(self, txn, i: int):
+        if not 0 <= i < len(self):
+            raise KeyError(i)
+        buf = txn.get(sequence_key(i))
+        if buf is None:
+            raise KeyError(i)
+        return buf
+
+    def _decode_sequence(self, name: str, layout: SequenceLayout, i: int, buf) -> SequenceRecord:
+        try:
+            return decode_sequence(buf, i, layout)
+        except FormatError as e:
+            raise FormatError(f"{self.path}: teacher {name} sample {i}: {e}") from e
+
+    @contextlib.contextmanager
     def sequence_reader(self, teacher: str | None = None):
         """A read transaction yielding `get(i) -> SequenceRecord` whose arrays are zero-copy views on
         the map (a `buffers=True` transaction), checked (FORMAT.md §1.2): valid until the block ends."""
-        name, entry = self.sequence_teacher(teacher)
-        layout = SequenceLayout.of(entry)
+        with self._sequence_txn(teacher) as (name, layout, txn):
+            yield lambda i: self._decode_sequence(name, layout, i, self._sequence_buffer(txn, i))
 
-        def get(i: int) -> SequenceRecord:
-            if not 0 <= i < len(self):
-                raise KeyError(i)
-            buf = txn.get(sequence_key(i))
-            if buf is None:
-                raise KeyError(i)
+    def sequence_batch(self, indices, teacher: str | None = None) -> SequenceBatch:
+        """Samples `indices` read in one transaction and decoded together (`decode_sequence_batch`:
+        every check of FORMAT.md §1.2, vectorised over the batch), as copies. Refuses exactly as
+        `get(i)` of `sequence_reader` would on the first bad sample in `indices` order (on a refusal
+        the records are decoded one by one to name the sample and position)."""
+        indices = [int(i) for i in indices]
+        with self._sequence_txn(teacher) as (name, layout, txn):
+            bufs = []
             try:
-                return decode_sequence(buf, i, layout)
-            except FormatError as e:
-                raise FormatError(f"{self.path}: teacher {name} sample {i}: {e}") from e
-
-        with self._shared.reading(db=self._dbs[name], buffers=True) as txn:
-            yield get
+                for i in indices:
+                    bufs.append(self._sequence_buffer(txn, i))
+                return decode_sequence_batch(bufs, indices, layout)
+            except (KeyError, FormatError) as e:
+                for i, buf in zip(indices, bufs):
+                    self._decode_sequence(name, layout, i, buf)      # raises the first record's own refusal
+                if isinstance(e, KeyError):
+                    raise
+                raise FormatError(f"{self.path}: teacher {name} samples {indices[0]}…{indices[-1]}: {e}") from e
 
     def sequence(self, i: int, teacher: str | None = None) -> SequenceRecord:
         """Sample i's checked sequence record (FORMAT.md §3.7), copied out of the map."""

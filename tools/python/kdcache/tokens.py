@@ -32,7 +32,11 @@ def sequence_key(sample: int) -> bytes:
 
 
 def decode_u24(buf, offset: int, n: int) -> np.ndarray:
-    """n little-endian u24 at `offset` as uint32: a uint8 [n, 3] view widened to [n, 4] and viewed as u32."""
+    """n little-endian u24 at `offset` as uint32. When a byte follows them (always true but for a
+    record's last field), one pass: u32 loads 3 bytes apart, masked to 24 bits; else the uint8
+    [n, 3] view widened to [n, 4] in one copy and viewed as u32."""
+    if n and offset + 3 * n < len(buf):
+        return np.ndarray((n,), dtype="<u4", buffer=buf, offset=offset, strides=(3,)) & np.uint32(0xFFFFFF)
     b = np.frombuffer(buf, dtype=np.uint8, count=3 * n, offset=offset).reshape(n, 3)
     wide = np.zeros((n, 4), dtype=np.uint8)
     wide[:, :3] = b                      # one copy: the u24 bytes widened to u32 (little-endian)
@@ -139,12 +143,18 @@ def _check_ids(ids: np.ndarray, vocab: int, what: str) -> None:
         raise FormatError(f"{what} {int(bad[0])} is id {int(ids[bad[0]])}, not below the vocabulary size {vocab}")
 
 
-def _check_floats(x: np.ndarray, what: str, allow_neg_inf: bool, upper=LOG_PROB_TOLERANCE) -> None:
-    """No NaN, +inf or value above `upper` (2^-10, or per column); −inf only where `allow_neg_inf`."""
-    x32 = x.astype(np.float32)           # numpy's f16 comparisons are emulated and slow
+def _bad_floats(x32: np.ndarray, allow_neg_inf: bool, upper=LOG_PROB_TOLERANCE) -> np.ndarray:
+    """True where a float32 value is NaN, +inf, above `upper` (2^-10, or per column) or, unless
+    `allow_neg_inf`, −inf (§1.2)."""
     bad = ~(x32 <= upper)                # NaN compares false: caught here with +inf and too large values
     if not allow_neg_inf:
         bad |= x32 == -np.inf
+    return bad
+
+
+def _check_floats(x: np.ndarray, what: str, allow_neg_inf: bool, upper=LOG_PROB_TOLERANCE) -> None:
+    """No NaN, +inf or value above `upper` (2^-10, or per column); −inf only where `allow_neg_inf`."""
+    bad = _bad_floats(x.astype(np.float32), allow_neg_inf, upper)   # numpy's f16 comparisons are emulated and slow
     if bad.any():
         j = int(np.argmax(bad.reshape(-1)))
         v = float(x.reshape(-1)[j])
@@ -221,6 +231,110 @@ def decode_sequence(buf, sample: int, layout: SequenceLayout) -> SequenceRecord:
     if layout.kind == KIND_TOP_K:
         return _decode_top_k(buf, layout, w, L, D, tokens)
     return _decode_sampled(buf, layout, w, L, D, tokens)
+
+
+# ---- batches: B records decoded together ---------------------------------------------------------
+
+@dataclasses.dataclass
+class SequenceBatch:
+    """B checked records decoded together (`decode_sequence_batch`): each array is the records'
+    arrays concatenated in batch order, floats as float32 (exact for f16). `lengths` [B] = L_b,
+    positions P_b = max(L_b − 1, 0). top-k: `ids` / `log_p` [ΣP, k], `log_tail` [ΣP], `sums`
+    [ΣP, R]; sampled: `distinct` [ΣP] (d_j), `ids` / `counts` / `log_p` [ΣD], `sums` [ΣP, R]."""
+    kind: int
+    lengths: np.ndarray
+    tokens: np.ndarray
+    ids: np.ndarray
+    log_p: np.ndarray
+    sums: np.ndarray
+    log_tail: np.ndarray | None = None
+    counts: np.ndarray | None = None
+    distinct: np.ndarray | None = None
+
+    @property
+    def positions(self) -> np.ndarray:
+        """P_b per record."""
+        return np.maximum(self.lengths - 1, 0)
+
+
+def _section_sizes(layout: SequenceLayout, w: int, L: np.ndarray, D: np.ndarray) -> list:
+    """Byte lengths [B] of each field after the 20-byte header, in record order (FORMAT.md §3.7)."""
+    P, R = np.maximum(L - 1, 0), layout.retemper
+    if layout.kind == KIND_TOP_K:
+        return [3 * L, 3 * D, w * D, w * P, w * P * R]
+    return [3 * L, P, 3 * D, D, w * D, w * P * R]
+
+
+def _join_sections(bufs, sizes: list) -> list:
+    """Each field of every record concatenated in batch order, one `bytes` per field (one copy out
+    of the map), plus a zero byte so that u24 fields decode in one pass (`decode_u24`)."""
+    ends = np.cumsum(np.stack(sizes), axis=0) + 20
+    starts = (ends - np.stack(sizes)).tolist()
+    ends = ends.tolist()
+    return [b"".join([buf[a:b] for buf, a, b in zip(bufs, s, e)] + [b"\\0"]) for s, e in zip(starts, ends)]
+
+
+def _batch_floats(raw: bytes, n: int, w: int) -> np.ndarray:
+    return np.frombuffer(raw, dtype="<f4" if w == 4 else "<f2", count=n).astype(np.float32)
+
+
+def _refuse_if(bad, what: str) -> None:
+    """Raises the batch's refusal; the caller decodes record by record for the exact message."""
+    if bad:
+        raise FormatError(f"a record of the batch fails a §1.2 check: {what}")
+
+
+def _check_top_k_batch(layout: SequenceLayout, ids, lp, tail, sums) -> None:
+    """§1.2's top-k checks over a whole batch: the same as `_decode_top_k`'s, one pass per kind."""
+    _refuse_if(ids.size and int(ids.max()) >= layout.vocab, "kept id not below V")
+    ordered = np.sort(ids, axis=1)
+    _refuse_if((ordered[:, 1:] == ordered[:, :-1]).any(), "kept ids not distinct")
+    _refuse_if(_bad_floats(lp, False).any(), "kept log p")
+    _refuse_if((lp[:, 1:] > lp[:, :-1]).any(), "kept log p not non-increasing")
+    full = layout.width == layout.vocab
+    _refuse_if(_bad_floats(tail, full).any() or _bad_floats(sums, full, layout.sum_bounds()).any(), "log tail or tail sum")
+    _refuse_if(full and len(tail) and not (np.isneginf(tail).all() and np.isneginf(sums).all()), "tails not -inf at k = V")
+
+
+def _check_sampled_batch(layout: SequenceLayout, P, D, d, ids, counts, lp, sums) -> None:
+    """§1.2's sampled checks over a whole batch: the same as `_decode_sampled`'s."""
+    N = layout.width
+    _refuse_if(((d < 1) | (d > N)).any(), "d_j not in 1…N")
+    csum, bounds = np.concatenate(([0], np.cumsum(d, dtype=np.int64))), np.concatenate(([0], np.cumsum(P)))
+    _refuse_if((csum[bounds[1:]] - csum[bounds[:-1]] != D).any(), "d_j do not sum to D")
+    _refuse_if(ids.size and int(ids.max()) >= layout.vocab, "drawn id not below V")
+    starts = np.cumsum(d, dtype=np.int64) - d
+    not_first = np.ones(len(ids), dtype=bool)
+    not_first[starts] = False
+    _refuse_if((not_first[1:] & (ids[1:] <= ids[:-1])).any(), "ids not strictly ascending")
+    _refuse_if((counts < 1).any() or len(d) and (np.add.reduceat(counts.astype(np.int64), starts) != N).any(), "counts")
+    _refuse_if(_bad_floats(lp, False).any() or _bad_floats(sums, False, layout.sum_bounds()).any(), "log p or log-sum")
+
+
+def decode_sequence_batch(bufs, samples, layout: SequenceLayout) -> SequenceBatch:
+    """Decode and check the records `bufs` of `samples` together: each header, length and CRC as
+    `decode_sequence` does (zlib, per record), then every array check of §1.2 vectorised over the
+    batch. Refuses with a FormatError naming the check; `decode_sequence` on each record names the
+    sample and position. The arrays are copies: they outlive the transaction."""
+    heads = [_header(buf, sequence_key(s), layout) for buf, s in zip(bufs, samples)]
+    w = 4 if layout.dtype == "f32" else 2
+    L, D = (np.array([h[i] for h in heads], dtype=np.int64).reshape(-1) for i in (1, 2))
+    P, R = np.maximum(L - 1, 0), layout.retemper
+    raw = _join_sections(bufs, _section_sizes(layout, w, L, D))
+    nL, nP, nD = int(L.sum()), int(P.sum()), int(D.sum())
+    tokens = decode_u24(raw[0], 0, nL)
+    _refuse_if(nL and int(tokens.max()) >= layout.vocab, "token id not below V")
+    if layout.kind == KIND_TOP_K:
+        ids = decode_u24(raw[1], 0, nD).reshape(nP, layout.width)
+        lp = _batch_floats(raw[2], nD, w).reshape(nP, layout.width)
+        tail, sums = _batch_floats(raw[3], nP, w), _batch_floats(raw[4], nP * R, w).reshape(nP, R)
+        _check_top_k_batch(layout, ids, lp, tail, sums)
+        return SequenceBatch(KIND_TOP_K, L, tokens, ids, lp, sums, log_tail=tail)
+    d = np.frombuffer(raw[1], dtype=np.uint8, count=nP)
+    ids, counts = decode_u24(raw[2], 0, nD), np.frombuffer(raw[3], dtype=np.uint8, count=nD)
+    lp, sums = _batch_floats(raw[4], nD, w), _batch_floats(raw[5], nP * R, w).reshape(nP, R)
+    _check_sampled_batch(layout, P, D, d, ids, counts, lp, sums)
+    return SequenceBatch(KIND_SAMPLED, L, tokens, ids, lp, sums, counts=counts, distinct=d)
 
 
 def _pack(kind: int, dtype: str, R: int, L: int, D: int, kn: int, sample: int, body: bytes) -> bytes:

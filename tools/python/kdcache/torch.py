@@ -89,27 +89,33 @@ class _Tempering:
             warnings.warn(f"{where}: T = {self.t} is not declared: values are approximate "
                           f"({'self-normalized weights, biased' if self.sampled else 'tail sum at the midpoint of its §3.8 interval'})")
 
-    def top_k(self, rec, P: int):
-        """(log p_T of kept ids [P, k], log tail mass at T [P]) for the first P positions."""
+    def top_k(self, log_p: np.ndarray, log_tail: np.ndarray, sums: np.ndarray):
+        """(log p_T of kept ids [P, k], log tail mass at T [P]) from a record's or a batch's arrays
+        (at T_w the arrays themselves)."""
         from .tokens import retemper_exact, tail_sum_interval
-        lp, tail = rec.log_p[:P].astype(np.float64), rec.log_tail[:P].astype(np.float64)
         if self.index == -1:
-            return lp, tail
+            return log_p, log_tail
+        lp = log_p.astype(np.float64)
         if self.index is not None:
-            return retemper_exact(lp, rec.sums[:P, self.index].astype(np.float64), self.a)
-        lo, hi = tail_sum_interval(lp, tail, self.vocab, self.a)
+            return retemper_exact(lp, sums[:, self.index].astype(np.float64), self.a)
+        lo, hi = tail_sum_interval(lp, log_tail.astype(np.float64), self.vocab, self.a)
         with np.errstate(divide="ignore"):
             return retemper_exact(lp, np.log((lo + hi) / 2), self.a)
 
     def weights(self, rec, pos: np.ndarray, entries: np.ndarray, N: int) -> np.ndarray:
-        """w_r of the drawn entries (`entries` index the record's flat arrays; `pos` their positions)."""
+        """w_r of the drawn entries of a record or a batch (`entries` index its flat arrays, `pos`
+        their positions, non-decreasing, each position's entries all present)."""
         from .tokens import sampled_weights
         lp = rec.log_p[entries].astype(np.float64)
         if self.index == -1:
             return np.ones(len(entries))
         if self.index is not None:
             return sampled_weights(lp, rec.sums[pos, self.index].astype(np.float64), self.a)
-        raw = np.exp((self.a - 1.0) * (lp - lp.max(initial=0.0)))          # self-normalized: Σ c·w = N per position
+        if not len(entries):
+            return np.zeros(0)
+        z = (self.a - 1.0) * lp                                            # self-normalized: Σ c·w = N per position
+        first = np.flatnonzero(np.diff(pos, prepend=-1))
+        raw = np.exp(z - np.repeat(np.maximum.reduceat(z, first), np.diff(first, append=len(z))))
         total = np.bincount(pos, weights=raw * rec.counts[entries], minlength=int(pos.max(initial=-1)) + 1)
         return raw * N / total[pos]
 
@@ -147,7 +153,8 @@ class TokenDistillationDataset:
         out = {"input_ids": rec.tokens[:L].astype(np.int64)}
         if not self.sampled:
             out["target_ids"] = rec.ids[:P].astype(np.int64)
-            out["target_logprobs"], out["log_tail"] = self.tempering.top_k(rec, P)
+            out["target_logprobs"], out["log_tail"] = self.tempering.top_k(rec.log_p[:P].astype(np.float64),
+                                                                           rec.log_tail[:P].astype(np.float64), rec.sums[:P])
             return out
         d = rec.distinct.astype(np.int64)
         starts = np.cumsum(d) - d
@@ -177,6 +184,9 @@ class TokenDistillationDataset:
             batch["input_ids"][b, :n], batch["attention_mask"][b, :n], batch["position_mask"][b, :max(n - 1, 0)] = x["input_ids"], 1, True
             for key, _, _ in self._target_keys():
                 batch[key][b, :len(x[key])] = x[key]
+        return self._tensors(batch)
+
+    def _tensors(self, batch: dict) -> dict:
         if self.as_torch:
             import torch
             return {k: torch.from_numpy(v) for k, v in batch.items()}
@@ -187,12 +197,63 @@ class TokenDistillationDataset:
             return (("target_ids", 0, np.int64), ("target_counts", 0, np.int64), ("target_weights", 0.0, np.float32))
         return (("target_ids", 0, np.int64), ("target_logprobs", -np.inf, np.float32), ("log_tail", -np.inf, np.float32))
 
+    def read_batch(self, items) -> dict:
+        """The padded batch of items `items` (positions in `indices`, as `self[k]` takes), equal to
+        `collate([self[k] for k in items])` and refused alike, but read in one transaction and decoded
+        together (`SoftLabelStore.sequence_batch`: every §1.2 check vectorised over the batch), then
+        written into preallocated padded arrays by one scatter per key."""
+        b = self.cache.sequence_batch([self.indices[k] for k in items], self.teacher)
+        L = np.minimum(b.lengths, self.max_length)
+        tok, pos = _Scatter(L, b.lengths), _Scatter(np.maximum(L - 1, 0), b.positions)
+        batch = {"input_ids": tok.pad(b.tokens, 0, np.int64), "attention_mask": tok.mask.astype(np.int64), "position_mask": pos.mask}
+        batch.update(self._sampled_targets(b, pos) if self.sampled else self._top_k_targets(b, pos))
+        return self._tensors(batch)
+
+    def _top_k_targets(self, b, pos: "_Scatter") -> dict:
+        lp, tail = self.tempering.top_k(b.log_p, b.log_tail, b.sums)
+        return {"target_ids": pos.pad(b.ids, 0, np.int64), "target_logprobs": pos.pad(lp, -np.inf, np.float32),
+                "log_tail": pos.pad(tail, -np.inf, np.float32)}
+
+    def _sampled_targets(self, b, pos: "_Scatter") -> dict:
+        """Entry e of position j (global) goes to row `row[j]` (−1: cut by max_length), slot e − start_j."""
+        N, d = self.width, b.distinct.astype(np.int64)
+        at = np.repeat(np.arange(len(d)), d)
+        row = np.full(len(d), -1, dtype=np.int64)
+        row[pos.src if pos.src is not None else slice(None)] = pos.dest
+        keep = np.flatnonzero(row[at] >= 0)
+        dest = row[at[keep]] * N + keep - (np.cumsum(d) - d)[at[keep]]
+        out = {}
+        for (key, _, dtype), values in zip(self._target_keys(), (b.ids[keep], b.counts[keep], self.tempering.weights(b, at[keep], keep, N))):
+            flat = np.zeros(pos.mask.size * N, dtype=dtype)
+            flat[dest] = values
+            out[key] = flat.reshape(pos.mask.shape + (N,))
+        return out
+
     def __iter__(self):
-        """Batches of `batch_size` samples in `indices` order, each read in one transaction."""
+        """Batches of `batch_size` samples in `indices` order (`read_batch`)."""
         for s in range(0, len(self.indices), self.batch_size):
-            with self.cache.sequence_reader(self.teacher) as get:
-                items = [self._item(get(i)) for i in self.indices[s:s + self.batch_size]]
-            yield self.collate(items)
+            yield self.read_batch(range(s, min(s + self.batch_size, len(self.indices))))
+
+
+class _Scatter:
+    """Where B records' rows go in a padded [B, max n_b] array: n_b kept rows of each record whose
+    n_full_b rows are concatenated in `values`; `mask` marks the rows written."""
+
+    def __init__(self, n: np.ndarray, n_full: np.ndarray):
+        n, n_full = np.asarray(n, dtype=np.int64), np.asarray(n_full, dtype=np.int64)
+        width = int(n.max(initial=0))
+        j = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+        self.dest = np.repeat(np.arange(len(n)) * width, n) + j
+        self.src = None if np.array_equal(n, n_full) else np.repeat(np.cumsum(n_full) - n_full, n) + j
+        self.mask = np.zeros((len(n), width), dtype=bool)
+        self.mask.reshape(-1)[self.dest] = True
+
+    def pad(self, values: np.ndarray, fill, dtype) -> np.ndarray:
+        """`values`' kept rows in [B, width, …] (`dtype`), `fill` elsewhere."""
+        out = np.empty((self.mask.size,) + values.shape[1:], dtype=dtype)
+        out[self.dest] = values if self.src is None else values[self.src]
+        out[~self.mask.reshape(-1)] = fill
+        return out.reshape(self.mask.shape + values.shape[1:])
 
 
 def tail_bucket_kl(student_logits, target_ids, target_logprobs, log_tail, mask, temperature: float = 1.0):
