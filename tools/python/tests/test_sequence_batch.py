@@ -53,6 +53,9 @@ def test_iteration_yields_the_batches_read_batch_gives(caches):
         assert [len(b["input_ids"]) for b in got] == [4, 3]
         assert all(torch.equal(a, b) for a, b in zip(got[1].values(), ds.read_batch([4, 5, 6]).values()))
         assert torch.equal(got[0]["input_ids"], _per_record(ds, range(4))["input_ids"])
+        ahead = list(kdcache.TokenDistillationDataset(c, batch_size=2, indices=ORDER, prefetch=2))   # 2 threads decode ahead
+        assert len(ahead) == 4 and all(torch.equal(ahead[j][key], ds.read_batch(range(2 * j, min(2 * j + 2, 7)))[key])
+                                       for j in range(4) for key in ahead[j])
 
 
 @pytest.mark.parametrize("layout,make,cases", [(TOPK, good_top_k, TOP_K_CASES), (SAMPLED, good_sampled, SAMPLED_CASES)], ids=["top-k", "sampled"])
@@ -121,8 +124,10 @@ def test_a_damaged_record_is_refused_alike_by_both_paths(tmp_path, damage):
             ds.read_batch(range(6))
         with pytest.raises(kdcache.FormatError) as iterated:
             next(iter(ds))
+        with pytest.raises(kdcache.FormatError) as ahead:                       # sample 3 is in the second batch of 2
+            list(kdcache.TokenDistillationDataset(c, batch_size=2, prefetch=2))
         assert ds.read_batch([0, 1, 2])["input_ids"].shape[0] == 3            # the good records still read
-    assert "sample 3:" in str(one.value) and str(one.value) == str(batch.value) == str(iterated.value)
+    assert "sample 3:" in str(one.value) and str(one.value) == str(batch.value) == str(iterated.value) == str(ahead.value)
 
 
 def test_a_missing_sample_is_refused_alike(caches):
