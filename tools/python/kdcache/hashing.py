@@ -93,3 +93,46 @@ def dataset_fingerprint(signature: str, labels, samples) -> str:
     header = b"kdcache-dataset-v1\n" + _lp(signature.encode()) + struct.pack("<I", len(labels))
     header += b"".join(_lp(label.encode("utf-8")) for label in labels)
     return "sha256:" + hashlib.sha256(header + content.digest()).hexdigest()
+
+
+def _sha256_of_strings(strings) -> str:
+    """`sha256:` + hex SHA-256 of `lp(s_0) ‖ lp(s_1) ‖ …` (UTF-8), as FORMAT.md §3.6 hashes vocabularies and merges."""
+    h = hashlib.sha256()
+    for s in strings:
+        h.update(_lp(s.encode("utf-8")))
+    return "sha256:" + h.hexdigest()
+
+
+def tokenizer_fingerprint_of(vocab_size: int, vocab_sha256: str, merges_sha256, model_sha256) -> str:
+    """FORMAT.md §3.6: `sha256:` + hex SHA-256 of `kdcache-tokenizer-1;V;vocab_sha256;merges_sha256;model_sha256`
+    (null fields as empty strings)."""
+    text = f"kdcache-tokenizer-1;{vocab_size};{vocab_sha256};{merges_sha256 or ''};{model_sha256 or ''}"
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def tokenizer_fingerprint(tokens, merges=None, model_sha256=None, name: str = "") -> dict:
+    """The manifest's `tokenizer` object (FORMAT.md §3.6) for `tokens` (the vocabulary, id order),
+    `merges` (`"left right"` strings or (left, right) pairs, or None) and an optional model-file hash."""
+    tokens = list(tokens)
+    merges_sha = None if merges is None else _sha256_of_strings(m if isinstance(m, str) else " ".join(m) for m in merges)
+    vocab_sha = _sha256_of_strings(tokens)
+    return {"fingerprint": tokenizer_fingerprint_of(len(tokens), vocab_sha, merges_sha, model_sha256), "vocab_size": len(tokens),
+            "vocab_sha256": vocab_sha, "merges_sha256": merges_sha, "model_sha256": model_sha256, "name": name}
+
+
+def hf_tokenizer_fingerprint(path, name: str | None = None) -> dict:
+    """`tokenizer_fingerprint` of a Hugging Face `tokenizer.json` (parsed with json): `model.vocab`
+    ordered by id with `added_tokens` at their ids, `model.merges` (strings or pairs) in order. A gap
+    in the ids is refused (the vocabulary would not be the tokenizer's)."""
+    import json
+    import os
+    with open(path, encoding="utf-8") as f:
+        spec = json.load(f)
+    by_id = {int(i): tok for tok, i in spec["model"]["vocab"].items()}
+    by_id.update({int(t["id"]): t["content"] for t in spec.get("added_tokens", [])})
+    size = max(by_id) + 1 if by_id else 0
+    missing = next((i for i in range(size) if i not in by_id), None)
+    if missing is not None:
+        raise ValueError(f"{path}: no token has id {missing} (ids 0…{size - 1} must all be named)")
+    merges = spec["model"].get("merges")
+    return tokenizer_fingerprint([by_id[i] for i in range(size)], merges, None, name if name is not None else os.path.basename(os.path.dirname(os.path.abspath(path))))

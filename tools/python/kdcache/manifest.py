@@ -12,7 +12,7 @@ import zlib
 import numpy as np
 
 from .format import SPLITS, FormatError
-from .hashing import hashed_signature
+from .hashing import hashed_signature, tokenizer_fingerprint_of
 
 MAX_SAMPLES = 2**32 - 1          # soft-label keys hold the sample index as a u32
 MAX_CLASSES = 1 << 20
@@ -28,7 +28,10 @@ _SPLIT_METHODS = ("hash", "column", "hash+test-file")
 
 # Every field of a teacher entry that changes the bytes or the meaning of its records (FORMAT.md
 # §3.1, §3.5): a writer may add records to a teacher only when all of them are equal.
-LAYOUT_FIELDS = ("write_temperature", "dtype", "top_k", "views", "augmentation", "augmentation_seed")
+LAYOUT_FIELDS = ("write_temperature", "dtype", "top_k", "views", "augmentation", "augmentation_seed", "sequence")
+MAX_SCHEMA_VERSION = 3
+_SEQUENCE_KEYS = ("mode", "samples", "sample_seed", "retemper_at", "vocab_size", "tokenizer")
+TOKENIZER_FIELDS = ("vocab_size", "vocab_sha256", "merges_sha256", "model_sha256")
 
 
 def _is_int(x) -> bool:
@@ -55,7 +58,7 @@ class _Checker:
     def header(self, m: dict, expected: str) -> None:
         self.check(m.get("format") == expected, "format", f"{m.get('format')!r} is not {expected}")
         v = m.get("schema_version")
-        self.check(_is_int(v) and v in (1, 2), "schema_version", f"{v!r} is not a version this reader reads (1 or 2)")
+        self.check(_is_int(v) and v in (1, 2, 3), "schema_version", f"{v!r} is not a version this reader reads (1, 2 or 3)")
 
     def labels(self, m: dict) -> list:
         labels = m.get("labels")
@@ -222,6 +225,7 @@ def dataset_manifest_problems(m) -> list[str]:
         return ["unreadable manifest: not a JSON object"]
     c = _Checker()
     c.header(m, "kdcache-dataset")
+    c.check(m.get("schema_version") != 3, "schema_version", "3 is the version of sequence caches; dataset stores are version 2")
     labels = c.labels(m)
     n = c.sample_count(m)
     featurizer = m.get("featurizer")
@@ -291,8 +295,11 @@ def _check_teacher(c: _Checker, key: str, t, classes: int, n) -> None:
     c.check(_is_number(tw) and math.isfinite(tw) and 0 < tw <= MAX_WRITE_TEMPERATURE, f"{f}.write_temperature",
             f"{tw!r} is not in (0, {int(MAX_WRITE_TEMPERATURE)}]")
     c.check(t.get("dtype") in ("f16", "f32"), f"{f}.dtype", f"{str(t.get('dtype'))[:40]!r} is not f16 or f32")
-    k, max_k = t.get("top_k"), min(classes, MAX_TOP_K)
-    c.check(_is_int(k) and 0 <= k <= max_k, f"{f}.top_k", f"{k!r} is not in 0…{max_k}")
+    if "sequence" in t:
+        _check_sequence(c, f, t)
+    else:
+        k, max_k = t.get("top_k"), min(classes, MAX_TOP_K)
+        c.check(_is_int(k) and 0 <= k <= max_k, f"{f}.top_k", f"{k!r} is not in 0…{max_k}")
     views = t.get("views")
     c.check(_is_int(views) and 1 <= views <= MAX_VIEWS, f"{f}.views", f"{views!r} is not in 1…{MAX_VIEWS}")
     _check_completed(c, f, t.get("completed"), n)
@@ -305,6 +312,66 @@ def _check_teacher(c: _Checker, key: str, t, classes: int, n) -> None:
         for name in sorted(metrics):
             v = metrics[name]
             c.check(_is_number(v) and math.isfinite(v), f"{f}.metrics.{name}", f"{v!r} is not finite")
+
+
+def _check_tokenizer(c: _Checker, f: str, tok, vocab) -> None:
+    """`tokenizer` (FORMAT.md §3.6): the vocabulary size V, sha256 fields, and a fingerprint equal to its computation."""
+    if not isinstance(tok, dict):
+        c.fail(f"{f}.tokenizer", "missing or not an object")
+        return
+    c.check(tok.get("vocab_size") == vocab, f"{f}.tokenizer.vocab_size", f"{tok.get('vocab_size')!r} differs from sequence.vocab_size {vocab!r}")
+    for name, nullable in (("vocab_sha256", False), ("merges_sha256", True), ("model_sha256", True)):
+        v = tok.get(name)
+        c.check(v is None and nullable or isinstance(v, str) and _SHA256.match(v) is not None, f"{f}.tokenizer.{name}",
+                f"'{str(v)[:80]}' is not 'sha256:' and 64 hex digits{' or null' if nullable else ''}")
+    expected = tokenizer_fingerprint_of(vocab, tok.get("vocab_sha256"), tok.get("merges_sha256"), tok.get("model_sha256"))
+    c.check(tok.get("fingerprint") == expected, f"{f}.tokenizer.fingerprint", f"'{str(tok.get('fingerprint'))[:80]}' is not the one computed from its fields ({expected})")
+
+
+def _check_retemper(c: _Checker, f: str, temps) -> None:
+    """`retemper_at`: 0…16 temperatures, strictly ascending, each finite in (0, 10^4]."""
+    if not isinstance(temps, list) or len(temps) > 16:
+        c.fail(f"{f}.retemper_at", f"{str(temps)[:80]} is not a list of at most 16 temperatures")
+        return
+    bad = next((i for i, t in enumerate(temps) if not (_is_number(t) and math.isfinite(t) and 0 < t <= MAX_WRITE_TEMPERATURE)), None)
+    if bad is not None:
+        c.fail(f"{f}.retemper_at[{bad}]", f"{temps[bad]!r} is not in (0, {int(MAX_WRITE_TEMPERATURE)}]")
+    elif any(b <= a for a, b in zip(temps, temps[1:])):
+        c.fail(f"{f}.retemper_at", f"{temps} is not strictly ascending")
+
+
+def _check_sequence(c: _Checker, f: str, t: dict) -> None:
+    """A sequence teacher's `sequence` object and the fields it constrains (FORMAT.md §1.1, §3.6)."""
+    s = t["sequence"]
+    if not isinstance(s, dict) or any(k not in s for k in _SEQUENCE_KEYS):
+        c.fail(f"{f}.sequence", f"not an object with {', '.join(_SEQUENCE_KEYS)}")
+        return
+    f2, mode, vocab = f"{f}.sequence", s["mode"], s["vocab_size"]
+    c.check(mode in ("top-k", "sampled"), f"{f2}.mode", f"{str(mode)[:40]!r} is not top-k or sampled")
+    vocab_ok = _is_int(vocab) and 2 <= vocab <= 1 << 24
+    c.check(vocab_ok, f"{f2}.vocab_size", f"{vocab!r} is not in 2…{1 << 24}")
+    n, k, seed = s["samples"], t.get("top_k"), s["sample_seed"]
+    sampled = mode == "sampled"
+    c.check(_is_int(n) and (1 <= n <= 255 if sampled else n == 0), f"{f2}.samples", f"{n!r} is not {'in 1…255' if sampled else '0 for top-k'}")
+    c.check(_is_int(seed) and (0 <= seed < 1 << 64 if sampled else seed == 0), f"{f2}.sample_seed", f"{seed!r} is not {'a u64' if sampled else '0 for top-k'}")
+    max_k = min(vocab, 1024) if vocab_ok else 1024
+    c.check(_is_int(k) and (k == 0 if sampled else 1 <= k <= max_k), f"{f}.top_k", f"{k!r} is not {'0 for sampled' if sampled else f'in 1…{max_k}'}")
+    _check_retemper(c, f2, s["retemper_at"])
+    if vocab_ok:
+        _check_tokenizer(c, f2, s["tokenizer"], vocab)
+    c.check(t.get("views") == 1, f"{f}.views", f"{t.get('views')!r}: a sequence teacher has one view")
+    c.check("augmentation" not in t, f"{f}.augmentation", "a sequence teacher has no augmentation")
+
+
+def _check_schema_teachers(c: _Checker, m: dict, teachers: dict) -> None:
+    """Version 3 exactly for a cache whose teachers are all sequence teachers (FORMAT.md §1.1)."""
+    v = m.get("schema_version")
+    sequence = sorted(k for k, t in teachers.items() if isinstance(t, dict) and "sequence" in t)
+    if v == 3:
+        other = sorted(set(teachers) - set(sequence))
+        c.check(not other, f"teachers.{other[0][:80] if other else ''}", "a class teacher in a format v3 cache (v3 holds sequence teachers only)")
+    elif sequence:
+        c.fail(f"teachers.{sequence[0][:80]}", f"a sequence teacher in a format v{v} cache (sequence teachers need schema_version 3)")
 
 
 def softlabel_manifest_problems(m) -> list[str]:
@@ -324,6 +391,7 @@ def softlabel_manifest_problems(m) -> list[str]:
     c.check(len(teachers) <= MAX_TEACHERS, "teachers", f"{len(teachers)} teachers, more than {MAX_TEACHERS}")
     for key in sorted(teachers):
         _check_teacher(c, key, teachers[key], len(labels), n)
+    _check_schema_teachers(c, m, teachers)
     return c.problems
 
 
@@ -367,8 +435,8 @@ def check_stored_manifest(path: str, raw: bytes, stored_crc) -> dict:
     if not isinstance(m, dict) or not _is_int(m.get("schema_version")):
         raise FormatError(f"{path}: unreadable manifest: no schema_version")
     v = m["schema_version"]
-    if v > 2:
-        raise FormatError(f"{path}: schema version {v} is newer than this reader reads (2)")
+    if v > MAX_SCHEMA_VERSION:
+        raise FormatError(f"{path}: schema version {v} is newer than this reader reads ({MAX_SCHEMA_VERSION})")
     if v < 1:
         raise FormatError(f"{path}: unknown schema version {v}")
     _check_checksum(path, raw, stored_crc, v)

@@ -1,6 +1,8 @@
 """Readers of both stores (FORMAT.md §2, §3): `open`, `DatasetStore`, `SoftLabelStore`."""
 from __future__ import annotations
 
+import contextlib
+
 import lmdb
 import numpy as np
 
@@ -9,6 +11,7 @@ from .format import (FormatError, decode_sample, decode_soft_label, decompress_t
                      parse_soft_label_key, sample_key, sample_record_v1, soft_label_key)
 from .hashing import dataset_fingerprint
 from .manifest import check_stored_manifest
+from .tokens import SequenceBatch, SequenceLayout, SequenceRecord, decode_sequence, decode_sequence_batch, sequence_key
 
 
 class _Store:
@@ -174,6 +177,8 @@ class SoftLabelStore(_Store):
 
     def _decode(self, raw: bytes, name: str, entry: dict, sample: int, view: int) -> np.ndarray:
         try:
+            if "sequence" in entry:
+                return decode_sequence(raw, sample, SequenceLayout.of(entry)).copy()
             return decode_soft_label(raw, len(self.manifest["labels"]), sample=sample, view=view, version=self.version,
                                      dtype=entry["dtype"], top_k=entry["top_k"])
         except FormatError as e:
@@ -183,6 +188,8 @@ class SoftLabelStore(_Store):
         """log p at the write temperature, or re-tempered exactly to `temperature` (FORMAT.md §3.3):
         `log_softmax((T_w / T) · log p_{T_w})`."""
         name, entry = self._teacher(teacher)
+        if "sequence" in entry:
+            raise FormatError(f"{self.path}: teacher {name} is a sequence teacher (FORMAT.md §3.6): read it with sequence(i) or TokenDistillationDataset")
         if not (0 <= i <= 0xFFFFFFFF and 0 <= view <= 0xFFFFFFFF):
             raise KeyError((i, view))
         with self.env.begin(db=self._dbs[name]) as txn:
@@ -207,3 +214,62 @@ class SoftLabelStore(_Store):
             for k, v in txn.cursor():
                 sample, view = parse_soft_label_key(k)
                 yield (sample, view), self._decode(bytes(v), name, entry, sample, view)
+
+    def sequence_teacher(self, teacher: str | None = None) -> tuple[str, dict]:
+        """(name, entry) of a sequence teacher (FORMAT.md §3.6); refuses a class teacher."""
+        name, entry = self._teacher(teacher)
+        if "sequence" not in entry:
+            raise FormatError(f"{self.path}: teacher {name} is a class teacher, not a sequence teacher")
+        return name, entry
+
+    @contextlib.contextmanager
+    def _sequence_txn(self, teacher):
+        """(name, layout, a `buffers=True` read transaction on the teacher's database)."""
+        name, entry = self.sequence_teacher(teacher)
+        with self._shared.reading(db=self._dbs[name], buffers=True) as txn:
+            yield name, SequenceLayout.of(entry), txn
+
+    def _sequence_buffer(self, txn, i: int):
+        if not 0 <= i < len(self):
+            raise KeyError(i)
+        buf = txn.get(sequence_key(i))
+        if buf is None:
+            raise KeyError(i)
+        return buf
+
+    def _decode_sequence(self, name: str, layout: SequenceLayout, i: int, buf) -> SequenceRecord:
+        try:
+            return decode_sequence(buf, i, layout)
+        except FormatError as e:
+            raise FormatError(f"{self.path}: teacher {name} sample {i}: {e}") from e
+
+    @contextlib.contextmanager
+    def sequence_reader(self, teacher: str | None = None):
+        """A read transaction yielding `get(i) -> SequenceRecord` whose arrays are zero-copy views on
+        the map (a `buffers=True` transaction), checked (FORMAT.md §1.2): valid until the block ends."""
+        with self._sequence_txn(teacher) as (name, layout, txn):
+            yield lambda i: self._decode_sequence(name, layout, i, self._sequence_buffer(txn, i))
+
+    def sequence_batch(self, indices, teacher: str | None = None) -> SequenceBatch:
+        """Samples `indices` read in one transaction and decoded together (`decode_sequence_batch`:
+        every check of FORMAT.md §1.2, vectorised over the batch), as copies. Refuses exactly as
+        `get(i)` of `sequence_reader` would on the first bad sample in `indices` order (on a refusal
+        the records are decoded one by one to name the sample and position)."""
+        indices = [int(i) for i in indices]
+        with self._sequence_txn(teacher) as (name, layout, txn):
+            bufs = []
+            try:
+                for i in indices:
+                    bufs.append(self._sequence_buffer(txn, i))
+                return decode_sequence_batch(bufs, indices, layout)
+            except (KeyError, FormatError) as e:
+                for i, buf in zip(indices, bufs):
+                    self._decode_sequence(name, layout, i, buf)      # raises the first record's own refusal
+                if isinstance(e, KeyError):
+                    raise
+                raise FormatError(f"{self.path}: teacher {name} samples {indices[0]}…{indices[-1]}: {e}") from e
+
+    def sequence(self, i: int, teacher: str | None = None) -> SequenceRecord:
+        """Sample i's checked sequence record (FORMAT.md §3.7), copied out of the map."""
+        with self.sequence_reader(teacher) as get:
+            return get(i).copy()

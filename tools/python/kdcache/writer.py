@@ -7,8 +7,10 @@ import numpy as np
 
 from . import registry
 from .format import FormatError, encode_soft_label, manifest_checksum, parse_soft_label_key, soft_label_key
+from .hashing import fnv1a64
 from .manifest import check_stored_manifest, encode_manifest, layout_differences, softlabel_manifest_problems
 from .stores import DatasetStore, open as open_store
+from .tokens import SequenceLayout, decode_sequence, encode_sampled, encode_top_k
 
 _TOOL_VERSION = "python-0.2.0"
 
@@ -49,6 +51,12 @@ class SoftLabelWriter:
     process share its environment (and see each write once it commits).
     """
 
+    SCHEMA_VERSION = 2   # the format version of the caches this writer writes and adds to
+
+    def _layout(self) -> dict:
+        """Teacher-entry fields beyond the class layout (none here; `SequenceWriter` adds its own)."""
+        return {}
+
     def __init__(self, path, dataset, name, description="", content_hash="", write_temperature=1.0, dtype="f16",
                  views=1, map_size=1 << 30):
         if dtype not in ("f16", "f32"):
@@ -69,6 +77,7 @@ class SoftLabelWriter:
         self.entry = {"identity": {"name": name, "description": description, "content_hash": content_hash},
                       "write_temperature": self.write_temperature, "dtype": dtype, "top_k": 0, "views": views,
                       "completed": [], "metrics": {}, "created": now, "tool_version": _TOOL_VERSION}
+        self.entry.update(self._layout())
         self._shared = registry.acquire(self.path, write=True, map_size=map_size)
         self._closed = False
         try:
@@ -89,7 +98,7 @@ class SoftLabelWriter:
         with self.env.begin(db=self.meta) as txn:
             stored = self._stored_manifest(txn)
         if stored is None:
-            manifest = {"format": "kdcache-softlabels", "schema_version": 2, "tool_version": _TOOL_VERSION, "created": now,
+            manifest = {"format": "kdcache-softlabels", "schema_version": self.SCHEMA_VERSION, "tool_version": _TOOL_VERSION, "created": now,
                         "dataset_fingerprint": dataset_manifest["fingerprint"],
                         "featurizer_signature": dataset_manifest["featurizer"]["signature"],
                         "labels": dataset_manifest["labels"], "sample_count": self.sample_count, "teachers": {}}
@@ -104,9 +113,12 @@ class SoftLabelWriter:
 
     def _check_resumable(self, manifest: dict, dataset_manifest: dict) -> None:
         path = self.path
-        if manifest["schema_version"] != 2:
-            raise FormatError(f"{path}: is a format v{manifest['schema_version']} cache; this writer adds records to format v2 caches only. "
-                              f"Write to a new file, or upgrade it first with kdcache merge {path} --out NEW (it re-checksums every record)")
+        if manifest["schema_version"] != self.SCHEMA_VERSION:
+            v = manifest["schema_version"]
+            hint = f"upgrade it first with kdcache merge {path} --out NEW (it re-checksums every record)" if v == 1 else \
+                "class and sequence teachers live in different files (v2 and v3)"
+            raise FormatError(f"{path}: is a format v{v} cache; this writer adds records to format v{self.SCHEMA_VERSION} caches only. "
+                              f"Write to a new file, or {hint}")
         if manifest.get("format") != "kdcache-softlabels":
             raise FormatError(f"{path}: is not a soft-label cache")
         for field, ours in (("dataset_fingerprint", dataset_manifest["fingerprint"]), ("labels", dataset_manifest["labels"]),
@@ -192,10 +204,15 @@ class SoftLabelWriter:
             bad = int(np.argwhere(np.isnan(x) | np.isposinf(x))[0][0])
             raise ValueError(f"sample {start + bad}: NaN or +inf")
         lp = _log_softmax(x / self.write_temperature)
+        self._put(start, [self.encode(row, start + k, view) for k, row in enumerate(lp)], view)
+
+    def _put(self, start: int, records: list, view: int = 0) -> None:
+        """One write transaction: the records of samples start, start+1, … and the manifest's
+        `completed` range for them (FORMAT.md §3.1)."""
         with self.env.begin(write=True, db=self.db) as txn:
-            for k, row in enumerate(lp):
-                txn.put(soft_label_key(start + k, view), self.encode(row, start + k, view))
-            self._commit_manifest(txn, completed=(start, start + len(x)))
+            for k, record in enumerate(records):
+                txn.put(soft_label_key(start + k, view), record)
+            self._commit_manifest(txn, completed=(start, start + len(records)))
 
     def close(self):
         """Syncs and releases the file: its readers in this process keep reading."""
@@ -209,3 +226,175 @@ class SoftLabelWriter:
 
     def __exit__(self, *exc):
         self.close()
+
+
+# ---- sequence teachers (FORMAT.md §3.6–3.7) ----------------------------------------------------
+
+_FLOOR = {"f16": -65504.0, "f32": float(np.finfo(np.float32).min)}   # the most negative finite stored value
+
+
+def _logsumexp_rows(x: np.ndarray) -> np.ndarray:
+    """log Σ exp over the last axis (−inf for a row of −inf)."""
+    m = x.max(axis=-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    with np.errstate(divide="ignore"):
+        return np.log(np.exp(x - m).sum(axis=-1)) + m[..., 0]
+
+
+def top_k_entries(lp: np.ndarray, k: int, alphas) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """From full `log p_{T_w}` [P, V]: the k most probable ids per position (ties to the lower id),
+    their log p, the log tail `log Σ_tail p` and the tail sums `log Σ_tail p^{a_r}` [P, R]
+    (log-sum-exp over the tail; −∞ when k = V)."""
+    order = np.argsort(-lp, axis=1, kind="stable")[:, :k]
+    kept = np.take_along_axis(lp, order, axis=1)
+    tail = lp.copy()
+    np.put_along_axis(tail, order, -np.inf, axis=1)
+    sums = np.stack([_logsumexp_rows(a * tail) for a in alphas], axis=1) if len(alphas) else np.zeros((len(lp), 0))
+    return order, kept, _logsumexp_rows(tail), sums
+
+
+def uniforms(seed: int, sample: int, positions: np.ndarray, draws: int) -> np.ndarray:
+    """§3.5's `u(s, i, j, n) = (fmix64(FNV-1a-64(s ‖ i ‖ j ‖ n as u64 LE)) >> 11) / 2^53` for every
+    position j in `positions` and n < `draws`, as a [P, N] float64 array (vectorised FNV and fmix64)."""
+    h0 = fnv1a64(np.array([seed, sample], dtype="<u8").tobytes())
+    j = np.repeat(np.asarray(positions, dtype=np.uint64), draws)
+    n = np.tile(np.arange(draws, dtype=np.uint64), len(positions))
+    h = np.full(len(j), h0, dtype=np.uint64)
+    prime = np.uint64(0x100000001B3)
+    for word in (j, n):
+        for t in range(8):
+            h = (h ^ ((word >> np.uint64(8 * t)) & np.uint64(0xFF))) * prime
+    for shift, mult in ((33, 0xFF51AFD7ED558CCD), (33, 0xC4CEB9FE1A85EC53), (33, None)):
+        h ^= h >> np.uint64(shift)
+        if mult is not None:
+            h = h * np.uint64(mult)
+    return ((h >> np.uint64(11)).astype(np.float64) / float(1 << 53)).reshape(len(positions), draws)
+
+
+def draw_entries(lp: np.ndarray, draws: int, seed: int, sample: int, alphas):
+    """§3.7's draws from full `log p_{T_w}` [P, V]: draw n at position j is the smallest v with
+    F(v) > u(s, i, j, n), F the float64 running sum of p in id order (the last id of positive p when
+    rounding leaves u ≥ F(V−1)); returns (d [P], ids, counts, log p, log-sums [P, R]) with ids
+    ascending within a position and `log-sum_r = log Σ_v p^{a_r}`."""
+    P, V = lp.shape
+    p = np.exp(lp)
+    u = uniforms(seed, sample, np.arange(P), draws)
+    last = V - 1 - np.argmax(p[:, ::-1] > 0, axis=1)
+    picks = np.empty((P, draws), dtype=np.int64)
+    for j in range(P):   # one searchsorted per position (numpy has no batched one); O(N log V) each
+        picks[j] = np.minimum(np.searchsorted(np.cumsum(p[j]), u[j], side="right"), last[j])
+    keys, counts = np.unique(picks + np.arange(P)[:, None] * V, return_counts=True)
+    pos, ids = keys // V, keys % V
+    sums = np.stack([_logsumexp_rows(a * lp) for a in alphas], axis=1) if len(alphas) else np.zeros((P, 0))
+    return np.bincount(pos, minlength=P), ids, counts, lp[pos, ids], sums
+
+
+class SequenceWriter(SoftLabelWriter):
+    """Writes a sequence teacher (FORMAT.md §3.6–3.8) into a v3 cache, through the registry:
+
+        tok = kdcache.tokenizer_fingerprint(vocab, merges, name="my-tokenizer")
+        with kdcache.SequenceWriter("lm.lmdb", "data.lmdb", name="lm", tokenizer=tok, mode="top-k", top_k=32,
+                                    retemper_at=[1.0, 2.0, 4.0], write_temperature=1.0) as w:
+            w.write_logits(start, [(tokens, logits), …])      # logits [L, V] (or [L − 1, V]) per sample
+
+    Each call is one transaction: records and `completed` together, so `pending()` resumes a run."""
+
+    SCHEMA_VERSION = 3
+
+    def __init__(self, path, dataset, name, tokenizer: dict, mode="top-k", top_k=32, samples=0, sample_seed=0, retemper_at=(),
+                 description="", content_hash="", write_temperature=1.0, dtype="f16", map_size=1 << 30):
+        if mode not in ("top-k", "sampled"):
+            raise ValueError("mode must be top-k or sampled")
+        self.mode, self.vocab = mode, int(tokenizer["vocab_size"])
+        self.top_k, self.samples = (int(top_k), 0) if mode == "top-k" else (0, int(samples))
+        self.sample_seed = int(sample_seed) if mode == "sampled" else 0
+        self.retemper_at, self.tokenizer = [float(t) for t in retemper_at], dict(tokenizer)
+        self.alphas = [float(write_temperature) / t for t in self.retemper_at]
+        super().__init__(path, dataset, name, description, content_hash, write_temperature, dtype, 1, map_size)
+        self.layout = SequenceLayout.of(self.entry)
+
+    def _layout(self) -> dict:
+        return {"top_k": self.top_k, "sequence": {"mode": self.mode, "samples": self.samples, "sample_seed": self.sample_seed,
+                                                 "retemper_at": self.retemper_at, "vocab_size": self.vocab, "tokenizer": self.tokenizer}}
+
+    def _tokens(self, tokens, sample: int) -> np.ndarray:
+        t = np.asarray(tokens, dtype=np.int64).reshape(-1)
+        if len(t) and (t.min() < 0 or t.max() >= self.vocab):
+            raise ValueError(f"sample {sample}: token id {int(t[(t < 0) | (t >= self.vocab)][0])} is not in 0…{self.vocab - 1}")
+        return t
+
+    def encode_logits(self, sample: int, tokens, logits) -> bytes:
+        """Sample `sample`'s record from raw logits [L, V] (row L − 1 dropped) or [L − 1, V]:
+        `log_softmax(z / T_w)`, then top-k and tail sums, or the §3.7 draws."""
+        t = self._tokens(tokens, sample)
+        z = np.asarray(logits, dtype=np.float64)
+        P = max(len(t) - 1, 0)
+        if z.ndim != 2 or z.shape[1] != self.vocab or z.shape[0] not in (P, len(t)):
+            raise ValueError(f"sample {sample}: logits of shape {z.shape}, expected [{len(t)}, {self.vocab}] or [{P}, {self.vocab}]")
+        z = z[:P]
+        if not np.isfinite(z).all():
+            j = int(np.argwhere(~np.isfinite(z))[0][0])
+            raise ValueError(f"sample {sample} position {j}: a logit is NaN or infinite")
+        return self._encode_log_probs(sample, t, _log_softmax(z / self.write_temperature))
+
+    def _encode_log_probs(self, sample: int, t: np.ndarray, lp: np.ndarray) -> bytes:
+        floor = _FLOOR[self.dtype]
+        if self.mode == "top-k":
+            ids, kept, tail, sums = top_k_entries(lp, self.top_k, self.alphas)
+            if self.top_k < self.vocab:
+                kept, tail, sums = (np.maximum(x, floor) for x in (kept, tail, sums))
+            return encode_top_k(t, ids, np.maximum(kept, floor), tail, sums, self.dtype, sample)
+        d, ids, counts, drawn, sums = draw_entries(lp, self.samples, self.sample_seed, sample, self.alphas)
+        return encode_sampled(t, d, ids, counts, drawn, sums, self.samples, self.dtype, sample)
+
+    def encode_top_k(self, sample: int, tokens, ids, log_probs, log_tail=None) -> bytes:
+        """Sample `sample`'s record from a teacher's own top-K' (K' ≥ k) ids and `log p_{T_w}` per
+        position [P, K']: the k largest kept (ties to the lower id), `log r = log(1 − Σ_kept p)` (or
+        `log_tail` when given and K' = k), floored at the dtype's most negative finite value. Tail
+        sums need the full distribution: `retemper_at` may only declare T_w."""
+        if self.mode != "top-k" or any(abs(a - 1.0) > 1e-12 for a in self.alphas):
+            raise ValueError(f"{self.path}: top-k input gives tail sums at T_w only: a top-k teacher with retemper_at ⊆ [{self.write_temperature}]")
+        t = self._tokens(tokens, sample)
+        P = max(len(t) - 1, 0)
+        ids, lp = np.asarray(ids, dtype=np.int64), np.asarray(log_probs, dtype=np.float64)
+        if ids.shape != lp.shape or ids.ndim != 2 or ids.shape[0] != P or ids.shape[1] < self.top_k:
+            raise ValueError(f"sample {sample}: ids {ids.shape} and log-probs {lp.shape}, expected [{P}, ≥ {self.top_k}] each")
+        order = np.lexsort((ids, -lp), axis=1)[:, :self.top_k] if P else np.zeros((0, self.top_k), np.int64)
+        ids, lp = np.take_along_axis(ids, order, 1), np.take_along_axis(lp, order, 1)
+        mass = np.exp(lp).sum(axis=1)
+        if (mass > 1 + 1e-3).any():
+            j = int(np.argmax(mass > 1 + 1e-3))
+            raise ValueError(f"sample {sample} position {j}: the kept probabilities sum to {mass[j]:.6f} > 1 (not log-probabilities at T_w?)")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            tail = np.log1p(-np.minimum(mass, 1.0)) if log_tail is None else np.asarray(log_tail, dtype=np.float64).reshape(P)
+        floor = _FLOOR[self.dtype] if self.top_k < self.vocab else -np.inf
+        tail = np.maximum(tail, floor) if self.top_k < self.vocab else np.full(P, -np.inf)
+        sums = np.repeat(tail[:, None], len(self.alphas), axis=1)
+        return encode_top_k(t, ids, np.maximum(lp, _FLOOR[self.dtype]), tail, sums, self.dtype, sample)
+
+    def _checked(self, records: list, start: int) -> list:
+        for k, r in enumerate(records):
+            try:
+                decode_sequence(r, start + k, self.layout)
+            except FormatError as e:
+                raise ValueError(f"{self.path}: sample {start + k}: the teacher's output makes a bad record: {e}") from e
+        return records
+
+    def _range(self, start: int, n: int) -> None:
+        if start < 0 or start + n > self.sample_count:
+            raise ValueError(f"samples {start}..{start + n} outside 0..{self.sample_count}")
+
+    def write_logits(self, start: int, sequences) -> None:
+        """Samples start, start+1, … from (tokens [L], logits [L or L − 1, V]) pairs, in one transaction."""
+        sequences = list(sequences)
+        self._range(start, len(sequences))
+        self._put(start, self._checked([self.encode_logits(start + k, t, z) for k, (t, z) in enumerate(sequences)], start))
+
+    def write_top_k(self, start: int, sequences) -> None:
+        """Samples start, start+1, … from (tokens, ids [P, K'], log p [P, K']) or (…, log_tail [P]) tuples."""
+        sequences = list(sequences)
+        self._range(start, len(sequences))
+        self._put(start, self._checked([self.encode_top_k(start + k, *s) for k, s in enumerate(sequences)], start))
+
+    def write(self, *args, **kwargs):
+        raise TypeError("a SequenceWriter writes with write_logits or write_top_k")

@@ -118,7 +118,8 @@ def test_resuming_a_teacher_with_another_augmentation_is_refused(data, tmp_path)
 def test_every_layout_field_counts_and_nothing_else_does():
     from kdcache.manifest import LAYOUT_FIELDS, layout_differences
     base = {"identity": {"name": "t"}, "write_temperature": 2.0, "dtype": "f16", "top_k": 0, "views": 3,
-            "augmentation": "token-dropout:p=0.25", "augmentation_seed": 7, "completed": [[0, 5]], "metrics": {}, "created": "x"}
+            "augmentation": "token-dropout:p=0.25", "augmentation_seed": 7, "completed": [[0, 5]], "metrics": {}, "created": "x",
+            "sequence": {"mode": "top-k"}}
     for field in LAYOUT_FIELDS:
         changed = dict(base, **{field: "other"})
         assert [d.split()[0] for d in layout_differences(base, changed)] == [field]
