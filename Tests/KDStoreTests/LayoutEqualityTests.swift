@@ -20,7 +20,13 @@ import Testing
         ("augmentation", { $0.augmentation = nil }),
         ("augmentation_seed", { $0.augmentationSeed = 8 }),
         ("augmentation_seed", { $0.augmentationSeed = nil }),
+        ("sequence", { $0.sequence = Self.sequence }),
     ]
+
+    /// A sequence layout: setting it on a class teacher changes the layout (and only `sequence`).
+    static let sequence = SequenceLayout(mode: .topK, retemperAt: [1], vocabSize: 300,
+                                         tokenizer: TokenizerFingerprint(vocabSize: 300, vocabSHA256: "sha256:" + String(repeating: "a", count: 64),
+                                                                         mergesSHA256: nil, modelSHA256: nil, name: "t"))
 
     @Test func eachLayoutFieldCounts() {
         for (key, change) in Self.layoutChanges {
