@@ -112,7 +112,10 @@ public struct StoreInfo {
 
     /// A human-readable summary.
     public var text: String {
-        var lines = ["\(path)", "  kind:        \(kind == .dataset ? "dataset store" : "soft-label cache")",
+        let kindName = kind == .dataset ? "dataset store"
+            : softLabels?.isSequenceCache == true ? "soft-label cache of token sequences (next-token distributions, FORMAT.md §3.6)"
+            : "soft-label cache"
+        var lines = ["\(path)", "  kind:        \(kindName)",
                      "  size:        \(fileBytes) bytes"]
         if let m = dataset {
             lines += ["  schema:      v\(m.schemaVersion), written by kdcache \(m.toolVersion) at \(m.created)",

@@ -22,6 +22,7 @@ import KDTestSupport
         let r = try kdcache(["info", dir + "/seq.lmdb"])
         #expect(r.status == 0, "\(r.output)")
         let tokens = records.reduce(0) { $0 + $1.tokens.count }
+        #expect(r.stdout.contains("kind:        soft-label cache of token sequences"))
         #expect(r.stdout.contains("sequence top-k, k = 4, V = 40, T_w 2.0, f16"))
         #expect(r.stdout.contains("declared T = 1.0, 4.0"))
         #expect(r.stdout.contains("tokenizer: test-tokenizer \(layout.sequence!.tokenizer.fingerprint)"))
