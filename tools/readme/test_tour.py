@@ -164,3 +164,32 @@ def test_the_python_writers_cache_trains_students(tour):
                 "--alpha", "0.5", "--lr", "0.3", "--epochs", "2", "--seeds", "1", "--out", "runs/mine", "--quiet")
     assert r.returncode == 0, r.stdout + r.stderr
     assert (tour["dir"] / "runs/mine/best-student.json").is_file()
+
+
+@pytest.fixture(scope="module")
+def lm_tour(tour):
+    """README.md's "Language models" blocks, run as written after the tour, in the tour's directory."""
+    d = tour["dir"]
+    start, sh = the_block("Language models", "sh")
+    script = (f"set -euo pipefail; K={shlex.quote(str(BIN))}; PY=.build-venv/bin/python; "
+              f"PS4='{MARK}$((LINENO - 1 + {start - 1})): '; set -x\n" + sh)
+    (d / "lm.sh").write_text(script)
+    sh_run = subprocess.run(["bash", "lm.sh"], cwd=d, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1200)
+    assert sh_run.returncode == 0, f"the LM block stopped (exit {sh_run.returncode}):\n{sh_run.stdout[-4000:]}"
+    py_start, py = the_block("Language models", "python")
+    (d / "lm.py").write_text("\n" * (py_start - 1) + py)
+    py_run = subprocess.run([str(d / ".build-venv/bin/python"), "lm.py"], cwd=d, capture_output=True, text=True, timeout=300)
+    assert py_run.returncode == 0, f"README.md's LM Python block failed:\n{py_run.stdout}\n{py_run.stderr}"
+    return {"dir": d, "log": sh_run.stdout}
+
+
+def test_the_sequence_caches_verify_and_say_what_they_hold(lm_tour):
+    out = output_of(lm_tour, "verify lm.lmdb")
+    assert "lm.lmdb: valid" in out and "Σ p + tail = 1 at every position" in out, out
+    assert "the most probable id is the next token" in out, out
+    info = output_of(lm_tour, "info lm.lmdb")
+    assert "sequence top-k, k = 16, V = 260" in info and "declared T = 1.0, 2.0, 4.0" in info, info
+    r = kdcache(lm_tour, "verify", "lm-sampled.lmdb", "--data", "data.lmdb")
+    assert r.returncode == 0 and "lm-sampled.lmdb: valid" in r.stdout, r.stdout + r.stderr
+    first = json.loads((lm_tour["dir"] / "lm.jsonl").open().readline())
+    assert len(first["positions"]) == len(first["tokens"]) - 1, "one distribution per position with a next token"
