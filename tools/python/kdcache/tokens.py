@@ -272,7 +272,7 @@ def _join_sections(bufs, sizes: list) -> list:
     ends = np.cumsum(np.stack(sizes), axis=0) + 20
     starts = (ends - np.stack(sizes)).tolist()
     ends = ends.tolist()
-    return [b"".join([buf[a:b] for buf, a, b in zip(bufs, s, e)] + [b"\\0"]) for s, e in zip(starts, ends)]
+    return [b"".join([buf[a:b] for buf, a, b in zip(bufs, s, e)] + [b"\0"]) for s, e in zip(starts, ends)]
 
 
 @functools.cache

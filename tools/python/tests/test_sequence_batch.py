@@ -46,6 +46,14 @@ def test_the_batch_path_gives_the_per_record_tensors(caches, mode, T, max_length
     assert int(batch["attention_mask"].sum()) == sum(min(len(sequences(seed=3)[i][0]), max_length) for i in ORDER)
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_an_empty_batch_has_the_per_record_shapes(caches, mode):
+    with kdcache.open(str(caches[mode])) as c:
+        ds = kdcache.TokenDistillationDataset(c)
+        one, batch = ds.collate([]), ds.read_batch([])
+    assert {k: (v.shape, v.dtype) for k, v in one.items()} == {k: (v.shape, v.dtype) for k, v in batch.items()}
+
+
 def test_iteration_yields_the_batches_read_batch_gives(caches):
     with kdcache.open(str(caches["top-k-f16"])) as c:
         ds = kdcache.TokenDistillationDataset(c, batch_size=4, indices=ORDER)
