@@ -578,7 +578,7 @@ class Tally:
     """The outcome of a campaign: crashes (file, command, code, output), hangs, files that passed
     verify though altered, and the other counts `campaign_report` prints."""
 
-    def __init__(self, files, original, tolerated=None):
+    def __init__(self, files, is_altered, tolerated=None):
         self.crashes, self.hangs, self.passed_altered, self.tolerated = [], [], [], []
         self.refused = self.passed_intact = self.forged = 0
         for f in files:
@@ -589,16 +589,16 @@ class Tally:
                     self.tolerated.append(f"{f.path.name} ({f.what}): {name} {SIGNALS.get(code, code)}")
                 elif code not in (0, 1):
                     self.crashes.append((f, name, code, output))
-            self._count_verify(f, original)
+            self._count_verify(f, is_altered)
         self.crashed_files = {id(c[0]) for c in self.crashes}
         self.hung_files = {f.path.name for f in files if any(r[0] == "hang" for r in f.results.values())}
         self.clean_errors = sum(1 for f in files if f.results["verify"][0] == 1 and id(f) not in self.crashed_files
                                 and f.path.name not in self.hung_files)
 
-    def _count_verify(self, f, original):
+    def _count_verify(self, f, is_altered):
         verify_code = f.results["verify"][0]
         if verify_code == 0:
-            altered = f.altered if f.altered is not None else content_digest(f.path) != original[f.base]
+            altered = f.altered if f.altered is not None else is_altered(f)
             if altered == "forged":
                 self.forged += 1
             elif altered:
@@ -632,14 +632,16 @@ def _crash_lines(tally, command_of):
     return lines
 
 
-def campaign_report(title, files, jobs, started, original, command_of, report_name, capsys, tolerated=None):
+def campaign_report(title, files, jobs, started, is_altered, command_of, report_name, capsys, tolerated=None, notes=()):
     """Tallies the results of `files` (each `f.results[command] = (code, output, seconds)`; code
     "hang", 0, 1, or anything else for a crash), prints it (past pytest's capture), writes it to
     .build/`report_name`; returns (report, whether anything crashed, hung or passed altered).
-    `original` maps each base to its intact content digest; `command_of(f, name)` gives the argv
-    of a native command, to rerun a crash under the backtracer. `tolerated(f, name, code)` marks
-    the crashes of a known limitation: listed apart, not failures."""
-    t = Tally(files, original, tolerated)
+    `is_altered(f)` says whether a byte-damaged file passing verify has other content than its
+    intact base; `command_of(f, name)` gives the argv of a native command, to rerun a crash under
+    the backtracer. `tolerated(f, name, code)` marks the crashes of a known limitation: listed
+    apart, not failures. `notes`: more lines for the tally (or a function giving them, called
+    after `is_altered` has seen every file)."""
+    t = Tally(files, is_altered, tolerated)
     seconds = Counter()
     for f in files:
         for name, (_, _, elapsed) in f.results.items():
@@ -654,7 +656,7 @@ def campaign_report(title, files, jobs, started, original, command_of, report_na
         f"altered but passed verify: {len(t.passed_altered)}",
         f"  also: verify exit 1 {t.refused}; passed with content intact {t.passed_intact}; "
         f"passed, forged in range (undetectable by design) {t.forged}",
-    ] + _crash_lines(t, command_of)
+    ] + list(notes() if callable(notes) else notes) + _crash_lines(t, command_of)
     for heading, items in (("altered but passed verify", t.passed_altered), ("hangs", t.hangs),
                            (f"tolerated, a known limitation ({len(t.tolerated)})", t.tolerated)):
         if items:
@@ -679,6 +681,6 @@ def test_damage_campaign(intact, tmp_path, capsys):
         for (f, name, _), result in zip(jobs, pool.map(lambda j: run_command(j[2]), jobs)):
             f.results[name] = result
     original = {b: content_digest(intact / f"{b}.lmdb") for b in BASES}
-    report, failed = campaign_report("damage campaign", files, len(jobs), started, original,
+    report, failed = campaign_report("damage campaign", files, len(jobs), started, lambda f: content_digest(f.path) != original[f.base],
                                      lambda f, name: commands(f, intact, tmp_path)[name], "damage-campaign.txt", capsys)
     assert not failed, report

@@ -9,7 +9,9 @@ a sequence record, and swaps, copies, deletions); manifest edits of the `sequenc
 in a long-lived child: a damaged file may crash liblmdb), each under a 20 s timeout. Asserted as in
 the class campaign: no crash (a native exit other than 0/1, or the Python reader raising anything but
 `kdcache.FormatError`), no hang, no altered file passing `verify`. In-range edits no check can catch
-(FORMAT.md §1.1, "undetectable by design") are counted apart.
+(FORMAT.md §1.1, "undetectable by design") are counted apart. Whether a byte-damaged file that
+passes verify is altered: `ContentOracle`. One known limitation is listed apart, not failed: liblmdb
+inside py-lmdb faulting on a corrupted node of a flipped or copied page (`liblmdb_fault`).
 
 `make test` runs a small campaign (30 samples per cache, 1 flip per page, 6 page copies, stale-checksum
 manifests of the top-k cache only; about 260 files); KDCACHE_DAMAGE_BIG=1 runs 200 samples per
@@ -421,6 +423,37 @@ def _run_all(files, intact, scratch):
     return len(jobs)
 
 
+class ContentOracle:
+    """Whether a byte-damaged file that passed verify holds other content than its intact base: the
+    py-lmdb dump of every database (test_damage_campaign.content_digest); when py-lmdb cannot read
+    the file, the file's `export --jsonl` (every record decoded by kdcache) against the intact
+    file's. py-lmdb bundles LMDB 0.9.36, stricter than Debian's 0.9.24 that kdcache links: it
+    refuses a leaf page with P_DIRTY set, or meta flags 0.9.24 ignores, where the records are intact."""
+
+    def __init__(self, intact, scratch):
+        self.intact, self.scratch, self.by_export = intact, scratch, []
+        self.original = {b: content_digest(intact / f"{b}.lmdb") for b in SEQ_BASES}
+
+    def _export(self, path, out):
+        run_command(["export", path, "--jsonl", "--out", out, "--force"])
+        return out.read_bytes() if out.exists() else None
+
+    def __call__(self, f):
+        digest = content_digest(f.path)
+        if digest is not None:
+            return digest != self.original[f.base]
+        mine = self._export(f.path, self.scratch / f"oracle-{f.path.stem}.jsonl")
+        theirs = self._export(self.intact / f"{f.base}.lmdb", self.scratch / f"oracle-{f.base}.jsonl")
+        if mine is None or mine != theirs:
+            return True
+        self.by_export.append(f.path.stem)
+        return False
+
+    def notes(self):
+        return [f"  passed, records intact by export though py-lmdb (LMDB 0.9.36) refuses the file: {len(self.by_export)}"
+                + (f" ({', '.join(self.by_export)})" if self.by_export else "")]
+
+
 def liblmdb_fault(f, name, code):
     """The one known limitation: py-lmdb's liblmdb, following a node offset or size corrupted inside
     a page, reads past the file (SIGBUS/SIGSEGV in the Python child). The Python reader has no page
@@ -436,14 +469,14 @@ def test_sequence_damage_campaign(seq_intact, tmp_path, capsys):
     out.mkdir()
     files = (byte_damage(seq_intact, out, rng, bases=SEQ_BASES, flips=8 if BIG else 1, copies=60 if BIG else 6)
              + record_edits(seq_intact, out) + manifest_edits(seq_intact, out))
-    assert len(files) >= (1500 if BIG else 250), len(files)
+    assert len(files) >= (1200 if BIG else 250), len(files)
     started = time.monotonic()
     jobs = _run_all(files, seq_intact, tmp_path)
-    original = {b: content_digest(seq_intact / f"{b}.lmdb") for b in SEQ_BASES}
+    altered = ContentOracle(seq_intact, tmp_path)
     accepted = [f.path.stem for f in files if f.altered is True and f.results["python"][0] == 0]
-    report, failed = campaign_report("sequence damage campaign", files, jobs, started, original,
+    report, failed = campaign_report("sequence damage campaign", files, jobs, started, altered,
                                      lambda f, name: commands(f, seq_intact, tmp_path)[name], "sequence-damage-campaign.txt", capsys,
-                                     tolerated=liblmdb_fault)
+                                     tolerated=liblmdb_fault, notes=altered.notes)
     with capsys.disabled():
         print(f"  Python reader: read every record of {len(accepted)} files altered by construction, which verify refuses "
               f"(the reader does not make verify's Σp = 1, log-sum at T_w and extra-record checks): {', '.join(accepted)}")
