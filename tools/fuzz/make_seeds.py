@@ -109,6 +109,25 @@ def sequence_record(kind, dtype, tokens, width, entries, temperatures=(1.0, 4.0)
     return head + struct.pack("<I", zlib.crc32(key + head + rest)) + rest
 
 
+def sequence_manifest(class_manifest, mode):
+    """A v3 manifest (FORMAT.md §3.6) over the golden v2 cache's dataset: its three teachers become
+    sequence teachers of `mode` over V = 40 (their records, v2, are then refused: the record path of
+    a v3 store is reached too)."""
+    import hashlib
+    m = json.loads(class_manifest)
+    sha = lambda s: "sha256:" + hashlib.sha256(s.encode()).hexdigest()  # noqa: E731
+    vocab, merges = sha("vocab"), sha("merges")
+    fingerprint = sha(f"kdcache-tokenizer-1;40;{vocab};{merges};")
+    tokenizer = {"fingerprint": fingerprint, "vocab_size": 40, "vocab_sha256": vocab, "merges_sha256": merges,
+                 "model_sha256": None, "name": "fuzz"}
+    m["schema_version"] = 3
+    for t in m["teachers"].values():
+        t["top_k"] = 4 if mode == "top-k" else 0
+        t["sequence"] = {"mode": mode, "samples": 0 if mode == "top-k" else 4, "sample_seed": 0 if mode == "top-k" else 7,
+                         "retemper_at": [1.0, 4.0], "vocab_size": 40, "tokenizer": tokenizer}
+    return json.dumps(m, sort_keys=True).encode()
+
+
 def npy(array, version=1):
     buf = io.BytesIO()
     if version == 1:
@@ -151,6 +170,8 @@ def main():
                 write("softlabel-record", f"v2-{name}-{i}", v)
         for name in ("dataset", "dense", "softlabels"):
             write("manifest", f"golden-v2-{name}", manifest(GOLDEN_V2 / f"{name}.lmdb"))
+        for mode in ("top-k", "sampled"):
+            write("manifest", f"sequence-{mode}", sequence_manifest(manifest(GOLDEN_V2 / "softlabels.lmdb"), mode))
     lp = np.log(np.array([0.7, 0.2, 0.1]))
     write("softlabel-record", "dense-f32", softlabel_record(1, 0, struct.pack("<3f", *lp)))
     write("softlabel-record", "top1-f16", softlabel_record(2, 1, struct.pack("<I", 0) + np.float16(lp[0]).tobytes()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import struct
 import threading
 import weakref
 
@@ -26,9 +27,38 @@ _LOCK = threading.Lock()
 _OPEN: dict[tuple[int, int], "SharedEnvironment"] = {}
 
 
+_META = struct.Struct("<I")           # mm_magic at page offset 16 (LMDB 0.9 MDB_meta)
+_MAGIC = 0xBEEFC0DE
+
+
+def _check_not_truncated(path: str) -> None:
+    """Refuses a file shorter than its current meta page says (`(mm_last_pg + 1)` pages of the page
+    size kept in the free DB's `md_pad`): liblmdb would read past its end, a SIGBUS in this process.
+    The meta page is the one of the larger `mm_txnid`, as liblmdb picks it; files it cannot parse are
+    left to lmdb.open."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2 * 65536)
+            size = os.fstat(f.fileno()).st_size
+    except OSError:
+        return
+    if len(head) < 152 or _META.unpack_from(head, 16)[0] != _MAGIC:
+        return
+    psize = struct.unpack_from("<I", head, 40)[0]
+    metas = [struct.unpack_from("<QQ", head, off + 136) for off in (0, psize)
+             if 0 < psize <= 65536 and off + 152 <= len(head) and _META.unpack_from(head, off + 16)[0] == _MAGIC]
+    if not metas:
+        return
+    last_pg, _ = max(metas, key=lambda m: m[1])
+    if (last_pg + 1) * psize > size:
+        raise FormatError(f"{path}: truncated: its meta page says {last_pg + 1} pages of {psize} bytes, the file holds {size} bytes "
+                          "(a cut copy or an interrupted transfer: copy the file again)")
+
+
 def _lmdb_open(path: str, writable: bool, map_size: int) -> lmdb.Environment:
     if writable:
         return lmdb.open(path, subdir=False, map_size=map_size, max_dbs=_MAX_DBS)
+    _check_not_truncated(path)
     try:
         return lmdb.open(path, subdir=False, readonly=True, lock=False, max_dbs=_MAX_DBS)
     except lmdb.Error as e:

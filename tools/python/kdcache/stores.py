@@ -164,7 +164,13 @@ class SoftLabelStore(_Store):
     """A soft-label cache (FORMAT.md §3)."""
 
     def _open_dbs(self):
-        self._dbs = {name: self.env.open_db(f"teacher/{name}".encode(), create=False) for name in self.manifest["teachers"]}
+        self._dbs = {}
+        for name in self.manifest["teachers"]:
+            try:
+                self._dbs[name] = self.env.open_db(f"teacher/{name}".encode(), create=False)
+            except lmdb.Error as e:
+                raise FormatError(f"{self.path}: the manifest lists teacher {name} but the file has no database teacher/{name} "
+                                  f"({type(e).__name__}): a damaged or partly copied cache") from e
         self.version = self.manifest["schema_version"]
 
     def _teacher(self, teacher):
@@ -229,11 +235,21 @@ class SoftLabelStore(_Store):
         with self._shared.reading(db=self._dbs[name], buffers=True) as txn:
             yield name, SequenceLayout.of(entry), txn
 
-    def _sequence_buffer(self, txn, i: int):
+    def _sequence_buffer(self, txn, i: int, name: str):
+        """Sample i's record; KeyError when not written yet, FormatError when `completed` covers it
+        but it is missing, or liblmdb finds the file damaged on the way to it."""
         if not 0 <= i < len(self):
             raise KeyError(i)
-        buf = txn.get(sequence_key(i))
+        try:
+            buf = txn.get(sequence_key(i))
+        except lmdb.Error as e:
+            raise FormatError(f"{self.path}: teacher {name} sample {i}: the file is damaged (liblmdb: {e}); "
+                              f"`kdcache verify {self.path}` names the page") from e
         if buf is None:
+            completed = self.manifest["teachers"][name]["completed"]
+            if any(a <= i < b for a, b in completed):
+                raise FormatError(f"{self.path}: teacher {name} sample {i}: no record, though its completed ranges {completed} "
+                                  "cover it: a damaged cache")
             raise KeyError(i)
         return buf
 
@@ -248,7 +264,7 @@ class SoftLabelStore(_Store):
         """A read transaction yielding `get(i) -> SequenceRecord` whose arrays are zero-copy views on
         the map (a `buffers=True` transaction), checked (FORMAT.md §1.2): valid until the block ends."""
         with self._sequence_txn(teacher) as (name, layout, txn):
-            yield lambda i: self._decode_sequence(name, layout, i, self._sequence_buffer(txn, i))
+            yield lambda i: self._decode_sequence(name, layout, i, self._sequence_buffer(txn, i, name))
 
     def sequence_batch(self, indices, teacher: str | None = None) -> SequenceBatch:
         """Samples `indices` read in one transaction and decoded together (`decode_sequence_batch`:
@@ -260,7 +276,7 @@ class SoftLabelStore(_Store):
             bufs = []
             try:
                 for i in indices:
-                    bufs.append(self._sequence_buffer(txn, i))
+                    bufs.append(self._sequence_buffer(txn, i, name))
                 return decode_sequence_batch(bufs, indices, layout)
             except (KeyError, FormatError) as e:
                 for i, buf in zip(indices, bufs):

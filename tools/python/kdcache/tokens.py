@@ -159,7 +159,9 @@ def _check_floats(x: np.ndarray, what: str, allow_neg_inf: bool, upper=LOG_PROB_
     if bad.any():
         j = int(np.argmax(bad.reshape(-1)))
         v = float(x.reshape(-1)[j])
-        reason = "NaN" if math.isnan(v) else "+inf" if v == math.inf else "-inf" if v == -math.inf else "above its bound (2^-10 for a log p)"
+        bound = np.broadcast_to(np.asarray(upper, dtype=np.float64), x.shape).reshape(-1)[j]
+        reason = ("NaN" if math.isnan(v) else "+inf" if v == math.inf else "-inf" if v == -math.inf
+                  else f"above its bound {bound:.6g} (2^-10 for a log p; max(0, (1 − a_r)·ln V) and rounding for a sum at T_r)")
         raise FormatError(f"{what} {tuple(int(i) for i in np.unravel_index(j, x.shape)) if x.ndim > 1 else j}: {v} is {reason}")
 
 
