@@ -53,7 +53,9 @@ class Trigram:
         j = np.flatnonzero(pos >= 1)
         bi = self._rows(np.bincount(flat[j - 1] * V + flat[j], minlength=V * V).reshape(V, V).astype(np.float64))
         j = np.flatnonzero(pos >= 2)
-        self.contexts, inverse = np.unique(flat[j - 2] * V + flat[j - 1], return_inverse=True)
+        key = flat[j - 2] * V + flat[j - 1]
+        self.contexts = np.flatnonzero(np.bincount(key, minlength=V * V))   # sorted, as np.unique, without a sort
+        inverse = np.searchsorted(self.contexts, key)
         tri = self._rows(np.bincount(inverse * V + flat[j], minlength=len(self.contexts) * V).reshape(-1, V).astype(np.float64))
         uni = uni / uni.sum() if uni.sum() > 0 else np.zeros(V)
         seen = 0.6 * tri + 0.25 * bi[self.contexts % V] + 0.1 * uni + 0.05 / V
