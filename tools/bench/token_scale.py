@@ -14,8 +14,8 @@ the corpus (`--train`, so every run, resume and shard has the same model); cache
 
 Peak RSS: /proc/PID/status VmHWM of kdcache and of its teacher (polled every 50 ms; the high-water
 mark is monotonic), and the largest RssAnon seen (VmHWM also counts pages of the LMDB map it touched).
-kill -9: `--kills` instants drawn from Random(seed), each a fraction in [0.1, 0.35] of the
-uninterrupted run's wall time after a (re)start; then a run to the end. Equality: every (key, value)
+kill -9: `--kills` instants drawn from Random(seed), each after a (re)start a fraction in [0.1, 0.4]
+of the time the uninterrupted run would take for the records not yet committed; then a run to the end. Equality: every (key, value)
 of the teacher's database compared byte for byte, and `kdcache diff` printed.
 """
 import argparse
@@ -240,15 +240,18 @@ def kill_resume(args, work, big):
     rng = random.Random(args.seed)
     cache = work / "killed-seq.lmdb"
     cmd = teach_cmd(args.bin, big["data"], cache, work, args.outputs)
+    killed = 0
     for n in range(args.kills):
-        after = rng.uniform(0.1, 0.35) * big["wall"]
+        left = (big["rows"] - committed(cache)) / big["rows"]
+        after = rng.uniform(0.1, 0.4) * left * big["wall"]
         r = teach(cmd, kill_after=after)
+        killed += r["rc"] == -signal.SIGKILL
         print(f"kill -9 #{n + 1} after {after:.1f} s (exit {r['rc']}): {committed(cache)} of {big['rows']} records committed", flush=True)
     r = teach(cmd)
     equal, n, size = same_records(cache, big["cache"])
     print(f"resume to the end: {r['wall']:.1f} s; {n} records ({size / 1e6:.1f} MB) byte-identical to the uninterrupted cache: {equal}", flush=True)
     print("  kdcache diff: " + run([args.bin, "diff", cache, big["cache"]]).stdout.strip(), flush=True)
-    return equal, cache
+    return equal and killed == args.kills, cache
 
 
 def shards(args, work, big):
