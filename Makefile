@@ -12,7 +12,7 @@ DEMO := .build-demo
 QUIET := $(if $(V),,--quiet)
 SAY := @echo
 
-.PHONY: deps system-deps venv build test test-readme test-report demo bench clean fixtures fuzz teacher-lm
+.PHONY: deps system-deps venv build test test-readme test-report demo bench bench-scale clean fixtures fuzz teacher-lm
 
 ## deps: Debian packages (only the missing ones) and the Python venv for interop tests and benchmarks.
 deps: system-deps venv
@@ -84,6 +84,14 @@ bench: deps $(VENV)/.bench-installed
 	$(SWIFT) build -c release $(QUIET)
 	gcc -O2 -o .build/lmdb-c-bench tools/bench/lmdb_c_bench.c -llmdb
 	$(PY) tools/bench/run_bench.py --swift .build/release/kdcache-bench --c .build/lmdb-c-bench --kdcache $(RELEASE_BIN)
+
+## bench-scale: a sequence cache of ~12 M byte-level tokens (Debian's package descriptions × 4, the
+## tiny LM teacher, top-32, --retemper-at 1,2,4): write at 1 M and 12 M tokens with peak RSS, kill -9 ×3
+## and resume, 2 shards merged, verify, read back (tools/bench/token_scale.py; ~25 min, needs apt's
+## package lists and lz4; not part of `make test`).
+bench-scale: deps
+	$(SWIFT) build -c release --product kdcache $(QUIET)
+	$(PY) tools/bench/token_scale.py --bin $(RELEASE_BIN)
 
 ## fuzz: libFuzzer over every fuzz target (Sources/KDFuzz) for FUZZ_SECONDS each (default 60), from
 ## the corpora in fixtures/fuzz/; crashes land in fixtures/fuzz/TARGET/crashes/ (see tools/fuzz/fuzz.sh).
