@@ -6,7 +6,10 @@
    keeps nothing), wall time from launch, so model loading counts as it does in `teach`;
 3. six `kdcache teach --exec … --sequence` runs (top-k 8/32/128, sampled 12/32/64; f16, T_w = 1,
    --retemper-at 1,2,4, --sample-seed 0), each timed, then `kdcache verify` and `kdcache info`;
-4. a Markdown table: teacher-only vs teach wall time, tokens/s, and what kdcache adds.
+4. a Markdown table: teacher-only vs teach wall time, tokens/s, and what kdcache adds;
+5. with --replay X.npz (seq_harness --out of the real teacher on a few texts): the same six runs and
+   the harness alone with tools/bench/lm_replay_teacher.py, which answers SmolLM2's own ids with
+   those real rows at pipe speed, so kdcache's cost shows without the model's (and its load noise).
 
     .build-venv/bin/python tools/bench/bench_lm.py --kdcache .build/release/kdcache --work .build-bench-lm
 """
@@ -21,6 +24,7 @@ import time
 
 LAYOUTS = [("top-k", 8), ("top-k", 32), ("top-k", 128), ("sampled", 12), ("sampled", 32), ("sampled", 64)]
 TEACHER = ".build-venv-lm/bin/python tools/teachers/smollm2_teacher.py"
+REPLAY = ".build-venv-lm/bin/python tools/bench/lm_replay_teacher.py"
 
 
 def cache_name(mode: str, n: int) -> str:
@@ -51,8 +55,8 @@ def load_average() -> float:
     return os.getloadavg()[0]
 
 
-def teacher_only(args, csv_path: str) -> dict:
-    seconds, out, err = run([sys.executable, "tools/teachers/seq_harness.py", "--exec", args.teacher, "--csv", csv_path,
+def teacher_only(args, csv_path: str, teacher: str) -> dict:
+    seconds, out, err = run([sys.executable, "tools/teachers/seq_harness.py", "--exec", teacher, "--csv", csv_path,
                              "--texts", "0", "--batch-size", "32", "--null"], "the teacher alone")
     figures = json.loads(out)
     figures["process_seconds"] = seconds
@@ -60,10 +64,10 @@ def teacher_only(args, csv_path: str) -> dict:
     return figures
 
 
-def teach(args, data: str, mode: str, n: int) -> dict:
-    out = os.path.join(args.work, cache_name(mode, n))
+def teach(args, data: str, mode: str, n: int, teacher: str, prefix: str = "") -> dict:
+    out = os.path.join(args.work, prefix + cache_name(mode, n))
     sampling = f"{mode}:{n}"
-    command = [args.kdcache, "teach", "--data", data, "--out", out, "--exec", args.teacher, "--sequence", sampling,
+    command = [args.kdcache, "teach", "--data", data, "--out", out, "--exec", teacher, "--sequence", sampling,
                "--retemper-at", "1,2,4", "--temperature", "1", "--dtype", "f16", "--batch-size", "32"]
     if mode == "sampled":
         command += ["--sample-seed", "0"]
@@ -93,9 +97,9 @@ def eval_rate(output: str) -> str:
     return found.group(1) if found else "—"
 
 
-def report(texts: int, alone: dict, runs: list) -> None:
+def report(texts: int, alone: dict, runs: list, what: str) -> None:
     tokens, positions = alone["tokens"], alone["positions"]
-    print(f"data: the first {texts} texts of fixtures/fortunes/fortunes.csv, {tokens} teacher tokens "
+    print(f"## {what}\n\ndata: the first {texts} texts of fixtures/fortunes/fortunes.csv, {tokens} teacher tokens "
           f"({positions} positions), one process each run, 2 llama.cpp threads\n")
     base = alone["process_seconds"]
     print(f"teacher alone (seq_harness --null, logits rows read, checked and dropped): {base:.1f} s from launch, "
@@ -119,22 +123,29 @@ def main():
     p.add_argument("--csv", default="fixtures/fortunes/fortunes.csv")
     p.add_argument("--texts", type=int, default=400)
     p.add_argument("--exec", dest="teacher", default=TEACHER, help="the sequence teacher's command")
+    p.add_argument("--replay", help="seq_harness.py --out X.npz of the real teacher: also time kdcache on its rows replayed")
     p.add_argument("--json", help="also write every figure here")
     args = p.parse_args()
     os.makedirs(args.work, exist_ok=True)
     subset = os.path.join(args.work, f"fortunes-{args.texts}.csv")
     texts = first_rows(args.csv, subset, args.texts)
     data = os.path.join(args.work, "fortunes.lmdb")
-    for path in [data] + [os.path.join(args.work, cache_name(m, n)) for m, n in LAYOUTS]:
+    for path in [data] + [os.path.join(args.work, x + cache_name(m, n)) for m, n in LAYOUTS for x in ("", "replay-")]:
         subprocess.run(["rm", "-rf", path], check=True)
     run([args.kdcache, "prep", subset, "--out", data, "--text-column", "text", "--label-column", "label",
          "--id-column", "id", "--seed", "7", "--quiet"], "prep")
-    alone = teacher_only(args, subset)
-    runs = [teach(args, data, m, n) for m, n in LAYOUTS]
-    report(texts, alone, runs)
+    alone = teacher_only(args, subset, args.teacher)
+    runs = [teach(args, data, m, n, args.teacher) for m, n in LAYOUTS]
+    report(texts, alone, runs, "the real teacher")
+    figures = {"texts": texts, "teacher_alone": alone, "runs": runs}
+    if args.replay:
+        replay = f"{REPLAY} --rows {args.replay}"
+        figures["replay_alone"] = teacher_only(args, subset, replay)
+        figures["replay_runs"] = [teach(args, data, m, n, replay, prefix="replay-") for m, n in LAYOUTS]
+        report(texts, figures["replay_alone"], figures["replay_runs"], "kdcache's own cost: real SmolLM2 rows replayed at pipe speed")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"texts": texts, "teacher_alone": alone, "runs": runs}, f, indent=1)
+            json.dump(figures, f, indent=1)
 
 
 if __name__ == "__main__":
