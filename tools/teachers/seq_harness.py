@@ -9,7 +9,8 @@ saves what came back, so that a teacher can be tested and measured on its own.
 Saves (`--out`, an .npz, plus `--out`.logits.npy for logits teachers): `tokens` (all token ids,
 concatenated), `offsets` ([n + 1], sample i = tokens[offsets[i]:offsets[i+1]]) and the kept rows —
 for logits, [Σ P, V] float32, row L−1 of each sample dropped (it has no target); for top-k, `ids`
-and `logp` [Σ L, K]. Prints tokens/s, the next-token agreement and a SHA-256 of every byte read.
+and `logp` [Σ L, K]. Prints tokens/s, the next-token agreement and a SHA-256 of every byte read. `--null` checks and
+hashes every answer but keeps nothing (the teacher's own rate, with no writing: `--out` unused).
 """
 import argparse
 import csv
@@ -54,6 +55,23 @@ def check_ready(ready: dict) -> None:
             raise SystemExit(f"harness: ready.tokenizer lacks {key}")
     if not 2 <= int(ready.get("vocab_size", 0)) <= 1 << 24:
         raise SystemExit(f"harness: ready.vocab_size {ready.get('vocab_size')} is not in 2…2^24")
+
+
+class NullSink:
+    """Checks and hashes the answers, keeps only the token counts: what a teacher costs by itself."""
+
+    def __init__(self):
+        self.offsets, self.lengths, self.filled = [0], [], 0
+        self.digest = hashlib.sha256()
+
+    def add(self, ids: np.ndarray, body: bytes, k: int) -> None:
+        self.digest.update(ids.tobytes() + body)
+        self.offsets.append(self.offsets[-1] + len(ids))
+        self.lengths.append(len(ids))
+        self.filled += max(len(ids) - 1, 0)
+
+    def save(self) -> None:
+        pass
 
 
 class Sink:
@@ -125,9 +143,13 @@ def main():
     p.add_argument("--texts", type=int, default=60, help="the first N texts (0: all)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-positions", type=int, default=200_000, help="room for the logits file")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", help="where to save the answers (required unless --null)")
+    p.add_argument("--null", action="store_true", help="keep nothing: time the teacher alone")
     args = p.parse_args()
+    if not args.null and not args.out:
+        p.error("--out is required unless --null")
     texts = load_texts(args.csv, args.text_column, args.texts)
+    launched = time.perf_counter()
     proc = subprocess.Popen(shlex.split(args.command), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     hello = {"type": "hello", "protocol": 1, "task": "sequence", "labels": [], "features": "hashed-ngrams",
              "has_text": True, "framings": ["binary"]}
@@ -136,7 +158,7 @@ def main():
     ready = read_json_line(proc.stdout, "ready")
     check_ready(ready)
     capacity = min(args.max_positions, 512 * len(texts))
-    sink = Sink(args.out, int(ready["vocab_size"]), ready["outputs"], capacity)
+    sink = NullSink() if args.null else Sink(args.out, int(ready["vocab_size"]), ready["outputs"], capacity)
     started = time.perf_counter()
     for start in range(0, len(texts), args.batch_size):
         batch = [{"index": i, "id": str(i), "view": 0, "text": texts[i]} for i in range(start, min(start + args.batch_size, len(texts)))]
@@ -148,10 +170,12 @@ def main():
     proc.stdin.close()
     if proc.wait(timeout=60) != 0:
         raise SystemExit(f"harness: the teacher exited with status {proc.returncode}")
+    wall = time.perf_counter() - launched
     sink.save()
     tokens = sink.offsets[-1]
-    print(json.dumps({"texts": len(texts), "tokens": tokens, "positions": sum(max(len(t) - 1, 0) for t in sink.tokens),
-                      "seconds": round(seconds, 2), "tokens_per_s": round(tokens / seconds, 1),
+    print(json.dumps({"texts": len(texts), "tokens": tokens, "positions": sink.filled if args.null else
+                      sum(max(len(t) - 1, 0) for t in sink.tokens), "seconds": round(seconds, 2),
+                      "wall_seconds_with_start": round(wall, 2), "tokens_per_s": round(tokens / seconds, 1),
                       "sha256": sink.digest.hexdigest(), "content_hash": ready["content_hash"],
                       "tokenizer": ready["tokenizer"]}, indent=1))
 

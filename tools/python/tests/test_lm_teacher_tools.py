@@ -5,6 +5,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -13,7 +14,6 @@ sys.path[:0] = [str(ROOT / "tools" / "teachers"), str(ROOT / "tools" / "bench"),
 
 import smollm2_teacher  # noqa: E402
 import token_cache_table as table  # noqa: E402
-from kdcache.hashing import _fmix64, fnv1a64  # noqa: E402
 
 FAKE_TEACHER = '''
 import json, sys
@@ -79,24 +79,48 @@ def test_tokenizer_fingerprint_follows_format_3_6():
     assert smollm2_teacher.tokenizer_fingerprint(fields) == "sha256:" + __import__("hashlib").sha256(text.encode()).hexdigest()
 
 
-def test_uniform_is_format_3_7s_hash():
-    for s, i, j, n in [(0, 0, 0, 0), (7, 123, 45, 6), (2**63 + 5, 2**40, 3, 63)]:
-        expected = (_fmix64(fnv1a64(struct.pack("<4Q", s, i, j, n))) >> 11) / 2**53
-        assert table.uniform(s, np.uint64(i), np.uint64(j), np.uint64(n)) == expected
+def _dense_metrics(Q, d):
+    Qn = Q / Q.sum(axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kl = np.where(Qn > 0, Qn * (np.log(Qn) - d.lp), 0.0).sum(axis=1)
+        fwd = np.where(d.p > 0, d.p * (d.lp - np.log(Qn)), 0.0).sum(axis=1)
+    return kl, fwd, 0.5 * np.abs(Q - d.p).sum(axis=1)
 
 
-def test_stored_tail_sum_is_exact_and_the_interval_holds():
+def test_sparse_metrics_equal_the_dense_sums():
+    rng = np.random.default_rng(0)
+    P, V, k = 5, 300, 7
+    d = table.Dense(rng.normal(size=(P, V)) * 3, 1.0)
+    ids = table.top_ids(d.lp, k)
+    q = np.exp(np.take_along_axis(d.lp, ids, axis=1)) * 1.001
+    tail = 1 - q.sum(axis=1) + 5e-4                          # a target summing to slightly over 1
+    got = table.metrics(table.Target.dense_rows(ids, q, tail, V), d)
+    Q = np.tile((tail / (V - k))[:, None], (1, V))
+    np.put_along_axis(Q, ids, q, axis=1)
+    for name, want in zip(("kl", "fwd", "tv"), _dense_metrics(Q, d)):
+        assert np.abs(got[name] - want).max() < 1e-9, name
+    rows, sid, sq = np.array([0, 0, 1, 2, 2, 2, 3, 4]), np.array([1, 5, 2, 0, 3, 9, 4, 4]), np.array([.5, .5, 1, .2, .3, .5, 1, 1.])
+    got = table.metrics(table.Target(rows, sid, sq, np.zeros(P), np.zeros(P), V), d)
+    Q = np.zeros((P, V))
+    Q[rows, sid] = sq
+    kl, _, tv = _dense_metrics(Q, d)
+    assert np.abs(got["kl"] - kl).max() < 1e-9 and np.abs(got["tv"] - tv).max() < 1e-9
+    assert np.isinf(got["fwd"]).all()                         # zero on ids the teacher does not give zero
+
+
+def test_tail_figures_of_an_exact_record():
     rng = np.random.default_rng(3)
     z = -1.2 * np.log(np.arange(1, 2001))[None, :] * 2 + rng.normal(0, 1, (40, 2000))
-    logp1, logp2 = table.log_softmax(z), table.log_softmax(z / 2)
-    ids, mask = table.top_ids(logp1, 32)
+    d1, d2 = table.Dense(z, 1.0), table.Dense(z, 2.0)
+    ids = table.top_ids(d1.lp, 32)
+    mask = np.ones(z.shape, bool)
+    np.put_along_axis(mask, ids, False, axis=1)
+    lse = lambda x: np.log(np.where(mask, np.exp(x), 0.0).sum(axis=1))  # noqa: E731
+    rec = SimpleNamespace(ids=ids, log_p=np.take_along_axis(d1.lp, ids, axis=1), log_tail=lse(d1.lp),
+                          sums=np.stack([lse(d1.lp), lse(0.5 * d1.lp), lse(0.25 * d1.lp)], axis=1))
     totals = table.Totals()
-    table.tail_mass_figures(totals, logp1, logp2, ids, mask, 32)
+    table.tail_figures(totals, rec, d2, 32, 2000, [1.0, 2.0, 4.0])
     totals.count = len(z)
-    true, stored = totals.mean("tail32.true"), totals.mean("tail32.stored")
-    assert abs(stored - true) < 2e-3 * true
-    assert totals.mean("tail32.packed") <= true <= totals.mean("tail32.even")
-    q, tail = table.kdcache_topk(ids, logp1, mask, 0.5)
-    assert table.kl_bucket(ids, q, tail, logp2, mask).mean() < 1e-5
-    renorm = table.renormalized(np.take_along_axis(logp1, ids, axis=1), 0.5)
-    assert table.kl_bucket(ids, renorm, np.zeros(len(z)), logp2, mask).mean() > 0.1
+    true = totals.mean("tail32.true")
+    assert abs(totals.mean("tail32.stored") - true) < 1e-9 * true
+    assert totals.mean("tail32.lo") <= true <= totals.mean("tail32.hi") == totals.mean("tail32.even")
