@@ -50,9 +50,13 @@ public final class SweepRunner {
         let data = self.data
         onProgress?(progress.value, total)
         report?(points.snapshot(runs: progress.value))
+        // Counting and telling happen under one lock, so that progress is told in order and the last
+        // line is the final count (two workers finishing together told "6/6" before "3/6").
+        let telling = NSLock()
         _ = try parallelMap(groups.count, workers: workers) { g in
             let results = try GroupTrainer(data: data).train(groups[g]) { i, net in networkSink?(groups[g][i], net) }
             try writer.append(results)
+            telling.lock(); defer { telling.unlock() }
             let runs = progress.add(results.count)
             onProgress?(runs, total)
             report?(points.finish(groups[g], runs: runs))

@@ -199,9 +199,14 @@ func storesForFlagTests(valid: Double = 0.2, test: Double = 0.2, name: String = 
         #expect(lines.last == "sweep: 6/6 runs, 3/3 configurations complete", "\(lines)")
         #expect(r.stdout.contains("6 runs in"))
         // A configuration counts only when every seed has finished: never more than runs / seeds.
+        // Told in order: the run and configuration counts never go down from one line to the next.
+        var previous = (runs: 0, configurations: 0)
         for line in lines {
             let n = line.split(whereSeparator: { !$0.isNumber }).compactMap { Int($0) }
             #expect(n.count == 4 && n[2] <= n[0] / 2 && n[1] == 6 && n[3] == 3, "\(line)")
+            guard n.count == 4 else { continue }
+            #expect(n[0] >= previous.runs && n[2] >= previous.configurations, "\(lines)")
+            previous = (n[0], n[2])
         }
     }
 }
