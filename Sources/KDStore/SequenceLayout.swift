@@ -133,6 +133,9 @@ public enum SequenceLimits {
     public static let vocabSizes = 2...(1 << 24)
     /// L, tokens per record.
     public static let maxTokens = 1 << 20
+    /// D, entries per record: 2^26 keeps the largest record (f32: 2^26 × 7 B ≈ 470 MB) far inside
+    /// LMDB's 4 GiB value limit and bounds what a writer or reader holds for one sample.
+    public static let maxEntries = 1 << 26
 }
 
 extension SequenceLayout {

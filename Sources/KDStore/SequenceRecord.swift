@@ -148,6 +148,7 @@ public enum SequenceRecordProblem: Equatable, Sendable, CustomStringConvertible 
     case width(stored: Int, teacher: Int)
     case reserved(UInt16)
     case tooManyTokens(Int)
+    case tooManyEntries(Int)
     /// Top-k: D is not P·k.
     case entryCount(stored: Int, expected: Int)
     case token(index: Int, id: UInt32, vocabSize: Int)
@@ -176,6 +177,7 @@ public enum SequenceRecordProblem: Equatable, Sendable, CustomStringConvertible 
         case let .width(s, t): "k/N = \(s), the teacher's is \(t)"
         case let .reserved(v): "reserved field is \(v), not 0"
         case let .tooManyTokens(l): "L = \(l) tokens, more than \(SequenceLimits.maxTokens)"
+        case let .tooManyEntries(d): "D = \(d) entries, more than 2^26 per record"
         case let .entryCount(s, e): "D = \(s) entries, P·k = \(e)"
         case let .token(i, id, v): "token \(i): id \(id) is not below V = \(v)"
         case let .id(j, e, id, v): "position \(j) entry \(e): id \(id) is not below V = \(v)"
@@ -217,6 +219,7 @@ struct SequenceHeader {
         width = Int(try r.read(UInt16.self))
         reserved = try r.read(UInt16.self)
         guard tokenCount <= SequenceLimits.maxTokens else { throw .sequence(.tooManyTokens(tokenCount)) }
+        guard entryCount <= SequenceLimits.maxEntries else { throw .sequence(.tooManyEntries(entryCount)) }
         let expected = SequenceRecord.size(kind: kind, dtype: dtype, tokens: tokenCount, entries: entryCount, temperatureCount: temperatureCount)
         guard bytes.count == expected else { throw .badLength(expected: expected, had: bytes.count) }
     }

@@ -462,9 +462,15 @@ public final class SoftLabelWriter {
         for r in records { try checkEncoded(r.key, r.bytes) }
         let db = self.records
         manifest = try environment.write { txn throws in
+            // MDB_APPEND only when every record follows the last stored key: a shard or resume may
+            // write samples below records already in the file (shard 1/2 first, then 0/2).
+            let lastKey: UInt64? = try txn.withCursor(in: db) { c in
+                try c.last().map { UInt64(bigEndian: $0.key.loadUnaligned(as: UInt64.self)) }
+            }
+            let flags: WriteFlags = (lastKey.map { last in records.first.map { $0.key > last } ?? true } ?? true) ? .append : []
             for r in records {
                 var key = r.key.bigEndian
-                try withUnsafeBytes(of: &key) { k in try txn.put(r.bytes, forKey: k, in: db, flags: .append) }
+                try withUnsafeBytes(of: &key) { k in try txn.put(r.bytes, forKey: k, in: db, flags: flags) }
             }
             return try commitManifest(in: txn, completing: ranges, metrics: metrics)
         }

@@ -177,6 +177,13 @@ extension SequenceTeacher {
     /// Reads the L distributions of a row, turning positions 0 … L−2 into entries (L−1 is dropped).
     private func positions(of index: Int, length: Int, k answerK: Int, sampling: SequenceSampling,
                            math: inout SequenceMath, into entries: inout SequenceEntries) throws {
+        // Bounded before anything is allocated: what the teacher sends for the row, and the entries
+        // its record will hold (FORMAT.md §1.2: D ≤ 2^26; a record must stay far below LMDB's 4 GiB).
+        let kept = switch sampling { case .topK(let k): k; case .sampled(let n, _): n }
+        for (what, count) in [("the teacher's top-k answer", ready.outputs == .topK ? length * answerK : 0),
+                              ("the record", max(length - 1, 0) * kept)] where count > SequenceLimits.maxEntries {
+            throw violation(index, "\(length) tokens make \(count) entries in \(what), more than 2^26 per sample: have the teacher truncate long texts")
+        }
         if ready.outputs == .topK {
             var ids: [Int32] = []
             try fill(&ids, count: length * answerK, context: "the ids of sample \(index)")

@@ -33,6 +33,20 @@ import Testing
         #expect(landed >= 2, "at least two kills landed mid-run")
     }
 
+    /// Shards written into one file in either order (1/2 first: its records lie above where 0/2
+    /// then writes) give the single run's records.
+    @Test func shardsIntoOneFileInAnyOrderEqualOneRun() throws {
+        let dir = try InterruptedWriteCLITests.prepared(rows: 40)
+        let reference = try kdcache(Self.command(dir, dir + "/reference.lmdb"))
+        #expect(reference.status == 0, "\(reference.output)")
+        for shard in ["1/2", "0/2"] {
+            let r = try kdcache(Self.command(dir, dir + "/sharded.lmdb") + ["--shard", shard])
+            #expect(r.status == 0, "shard \(shard): \(r.output)")
+        }
+        let (got, expected) = (try InterruptedWriteCLITests.dump(dir + "/sharded.lmdb"), try InterruptedWriteCLITests.dump(dir + "/reference.lmdb"))
+        #expect(got.records == expected.records && got.completed == expected.completed)
+    }
+
     @Test(arguments: [("nan", "sample 0: position 1: id 7 has value nan"), ("wrong-vocab", "not below vocab_size 260"),
                       ("short-block", "exited with status 4"), ("bad-index", "sample 1000 was not in"),
                       ("exit", "exited with status 3"), ("bad-ready", "tokenizer.vocab_sha256 in the ready message")])

@@ -19,6 +19,7 @@ from .format import LOG_PROB_TOLERANCE, FormatError, soft_label_key
 KIND_TOP_K, KIND_SAMPLED = 3, 4
 RECORD_VERSION = 3
 MAX_TOKENS = 1 << 20
+MAX_ENTRIES = 1 << 26   # D per record (FORMAT.md §1.2)
 MAX_VOCAB = 1 << 24
 MAX_SEQUENCE_TOP_K = 1024
 MAX_SAMPLES = 255
@@ -127,6 +128,8 @@ def _header(buf, key: bytes, layout: SequenceLayout) -> tuple[int, int, int]:
         raise FormatError(f"reserved field is {reserved}, not 0")
     if L > MAX_TOKENS:
         raise FormatError(f"L = {L} tokens, more than 2^20")
+    if D > MAX_ENTRIES:
+        raise FormatError(f"D = {D} entries, more than 2^26 per record")
     P, w = max(L - 1, 0), 4 if code == 1 else 2
     if kind == KIND_TOP_K and D != P * kn:
         raise FormatError(f"D = {D} entries, expected P·k = {P}·{kn}")
@@ -442,8 +445,9 @@ def tail_sum_interval(log_p: np.ndarray, log_tail: np.ndarray, vocab: int, a: fl
         return zero, zero
     p_star = np.minimum(p.min(axis=1), r)
     with np.errstate(divide="ignore", invalid="ignore"):
-        n = np.where(p_star > 0, np.floor(r / p_star), 0.0)
-        rho = np.clip(r - n * p_star, 0.0, None)
+        # At most m ids can be packed; when rounding makes r > m·p*, all m are full and nothing is left.
+        n = np.minimum(np.where(p_star > 0, np.floor(r / p_star), 0.0), m)
+        rho = np.where(n >= m, 0.0, np.clip(r - n * p_star, 0.0, None))
         packed = n * p_star ** a + rho ** a
     flat = m * (r / m) ** a
     lo, hi = (flat, packed) if a >= 1 else (packed, flat)

@@ -332,9 +332,12 @@ class SequenceWriter(SoftLabelWriter):
         if z.ndim != 2 or z.shape[1] != self.vocab or z.shape[0] not in (P, len(t)):
             raise ValueError(f"sample {sample}: logits of shape {z.shape}, expected [{len(t)}, {self.vocab}] or [{P}, {self.vocab}]")
         z = z[:P]
-        if not np.isfinite(z).all():
-            j = int(np.argwhere(~np.isfinite(z))[0][0])
-            raise ValueError(f"sample {sample} position {j}: a logit is NaN or infinite")
+        # −∞ is p = 0 (a masked or padded vocabulary id), as the Swift teacher path takes it; NaN, +∞ and a
+        # row with no finite logit have no distribution.
+        bad = np.isnan(z) | (z == np.inf) | ~np.isfinite(z).any(axis=1, keepdims=True)
+        if bad.any():
+            j = int(np.argwhere(bad)[0][0])
+            raise ValueError(f"sample {sample} position {j}: a logit is NaN or +∞, or no logit is finite")
         return self._encode_log_probs(sample, t, _log_softmax(z / self.write_temperature))
 
     def _encode_log_probs(self, sample: int, t: np.ndarray, lp: np.ndarray) -> bytes:

@@ -175,3 +175,23 @@ def test_an_undeclared_temperature_on_sampled_records_self_normalizes(tmp_path):
             used = item["target_counts"] > 0
             ratio = np.where(used, item["target_weights"] / p ** (1 / 3 - 1), np.nan)   # ∝ p^(a − 1) within a position
             assert np.allclose(np.nanmax(ratio, 1), np.nanmin(ratio, 1), rtol=1e-4)
+
+
+def test_minus_infinity_logits_are_zero_probability_and_nan_is_refused(tmp_path):
+    """A masked vocabulary (−∞ logits at unused ids) writes as the Swift teacher path takes it: those
+    ids get p = 0 and are never kept ahead of a finite one nor drawn; NaN or +∞ is refused."""
+    import pytest
+    from _sequence_support import dataset, sequences, write_cache
+    data = dataset(tmp_path)
+    seqs = sequences(seed=3)
+    masked = [(t, np.where(np.arange(z.shape[1]) >= 40, -np.inf, z)) for t, z in seqs]
+    for mode in ("top-k", "sampled"):
+        path = tmp_path / f"masked-{mode}.lmdb"
+        write_cache(path, data, masked, mode=mode, **({"top_k": 8} if mode == "top-k" else {"samples": 16}))
+        with kdcache.open(str(path)) as c:
+            for i in range(len(masked)):
+                rec = c.sequence(i)
+                assert (rec.ids < 40).all(), f"{mode}: an id with p = 0 was kept or drawn"
+    bad = [(seqs[0][0], np.where(np.arange(seqs[0][1].shape[1]) == 3, np.nan, seqs[0][1]))]
+    with pytest.raises(ValueError, match="NaN"):
+        write_cache(tmp_path / "nan.lmdb", data, bad, top_k=8)
