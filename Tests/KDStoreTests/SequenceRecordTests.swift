@@ -95,6 +95,7 @@ private func resealed(_ bytes: [UInt8]) -> [UInt8] {
         BadRecord(description: "unknown dtype", mode: .topK, editBytes: { $0[2] = 9 }, expected: problem(.unknownDType(9))),
         BadRecord(description: "length", mode: .topK, editBytes: { $0.append(0) }, expected: { if case .badLength = $0 { true } else { false } }),
         BadRecord(description: "L above 2^20", mode: .topK, editBytes: { $0.replaceSubrange(8..<12, with: [1, 0, 16, 0]) }, expected: problem(.tooManyTokens((1 << 20) + 1))),
+        BadRecord(description: "D above 2^26", mode: .sampled, editBytes: { $0.replaceSubrange(12..<16, with: [1, 0, 0, 4]) }, expected: problem(.tooManyEntries((1 << 26) + 1))),
         BadRecord(description: "kind of another teacher", mode: .sampled, editShape: { $0.kind = .topK }, expected: problem(.kind(stored: 4, teacher: 3))),
         BadRecord(description: "dtype of another teacher", mode: .topK, editShape: { $0.dtype = .float16 }, expected: problem(.dtype(stored: 1, teacher: 2))),
         BadRecord(description: "R of another teacher", mode: .topK, editShape: { $0.temperatureCount = 3 }, expected: problem(.temperatureCount(stored: 2, teacher: 3))),

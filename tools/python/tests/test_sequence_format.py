@@ -61,6 +61,7 @@ TOP_K_CASES = [
     ("k", lambda: _patch(good_top_k(), 16, "<H", 3), "k/N 3"),
     ("reserved", lambda: _patch(good_top_k(), 18, "<H", 1), "reserved field is 1"),
     ("L above 2^20", lambda: _patch(good_top_k(), 8, "<I", (1 << 20) + 1), "more than 2^20"),
+    ("D above 2^26", lambda: _patch(good_top_k(), 12, "<I", (1 << 26) + 1), "more than 2^26 per record"),
     ("D not P·k", lambda: _patch(good_top_k(), 12, "<I", 5), "expected P·k"),
     ("length", lambda: recrc(good_top_k() + b"\0\0", 5), "record length"),
     ("truncated", lambda: good_top_k()[:12], "truncated"),
