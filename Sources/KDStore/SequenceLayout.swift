@@ -158,6 +158,11 @@ extension SequenceLayout {
         }
         c.check(SequenceLimits.vocabSizes.contains(vocabSize), "\(s).vocab_size", "\(vocabSize) is not in 2…\(1 << 24)")
         c.check(tokenizer.vocabSize == vocabSize, "\(s).tokenizer.vocab_size", "\(tokenizer.vocabSize) differs from sequence.vocab_size \(vocabSize)")
+        for (name, value, nullable) in [("vocab_sha256", tokenizer.vocabSHA256 as String?, false), ("merges_sha256", tokenizer.mergesSHA256, true),
+                                        ("model_sha256", tokenizer.modelSHA256, true)] {
+            c.check(value.map(isSHA256Name) ?? nullable, "\(s).tokenizer.\(name)",
+                    "'\((value ?? "null").prefix(80))' is not 'sha256:' and 64 hex digits\(nullable ? " or null" : "")")
+        }
         c.check(tokenizer.fingerprint == tokenizer.computedFingerprint, "\(s).tokenizer.fingerprint",
                 "'\(tokenizer.fingerprint.prefix(80))' is not the fingerprint of the tokenizer's fields (\(tokenizer.computedFingerprint))")
         c.check(views == 1, "\(f).views", "\(views) is not 1 (a sequence teacher has one view)")

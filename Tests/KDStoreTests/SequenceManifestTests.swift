@@ -40,6 +40,10 @@ import KDTestSupport
         Case(description: "teachers.lm.sequence.tokenizer.vocab_size: 40 differs from sequence.vocab_size 41") { $0.teachers["lm"]!.sequence!.vocabSize = 41 },
         Case(description: "teachers.lm.sequence.tokenizer.fingerprint: 'sha256:0") { $0.teachers["lm"]!.sequence!.tokenizer.fingerprint = "sha256:0" },
         Case(description: "teachers.lm.sequence.tokenizer.fingerprint: 'sha256:") { $0.teachers["lm"]!.sequence!.tokenizer.mergesSHA256 = "sha256:x" },
+        Case(description: "teachers.lm.sequence.tokenizer.vocab_sha256: 'x' is not 'sha256:' and 64 hex digits") {
+            // The fingerprint recomputed from the edited field: only the form of the hash can tell.
+            $0.teachers["lm"]!.sequence!.tokenizer = TokenizerFingerprint(vocabSize: 40, vocabSHA256: "x", mergesSHA256: nil, modelSHA256: nil, name: "t")
+        },
         Case(description: "teachers.lm.views: 2 is not 1") { $0.teachers["lm"]!.views = 2 },
         Case(description: "teachers.lm.augmentation: present") { $0.teachers["lm"]!.augmentation = "token-dropout:p=0.1" },
         Case(description: "teachers.lm.sequence: a sequence teacher in a schema_version 2 cache") { $0.schemaVersion = 2 },

@@ -362,12 +362,20 @@ class SequenceWriter(SoftLabelWriter):
         ids, lp = np.asarray(ids, dtype=np.int64), np.asarray(log_probs, dtype=np.float64)
         if ids.shape != lp.shape or ids.ndim != 2 or ids.shape[0] != P or ids.shape[1] < self.top_k:
             raise ValueError(f"sample {sample}: ids {ids.shape} and log-probs {lp.shape}, expected [{P}, ≥ {self.top_k}] each")
+        # All K' entries are checked, as Swift does, before the K' − k beyond the kept fold into the tail.
+        answered = np.exp(lp).sum(axis=1)
+        if (answered > 1 + 1e-3).any():
+            j = int(np.argmax(answered > 1 + 1e-3))
+            raise ValueError(f"sample {sample} position {j}: the teacher's probabilities sum to {answered[j]:.6f} > 1 (not log-probabilities at T_w?)")
+        twice = (np.diff(np.sort(ids, axis=1), axis=1) == 0).any(axis=1) if P else np.zeros(0, bool)
+        if twice.any():
+            raise ValueError(f"sample {sample} position {int(np.argmax(twice))}: an id is answered twice")
+        if log_tail is not None and ids.shape[1] != self.top_k:
+            raise ValueError(f"sample {sample}: log_tail is taken only when the teacher answers exactly k = {self.top_k} ids "
+                             f"(it answered {ids.shape[1]}: the extra ones fold into the tail, so leave log_tail out)")
         order = np.lexsort((ids, -lp), axis=1)[:, :self.top_k] if P else np.zeros((0, self.top_k), np.int64)
         ids, lp = np.take_along_axis(ids, order, 1), np.take_along_axis(lp, order, 1)
         mass = np.exp(lp).sum(axis=1)
-        if (mass > 1 + 1e-3).any():
-            j = int(np.argmax(mass > 1 + 1e-3))
-            raise ValueError(f"sample {sample} position {j}: the kept probabilities sum to {mass[j]:.6f} > 1 (not log-probabilities at T_w?)")
         with np.errstate(divide="ignore", invalid="ignore"):
             tail = np.log1p(-np.minimum(mass, 1.0)) if log_tail is None else np.asarray(log_tail, dtype=np.float64).reshape(P)
         floor = _FLOOR[self.dtype] if self.top_k < self.vocab else -np.inf

@@ -195,3 +195,25 @@ def test_minus_infinity_logits_are_zero_probability_and_nan_is_refused(tmp_path)
     bad = [(seqs[0][0], np.where(np.arange(seqs[0][1].shape[1]) == 3, np.nan, seqs[0][1]))]
     with pytest.raises(ValueError, match="NaN"):
         write_cache(tmp_path / "nan.lmdb", data, bad, top_k=8)
+
+
+def test_a_teachers_own_top_k_is_checked_over_all_its_entries(tmp_path):
+    """Ids and mass beyond the kept k are checked too (as Swift does): a duplicate or excess mass
+    among the entries that fold into the tail is refused, and so is a log_tail that would drop them."""
+    import pytest
+    from _sequence_support import dataset, toy_tokenizer
+    data = dataset(tmp_path)
+    tokens = [1, 2, 3]
+    lp = np.log(np.full((2, 6), 0.1))
+    ids = np.tile(np.arange(6), (2, 1))
+    with kdcache.SequenceWriter(tmp_path / "c.lmdb", data, name="lm", tokenizer=toy_tokenizer(), top_k=2,
+                                retemper_at=[1.0], write_temperature=1.0) as w:
+        w.encode_top_k(0, tokens, ids, lp)                       # 0.6 in all: fine, 0.4 folds into the tail
+        dup = ids.copy(); dup[1, 5] = 0
+        with pytest.raises(ValueError, match="answered twice"):
+            w.encode_top_k(0, tokens, dup, lp)
+        heavy = lp.copy(); heavy[0, 5] = np.log(0.6)
+        with pytest.raises(ValueError, match="sum to 1.1"):
+            w.encode_top_k(0, tokens, ids, heavy)
+        with pytest.raises(ValueError, match="log_tail is taken only"):
+            w.encode_top_k(0, tokens, ids, lp, log_tail=np.log([0.8, 0.8]))
