@@ -29,8 +29,6 @@ import argparse
 import json
 import math
 import os
-import shlex
-import subprocess
 import sys
 from pathlib import Path
 
@@ -41,7 +39,7 @@ sys.path.insert(0, str(ROOT / "tools/python"))
 sys.path.insert(0, str(ROOT / "tools/teachers"))
 import kdcache  # noqa: E402
 from kdcache.tokens import declared_index, record_length, retemper_exact, sampled_weights, tail_sum_interval  # noqa: E402
-from seq_harness import check_ready, read_exact, read_json_line  # noqa: E402
+from seq_harness import read_exact, read_json_line, start_teacher  # noqa: E402
 
 TOPK = (8, 32, 128)
 SAMPLED = (12, 32, 64)
@@ -71,13 +69,7 @@ def log_softmax(z):
 
 def teacher_rows(command: str, store, batch_size: int):
     """Yields (ready, None) once, then (index, token ids, [L, V] float32 logits) per sample of the store."""
-    proc = subprocess.Popen(shlex.split(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    hello = {"type": "hello", "protocol": 1, "task": "sequence", "labels": [], "features": "hashed-ngrams",
-             "has_text": True, "framings": ["binary"]}
-    proc.stdin.write(json.dumps(hello).encode() + b"\n")
-    proc.stdin.flush()
-    ready = read_json_line(proc.stdout, "ready")
-    check_ready(ready)
+    proc, ready = start_teacher(command)
     if ready["outputs"] != "logits":
         raise SystemExit(f"token_cache_table: the dense reference needs a logits teacher; this one sends {ready['outputs']}")
     yield ready, None, None

@@ -41,6 +41,19 @@ def read_json_line(stream, what: str) -> dict:
     return message
 
 
+def start_teacher(command: str):
+    """Starts a sequence teacher with `command` and does the hello / ready exchange (TEACHERS.md,
+    "Sequence teachers"); returns (process, checked ready message)."""
+    proc = subprocess.Popen(shlex.split(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    hello = {"type": "hello", "protocol": 1, "task": "sequence", "labels": [], "features": "hashed-ngrams",
+             "has_text": True, "framings": ["binary"]}
+    proc.stdin.write(json.dumps(hello).encode() + b"\n")
+    proc.stdin.flush()
+    ready = read_json_line(proc.stdout, "ready")
+    check_ready(ready)
+    return proc, ready
+
+
 def check_ready(ready: dict) -> None:
     """The ready fields TEACHERS.md requires of a sequence teacher."""
     need = {"type": "ready", "task": "sequence", "framing": "binary"}
@@ -150,13 +163,7 @@ def main():
         p.error("--out is required unless --null")
     texts = load_texts(args.csv, args.text_column, args.texts)
     launched = time.perf_counter()
-    proc = subprocess.Popen(shlex.split(args.command), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    hello = {"type": "hello", "protocol": 1, "task": "sequence", "labels": [], "features": "hashed-ngrams",
-             "has_text": True, "framings": ["binary"]}
-    proc.stdin.write(json.dumps(hello).encode() + b"\n")
-    proc.stdin.flush()
-    ready = read_json_line(proc.stdout, "ready")
-    check_ready(ready)
+    proc, ready = start_teacher(args.command)
     capacity = min(args.max_positions, 512 * len(texts))
     sink = NullSink() if args.null else Sink(args.out, int(ready["vocab_size"]), ready["outputs"], capacity)
     started = time.perf_counter()
