@@ -382,21 +382,16 @@ public final class SoftLabelWriter {
         let size = SoftLabelRecord.size(classCount: classCount, dtype: layout.dtype, topK: layout.topK)
         let (records, layout) = (self.records, self.layout)
         manifest = try environment.write { txn throws in
-            var appending = true
-            if let first = sorted.first {
-                let lastKey: UInt64? = try txn.withCursor(in: records) { c in
-                    try c.last().map { UInt64(bigEndian: $0.key.loadUnaligned(as: UInt64.self)) }
-                }
-                let firstKey = UInt64(bigEndian: SampleKey.softLabel(sample: first.sample, view: first.view))
-                appending = lastKey.map { $0 < firstKey } ?? true
-            }
+            let flags = try Self.appendFlags(txn, records, firstKey: sorted.first.map {
+                UInt64(bigEndian: SampleKey.softLabel(sample: $0.sample, view: $0.view))
+            })
             var previous: UInt64? = nil
             for e in sorted {
                 var key = SampleKey.softLabel(sample: e.sample, view: e.view)
                 if previous == key { throw StoreError(code: .badTeacherOutput, path: self.path, message: "sample \(e.sample) view \(e.view) appears twice in one batch") }
                 previous = key
                 try withUnsafeBytes(of: &key) { k in
-                    try txn.putReserving(count: size, forKey: k, in: records, flags: appending ? .append : []) { buffer in
+                    try txn.putReserving(count: size, forKey: k, in: records, flags: flags) { buffer in
                         SoftLabelRecord.encode(logProbs: e.logProbs, dtype: layout.dtype, topK: layout.topK, sample: e.sample, view: e.view, into: buffer)
                     }
                 }
@@ -427,11 +422,7 @@ public final class SoftLabelWriter {
         defer { pipeline.finish() }
         let (records, path) = (self.records, self.path)
         manifest = try environment.write { txn throws in
-            let lastKey: UInt64? = try txn.withCursor(in: records) { c in
-                try c.last().map { UInt64(bigEndian: $0.key.loadUnaligned(as: UInt64.self)) }
-            }
-            let firstKey = UInt64(bigEndian: SampleKey.softLabel(sample: samples.lowerBound, view: 0))
-            let flags: WriteFlags = (lastKey.map { $0 < firstKey } ?? true) ? .append : []
+            let flags = try Self.appendFlags(txn, records, firstKey: UInt64(bigEndian: SampleKey.softLabel(sample: samples.lowerBound, view: 0)))
             for chunk in 0..<pipeline.chunkCount {
                 let (range, bytes, invalid) = pipeline.waitForChunk(chunk)
                 if let bad = invalid {
@@ -462,12 +453,7 @@ public final class SoftLabelWriter {
         for r in records { try checkEncoded(r.key, r.bytes) }
         let db = self.records
         manifest = try environment.write { txn throws in
-            // MDB_APPEND only when every record follows the last stored key: a shard or resume may
-            // write samples below records already in the file (shard 1/2 first, then 0/2).
-            let lastKey: UInt64? = try txn.withCursor(in: db) { c in
-                try c.last().map { UInt64(bigEndian: $0.key.loadUnaligned(as: UInt64.self)) }
-            }
-            let flags: WriteFlags = (lastKey.map { last in records.first.map { $0.key > last } ?? true } ?? true) ? .append : []
+            let flags = try Self.appendFlags(txn, db, firstKey: records.first?.key)
             for r in records {
                 var key = r.key.bigEndian
                 try withUnsafeBytes(of: &key) { k in try txn.put(r.bytes, forKey: k, in: db, flags: flags) }
@@ -475,6 +461,17 @@ public final class SoftLabelWriter {
             return try commitManifest(in: txn, completing: ranges, metrics: metrics)
         }
         didCommit(ranges)
+    }
+
+    /// `.append` (MDB_APPEND, the fast bulk load) when `firstKey` — the first of ascending keys to
+    /// put, as a host-order integer — follows every key stored in `db`; otherwise no flags, since a
+    /// shard or a resume may write below records already in the file (shard 1/2 first, then 0/2).
+    static func appendFlags(_ txn: borrowing Transaction, _ db: Database, firstKey: UInt64?) throws -> WriteFlags {
+        guard let firstKey else { return .append }
+        let lastKey: UInt64? = try txn.withCursor(in: db) { c in
+            try c.last().map { UInt64(bigEndian: $0.key.loadUnaligned(as: UInt64.self)) }
+        }
+        return (lastKey.map { $0 < firstKey } ?? true) ? .append : []
     }
 
     /// Throws unless `bytes` is a valid record of this teacher under `key` (`sample << 32 | view`).
