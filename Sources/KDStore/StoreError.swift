@@ -112,6 +112,9 @@ extension StoreError.Code {
     public static let unsupportedFormat = Self("unsupportedFormat")
     /// LMDB found damaged pages.
     public static let damagedFile = Self("damagedFile")
+    /// A writer committed to the file during every page walk, so its pages could not be checked
+    /// (``PageValidationReport/changedDuringEveryWalk``): nothing is known to be wrong.
+    public static let fileKeptChanging = Self("fileKeptChanging")
     /// A store that fails verification.
     public static let failsVerification = Self("failsVerification")
     // Records

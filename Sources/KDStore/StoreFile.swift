@@ -131,12 +131,21 @@ func checkStorePages(path: String, check: StorePageCheck) throws -> PageValidati
     } catch let error as LMDBError {
         throw storeError(error, path: path)
     }
+    if report.changedDuringEveryWalk { throw keptChanging(report, path: path) }
     guard report.isValid else {
         throw StoreError(code: .damagedFile, path: path, message: "damaged LMDB file: \(report.summary)",
                          hint: "Run kdcache verify \(path) for every problem; copy the file again from its source")
     }
     remember(report, path: path, identity: identity)
     return report
+}
+
+/// The error for a file whose pages a live writer changed during every walk: not damage, but not
+/// checked either.
+func keptChanging(_ report: PageValidationReport, path: String) -> StoreError {
+    StoreError(code: .fileKeptChanging, path: path,
+               message: "could not check the LMDB pages: another process committed to the file during each of \(report.attempts) walks",
+               hint: "Run the command again when the process writing \(path) has finished")
 }
 
 /// Maps an LMDB or file-system error from opening a store to a StoreError naming the file.

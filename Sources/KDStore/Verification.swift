@@ -36,6 +36,7 @@ public enum StoreVerifier {
         // The full LMDB page walk first, so that every page problem is listed, not only the first.
         // A file that is not LMDB at all gets openStoreFile's own message below.
         let pages = try validateStorePages(path: path)
+        if pages.changedDuringEveryWalk { throw keptChanging(pages, path: path) }
         if !pages.isValid, PageValidator.headerError(path: path) == nil {
             let shown = pages.problems.prefix(VerificationReport.problemLimit)
             let more = pages.problems.count - shown.count

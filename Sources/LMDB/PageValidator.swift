@@ -55,18 +55,26 @@ public enum PageValidator {
         public static func < (a: Scope, b: Scope) -> Bool { a.rawValue < b.rawValue }
     }
 
-    /// How often ``validate(path:scope:)`` walks again when a failure coincides with a new
-    /// transaction (a live writer reusing pages of the snapshot being walked).
-    public static let maxAttempts = 8
+    /// How often ``validate(path:scope:)`` walks at most when every failing walk coincides with a
+    /// new transaction (a live writer reusing pages of the snapshot being walked).
+    public static let maxAttempts = 64
+    /// How long ``validate(path:scope:)`` goes on walking again, in seconds, before it reports
+    /// that the file kept changing (``PageValidationReport/changedDuringEveryWalk``).
+    public static let retrySeconds = 10.0
 
     /// Validates the file at `path`, reading it with `pread`.
     ///
     /// The walk is not an LMDB reader, so a writer in another process may reuse the pages of the
     /// snapshot under it. When the walk finds a problem, the meta pages are read again; if the
-    /// picked txnid changed, the walk is repeated (up to ``maxAttempts`` times), so a live writer
-    /// never makes a sound file look damaged. (A writer can only overwrite pages of a snapshot
-    /// two commits after it, so a damaged-looking walk of a changing file always sees a new txnid
-    /// or a longer file when it looks again.)
+    /// picked txnid changed or the file grew, the walk is repeated (up to ``maxAttempts`` walks
+    /// and ``retrySeconds``). A writer can only overwrite pages of snapshot t from transaction
+    /// t + 3 on (liblmdb reuses pages freed by transactions older than the oldest reader, and
+    /// without readers older than the writer's txnid − 1), so a damaged-looking walk of a changing
+    /// file always sees a new txnid or a longer file when it looks again: a problem found with an
+    /// unchanged txnid is damage. When the writer commits during every walk until the attempts run
+    /// out, the report keeps the last walk's problems and sets
+    /// ``PageValidationReport/changedDuringEveryWalk``: it proves nothing either way, and callers
+    /// must not call the file damaged.
     ///
     /// - Parameter walkInFull: named databases walked in full even in the ``Scope/upperLevels``
     ///   scope (kdcache's `meta`, whose manifest every command reads).
@@ -75,27 +83,50 @@ public enum PageValidator {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw LMDBError(code: errno, context: "open \(path) to check its pages") }
         defer { close(fd) }
-        var report = PageValidationReport(scope: scope)
-        for attempt in 1...maxAttempts {
+        func size() throws -> Int {
             var st = stat()
             guard fstat(fd, &st) == 0 else { throw LMDBError(code: errno, context: "stat \(path)") }
+            return Int(st.st_size)
+        }
+        let clock = ContinuousClock(), deadline = clock.now.advanced(by: .milliseconds(Int(retrySeconds * 1000)))
+        return try retryingWhileChanging(maxAttempts: maxAttempts, timeLeft: { clock.now < deadline }, walk: {
+            let length = try size()
             var source = FileSource(fd: fd)
-            report = check(length: Int(st.st_size), source: &source, scope: scope, walkInFull: walkInFull)
+            let report = check(length: length, source: &source, scope: scope, walkInFull: walkInFull)
             if let code = source.ioError { throw LMDBError(code: code, context: "read \(path) to check its pages") }
+            return (report, length)
+        }, current: {
+            let length = try size()
+            var again = FileSource(fd: fd)
+            return (pickedMeta(length: length, source: &again)?.txnid, length)
+        })
+    }
+
+    /// The retry rule of ``validate(path:scope:walkInFull:)``, apart from the file: `walk` checks
+    /// the file once (its report and the length it took); `current` reads the picked txnid and the
+    /// length again. A passing walk, or a failing one after which neither changed, is returned as
+    /// it is; otherwise the walk is repeated while attempts and `timeLeft()` last.
+    static func retryingWhileChanging(maxAttempts: Int, timeLeft: () -> Bool,
+                                      walk: () throws -> (PageValidationReport, Int),
+                                      current: () throws -> (txnid: UInt64?, length: Int)) throws -> PageValidationReport {
+        var attempt = 0
+        while true {
+            attempt += 1
+            var (report, length) = try walk()
             report.attempts = attempt
             if report.isValid { return report }
             // Did a writer commit (or grow the file) while we walked? Then the failure may be a
             // reused page, or a meta page newer than the length we took.
-            var after = stat()
-            guard fstat(fd, &after) == 0 else { throw LMDBError(code: errno, context: "stat \(path)") }
-            if after.st_size == st.st_size {
-                var again = FileSource(fd: fd)
-                guard report.metaWasPicked, let now = pickedMeta(length: Int(after.st_size), source: &again),
-                      now.txnid != report.transactionID else { return report }
+            let now = try current()
+            let changed = now.length != length || (report.metaWasPicked && now.txnid != nil && now.txnid != report.transactionID)
+            if !changed { return report }
+            if attempt >= maxAttempts || !timeLeft() {
+                report.changedDuringEveryWalk = true
+                report.notes.append("a writer committed during each of \(attempt) walks; the last one's problems are listed, "
+                                    + "but they may be the writer's, not damage")
+                return report
             }
         }
-        report.notes.append("a writer committed during each of \(maxAttempts) walks; the last one is reported")
-        return report
     }
 
     /// Validates an in-memory copy of a file (one walk; nothing here can change under it).
@@ -163,6 +194,11 @@ public struct PageValidationReport: Sendable, CustomStringConvertible {
     public var attempts = 1
     /// Whether a usable meta page was found (so the trees were walked).
     var metaWasPicked = false
+    /// Every walk that found a problem overlapped a commit, until ``PageValidator/maxAttempts``
+    /// or ``PageValidator/retrySeconds`` ran out: the problems may be a live writer's, not damage.
+    public var changedDuringEveryWalk = false
+    /// Problems were found in a file that did not change while it was walked.
+    public var isDamaged: Bool { !isValid && !changedDuringEveryWalk }
 
     public static let problemLimit = 100
 
