@@ -34,6 +34,8 @@ public enum SequenceMathError: Error, Equatable, CustomStringConvertible {
     case duplicateID(Int)
     case tooFewEntries(had: Int, needed: Int)
     case massAboveOne(Double)
+    /// k = V: every id is kept, so there is no tail to hold the missing mass.
+    case fullVocabularyMassBelowOne(Double)
     case badConfiguration(String)
 
     public var description: String {
@@ -44,6 +46,7 @@ public enum SequenceMathError: Error, Equatable, CustomStringConvertible {
         case .duplicateID(let id): "id \(id) appears twice"
         case .tooFewEntries(let had, let needed): "\(had) entries given, \(needed) needed"
         case .massAboveOne(let s): "the probabilities sum to \(s), above 1 + 1e-3"
+        case .fullVocabularyMassBelowOne(let s): "all the vocabulary's ids are kept (k = V) but their probabilities sum to \(s), below 1 − 1e-3: with no tail, the ids must hold all the mass (log-probabilities at T_w over the whole vocabulary?)"
         case .badConfiguration(let m): m
         }
     }
@@ -272,7 +275,8 @@ extension SequenceMath {
     /// Appends one position from a teacher's K' ≥ k (id, log p_{T_w}) pairs, in any order: the best
     /// k (ties: lower id), `log r = log(1 − Σ_kept p)` (the other K' − k fold into the tail), and
     /// the tail sum at T_r = T_w, which equals r (no other T can be declared). Refuses Σ p over the
-    /// K' entries above 1 + 1e-3; Σ p ≥ 1 gives −∞ when k = V, else `floor`.
+    /// K' entries above 1 + 1e-3, and at k = V a kept Σ p below 1 − 1e-3 (there is no tail to hold
+    /// the rest); the tail is −∞ when k = V, `floor` when Σ p ≥ 1.
     public mutating func appendTeacherTopK(k: Int, ids: UnsafeBufferPointer<Int32>, logProbs: UnsafeBufferPointer<Float>,
                                            to out: inout SequenceEntries) throws(SequenceMathError) {
         guard exponents.allSatisfy({ $0 == 1 }) else { throw .badConfiguration("a top-k teacher gives tail sums only at T_w = \(writeTemperature)") }
@@ -293,7 +297,8 @@ extension SequenceMath {
             kept += Foundation.exp(Double(logProbs[j]))
         }
         let full = k == vocabSize
-        let logTail = kept >= 1 ? (full ? -.infinity : Double(floor)) : Foundation.log1p(-kept)
+        guard !full || kept >= 1 - 1e-3 else { throw .fullVocabularyMassBelowOne(kept) }
+        let logTail = full ? -.infinity : kept >= 1 ? Double(floor) : Foundation.log1p(-kept)
         out.logTail.append(stored(logTail, allowMinusInfinity: full))
         for _ in exponents { out.logSums.append(stored(logTail, allowMinusInfinity: full)) }
     }

@@ -292,6 +292,17 @@ private func close(_ x: Double, _ y: Double, _ tol: Double = 2e-5) -> Bool {
         #expect(try run(k: 2, v: 2, ids: [1, 0], logProbs: lp).logTail == [-.infinity])
     }
 
+    @Test func theWholeVocabularyMustHoldTheWholeMass() throws {
+        // k = V leaves no tail: a mass of 0.7 is refused by name, one within 1e-3 of 1 stores −∞.
+        guard case .fullVocabularyMassBelowOne(let s)? = mathError({ _ = try run(k: 2, v: 2, ids: [0, 1], logProbs: [log(0.4), log(0.3)]) }) else {
+            Issue.record("k = V with a mass of 0.7 was accepted"); return
+        }
+        #expect(abs(s - 0.7) < 1e-6)
+        #expect(try run(k: 2, v: 2, ids: [0, 1], logProbs: [log(0.5), log(0.4996)]).logTail == [-.infinity])
+        // Below V the same mass is an ordinary tail.
+        #expect(try run(k: 2, v: 3, ids: [0, 1], logProbs: [log(0.4), log(0.3)]).logTail[0] < 0)
+    }
+
     @Test func badAnswersAreRefused() throws {
         let lp: [Float] = [log(0.4), log(0.3), log(0.1)]
         guard case .massAboveOne(let s)? = mathError({ _ = try run(k: 2, v: 10, ids: [1, 2], logProbs: [log(0.7), log(0.6)]) }) else {

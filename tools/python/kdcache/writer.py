@@ -376,6 +376,11 @@ class SequenceWriter(SoftLabelWriter):
         order = np.lexsort((ids, -lp), axis=1)[:, :self.top_k] if P else np.zeros((0, self.top_k), np.int64)
         ids, lp = np.take_along_axis(ids, order, 1), np.take_along_axis(lp, order, 1)
         mass = np.exp(lp).sum(axis=1)
+        if self.top_k == self.vocab and (mass < 1 - 1e-3).any():
+            j = int(np.argmax(mass < 1 - 1e-3))
+            raise ValueError(f"sample {sample} position {j}: all the vocabulary's ids are kept (k = V) but their probabilities "
+                             f"sum to {mass[j]:.6f}, below 1 − 1e-3: with no tail, the ids must hold all the mass "
+                             f"(log-probabilities at T_w over the whole vocabulary?)")
         with np.errstate(divide="ignore", invalid="ignore"):
             tail = np.log1p(-np.minimum(mass, 1.0)) if log_tail is None else np.asarray(log_tail, dtype=np.float64).reshape(P)
         floor = _FLOOR[self.dtype] if self.top_k < self.vocab else -np.inf

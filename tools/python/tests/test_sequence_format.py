@@ -246,3 +246,19 @@ def test_texts_of_zero_and_one_token_have_no_positions(tmp_path, mode):
         assert [c.sequence(i).positions for i in range(2)] == [0, 0] and c.sequence(1).tokens.tolist() == [3]
         batch = next(iter(kdcache.TokenDistillationDataset(c, batch_size=6, temperature=2.0)))
         assert batch["position_mask"][:2].sum() == 0 and batch["attention_mask"][1].sum() == 1
+
+
+def test_a_full_vocabulary_top_k_answer_must_hold_the_whole_mass(tmp_path):
+    # k = V keeps every id, so there is no tail for missing mass: refused by name, as Swift does.
+    data = dataset(tmp_path)
+    tokens = np.array([1, 2])
+    ids = np.arange(V)[None, :]
+    with kdcache.SequenceWriter(tmp_path / "c.lmdb", data, name="lm", tokenizer=toy_tokenizer(), top_k=V) as w:
+        half = np.full((1, V), np.log(0.5 / V))
+        with pytest.raises(ValueError, match=r"sample 0 position 0: all the vocabulary's ids are kept \(k = V\) but their probabilities sum to 0.500000"):
+            w.write_top_k(0, [(tokens, ids, half)])
+        whole = np.full((1, V), np.log(1.0 / V))
+        w.write_top_k(0, [(tokens, ids, whole)])
+        assert w.pending() == [(1, 6)]
+    with kdcache.open(str(tmp_path / "c.lmdb")) as c:
+        assert np.isneginf(c.sequence(0).log_tail).all()
