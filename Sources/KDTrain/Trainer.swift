@@ -57,6 +57,14 @@ public final class GroupTrainer {
 
 /// The configurations of a group that share one ``FusedNetworks`` layout (one architecture and
 /// optimizer kind): the networks, their optimizer, and each member's run.
+///
+/// Memory per member, in bytes (D = input dimension after compaction, w = width, C = classes,
+/// o = w·C or 0 for linear, s = 1 for SGD or 2 for Adam, B = batch size, f = 1 for mlp else 0):
+/// 4·(D·w + w + o + C) parameters + 4·s·D·w first-layer state + 4·s·(o + C + f·w) dense moments
+/// + 4·(w + o + C) dense gradients + 4·B·w factored first-layer gradient + 4·(2w + 2C) + 12·w
+/// scratch, plus 4·(D·w + w + o + C) for a patience snapshot (patience > 0). Shared by the group:
+/// a 4·D slot table, a 4·K·w accumulator, 20 bytes per feature occurrence of a batch and 16 per
+/// touched row.
 final class FusedGroup {
     /// Each member's index in the caller's group.
     let positions: [Int]
