@@ -10,6 +10,12 @@ import KDTrain
 /// code is, and Swift then checks the executor on every closure call).
 enum Workloads {
     static func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) * 1e-9 }
+    /// This thread's CPU seconds (user + system): steadier than wall time on a shared machine.
+    static func cpuNow() -> Double {
+        var t = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t)
+        return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
+    }
 
     /// Runs the workload named by `args[1]` on the file `args[2]`; the other arguments are the
     /// mode's own. Prints the timed seconds and a checksum or count.
@@ -25,6 +31,7 @@ enum Workloads {
         case "softlabels": try softlabels(path: path, args)
         case "softlabel-table": try softlabelTable(path: path, args)
         case "sequence-math": try sequenceMath(args)
+        case "fused": try fused(path: path, args)
         default:
             FileHandle.standardError.write(Data("unknown mode \(mode)\n".utf8)); exit(2)
         }
@@ -64,6 +71,40 @@ enum Workloads {
             }
         }
         print(String(format: "%.6f %llu", now() - t0, sum))
+    }
+
+    /// `fused DATASET TEACHER K EPOCHS [ALONE]`: K linear KD students (SGD momentum 0.9, batch 64,
+    /// T ∈ {1, 2, 4} × α ∈ {0.3, 0.6, 0.9} × lr ∈ {1, 3, 10, 30}, cycled) trained in one fused group,
+    /// then ALONE of them (default K) each in its own run, side by side in one process. Prints the
+    /// fused seconds, the alone seconds scaled to K, their ratio, µs per sample-step per
+    /// configuration of each, and whether the fused results equal the alone ones.
+    private static func fused(path: String, _ args: [String]) throws {
+        let data = try TrainingData(dataset: DatasetStore(path: path), teachers: [SoftLabelStore(path: args[3])])
+        let K = Int(args[4])!, epochs = Int(args[5])!, alone = args.count > 6 ? Int(args[6])! : K
+        var configs: [StudentConfig] = []
+        for i in 0..<K {
+            var o = OptimizerConfig(); o.kind = .sgd; o.momentum = 0.9
+            o.learningRate = [1, 3, 10, 30][(i / 9) % 4]
+            let loss = DistillationLoss(alpha: [0.3, 0.6, 0.9][(i / 3) % 3], temperature: [1, 2, 4][i % 3])
+            configs.append(StudentConfig(architecture: Architecture(kind: .linear), loss: loss, optimizer: o, batchSize: 64, epochs: epochs, seed: 1))
+        }
+        let trainer = GroupTrainer(data: data)
+        let (w0, c0) = (now(), cpuNow())
+        let fusedResults = try trainer.train(configs)
+        let (fusedWall, fusedCPU) = (now() - w0, cpuNow() - c0)
+        var aloneWall = 0.0, aloneCPU = 0.0, same = true
+        for i in 0..<alone {
+            let (w, c) = (now(), cpuNow())
+            let r = try trainer.train([configs[i]])[0]
+            aloneWall += now() - w; aloneCPU += cpuNow() - c
+            same = same && r.trainLoss == fusedResults[i].trainLoss && r.test == fusedResults[i].test && r.valid == fusedResults[i].valid
+        }
+        let scale = Double(K) / Double(max(1, alone))
+        let steps = Double(data.train.count * epochs * K)
+        print(String(format: "K=%d, %d epochs, %d train samples, %d classes, dimension %d; fused: %.2f s CPU (%.2f s wall); %d alone runs: %.2f s CPU (%.2f s wall), scaled to %d: %.2f s CPU; ratio (CPU) %.3f, (wall) %.3f; µs CPU per sample-step per configuration: fused %.3f, alone %.3f; identical: %@",
+                     K, epochs, data.train.count, data.classes, data.inputDim, fusedCPU, fusedWall, alone, aloneCPU, aloneWall, K, aloneCPU * scale,
+                     fusedCPU / (aloneCPU * scale), fusedWall / (aloneWall * scale), fusedCPU / steps * 1e6, aloneCPU * scale / steps * 1e6,
+                     same ? "yes" : "NO"))
     }
 
     private static func teacherPass(path: String, _ args: [String]) throws {

@@ -7,6 +7,7 @@
 //   kdcache-bench decode PATH               cursor over every record, reading it as u32 words and summing them
 //   kdcache-bench softlabels PATH N C       write N dense f16 C-class soft-label records (SoftLabelWriter)
 //   kdcache-bench softlabel-table PATH      open the cache's table: every record's CRC and value checks
+//   kdcache-bench fused DATA TEACHER K EPOCHS [ALONE]  K linear KD students fused in one group vs ALONE of them run one by one
 //
 // Prints "<seconds> <checksum>"; tools/bench/run_bench.py compares it with the C and Python runs.
 import Foundation

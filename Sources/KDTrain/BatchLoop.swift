@@ -3,10 +3,11 @@ import KDStore
 @_spi(Unsafe) import LMDB
 
 /// The minibatch loop of one group: each step decodes the batch once (features, labels, the
-/// teacher's side) and hands it to every active configuration in turn.
+/// teacher's side once per distinct temperature) and hands it to every fused sub-group
+/// (``FusedGroup``: one per architecture and optimizer kind, in order of first appearance).
 final class BatchLoop {
     let data: TrainingData
-    let runs: [ConfigRun]
+    let groups: [FusedGroup]
     let seed: UInt64
     let batch: Int
     let stepsPerEpoch: Int
@@ -14,7 +15,6 @@ final class BatchLoop {
     private let decoder = InputDecoder(capacity: 256)
     private let rows: BatchRows
     private let teacher: TeacherBatch?
-    private let logits: UnsafeMutablePointer<Float>, grad: UnsafeMutablePointer<Float>
     private let workspace: DistillationLoss.Workspace
 
     init(group: [StudentConfig], data: TrainingData) {
@@ -31,33 +31,42 @@ final class BatchLoop {
             : TeacherBatch(signal: data.teacher, temperatures: temperatures, needsLogits: needsLogits, capacity: batch)
         self.teacher = teacher
         rows = BatchRows(capacity: batch)
-        let C = data.classes
-        logits = .allocate(capacity: C); logits.initialize(repeating: 0, count: C)
-        grad = .allocate(capacity: C); grad.initialize(repeating: 0, count: C)
-        workspace = DistillationLoss.Workspace(classes: C)
-        runs = group.map { ConfigRun(config: $0, data: data, teacher: teacher) }
+        workspace = DistillationLoss.Workspace(classes: data.classes)
+        struct Key: Hashable { let architecture: Architecture; let kind: OptimizerConfig.Kind }
+        var order: [Key] = [], members: [Key: [Int]] = [:]
+        for (i, c) in group.enumerated() {
+            let key = Key(architecture: c.architecture, kind: c.optimizer.kind)
+            if members[key] == nil { order.append(key) }
+            members[key, default: []].append(i)
+        }
+        groups = order.map { key in
+            let positions = members[key]!
+            return FusedGroup(positions: positions, configs: positions.map { group[$0] }, data: data, teacher: teacher)
+        }
     }
-
-    deinit { logits.deallocate(); grad.deallocate() }
 
     /// One pass over the train split in epoch `epoch`'s seeded order; false (and nothing done)
     /// when every configuration has stopped.
     func runEpoch(_ epoch: Int) -> Bool {
-        for run in runs where run.epochsRun >= run.config.epochs { run.active = false }
-        guard runs.contains(where: \.active) else { return false }
+        for g in groups {
+            for run in g.runs where run.epochsRun >= run.config.epochs { run.active = false }
+            g.refreshActivity()
+        }
+        guard groups.contains(where: { !$0.active.isEmpty }) else { return false }
         var order = SplitMix64(seed: seed, stream: 3, UInt64(epoch))
         let perm = order.permutation(data.train.count)
         var viewRng = SplitMix64(seed: seed, stream: 4, UInt64(epoch))
-        for run in runs { run.epochLoss = 0 }
+        for g in groups { for run in g.runs { run.epochLoss = 0 } }
         for step in 0..<stepsPerEpoch {
             let lo = step * batch, hi = min(data.train.count, lo + batch)
             decode(perm[lo..<hi], viewRng: &viewRng)
-            // Each configuration takes the whole batch in turn, so its weights and optimizer
-            // state stay in cache while it works.
-            for run in runs where run.active {
-                train(run, scale: 1 / Float(hi - lo))
-                let total = stepsPerEpoch * run.config.epochs
-                run.optimizer.apply(to: run.net, lr: run.config.optimizer.rate(step: epoch * stepsPerEpoch + step, totalSteps: total))
+            for g in groups where !g.active.isEmpty {
+                train(g, scale: 1 / Float(hi - lo))
+                for k in g.active {
+                    let c = g.runs[k].config
+                    g.rates[k] = c.optimizer.rate(step: epoch * stepsPerEpoch + step, totalSteps: stepsPerEpoch * c.epochs)
+                }
+                g.optimizer.apply(to: g.networks, active: g.active, rates: g.rates)
             }
         }
         return true
@@ -76,16 +85,21 @@ final class BatchLoop {
         }
     }
 
-    /// Forward, loss and backward of every row for one configuration (gradients accumulate).
-    private func train(_ run: ConfigRun, scale: Float) {
-        let C = data.classes, net = run.net, kind = run.config.architecture.kind
+    /// Forward, loss and backward of every row for the active members of one fused group
+    /// (gradients accumulate): one first-layer gather and one gradient scatter per row for all.
+    private func train(_ g: FusedGroup, scale: Float) {
+        let C = data.classes, net = g.networks, kind = net.architecture.kind
+        let active = g.active, inactive = g.inactive
         for r in 0..<rows.count {
             let input = rows.input(r, for: kind, sparse: data.sparse)
-            net.forward(input, logits: logits)
-            let l = run.loss.evaluate(logits: logits, classes: C, row: r, label: rows.labels[r], scale: scale,
-                                      grad: grad, workspace: workspace)
-            run.epochLoss += Double(l)
-            net.backward(input, logitGrad: grad)
+            net.forward(input, active: active)
+            for k in active {
+                let run = g.runs[k]
+                let l = run.loss.evaluate(logits: net.logits(k), classes: C, row: r, label: rows.labels[r], scale: scale,
+                                          grad: net.logitGrad(k), workspace: workspace)
+                run.epochLoss += Double(l)
+            }
+            net.backward(input, sample: r, active: active, inactive: inactive)
         }
     }
 }

@@ -7,23 +7,39 @@ struct Evaluator {
 
     /// Accuracy, macro-F1, agreement and KL with the teacher (T = 1), and ECE of `net` on `samples`.
     func metrics(of net: Network, on samples: [Int]) -> Metrics {
+        var z = [Float](repeating: 0, count: data.classes)
+        return z.withUnsafeMutableBufferPointer { zp in
+            metrics(members: 1, kind: net.architecture.kind, on: samples,
+                    forward: { net.forward($0, logits: zp.baseAddress!) }, logits: { _ in UnsafePointer(zp.baseAddress!) })[0]
+        }
+    }
+
+    /// ``metrics(of:on:)`` of each member in `members` of a fused group, in one pass over `samples`
+    /// (each sample decoded once and its first-layer rows gathered once for all of them).
+    func metrics(of fused: FusedNetworks, members: [Int], on samples: [Int]) -> [Metrics] {
+        guard !members.isEmpty else { return [] }
+        return metrics(members: members.count, kind: fused.architecture.kind, on: samples,
+                       forward: { fused.forward($0, active: members) }, logits: { UnsafePointer(fused.logits(members[$0])) })
+    }
+
+    /// The metrics of `n` models of one input kind: for each sample, `forward(input)`, then model
+    /// m's logits are `logits(m)`; the teacher's distribution at T = 1 is computed once per sample.
+    private func metrics(members n: Int, kind: Architecture.Kind, on samples: [Int], forward: (Input) -> Void,
+                         logits: (Int) -> UnsafePointer<Float>) -> [Metrics] {
         let C = data.classes
         let decoder = InputDecoder(capacity: 256)
-        var logits = [Float](repeating: 0, count: C), probs = logits, tp = logits, tl = logits, scratch = logits
-        var tally = MetricsTally(classes: C, withTeacher: !data.teacher.isEmpty)
+        var probs = [Float](repeating: 0, count: C), tp = probs, tl = probs, scratch = probs
+        var tallies = [MetricsTally](repeating: MetricsTally(classes: C, withTeacher: !data.teacher.isEmpty), count: n)
         for s in samples {
             decoder.load(sample: s, data: data)
-            let input = decoder.input(for: net.architecture.kind, sparse: data.sparse)
-            logits.withUnsafeMutableBufferPointer { z in
-                probs.withUnsafeMutableBufferPointer { p in
-                    net.forward(input, logits: z.baseAddress!)
-                    Softmax.softmax(z.baseAddress!, C, into: p.baseAddress!)
-                }
+            forward(decoder.input(for: kind, sparse: data.sparse))
+            if tallies[0].withTeacher { teacherAtOne(sample: s, probs: &tp, logProbs: &tl, scratch: &scratch) }
+            for m in 0..<n {
+                probs.withUnsafeMutableBufferPointer { p in Softmax.softmax(logits(m), C, into: p.baseAddress!) }
+                tallies[m].add(probs: probs, label: data.labels[s], teacherProbs: tp, teacherLogProbs: tl)
             }
-            if tally.withTeacher { teacherAtOne(sample: s, probs: &tp, logProbs: &tl, scratch: &scratch) }
-            tally.add(probs: probs, label: data.labels[s], teacherProbs: tp, teacherLogProbs: tl)
         }
-        return tally.metrics(samples: samples.count)
+        return tallies.map { $0.metrics(samples: samples.count) }
     }
 
     /// The teacher's own accuracy on `samples` (argmax of view 0, averaged over ensemble members).

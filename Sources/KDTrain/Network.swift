@@ -61,8 +61,9 @@ public struct Architecture: Codable, Equatable, Hashable, Sendable, CustomString
     }
 }
 
-/// A trainable network with its parameters, gradients and scratch activations (no allocation per
-/// sample). Parameters are flat `Float` arrays, row-major:
+/// A network's parameters and scratch activations (no allocation per sample), for inference and
+/// as the result of training (``GroupTrainer`` trains in a ``FusedNetworks`` layout and hands out
+/// ordinary networks). Parameters are flat `Float` arrays, row-major:
 /// `first` is [inputDim × width] (one row per input feature), `firstBias` [width],
 /// `output` [width × classes], `outputBias` [classes].
 public final class Network {
@@ -75,139 +76,82 @@ public final class Network {
     public var output: [Float]
     public var outputBias: [Float]
 
-    // Gradients: rows of `first` touched in the current batch, dense for the rest.
-    let firstGrad: SparseRowGradient
-    var firstBiasGrad: [Float]
-    var outputGrad: [Float]
-    var outputBiasGrad: [Float]
-
     // Scratch for one sample, owned here (plain pointers: no copy-on-write or exclusivity checks
     // in the per-sample loops).
     let preActivation: UnsafeMutableBufferPointer<Float>
     let hidden: UnsafeMutableBufferPointer<Float>
-    let hiddenGrad: UnsafeMutableBufferPointer<Float>
 
     var hasOutputLayer: Bool { architecture.kind != .linear }
     var hasFirstBias: Bool { architecture.kind == .mlp }
 
-    public init(architecture: Architecture, inputDim: Int, classes: Int, sparseInput: Bool, rng: inout SplitMix64) {
+    /// A network at its seeded initial parameters (``Network/initialize(_:inputDim:classes:sparseInput:rng:first:output:)``).
+    public convenience init(architecture: Architecture, inputDim: Int, classes: Int, sparseInput: Bool, rng: inout SplitMix64) {
+        let width = Network.width(of: architecture, classes: classes)
+        var first = [Float](repeating: 0, count: inputDim * width)
+        var output = [Float](repeating: 0, count: architecture.kind != .linear ? width * classes : 0)
+        Network.initialize(architecture, inputDim: inputDim, classes: classes, sparseInput: sparseInput, rng: &rng,
+                           first: { first[$0] = $1 }, output: { output[$0] = $1 })
+        self.init(architecture: architecture, inputDim: inputDim, classes: classes, first: first,
+                  firstBias: [Float](repeating: 0, count: width), output: output, outputBias: [Float](repeating: 0, count: classes))
+    }
+
+    /// A network with the given parameters (counts as in the type's doc).
+    init(architecture: Architecture, inputDim: Int, classes: Int, first: [Float], firstBias: [Float], output: [Float], outputBias: [Float]) {
         self.architecture = architecture
         self.inputDim = inputDim
         self.classes = classes
-        width = architecture.kind == .linear ? classes : architecture.width
-        first = [Float](repeating: 0, count: inputDim * width)
-        firstBias = [Float](repeating: 0, count: width)
-        output = [Float](repeating: 0, count: hasOutputLayerFor(architecture) ? width * classes : 0)
-        outputBias = [Float](repeating: 0, count: classes)
-        switch architecture.kind {
-        case .linear:
-            break   // zeros: the convex problem needs no symmetry breaking
-        case .fasttext:
-            let a = 1 / Float(width)
-            for i in first.indices { first[i] = rng.uniform(a) }
-        case .mlp:
-            let a = sparseInput ? Float(0.1) : (6 / Float(inputDim + width)).squareRoot()
-            for i in first.indices { first[i] = rng.uniform(a) }
-            let b = (6 / Float(width + classes)).squareRoot()
-            for i in output.indices { output[i] = rng.uniform(b) }
-        }
-        firstGrad = SparseRowGradient(rows: inputDim, width: width)
-        firstBiasGrad = [Float](repeating: 0, count: width)
-        outputGrad = [Float](repeating: 0, count: output.count)
-        outputBiasGrad = [Float](repeating: 0, count: classes)
+        width = Network.width(of: architecture, classes: classes)
+        precondition(first.count == inputDim * width && firstBias.count == width && outputBias.count == classes
+                     && output.count == (architecture.kind != .linear ? width * classes : 0))
+        self.first = first; self.firstBias = firstBias; self.output = output; self.outputBias = outputBias
         preActivation = .allocate(capacity: width); preActivation.initialize(repeating: 0)
         hidden = .allocate(capacity: width); hidden.initialize(repeating: 0)
-        hiddenGrad = .allocate(capacity: width); hiddenGrad.initialize(repeating: 0)
     }
 
-    deinit {
-        preActivation.deallocate(); hidden.deallocate(); hiddenGrad.deallocate()
+    deinit { preActivation.deallocate(); hidden.deallocate() }
+
+    /// The projection width: C for linear, else the architecture's width.
+    static func width(of architecture: Architecture, classes: Int) -> Int { architecture.kind == .linear ? classes : architecture.width }
+
+    /// The initialization rule, drawn from `rng` in this order: linear all zeros (the convex problem
+    /// needs no symmetry breaking); fasttext `first` ~ U[−1/w, 1/w); mlp `first` ~ U[−a, a) with
+    /// a = 0.1 for sparse input, √(6/(D + w)) for dense, then `output` ~ U[−√(6/(w + C)), …).
+    /// Biases start at 0. `first(i, x)` and `output(i, x)` receive the flat row-major index and value.
+    static func initialize(_ architecture: Architecture, inputDim: Int, classes: Int, sparseInput: Bool, rng: inout SplitMix64,
+                           first: (Int, Float) -> Void, output: (Int, Float) -> Void) {
+        let width = Network.width(of: architecture, classes: classes)
+        switch architecture.kind {
+        case .linear:
+            break
+        case .fasttext:
+            let a = 1 / Float(width)
+            for i in 0..<inputDim * width { first(i, rng.uniform(a)) }
+        case .mlp:
+            let a = sparseInput ? Float(0.1) : (6 / Float(inputDim + width)).squareRoot()
+            for i in 0..<inputDim * width { first(i, rng.uniform(a)) }
+            let b = (6 / Float(width + classes)).squareRoot()
+            for i in 0..<width * classes { output(i, rng.uniform(b)) }
+        }
     }
 
-    /// Logits of `input` into `logits` (count = classes). Keeps the activations for `backward`.
+    /// Logits of `input` into `logits` (count = classes).
     package func forward(_ input: Input, logits: UnsafeMutablePointer<Float>) {
-        let w = width, C = classes
-        let a = preActivation, h = hidden
-        let relu = architecture.kind == .mlp
-        firstBias.withUnsafeBufferPointer { b in
-            for k in 0..<w { a[k] = hasFirstBias ? b[k] : 0 }
-        }
-        first.withUnsafeBufferPointer { W in
-            let values = input.values
-            if let indices = input.indices {
-                for j in 0..<values.count {
-                    if j + rowPrefetchDistance < values.count {
-                        kd_prefetch(W.baseAddress! + Int(indices[j + rowPrefetchDistance]) * w, w * 4, 0)
-                    }
-                    let x = values[j], base = Int(indices[j]) * w
-                    for k in 0..<w { a[k] += x * W[base + k] }
-                }
-            } else {
-                for j in 0..<values.count {
-                    let x = values[j], base = j * w
-                    for k in 0..<w { a[k] += x * W[base + k] }
-                }
-            }
-        }
-        if relu { for k in 0..<w { h[k] = max(a[k], 0) } } else { for k in 0..<w { h[k] = a[k] } }
-        outputBias.withUnsafeBufferPointer { b in
-            if !hasOutputLayer {
-                for c in 0..<C { logits[c] = h[c] + b[c] }
-                return
-            }
-            for c in 0..<C { logits[c] = b[c] }
-            output.withUnsafeBufferPointer { U in
-                for k in 0..<w {
-                    let hk = h[k]
-                    if hk == 0 { continue }
-                    let base = k * C
-                    for c in 0..<C { logits[c] += hk * U[base + c] }
-                }
-            }
-        }
-    }
-
-    /// Accumulates the gradient of the loss for the last `forward`, given dL/dlogits.
-    package func backward(_ input: Input, logitGrad g: UnsafePointer<Float>) {
-        let w = width, C = classes
-        let a = preActivation, h = hidden, gh = hiddenGrad
-        outputBiasGrad.withUnsafeMutableBufferPointer { gb in for c in 0..<C { gb[c] += g[c] } }
-        if hasOutputLayer {
-            output.withUnsafeBufferPointer { U in
-                outputGrad.withUnsafeMutableBufferPointer { gU in
-                    for k in 0..<w {
-                        let hk = h[k], base = k * C
-                        var s: Float = 0
-                        for c in 0..<C {
-                            gU[base + c] += hk * g[c]
-                            s += U[base + c] * g[c]
-                        }
-                        gh[k] = s
-                    }
-                }
-            }
-        } else {
-            for k in 0..<w { gh[k] = g[k] }
-        }
-        if architecture.kind == .mlp {
-            for k in 0..<w where a[k] <= 0 { gh[k] = 0 }
-            firstBiasGrad.withUnsafeMutableBufferPointer { gb in for k in 0..<w { gb[k] += gh[k] } }
-        }
-        let ghc = UnsafeBufferPointer(gh)
-        for j in 0..<input.count {
-            firstGrad.accumulate(row: input.row(j), scale: input.values[j], ghc)
-        }
+        let a = preActivation.baseAddress!, h = hidden.baseAddress!
+        first.withUnsafeBufferPointer { W in firstBias.withUnsafeBufferPointer { b in
+            Kernels.firstLayer(input, table: W.baseAddress, span: width, bias: hasFirstBias ? b.baseAddress : nil, into: a)
+        } }
+        output.withUnsafeBufferPointer { U in outputBias.withUnsafeBufferPointer { b in
+            Kernels.head(architecture.kind, preActivation: a, hidden: h, output: U.baseAddress, outputBias: b.baseAddress!,
+                         width: width, classes: classes, logits: logits)
+        } }
     }
 
     /// This network over the full feature space of `compaction` (itself when nil): trained rows at
     /// their buckets, zeros elsewhere.
     public func expanded(_ compaction: FeatureCompaction?) -> Network {
         guard let c = compaction, c.compactDimension == inputDim else { return self }
-        var rng = SplitMix64(seed: 0)
-        let full = Network(architecture: architecture, inputDim: c.fullDimension, classes: classes, sparseInput: true, rng: &rng)
-        full.first = c.expand(first, width: width)
-        full.firstBias = firstBias; full.output = output; full.outputBias = outputBias
-        return full
+        return Network(architecture: architecture, inputDim: c.fullDimension, classes: classes, first: c.expand(first, width: width),
+                       firstBias: firstBias, output: output, outputBias: outputBias)
     }
 
     /// A copy of the parameters (not the gradients nor the scratch), for ``restore(_:)``.
@@ -228,61 +172,160 @@ public final class Network {
     public var parameterCount: Int { first.count + (hasFirstBias ? firstBias.count : 0) + output.count + outputBias.count }
 }
 
-private func hasOutputLayerFor(_ a: Architecture) -> Bool { a.kind != .linear }
-
-/// Gradient rows of a large matrix of which a batch touches few rows: a slot table of `rows`
-/// entries and a packed buffer of the touched rows, cleared by ``reset()`` in O(touched).
-final class SparseRowGradient {
-    let width: Int
-    private var slot: UnsafeMutableBufferPointer<Int32>
-    private(set) var touched: [Int] = []
-    /// Owns the packed rows (``storage`` is its pointer, cached after each growth).
-    private let rowBuffer: GrowableBuffer<Float>
-    /// Packed rows: slot s occupies `[s·width, (s+1)·width)`.
-    private(set) var storage: UnsafeMutablePointer<Float>
-    private var capacityRows: Int
-
-    init(rows: Int, width: Int) {
-        self.width = width
-        slot = .allocate(capacity: rows)
-        slot.initialize(repeating: -1)
-        capacityRows = 64
-        rowBuffer = GrowableBuffer(capacity: capacityRows * width)
-        storage = rowBuffer.pointer
-        storage.initialize(repeating: 0, count: capacityRows * width)
-    }
-
-    deinit { slot.deallocate() }
-
-    /// The packed gradient values of the touched rows, in `touched` order.
-    var values: UnsafeBufferPointer<Float> { UnsafeBufferPointer(start: storage, count: touched.count * width) }
-
+/// The per-sample kernels of every network, over contiguous buffers: one implementation used by
+/// ``Network`` (one network) and ``FusedNetworks`` (K networks whose first-layer rows interleave).
+enum Kernels {
+    /// The first layer of networks whose rows are `span` floats apart (`width` for one network,
+    /// K·width for K interleaved ones): `a[0..<span] = bias` (or 0), then `a += x_j · W[row_j·span ..< +span]`
+    /// for each feature j in order (row_j = j for dense input). Prefetches rows ahead (`kd_prefetch`).
     @inline(__always)
-    func accumulate(row: Int, scale: Float, _ g: UnsafeBufferPointer<Float>) {
-        var s = Int(slot[row])
-        if s < 0 {
-            s = touched.count
-            if s == capacityRows { grow() }
-            slot[row] = Int32(s)
-            touched.append(row)
+    static func firstLayer(_ input: Input, table W: UnsafePointer<Float>?, span: Int, bias: UnsafePointer<Float>?,
+                           into a: UnsafeMutablePointer<Float>) {
+        if let bias { a.update(from: bias, count: span) } else { a.update(repeating: 0, count: span) }
+        guard let W else { return }
+        let values = input.values
+        if let indices = input.indices {
+            for j in 0..<values.count {
+                if j + rowPrefetchDistance < values.count {
+                    kd_prefetch(W + Int(indices[j + rowPrefetchDistance]) * span, span * 4, 0)
+                }
+                let x = values[j], row = W + Int(indices[j]) * span
+                for k in 0..<span { a[k] += x * row[k] }
+            }
+        } else {
+            for j in 0..<values.count {
+                let x = values[j], row = W + j * span
+                for k in 0..<span { a[k] += x * row[k] }
+            }
         }
-        let base = storage + s * width
-        for k in 0..<width { base[k] += scale * g[k] }
     }
 
-    /// Doubles the packed rows, keeping the touched ones; the new rows start at zero.
-    private func grow() {
-        let used = capacityRows * width
-        rowBuffer.reserve(2 * used, preserving: used)
-        storage = rowBuffer.pointer
-        (storage + used).initialize(repeating: 0, count: used)
-        capacityRows *= 2
+    /// The rest of one network's forward pass from its pre-activation `a` [width]: h = relu(a) (mlp)
+    /// or a, then logits = h + b (linear) or U h + b, skipping h_k = 0.
+    @inline(__always)
+    static func head(_ kind: Architecture.Kind, preActivation a: UnsafeMutablePointer<Float>, hidden h: UnsafeMutablePointer<Float>,
+                     output U: UnsafePointer<Float>?, outputBias b: UnsafePointer<Float>, width w: Int, classes C: Int,
+                     logits: UnsafeMutablePointer<Float>) {
+        if kind == .mlp { for k in 0..<w { h[k] = max(a[k], 0) } } else { for k in 0..<w { h[k] = a[k] } }
+        guard kind != .linear, let U else {
+            for c in 0..<C { logits[c] = h[c] + b[c] }
+            return
+        }
+        for c in 0..<C { logits[c] = b[c] }
+        for k in 0..<w {
+            let hk = h[k]
+            if hk == 0 { continue }
+            let base = k * C
+            for c in 0..<C { logits[c] += hk * U[base + c] }
+        }
     }
 
-    /// Clears the touched rows (their gradient buffers are zeroed for reuse).
+    /// Back-propagates dL/dlogits `g` of one network's last forward through its head: adds g to the
+    /// output-bias gradient, h gᵀ to the output gradient and Uᵀg (masked by a > 0 for mlp, also
+    /// added to the first-bias gradient) into `gh` [width], the gradient of the first layer's output.
+    @inline(__always)
+    static func headGradient(_ kind: Architecture.Kind, logitGrad g: UnsafePointer<Float>, preActivation a: UnsafePointer<Float>,
+                             hidden h: UnsafePointer<Float>, output U: UnsafePointer<Float>?, outputGrad gU: UnsafeMutablePointer<Float>?,
+                             outputBiasGrad gb: UnsafeMutablePointer<Float>, firstBiasGrad gfb: UnsafeMutablePointer<Float>,
+                             width w: Int, classes C: Int, into gh: UnsafeMutablePointer<Float>) {
+        for c in 0..<C { gb[c] += g[c] }
+        if kind != .linear, let U, let gU {
+            for k in 0..<w {
+                let hk = h[k], base = k * C
+                var s: Float = 0
+                for c in 0..<C {
+                    gU[base + c] += hk * g[c]
+                    s += U[base + c] * g[c]
+                }
+                gh[k] = s
+            }
+        } else {
+            for k in 0..<w { gh[k] = g[k] }
+        }
+        if kind == .mlp {
+            for k in 0..<w where a[k] <= 0 { gh[k] = 0 }
+            for k in 0..<w { gfb[k] += gh[k] }
+        }
+    }
+}
+
+/// The first-layer gradient of one batch, kept factored: for each sample r of the batch its
+/// gradient at the layer's output `g_r` [width] and its (row, x) features, so that a touched row's
+/// gradient `Σ_occurrences x · g_r` is summed (in sample order, features in order, from 0) only
+/// when the optimizer updates that row, into one row-sized buffer that stays in cache. A large
+/// table of gradient rows (written for every feature, read back once) is never built.
+final class BatchGradient {
+    let width: Int
+    let capacity: Int
+    /// g_r of sample r at `[r·width, (r+1)·width)`.
+    let outputs: UnsafeMutablePointer<Float>
+    private let accumulator: UnsafeMutablePointer<Float>
+    private var slot: UnsafeMutableBufferPointer<Int32>
+    /// The touched rows in order of first touch.
+    private(set) var touched: [Int] = []
+    private var occurrenceSlot: [Int32] = [], occurrenceSample: [Int32] = [], occurrenceValue: [Float] = []
+    private var start: [Int] = [], cursor: [Int] = [], order: [Int] = []
+
+    init(rows: Int, width: Int, samples: Int) {
+        self.width = width; capacity = samples
+        outputs = .allocate(capacity: max(1, samples * width)); outputs.initialize(repeating: 0, count: max(1, samples * width))
+        accumulator = .allocate(capacity: width); accumulator.initialize(repeating: 0, count: width)
+        slot = .allocate(capacity: rows); slot.initialize(repeating: -1)
+    }
+
+    deinit { outputs.deallocate(); accumulator.deallocate(); slot.deallocate() }
+
+    /// Records sample r's features (its g_r is already in ``outputs``).
+    @inline(__always)
+    func add(sample r: Int, _ input: Input) {
+        precondition(r < capacity)
+        for j in 0..<input.count {
+            let row = input.row(j)
+            var s = slot[row]
+            if s < 0 { s = Int32(touched.count); slot[row] = s; touched.append(row) }
+            occurrenceSlot.append(s); occurrenceSample.append(Int32(r)); occurrenceValue.append(input.values[j])
+        }
+    }
+
+    /// Calls `body(s, row, gradient)` for each touched row in ``touched`` order, `gradient` the
+    /// row's summed gradient [width] (valid during the call), then clears the batch.
+    @inline(__always)
+    func forEachRow(_ body: (Int, Int, UnsafePointer<Float>) -> Void) {
+        let n = touched.count, w = width, acc = accumulator
+        // A stable counting sort of the occurrences by slot.
+        start.removeAll(keepingCapacity: true); start.append(contentsOf: repeatElement(0, count: n + 1))
+        for s in occurrenceSlot { start[Int(s) + 1] += 1 }
+        for s in 0..<n { start[s + 1] += start[s] }
+        cursor.removeAll(keepingCapacity: true); cursor.append(contentsOf: start)
+        order.removeAll(keepingCapacity: true); order.append(contentsOf: repeatElement(0, count: occurrenceSlot.count))
+        for (o, s) in occurrenceSlot.enumerated() { order[cursor[Int(s)]] = o; cursor[Int(s)] += 1 }
+        for s in 0..<n {
+            acc.update(repeating: 0, count: w)
+            for i in start[s]..<start[s + 1] {
+                let o = order[i], x = occurrenceValue[o], g = outputs + Int(occurrenceSample[o]) * w
+                for k in 0..<w { acc[k] += x * g[k] }
+            }
+            body(s, touched[s], acc)
+        }
+        reset()
+    }
+
+    /// The summed gradient of `row` in this batch (zeros when untouched); for tests.
+    func gradient(ofRow row: Int) -> [Float] {
+        var out = [Float](repeating: 0, count: width)
+        let s = slot[row]
+        guard s >= 0 else { return out }
+        for o in occurrenceSlot.indices where occurrenceSlot[o] == s {
+            for k in 0..<width { out[k] += occurrenceValue[o] * outputs[Int(occurrenceSample[o]) * width + k] }
+        }
+        return out
+    }
+
+    /// Forgets the batch's rows and occurrences.
     func reset() {
         for r in touched { slot[r] = -1 }
-        storage.update(repeating: 0, count: touched.count * width)
         touched.removeAll(keepingCapacity: true)
+        occurrenceSlot.removeAll(keepingCapacity: true); occurrenceSample.removeAll(keepingCapacity: true)
+        occurrenceValue.removeAll(keepingCapacity: true)
     }
 }

@@ -47,69 +47,115 @@ public struct OptimizerConfig: Codable, Equatable, Hashable, Sendable {
     }
 }
 
-/// The optimizer state of one network: first and second moments (Adam) or velocity (SGD) for
+/// The optimizer state of the members of a ``FusedNetworks``, each with its own configuration
+/// (all of one ``OptimizerConfig/Kind``): first and second moments (Adam) or velocity (SGD) for
 /// every parameter. Rows of the input projection are updated lazily, only when a batch touched
-/// them (the usual treatment of sparse embeddings); bias correction uses the global step.
-final class Optimizer {
-    let config: OptimizerConfig
-    /// State of the input projection, interleaved per row — Adam: `[m(width) ‖ v(width)]`, SGD:
-    /// `[velocity(width)]` — so the update of a touched row costs one cache miss, not two.
-    private var firstState: [Float]
+/// them (the usual treatment of sparse embeddings); bias correction uses the member's own step.
+///
+/// Layout of the input projection's state, interleaved like the weights: [D][K][stride] with
+/// stride 2w (Adam: `[m(w) ‖ v(w)]`) or w (SGD: velocity), so updating one touched row of every
+/// member is one contiguous stretch of weights and one of state. The dense tensors' moments are
+/// per member, [K][size].
+final class FusedOptimizer {
+    let configs: [OptimizerConfig]
+    let kind: OptimizerConfig.Kind
+    let stride: Int
+    private let firstState: UnsafeMutablePointer<Float>
+    private let stateCount: Int
     private var firstBiasM, firstBiasV, outputM, outputV, outputBiasM, outputBiasV: [Float]
-    private(set) var step = 0
+    private(set) var steps: [Int]
+    private var updates: [Update]
+    /// SGD: each first-layer element's rate, momentum and weight decay [K·w + 8] (padded for the last lanes).
+    private let laneRate, laneMomentum, laneDecay: UnsafeMutableBufferPointer<Float>
 
-    init(config: OptimizerConfig, network: Network) {
-        self.config = config
-        let adam = config.kind == .adam
-        func zeros(_ n: Int, _ needed: Bool = true) -> [Float] { needed ? [Float](repeating: 0, count: n) : [] }
-        firstState = zeros(network.first.count * (adam ? 2 : 1))
-        firstBiasM = zeros(network.firstBias.count); firstBiasV = zeros(network.firstBias.count, adam)
-        outputM = zeros(network.output.count); outputV = zeros(network.output.count, adam)
-        outputBiasM = zeros(network.outputBias.count); outputBiasV = zeros(network.outputBias.count, adam)
+    init(configs: [OptimizerConfig], networks net: FusedNetworks) {
+        precondition(configs.count == net.members && configs.allSatisfy { $0.kind == configs[0].kind }, "one optimizer kind per fused group")
+        self.configs = configs
+        kind = configs[0].kind
+        let adam = kind == .adam, K = net.members
+        stride = adam ? 2 * net.width : net.width
+        stateCount = max(1, net.inputDim * K * stride)
+        firstState = .allocate(capacity: stateCount); firstState.initialize(repeating: 0, count: stateCount)
+        func zeros(_ n: Int, _ needed: Bool = true) -> [Float] { needed ? [Float](repeating: 0, count: K * n) : [] }
+        firstBiasM = zeros(net.width, net.architecture.kind == .mlp); firstBiasV = zeros(net.width, adam && net.architecture.kind == .mlp)
+        outputM = zeros(net.outputSize); outputV = zeros(net.outputSize, adam)
+        outputBiasM = zeros(net.classes); outputBiasV = zeros(net.classes, adam)
+        steps = [Int](repeating: 0, count: K)
+        updates = [Update](repeating: Update(kind: kind, lr: 0, beta1: 0, beta2: 0, epsilon: 0, momentum: 0, weightDecay: 0,
+                                             inverseBias1: 1, inverseBias2: 1), count: K)
+        laneRate = .allocate(capacity: net.span + 8); laneRate.initialize(repeating: 0)
+        laneMomentum = .allocate(capacity: net.span + 8); laneMomentum.initialize(repeating: 0)
+        laneDecay = .allocate(capacity: net.span + 8); laneDecay.initialize(repeating: 0)
     }
 
-    /// Applies the accumulated gradients at rate `lr`, then clears them.
+    deinit { firstState.deallocate(); laneRate.deallocate(); laneMomentum.deallocate(); laneDecay.deallocate() }
+
+    /// Applies the accumulated gradients of each member in `active` at its rate `rates[k]`, then
+    /// clears every gradient.
     ///
-    /// Adam is evaluated as `p ← p − lr·(m̂ / (√v̂ + ε) + λp)` with m̂ = m/(1−β₁ᵗ), v̂ = v/(1−β₂ᵗ).
-    func apply(to net: Network, lr: Float) {
-        step += 1
-        let c = config
-        let b1c = 1 - Foundation.pow(c.beta1, Float(step)), b2c = 1 - Foundation.pow(c.beta2, Float(step))
-        let step = Update(kind: c.kind, lr: lr, beta1: c.beta1, beta2: c.beta2, epsilon: c.epsilon, momentum: c.momentum,
-                          weightDecay: c.weightDecay, inverseBias1: 1 / b1c, inverseBias2: 1 / b2c)
-        func dense(_ p: inout [Float], _ g: inout [Float], _ m: inout [Float], _ v: inout [Float]) {
-            let n = p.count
-            guard n > 0 else { return }
-            p.withUnsafeMutableBufferPointer { P in g.withUnsafeMutableBufferPointer { G in
+    /// Adam is evaluated as `p ← p − lr·(m̂ / (√v̂ + ε) + λp)` with m̂ = m/(1−β₁ᵗ), v̂ = v/(1−β₂ᵗ);
+    /// SGD as `v ← μv + g; p ← p − lr·(v + λp)`.
+    func apply(to net: FusedNetworks, active: [Int], rates: [Float]) {
+        for k in active {
+            steps[k] += 1
+            let c = configs[k]
+            let b1c = 1 - Foundation.pow(c.beta1, Float(steps[k])), b2c = 1 - Foundation.pow(c.beta2, Float(steps[k]))
+            let step = Update(kind: c.kind, lr: rates[k], beta1: c.beta1, beta2: c.beta2, epsilon: c.epsilon, momentum: c.momentum,
+                              weightDecay: c.weightDecay, inverseBias1: 1 / b1c, inverseBias2: 1 / b2c)
+            updates[k] = step
+            func dense(_ p: UnsafeMutablePointer<Float>, _ g: UnsafeMutablePointer<Float>, _ m: inout [Float], _ v: inout [Float], _ n: Int) {
+                guard n > 0 else { return }
                 m.withUnsafeMutableBufferPointer { M in v.withUnsafeMutableBufferPointer { V in
-                    step.run(P.baseAddress!, G.baseAddress!, M.baseAddress!, V.baseAddress, n)
-                    G.update(repeating: 0)
+                    step.run(p + k * n, g + k * n, M.baseAddress! + k * n, V.baseAddress.map { $0 + k * n }, n)
                 } }
-            } }
+            }
+            dense(net.outputBias, net.outputBiasGrad, &outputBiasM, &outputBiasV, net.classes)
+            dense(net.output, net.outputGrad, &outputM, &outputV, net.outputSize)
+            if net.architecture.kind == .mlp { dense(net.firstBias, net.firstBiasGrad, &firstBiasM, &firstBiasV, net.width) }
         }
-        dense(&net.outputBias, &net.outputBiasGrad, &outputBiasM, &outputBiasV)
-        dense(&net.output, &net.outputGrad, &outputM, &outputV)
-        if net.hasFirstBias { dense(&net.firstBias, &net.firstBiasGrad, &firstBiasM, &firstBiasV) }
-        let w = net.width
-        let grad = net.firstGrad
-        let stride = c.kind == .adam ? 2 * w : w
-        net.first.withUnsafeMutableBufferPointer { P in
-            firstState.withUnsafeMutableBufferPointer { S in
-                let G = grad.storage
-                let touched = grad.touched
-                for (s, row) in touched.enumerated() {
-                    // Rows sit at random places in a large table: ask for a later one now.
-                    if s + rowPrefetchDistance < touched.count {
-                        let ahead = touched[s + rowPrefetchDistance]
-                        kd_prefetch(P.baseAddress! + ahead * w, w * 4, 1)
-                        kd_prefetch(S.baseAddress! + ahead * stride, stride * 4, 1)
-                    }
-                    let m = S.baseAddress! + row * stride
-                    step.run(P.baseAddress! + row * w, G + s * w, m, c.kind == .adam ? m + w : nil, w)
+        net.outputBiasGrad.update(repeating: 0, count: net.members * net.classes)
+        if net.outputSize > 0 { net.outputGrad.update(repeating: 0, count: net.members * net.outputSize) }
+        net.firstBiasGrad.update(repeating: 0, count: net.span)
+        let w = net.width, K = net.members, span = net.span, stride = self.stride, adam = kind == .adam
+        let grad = net.firstGrad, P = net.first, S = firstState
+        let touched = grad.touched
+        // Rows sit at random places in a large table: ask for a later one while this one is updated.
+        func prefetch(_ s: Int) {
+            guard s + rowPrefetchDistance < touched.count else { return }
+            let ahead = touched[s + rowPrefetchDistance]
+            kd_prefetch(P + ahead * span, span * 4, 1)
+            kd_prefetch(S + ahead * K * stride, K * stride * 4, 1)
+        }
+        if !adam {
+            // SGD: the rows of consecutive active members are one contiguous stretch of weights,
+            // gradients and velocities; each element carries its member's μ, lr and λ.
+            var stretches: [(start: Int, count: Int)] = []
+            for k in active {
+                let c = configs[k]
+                for i in k * w..<(k + 1) * w { laneRate[i] = rates[k]; laneMomentum[i] = c.momentum; laneDecay[i] = c.weightDecay }
+                if let last = stretches.last, last.start + last.count == k * w { stretches[stretches.count - 1].count += w }
+                else { stretches.append((k * w, w)) }
+            }
+            let lr = laneRate.baseAddress!, mu = laneMomentum.baseAddress!, wd = laneDecay.baseAddress!
+            func lanes(_ p: UnsafeMutablePointer<Float>) -> SIMD8<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self) }
+            grad.forEachRow { s, row, G in
+                prefetch(s)
+                for (start, count) in stretches {
+                    let o = row * span + start
+                    Update.sgd(P + o, G + start, S + o, count) { i in (lanes(mu + start + i), lanes(lr + start + i), lanes(wd + start + i)) }
+                }
+            }
+            return
+        }
+        updates.withUnsafeBufferPointer { U in
+            grad.forEachRow { s, row, G in
+                prefetch(s)
+                for k in active {
+                    let m = S + (row * K + k) * stride
+                    U[k].run(P + row * span + k * w, G + k * w, m, m + w, w)
                 }
             }
         }
-        grad.reset()
     }
 }
 
@@ -144,11 +190,40 @@ struct Update {
                 p[i] -= lr * ((mi * inverseBias1) / ((vi * inverseBias2).squareRoot() + epsilon) + weightDecay * p[i])
             }
         } else {
-            for i in 0..<n {
-                let mi = momentum * m[i] + g[i]
-                m[i] = mi
-                p[i] -= lr * (mi + weightDecay * p[i])
-            }
+            let mu = SIMD8<Float>(repeating: momentum), rate = SIMD8<Float>(repeating: lr), wd = SIMD8<Float>(repeating: weightDecay)
+            Update.sgd(p, g, m, n) { _ in (mu, rate, wd) }
         }
+    }
+
+    /// SGD with momentum on 8 lanes: `v ← μv + g; p ← p − lr·(v + λp)` (lane by lane, exactly the
+    /// scalar operations).
+    @inline(__always)
+    static func sgdLanes(_ p: inout SIMD8<Float>, _ v: inout SIMD8<Float>, _ g: SIMD8<Float>,
+                         momentum mu: SIMD8<Float>, lr: SIMD8<Float>, weightDecay wd: SIMD8<Float>) {
+        v = mu * v + g
+        p = p - lr * (v + wd * p)
+    }
+
+    /// ``sgdLanes(_:_:_:momentum:lr:weightDecay:)`` over n elements, eight at a time (the last
+    /// partial group in zero-padded lanes); `constants(i)` gives μ, lr and λ of elements i..<i+8.
+    @inline(__always)
+    static func sgd(_ p: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, _ v: UnsafeMutablePointer<Float>, _ n: Int,
+                    _ constants: (Int) -> (SIMD8<Float>, SIMD8<Float>, SIMD8<Float>)) {
+        var i = 0
+        while i + 8 <= n {
+            var pi = UnsafeRawPointer(p + i).loadUnaligned(as: SIMD8<Float>.self)
+            var vi = UnsafeRawPointer(v + i).loadUnaligned(as: SIMD8<Float>.self)
+            let (mu, lr, wd) = constants(i)
+            sgdLanes(&pi, &vi, UnsafeRawPointer(g + i).loadUnaligned(as: SIMD8<Float>.self), momentum: mu, lr: lr, weightDecay: wd)
+            UnsafeMutableRawPointer(v + i).storeBytes(of: vi, as: SIMD8<Float>.self)
+            UnsafeMutableRawPointer(p + i).storeBytes(of: pi, as: SIMD8<Float>.self)
+            i += 8
+        }
+        guard i < n else { return }
+        var pi = SIMD8<Float>(repeating: 0), vi = pi, gi = pi
+        for j in 0..<(n - i) { pi[j] = p[i + j]; vi[j] = v[i + j]; gi[j] = g[i + j] }
+        let (mu, lr, wd) = constants(i)
+        sgdLanes(&pi, &vi, gi, momentum: mu, lr: lr, weightDecay: wd)
+        for j in 0..<(n - i) { p[i + j] = pi[j]; v[i + j] = vi[j] }
     }
 }

@@ -121,20 +121,22 @@ func KDStoreLogSoftmax(_ x: [Float], _ T: Float) -> [Float] {
 @Suite struct OptimizerTests {
     @Test(arguments: try ReferenceCases.shared().optimizer.indices) func stepsMatchTheNumpyReference(_ i: Int) throws {
         let c = try ReferenceCases.shared().optimizer[i]
-        var rng = SplitMix64(seed: 1)
         // A linear "network" whose output-bias vector holds the parameters under test.
-        let net = Network(architecture: Architecture(kind: .linear), inputDim: 1, classes: c.start.count, sparseInput: true, rng: &rng)
-        net.outputBias = c.start
+        let net = FusedNetworks(architecture: Architecture(kind: .linear), inputDim: 1, classes: c.start.count, sparseInput: true,
+                                rngs: [SplitMix64(seed: 1)])
+        let n = c.start.count
+        net.outputBias.update(from: c.start, count: n)
         var config = OptimizerConfig()
         config.kind = OptimizerConfig.Kind(rawValue: c.kind)!
         config.weightDecay = c.weight_decay
-        let optimizer = Optimizer(config: config, network: net)
+        let optimizer = FusedOptimizer(configs: [config], networks: net)
         for g in c.grads {
-            net.outputBiasGrad = g
-            optimizer.apply(to: net, lr: c.lr)
+            net.outputBiasGrad.update(from: g, count: n)
+            optimizer.apply(to: net, active: [0], rates: [c.lr])
         }
-        for (a, b) in zip(net.outputBias, c.end) { #expect(abs(Double(a) - b) < 1e-5, "\(net.outputBias) vs \(c.end)") }
-        #expect(net.outputBiasGrad.allSatisfy { $0 == 0 }, "gradients are cleared after a step")
+        let end = Array(UnsafeBufferPointer(start: net.outputBias, count: n))
+        for (a, b) in zip(end, c.end) { #expect(abs(Double(a) - b) < 1e-5, "\(end) vs \(c.end)") }
+        #expect(UnsafeBufferPointer(start: net.outputBiasGrad, count: n).allSatisfy { $0 == 0 }, "gradients are cleared after a step")
     }
 
     @Test func scheduleWarmsUpThenDecays() {
@@ -157,49 +159,51 @@ func KDStoreLogSoftmax(_ x: [Float], _ T: Float) -> [Float] {
 }
 
 @Suite struct NetworkGradientTests {
-    /// L = Σ_c w_c z_c for fixed w: dL/dθ from backward must equal the finite difference of forward.
+    /// L = Σ_c w_c z_c for fixed w: dL/dθ of member 1 of two fused networks (from backward) must
+    /// equal the finite difference of its forward, and member 0's gradients stay 0 when inactive.
     @Test(arguments: [Architecture(kind: .linear), Architecture(kind: .fasttext, width: 4), Architecture(kind: .mlp, width: 5)])
     func backwardMatchesFiniteDifferences(_ architecture: Architecture) {
         var rng = SplitMix64(seed: 7)
-        let C = 3
-        let net = Network(architecture: architecture, inputDim: 10, classes: C, sparseInput: true, rng: &rng)
-        for i in net.output.indices { net.output[i] = rng.uniform(0.5) }
-        for i in net.first.indices { net.first[i] = rng.uniform(0.5) }
-        for i in net.firstBias.indices { net.firstBias[i] = rng.uniform(0.5) }
-        let w: [Float] = [0.7, -1.3, 0.4]
+        let C = 3, D = 10
+        let net = FusedNetworks(architecture: architecture, inputDim: D, classes: C, sparseInput: true, rngs: [SplitMix64(seed: 1), SplitMix64(seed: 2)])
+        let w = net.width, o = net.outputSize, k = 1
+        for i in 0..<(2 * o) { net.output[i] = rng.uniform(0.5) }
+        for i in 0..<(D * net.span) { net.first[i] = rng.uniform(0.5) }
+        for i in 0..<net.span { net.firstBias[i] = rng.uniform(0.5) }
+        let weights: [Float] = [0.7, -1.3, 0.4]
         let indices: [UInt32] = [1, 4, 9], values: [Float] = [0.5, 0.25, 0.8]
         func loss() -> Float {
             indices.withUnsafeBufferPointer { i in values.withUnsafeBufferPointer { v in
-                var z = [Float](repeating: 0, count: C)
-                z.withUnsafeMutableBufferPointer { net.forward(Input(indices: i, values: v), logits: $0.baseAddress!) }
-                return zip(z, w).map(*).reduce(0, +)
+                net.forward(Input(indices: i, values: v), active: [k])
+                return (0..<C).map { net.logits(k)[$0] * weights[$0] }.reduce(0, +)
             } }
         }
         _ = loss()
+        net.logitGrad(k).update(from: weights, count: C)
         indices.withUnsafeBufferPointer { i in values.withUnsafeBufferPointer { v in
-            w.withUnsafeBufferPointer { net.backward(Input(indices: i, values: v), logitGrad: $0.baseAddress!) }
+            net.backward(Input(indices: i, values: v), sample: 0, active: [k], inactive: [0])
         } }
         let h: Float = 1e-2
-        // First-layer rows of the used features.
-        let rowGrad = Dictionary(uniqueKeysWithValues: net.firstGrad.touched.enumerated().map { ($1, $0) })
+        let touched = net.firstGrad.touched
+        #expect(touched.sorted() == [1, 4, 9], "only the rows of present features get gradients")
         for row in [1, 4, 9] {
-            for k in 0..<net.width {
-                let p = row * net.width + k
+            for i in 0..<w {
+                let p = (row * 2 + k) * w + i
                 let saved = net.first[p]
                 net.first[p] = saved + h; let up = loss()
                 net.first[p] = saved - h; let down = loss()
                 net.first[p] = saved
-                let analytic = net.firstGrad.values[rowGrad[row]! * net.width + k]
-                #expect(abs((up - down) / (2 * h) - analytic) < 2e-3, "\(architecture) first[\(row), \(k)]")
+                let analytic = net.firstGrad.gradient(ofRow: row)[k * w + i]
+                #expect(abs((up - down) / (2 * h) - analytic) < 2e-3, "\(architecture) first[\(row), \(i)]")
+                #expect(net.firstGrad.gradient(ofRow: row)[i] == 0, "the inactive member's row stays 0")
             }
         }
-        for p in net.output.indices {
+        for p in (k * o)..<((k + 1) * o) {
             let saved = net.output[p]
             net.output[p] = saved + h; let up = loss()
             net.output[p] = saved - h; let down = loss()
             net.output[p] = saved
             #expect(abs((up - down) / (2 * h) - net.outputGrad[p]) < 2e-3, "\(architecture) output[\(p)]")
         }
-        #expect(net.firstGrad.touched.sorted() == [1, 4, 9], "only the rows of present features get gradients")
     }
 }
