@@ -17,9 +17,11 @@ The CSV, the dataset store and the teacher cache (the built-in teacher, linear, 
 are kept under --work (default .build-bench/) keyed by their inputs, so a rerun skips them.
 
     python tools/bench/sweep_scale.py --bin .build/release/kdcache [--quick] [--reps N] [--work DIR]
+                                      [--epochs E] [--baselines numpy,torch]
 
 --quick: every 8th row of the CSV, 2 epochs, 8 configurations in (a) and (b): a smoke run of a few
-minutes. Needs root (or sudo) once, to fetch Debian's Translation-en lists with apt.
+minutes. --epochs and --baselines shorten a full-size run (numpy, the targets' baseline, stays).
+Needs root (or sudo) once, to fetch Debian's Translation-en lists with apt.
 """
 import argparse
 import hashlib
@@ -211,7 +213,7 @@ def run(kdcache, latency_bin=None, work=ROOT / ".build-bench", quick=False, reps
     title = (f"{s['rows']:,} texts ({n_train:,} train), {s['classes']} classes, 2^18 hashed word 1+2-grams"
              f" ({s['buckets']:,} buckets in use, {s['nnz']:.1f} nonzero per sample)")
     log(f"9. Sweeps at scale: Debian package-description paragraphs by Section, {title}; load average {os.getloadavg()[0]:.1f}")
-    log(f"  linear students, SGD momentum {MOMENTUM}, batch {BATCH}, {E} epochs; end to end = process start to results")
+    log(f"  linear students, SGD momentum {MOMENTUM}, batch {BATCH}, {E} epoch{'s' if E != 1 else ''}; end to end = process start to results")
     runs = {"numpy": [], "kd1": [], "kd2": [], **({"torch": []} if "torch" in baselines else {})}
     acc = {}
     train_seconds = []
