@@ -79,11 +79,16 @@ demo: system-deps
 	  --epochs 20 --seeds 3 --workers 2 --out $(DEMO)/sweep --quiet
 	@echo "report: $(CURDIR)/$(DEMO)/sweep/report.html"
 
-## bench: release-build benchmarks, each printed as a ratio against a baseline run side by side.
+## bench: release-build benchmarks, each printed as a ratio against a baseline run side by side. Section 9
+## (tools/bench/sweep_scale.py; long: 36 configurations x 5 epochs on 128k texts in four systems) fetches Debian's Translation-en lists with apt once (root or sudo)
+## and keeps its dataset and teacher in .build-bench/; BENCH_ONLY=scale runs one section, BENCH_SCALE_QUICK=1
+## runs section 9 small.
 bench: deps $(VENV)/.bench-installed
 	$(SWIFT) build -c release $(QUIET)
 	gcc -O2 -o .build/lmdb-c-bench tools/bench/lmdb_c_bench.c -llmdb
-	$(PY) tools/bench/run_bench.py --swift .build/release/kdcache-bench --c .build/lmdb-c-bench --kdcache $(RELEASE_BIN)
+	gcc -O2 -o .build/latency tools/bench/latency.c
+	$(PY) tools/bench/run_bench.py --swift .build/release/kdcache-bench --c .build/lmdb-c-bench --kdcache $(RELEASE_BIN) \
+	  --latency .build/latency $(if $(BENCH_ONLY),--only $(BENCH_ONLY)) $(if $(BENCH_SCALE_QUICK),--scale-quick)
 
 ## bench-scale: a sequence cache of ~12 M byte-level tokens (Debian's package descriptions × 4, the
 ## tiny LM teacher, top-32, --retemper-at 1,2,4): write at 1 M and 12 M tokens with peak RSS, kill -9 ×3

@@ -19,6 +19,11 @@ per-repetition ratios (PERF-NOTES.md: absolute numbers drift up to 1.5x between 
      (Arrow, memory-mapped) holding the same log-probabilities as a column — random access and scan.
   8. External teachers: `kdcache teach --exec` with a teacher that answers instantly, JSON vs
      binary framing, against `kdcache import` of the same logits from .npy (the protocol's floor).
+  9. Sweeps at scale (tools/bench/sweep_scale.py): Debian's package-description paragraphs (~160k
+     texts, ~50 classes): a 36-configuration sweep, kdcache (1 and 2 workers) vs numpy and PyTorch
+     (target >= 10x numpy, floor 5x); 36 configurations in one run vs 36 runs of one (target <= 0.25x);
+     µs per sample-step per configuration against a memory-latency estimate (tools/bench/latency.c).
+     Its stores are kept in .build-bench/ keyed by their inputs; --scale-quick runs it small.
 """
 import argparse
 import os
@@ -417,16 +422,23 @@ def protocol_section(args, tmp):
             ("teacher protocol, JSON / binary framing time", res["json"][1] / res["binary"][1], None)]
 
 
+def scale_section(args, tmp):
+    import sweep_scale
+    return sweep_scale.run(args.kdcache, args.latency, HERE.parents[1] / ".build-bench", quick=args.scale_quick)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--swift", required=True)
     p.add_argument("--c", required=True)
     p.add_argument("--kdcache", required=True)
-    p.add_argument("--only", choices=["lmdb", "softlabels", "prep", "memory", "sweep", "teach", "python", "protocol"])
+    p.add_argument("--latency", help="tools/bench/latency.c built (section 9; default: built by sweep_scale.py)")
+    p.add_argument("--scale-quick", action="store_true", help="section 9 on every 8th text, 2 epochs, 8 configurations")
+    p.add_argument("--only", choices=["lmdb", "softlabels", "prep", "memory", "sweep", "teach", "python", "protocol", "scale"])
     args = p.parse_args()
     sections = {"lmdb": lmdb_section, "softlabels": softlabel_section, "prep": prep_section, "memory": memory_section,
                 "sweep": sweep_section, "teach": teach_overhead_section, "python": python_reader_section,
-                "protocol": protocol_section}
+                "protocol": protocol_section, "scale": scale_section}
     verdicts = []
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as d:
         for name, section in sections.items():
