@@ -70,8 +70,8 @@ public enum PageValidator {
     /// and ``retrySeconds``). A writer can only overwrite pages of snapshot t from transaction
     /// t + 3 on (liblmdb reuses pages freed by transactions older than the oldest reader, and
     /// without readers older than the writer's txnid − 1), so a damaged-looking walk of a changing
-    /// file always sees a new txnid or a longer file when it looks again: a problem found with an
-    /// unchanged txnid is damage. When the writer commits during every walk until the attempts run
+    /// file always sees a new txnid or a longer file when it looks again; a problem found twice
+    /// with an unchanged txnid and length is damage (``retryingWhileChanging``). When the writer commits during every walk until the attempts run
     /// out, the report keeps the last walk's problems and sets
     /// ``PageValidationReport/changedDuringEveryWalk``: it proves nothing either way, and callers
     /// must not call the file damaged.
@@ -104,12 +104,17 @@ public enum PageValidator {
 
     /// The retry rule of ``validate(path:scope:walkInFull:)``, apart from the file: `walk` checks
     /// the file once (its report and the length it took); `current` reads the picked txnid and the
-    /// length again. A passing walk, or a failing one after which neither changed, is returned as
-    /// it is; otherwise the walk is repeated while attempts and `timeLeft()` last.
+    /// length again. A passing walk is returned at once. A failing one counts as damage only when
+    /// nothing changed during it (same txnid and length afterwards) and the next walk, also
+    /// unchanged, finds the same problems at the same txnid: one walk alone can read a meta page
+    /// torn by a concurrent commit (new and old `mm_dbs` fields mixed, the txnid already new) and
+    /// fail with no commit seen after it. Otherwise the walk is repeated while attempts and
+    /// `timeLeft()` last.
     static func retryingWhileChanging(maxAttempts: Int, timeLeft: () -> Bool,
                                       walk: () throws -> (PageValidationReport, Int),
                                       current: () throws -> (txnid: UInt64?, length: Int)) throws -> PageValidationReport {
         var attempt = 0
+        var unchangedFailure: (txnid: UInt64, length: Int, problems: [String])?
         while true {
             attempt += 1
             var (report, length) = try walk()
@@ -119,8 +124,16 @@ public enum PageValidator {
             // reused page, or a meta page newer than the length we took.
             let now = try current()
             let changed = now.length != length || (report.metaWasPicked && now.txnid != nil && now.txnid != report.transactionID)
-            if !changed { return report }
-            if attempt >= maxAttempts || !timeLeft() {
+            if !changed {
+                if let seen = unchangedFailure, seen.txnid == report.transactionID, seen.length == length, seen.problems == report.problems {
+                    return report
+                }
+                unchangedFailure = (report.transactionID, length, report.problems)
+            } else {
+                unchangedFailure = nil
+            }
+            // The confirming walk of an unchanged failure is always made, even out of attempts or time.
+            if changed && (attempt >= maxAttempts || !timeLeft()) {
                 report.changedDuringEveryWalk = true
                 report.notes.append("a writer committed during each of \(attempt) walks; the last one's problems are listed, "
                                     + "but they may be the writer's, not damage")

@@ -447,14 +447,25 @@ extension Array where Element == UInt8 {
         return r
     }
 
-    @Test func aFailureWithTheSameTransactionIsDamageAtOnce() throws {
+    @Test func aFailureFoundTwiceWithTheSameTransactionIsDamage() throws {
         var walks = 0
-        let report = try PageValidator.retryingWhileChanging(maxAttempts: 64, timeLeft: { true }, walk: {
+        let report = try PageValidator.retryingWhileChanging(maxAttempts: 64, timeLeft: { false }, walk: {
             walks += 1
             return (failingWalk(txnid: 7), 4096)
         }, current: { (7, 4096) })
-        #expect(walks == 1 && report.attempts == 1)
+        // The second walk confirms, even with no time left.
+        #expect(walks == 2 && report.attempts == 2)
         #expect(report.isDamaged && !report.changedDuringEveryWalk)
+    }
+
+    @Test func aFailureTheNextWalkDoesNotSeeIsNotDamage() throws {
+        // A meta page torn by a concurrent commit fails one walk with no commit seen after it.
+        var walks = 0
+        let report = try PageValidator.retryingWhileChanging(maxAttempts: 64, timeLeft: { true }, walk: {
+            walks += 1
+            return walks == 1 ? (failingWalk(txnid: 7), 4096) : (PageValidationReport(scope: .full), 4096)
+        }, current: { (7, 4096) })
+        #expect(walks == 2 && report.isValid)
     }
 
     @Test func aFailureAfterACommitIsWalkedAgain() throws {
