@@ -333,8 +333,8 @@ def check_file(path: str) -> None:
     problem = seen[0]
     if problem.startswith("truncated"):
         raise FormatError(f"{path}: {problem} (a cut copy or an interrupted transfer: copy the file again)")
-    raise FormatError(f"{path}: damaged LMDB file: {problem} (liblmdb would read outside the file or abort on it; "
-                      f"`kdcache verify {path}` lists every damaged page: copy the file again from a sound source)")
+    raise FormatError(f"{path}: damaged LMDB file: {problem} (refused before liblmdb reads it: `kdcache verify {path}` "
+                      "lists every damaged page; copy the file again from a sound source)")
 
 
 def _snapshot(fd: int) -> tuple[_Meta, int]:
@@ -350,7 +350,11 @@ def _snapshot(fd: int) -> tuple[_Meta, int]:
 def _check(fd: int) -> None:
     """One walk; a `_Damage` carries `snapshot`: (txnid, length) when the snapshot did not change
     during the walk, else None."""
-    meta, size = _snapshot(fd)
+    try:
+        meta, size = _snapshot(fd)
+    except _Damage as e:
+        e.snapshot = ("meta pages", os.fstat(fd).st_size)      # a writer never leaves these unreadable
+        raise
     if meta is None:
         return                                   # not LMDB at all: lmdb.open refuses it
     try:

@@ -295,6 +295,7 @@ def test_a_damaged_page_is_named(tmp_path):
         "a cycle": (lambda b: struct.pack_into("<HH", b, branch * PAGE + child, branch, 0), f"page {branch} ("),
         "an overflow run past the file": (lambda b: struct.pack_into("<Q", b, overflow_node[0] * PAGE + overflow_node[1], last - 1) if overflow_node else None,
                                           "overflow run at page"),
+        "meta page 1 without the magic": (lambda b: struct.pack_into("<I", b, PAGE + 16, 0), "page 1 is not an LMDB meta page"),
         "a meta depth over 32": (lambda b: [struct.pack_into("<H", b, m * PAGE + 16 + 72 + 6, 40) for m in (0, 1)], "depth 40"),
     }
     assert overflow_node, "the file has values in overflow pages"
