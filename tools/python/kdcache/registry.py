@@ -8,18 +8,20 @@ slot is shared. Readers then assume no concurrent writer in another process: kdc
 files under a temporary name, or are finished before caches are shared. While a writer is open
 the environment is writable and locked, and readers of the same file read through it: the first
 writer reopens the file that way, and the last one to close reopens it read-only again; each time
-the readers' database handles are reopened (`SharedEnvironment.follow`).
+the readers' database handles are reopened (`SharedEnvironment.follow`). Before py-lmdb first
+maps an existing file, `pages.check_file` walks its pages, so that a damaged file is a FormatError
+naming the page rather than a SIGBUS of liblmdb in this process.
 """
 from __future__ import annotations
 
 import contextlib
 import os
-import struct
 import threading
 import weakref
 
 import lmdb
 
+from . import pages
 from .format import FormatError
 
 _MAX_DBS = 64
@@ -27,38 +29,15 @@ _LOCK = threading.Lock()
 _OPEN: dict[tuple[int, int], "SharedEnvironment"] = {}
 
 
-_META = struct.Struct("<I")           # mm_magic at page offset 16 (LMDB 0.9 MDB_meta)
-_MAGIC = 0xBEEFC0DE
-
-
-def _check_not_truncated(path: str) -> None:
-    """Refuses a file shorter than its current meta page says (`(mm_last_pg + 1)` pages of the page
-    size kept in the free DB's `md_pad`): liblmdb would read past its end, a SIGBUS in this process.
-    The meta page is the one of the larger `mm_txnid`, as liblmdb picks it; files it cannot parse are
-    left to lmdb.open."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(2 * 65536)
-            size = os.fstat(f.fileno()).st_size
-    except OSError:
-        return
-    if len(head) < 152 or _META.unpack_from(head, 16)[0] != _MAGIC:
-        return
-    psize = struct.unpack_from("<I", head, 40)[0]
-    metas = [struct.unpack_from("<QQ", head, off + 136) for off in (0, psize)
-             if 0 < psize <= 65536 and off + 152 <= len(head) and _META.unpack_from(head, off + 16)[0] == _MAGIC]
-    if not metas:
-        return
-    last_pg, _ = max(metas, key=lambda m: m[1])
-    if (last_pg + 1) * psize > size:
-        raise FormatError(f"{path}: truncated: its meta page says {last_pg + 1} pages of {psize} bytes, the file holds {size} bytes "
-                          "(a cut copy or an interrupted transfer: copy the file again)")
-
-
-def _lmdb_open(path: str, writable: bool, map_size: int) -> lmdb.Environment:
+def _lmdb_open(path: str, writable: bool, map_size: int, walk: bool = True) -> lmdb.Environment:
+    """Opens the file with py-lmdb, after `pages.check_file` has walked an existing one (`walk`):
+    liblmdb trusts every page it maps, and a damaged one would kill this process (SIGBUS, SIGABRT).
+    A reopening (`SharedEnvironment._reopen`) does not walk again: the file was walked when this
+    process first opened it, and changed since only through liblmdb's own writes."""
+    if walk and os.path.exists(path):
+        pages.check_file(path)
     if writable:
         return lmdb.open(path, subdir=False, map_size=map_size, max_dbs=_MAX_DBS)
-    _check_not_truncated(path)
     try:
         return lmdb.open(path, subdir=False, readonly=True, lock=False, max_dbs=_MAX_DBS)
     except lmdb.Error as e:
@@ -100,9 +79,9 @@ class SharedEnvironment:
             self.env.sync(True)
         self.env.close()
         try:
-            self.env, self.writable = _lmdb_open(self.path, writable, map_size), writable
+            self.env, self.writable = _lmdb_open(self.path, writable, map_size, walk=False), writable
         except Exception:
-            self.env, self.writable = _lmdb_open(self.path, self.writable, map_size), self.writable
+            self.env, self.writable = _lmdb_open(self.path, self.writable, map_size, walk=False), self.writable
             self._reopen_followers()
             raise
         self._reopen_followers()

@@ -10,8 +10,8 @@ in a long-lived child: a damaged file may crash liblmdb), each under a 20 s time
 the class campaign: no crash (a native exit other than 0/1, or the Python reader raising anything but
 `kdcache.FormatError`), no hang, no altered file passing `verify`. In-range edits no check can catch
 (FORMAT.md §1.1, "undetectable by design") are counted apart. Whether a byte-damaged file that
-passes verify is altered: `ContentOracle`. One known limitation is listed apart, not failed: liblmdb
-inside py-lmdb faulting on a corrupted node of a flipped or copied page (`liblmdb_fault`).
+passes verify is altered: `ContentOracle`. The Python reader walks a file's pages before liblmdb
+maps it (kdcache/pages.py), so a SIGBUS of liblmdb inside py-lmdb is a failure like any crash.
 
 `make test` runs a small campaign (30 samples per cache, 1 flip per page, 6 page copies, stale-checksum
 manifests of the top-k cache only; about 260 files); KDCACHE_DAMAGE_BIG=1 runs 200 samples per
@@ -454,15 +454,6 @@ class ContentOracle:
                 + (f" ({', '.join(self.by_export)})" if self.by_export else "")]
 
 
-def liblmdb_fault(f, name, code):
-    """The one known limitation: py-lmdb's liblmdb, following a node offset or size corrupted inside
-    a page, reads past the file (SIGBUS/SIGSEGV in the Python child). The Python reader has no page
-    validator (Swift's Sources/LMDB/PageValidator.swift); `kdcache verify` names such pages. Only a
-    byte flip or page copy may do this: a truncated file is refused at open (registry), and no
-    record or manifest edit may kill the reader."""
-    return name == "python" and code in (-7, -11) and f.category == "byte" and "truncated" not in f.what
-
-
 def test_sequence_damage_campaign(seq_intact, tmp_path, capsys):
     rng = random.Random(SEED)
     out = tmp_path / "damaged"
@@ -476,7 +467,7 @@ def test_sequence_damage_campaign(seq_intact, tmp_path, capsys):
     accepted = [f.path.stem for f in files if f.altered is True and f.results["python"][0] == 0]
     report, failed = campaign_report("sequence damage campaign", files, jobs, started, altered,
                                      lambda f, name: commands(f, seq_intact, tmp_path)[name], "sequence-damage-campaign.txt", capsys,
-                                     tolerated=liblmdb_fault, notes=altered.notes)
+                                     notes=altered.notes)
     with capsys.disabled():
         print(f"  Python reader: read every record of {len(accepted)} files altered by construction, which verify refuses "
               f"(the reader does not make verify's Σp = 1, log-sum at T_w and extra-record checks): {', '.join(accepted)}")
