@@ -5,6 +5,7 @@ import KDTrain
 
 /// Runs a teacher over a dataset store and caches its softened log-probabilities
 /// (`log_softmax(z / T_w)`) for every sample (of one shard), resuming after what is committed.
+/// Either teacher predicts and writes `commitEvery` samples at a time, only those still to write.
 /// The teacher is the built-in one, or an external process (``External``).
 public struct TeachJob: Sendable {
     /// An external teacher: a command speaking the protocol of tools/teachers/TEACHERS.md.
@@ -105,10 +106,15 @@ public struct TeachJob: Sendable {
         opened = writer
         if let done = try complete(writer) { return done }
         let layout = options.layout
-        let (logProbs, report) = try BuiltinTeacher(options: options.builtin).predict(
+        // The models train on the whole train split; then only the samples still to write (of
+        // the shard, after what a killed run committed) are featurized and predicted, a commit
+        // batch at a time.
+        let teacher = try BuiltinTeacher(options: options.builtin).train(
             dataset: store, views: layout.views, augmentation: layout.augmentation, augmentationSeed: layout.augmentationSeed,
             progress: log)
-        let written = try TeacherOutput.write(writer, shard: options.shard, batchSize: options.commitEvery) { range in range.map { logProbs[$0] } }
+        let written = try TeacherOutput.write(writer, shard: options.shard, batchSize: options.commitEvery, produce: teacher.logProbs,
+                                              progress: { done, total in events(.progress(done: done, total: total)) })
+        let report = try teacher.report()
         var metrics: [String: Double] = [:]
         if let v = report.validAccuracy { metrics["valid_accuracy"] = v }
         if let t = report.testAccuracy { metrics["test_accuracy"] = t }

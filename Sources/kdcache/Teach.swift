@@ -42,6 +42,8 @@ struct Teach: ParsableCommand {
     @Option(help: "Augmentation of views 1…: token-dropout:p=P (text) or gaussian:sigma=S (dense).") var augment: String?
     @Option(parsing: .unconditional, help: "Write only part i of N of the samples (e.g. 0/4); defaults from Slurm / Kubernetes variables.") var shard: String?
     @Flag(help: "Train on the store's own features instead of richer text features.") var storeFeatures = false
+    @Option(parsing: .unconditional, help: "Hash bits B of the built-in teacher's text features (2^B buckets; each MLP holds a row of --hidden weights and two of Adam state per bucket in use).")
+    var textBits = BuiltinTeacherOptions().richBits
     @Option(parsing: .unconditional, help: "Worker threads.") var workers = BuiltinTeacherOptions().workers
     @OptionGroup var progress: ProgressOptions
     @OptionGroup var sequenceOptions: SequenceOptions
@@ -56,6 +58,7 @@ struct Teach: ParsableCommand {
             try check(name, value, .atLeast(1))
         }
         try check("--seed", seed, .atLeast(0))
+        if !(8...24).contains(textBits) { throw ValidationError("--text-bits must be in 8…24, got \(textBits)") }
         if views > 1 && augment == nil { throw ValidationError("--views \(views) needs --augment (e.g. token-dropout:p=0.1).") }
         if let augment { _ = try parseAugmentation(augment) }
         _ = try parseShard(shard)
@@ -86,7 +89,7 @@ struct Teach: ParsableCommand {
         options.builtin.architecture = teacher == "mlp" ? Architecture(kind: .mlp, width: hidden) : Architecture(kind: .linear)
         options.builtin.epochs = epochs; options.builtin.learningRate = lr; options.builtin.ensemble = ensemble
         options.builtin.crossFitFolds = crossFit; options.builtin.seed = UInt64(seed); options.builtin.workers = workers
-        options.builtin.richTextFeatures = !storeFeatures
+        options.builtin.richTextFeatures = !storeFeatures; options.builtin.richBits = textBits
         return options
     }
 
