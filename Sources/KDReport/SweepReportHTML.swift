@@ -273,6 +273,7 @@ extension SweepReport {
         \(verdictHTML)
         \(divergedNote())
         <p>Every choice uses the validation split; test accuracy is only reported, as mean ± sd over seeds. The KD gain is the mean of per-seed test differences (same seed, KD minus no-KD) with its 95&nbsp;% t-interval. Classes: \(escape(labels.joined(separator: ", "))).</p>
+        \(rungTable())
         <div class="figures">\(bars())\(curves())</div>
         <h2>Temperature × α</h2>
         <p>Each cell: the mean test accuracy over seeds of the learning rate with the best valid accuracy for that α and T (printed under it). α = 0 trains on the labels alone, so it ignores T.</p>
@@ -292,13 +293,32 @@ extension SweepReport {
         let ok = ranked.enumerated().map { i, a -> String in
             let c = a.point
             let classes = [a.isBaseline ? "base" : nil, c.key == bestKey ? "best" : nil].compactMap { $0 }
-            return "<tr\(classes.isEmpty ? "" : " class='\(classes.joined(separator: " "))'")><td>\(i + 1)</td><td>\(escape(c.architecture.description))</td><td>\(c.optimizer.learningRate)</td><td>\(c.loss.alpha)</td><td>\(a.isBaseline ? "–" : "\(c.loss.temperature)")</td><td>\(fmt(a.validAccuracy.mean))</td><td>\(pm(a.testAccuracy))</td><td>\(fmt(a.macroF1))</td><td>\(fmt(a.agreement, 3))</td><td>\(fmt(a.kl, 3))</td><td>\(fmt(a.ece, 3))</td><td>ok</td></tr>"
+            return "<tr\(classes.isEmpty ? "" : " class='\(classes.joined(separator: " "))'")><td>\(i + 1)</td><td>\(escape(c.architecture.description))</td><td>\(c.optimizer.learningRate)</td><td>\(c.loss.alpha)</td><td>\(a.isBaseline ? "–" : "\(c.loss.temperature)")</td><td>\(fmt(a.validAccuracy.mean))</td><td>\(pm(a.testAccuracy))</td><td>\(fmt(a.macroF1))</td><td>\(fmt(a.agreement, 3))</td><td>\(fmt(a.kl, 3))</td><td>\(fmt(a.ece, 3))</td><td>\(escape(stopStatus(a)))</td></tr>"
         }
         let bad = diverged.map { a -> String in
             let c = a.point
             return "<tr class='diverged'><td>–</td><td>\(escape(c.architecture.description))</td><td>\(c.optimizer.learningRate)</td><td>\(c.loss.alpha)</td><td>\(a.isBaseline ? "–" : "\(c.loss.temperature)")</td><td colspan='6'>–</td><td>\(escape(a.status))</td></tr>"
         }
         return (ok + bad).joined(separator: "\n")
+    }
+
+    /// `ok`, or for a halving point stopped before the last rung `stopped at 3 epochs (rung 1)`.
+    func stopStatus(_ a: AggregatedResult) -> String {
+        guard let rung = a.rung, let last = rungs.last, rung < last.rung else { return "ok" }
+        return "stopped at \(a.point.epochs) epoch\(a.point.epochs == 1 ? "" : "s") (rung \(rung))"
+    }
+
+    /// Successive halving: one row a rung (epochs, points in, points kept, best valid accuracy); empty outside halving.
+    func rungTable() -> String {
+        let rungs = self.rungs
+        guard !rungs.isEmpty else { return "" }
+        let total = rungs.reduce(0) { $0 + $1.epochsTrained }
+        let rows = rungs.map { r in
+            "<tr><td>\(r.rung)</td><td>\(r.epochs)</td><td>\(r.pointsIn)</td><td>\(r.pointsKept)</td><td>\(r.bestValidAccuracy.map { fmt($0) } ?? "–")</td><td>\(r.runs)</td><td>\(r.epochsTrained)</td></tr>"
+        }.joined(separator: "\n")
+        return "<h2>Successive halving</h2><p>Each rung trains the surviving configurations from scratch for its epochs and keeps the best by mean valid accuracy over seeds; "
+            + "the ranking below uses each configuration's last rung. \(total) epochs trained in all.</p>"
+            + "<div class='scroll'><table class='rungs'><tr><th>rung</th><th>epochs</th><th>points in</th><th>points kept</th><th>best valid acc</th><th>runs</th><th>epochs trained</th></tr>\n\(rows)</table></div>"
     }
 
     private func divergedNote() -> String {
