@@ -25,8 +25,9 @@ import KDTrain
 ///                    and a sweep scans them all) + the record-view tables + 16·N (labels,
 ///                    splits) + 4·2^bits + 4·D (compaction) + 2·16·nnz(views) (replayed views, twice
 ///                    while they are built)
-///     kept         = the networks kept for the best student: at most keptNetworkBytes of
-///                    parameters, times the ratio of a kept network's bytes to 4·P
+///     kept         = the networks kept for the best student (the first seed's): at most
+///                    min(keptNetworkBytes, (budget − shared)/8, 4·ΣP of the first seed's
+///                    configurations), times the ratio of a kept network's bytes to 4·P
 ///     training peak = shared + kept + Σ over the `workers` concurrent chunks (group + g·configuration)
 ///     saving peak  = shared + kept + configuration + 4·(3·2^bits·w + 2^bits)
 ///                    (the best student expanded to every bucket, its new network and the file)
@@ -165,12 +166,15 @@ public enum SweepMemory {
         let shared = sharedBytes(shape, storeBytes: storeBytes)
         let perConfig = configs.map { configurationBytes($0, shape) }.max() ?? 0
         let ratio = configs.map { keptRatio($0, shape) }.max() ?? 1
-        // The kept networks take at most an eighth of what the budget leaves after the shared part.
+        // Kept: the first seed's networks, at most keptNetworkBytes and an eighth of what the
+        // budget leaves after the shared part.
+        let firstSeed = configs.map(\.seed).min() ?? 0
+        let offered = configs.filter { $0.seed == firstSeed }.reduce(0) { $0 + 4 * parameters($1.architecture, shape) }
         let keptCap = min(keptNetworkBytes, max(0, (budget - shared) / 8))
-        let kept = Int(Double(keptCap) * ratio)
+        let kept = Int(Double(min(keptCap, offered)) * ratio)
         let saving = configs.map { savingBytes($0, shape) }.max() ?? 0
         let groupMax = groups.map { groupBytes($0, shape) }.max() ?? 0
-        let unbounded = shared + Int(Double(keptNetworkBytes) * ratio)
+        let unbounded = shared + Int(Double(min(keptNetworkBytes, offered)) * ratio)
             + groups.map { groupBytes($0, shape) + $0.map { configurationBytes($0, shape) }.reduce(0, +) }
                 .sorted(by: >).prefix(max(1, workers)).reduce(0, +)
         let available = budget - shared - kept
