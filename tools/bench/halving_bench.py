@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """Successive halving against the full grid, side by side in one run, on the bundled fortunes
 (hashed text) and digits (dense) fixtures: 81 grid points (3 students × 3 T × 3 α × 3 lr), each
-with --seeds seeds, --epochs epochs; halving with η = 3 and 1 minimum epoch.
+with --seeds seeds, --epochs epochs; halving with --eta (3) and --min-epochs (1).
 
 For each dataset it prints the best configuration of each search (chosen on mean valid accuracy
 over seeds, as `kdcache sweep` ranks), that configuration's numbers in the full grid, whether it is
 the grid's best or within the grid's best's seed spread (|Δ valid| ≤ its sd over seeds), and the
 compute: epochs trained (Σ epochs_run over runs) and wall time, with their grid / halving ratios.
 
-Usage: halving_bench.py [--bin .build/release/kdcache] [--epochs 27] [--seeds 2] [--workers 2] [--keep DIR]
+Usage: halving_bench.py [--bin .build/release/kdcache] [--epochs 27] [--seeds 2] [--eta 3] [--min-epochs 1] [--workers 2] [--keep DIR]
 """
 import argparse
 import json
@@ -30,6 +30,7 @@ DATASETS = {
                    prep=["--feature-columns", "px*", "--label-column", "label", "--id-column", "id"],
                    students="linear,mlp:hidden=16,mlp:hidden=32"),
 }
+ETA = ["3", "1"]  # --eta, --min-epochs (set from the flags)
 GRID = ["--temperature", "1,2,4", "--alpha", "0.3,0.6,0.9", "--lr", "0.03,0.1,0.3"]
 
 
@@ -83,7 +84,7 @@ def sweep(binary, d, name, search, epochs, seeds, workers, students):
     args = [binary, "sweep", "--data", d / f"{name}.lmdb", "--logits", d / f"{name}-t.lmdb", "--student", students, *GRID,
             "--epochs", epochs, "--seeds", seeds, "--workers", workers, "--out", out, "--force", "--quiet"]
     if search == "halving":
-        args += ["--search", "halving", "--eta", "3", "--min-epochs", "1"]
+        args += ["--search", "halving", "--eta", ETA[0], "--min-epochs", ETA[1]]
     t0 = time.perf_counter()
     run(args)
     return out, time.perf_counter() - t0
@@ -95,13 +96,16 @@ def main():
     p.add_argument("--epochs", type=int, default=27)
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--eta", type=int, default=3)
+    p.add_argument("--min-epochs", type=int, default=1)
     p.add_argument("--keep", help="work in this directory and keep it")
     a = p.parse_args()
+    ETA[:] = [str(a.eta), str(a.min_epochs)]
     d = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="halving-bench-"))
     if d.exists() and a.keep:
         shutil.rmtree(d)
     d.mkdir(parents=True, exist_ok=True)
-    print(f"81 grid points × {a.seeds} seeds, {a.epochs} epochs; halving η = 3, min 1 epoch; --workers {a.workers}; {a.bin}")
+    print(f"81 grid points × {a.seeds} seeds, {a.epochs} epochs; halving η = {a.eta}, min {a.min_epochs} epochs; --workers {a.workers}; {a.bin}")
     for name, spec in DATASETS.items():
         run([a.bin, "prep", spec["csv"], "--out", d / f"{name}.lmdb", *spec["prep"], "--force", "--quiet"])
         run([a.bin, "teach", "--data", d / f"{name}.lmdb", "--out", d / f"{name}-t.lmdb", "--teacher", "linear", "--epochs", "10",
