@@ -308,18 +308,19 @@ extension SweepReport {
         return "stopped at \(a.point.epochs) epoch\(a.point.epochs == 1 ? "" : "s") (rung \(rung))"
     }
 
-    /// Successive halving: one row a rung (epochs, points in, points kept, best valid accuracy); empty outside halving.
+    /// Successive halving: one row a rung (epochs, points in, points kept, best valid accuracy, epochs
+    /// summed over the rung's runs); empty outside halving.
     func rungTable() -> String {
         let rungs = self.rungs
         guard !rungs.isEmpty else { return "" }
         let total = rungs.reduce(0) { $0 + $1.epochsTrained }
         let rows = rungs.map { r in
-            "<tr><td>\(r.rung)</td><td>\(r.epochs)</td><td>\(r.pointsIn)</td><td>\(r.pointsKept)</td><td>\(r.bestValidAccuracy.map { fmt($0) } ?? "–")</td><td>\(r.runs)</td><td>\(r.epochsTrained)</td></tr>"
+            "<tr><td>\(r.rung)</td><td>\(r.epochs)</td><td>\(r.pointsIn)</td><td>\(r.pointsKept)</td><td>\(r.bestValidAccuracy.map { fmt($0) } ?? "–")</td><td>\(r.epochsTrained)</td></tr>"
         }.joined(separator: "\n")
         return "<h2>Successive halving</h2><p>Each rung trains the surviving configurations from scratch for its epochs and keeps the best by mean valid accuracy over seeds; "
             + "the ranking below uses each configuration's last rung, and the status column says where a configuration stopped. "
             + "A KD against no-KD comparison may pair configurations stopped at different rungs. \(total) epochs trained in all (Σ epochs: over every run of the rung).</p>"
-            + "<div class='rungs'><table><tr><th>rung</th><th>epochs</th><th>points</th><th>kept</th><th>best valid</th><th>runs</th><th>Σ epochs</th></tr>\n\(rows)</table></div>"
+            + "<div class='rungs'><table><tr><th>rung</th><th>epochs</th><th>points</th><th>kept</th><th>best valid</th><th>Σ epochs</th></tr>\n\(rows)</table></div>"
     }
 
     private func divergedNote() -> String {
@@ -346,7 +347,7 @@ extension SweepReport {
         td:nth-child(2), th:nth-child(2) { text-align: left; }
         tr.base td, .key.base { color: #a33; background: #fdf0f0; } tr.diverged td, .key.diverged { color: #888; background: #f4f4f4; }
         tr.best td, .key.best { font-weight: bold; background: #eaf3e6; } .key.kd { background: #fff; border: 1px solid #ddd; }
-        .rungs { overflow-x: auto; max-width: 100%; } .rungs td:nth-child(2), .rungs th:nth-child(2) { text-align: right; } .rungs td, .rungs th { padding: 3px 6px; }
+        .rungs { overflow-x: auto; max-width: 100%; } .rungs td:nth-child(2), .rungs th:nth-child(2) { text-align: right; } .rungs table { font-size: 12px; } .rungs td, .rungs th { padding: 3px 4px; }
         .legend { font-size: 13px; } .key { display: inline-block; padding: 1px 8px; margin: 2px 4px 2px 0; border-radius: 3px; }
         """
 }
