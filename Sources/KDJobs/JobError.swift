@@ -27,6 +27,8 @@ public struct JobError: Error, CustomStringConvertible, Sendable {
         public static let noResults = Code("noResults")
         /// Sequence-teaching options the teacher cannot serve (a top-k teacher sampled, re-tempered, or at another T_w).
         public static let badSequenceOptions = Code("badSequenceOptions")
+        /// One configuration of a sweep alone needs more memory than the budget.
+        public static let overMemoryBudget = Code("overMemoryBudget")
     }
 
     public var code: Code

@@ -21,6 +21,7 @@ public struct SweepCollectJob: Sendable {
 
     /// A collected sweep.
     public struct Outcome {
+        /// The ranked runs (a halving sweep: each point's last rung; every rung is in `report.allRuns`).
         public var results: [RunResult]
         public var report: SweepReport
         public var summary: SweepReport.Summary
@@ -38,11 +39,14 @@ public struct SweepCollectJob: Sendable {
         try renderingFileErrors(.write, opened.directory.resultsPath) {
             try lines.write(toFile: opened.directory.resultsPath, atomically: true, encoding: .utf8)
         }
-        var report = SweepReport(results: results, aggregated: aggregate(results), manifest: manifest)
+        // A halving sweep ranks each point's last rung; its page shows every rung.
+        let final = HalvingResults.finalRuns(results)
+        var report = SweepReport(results: final, aggregated: aggregate(final), manifest: manifest)
+        if HalvingResults.isHalving(results) { report.allRuns = results }
         report.renderHint = renderHint
         let summary = try report.write(to: out)
         try report.checkNotAllDiverged(out: out)
-        return Outcome(results: results, report: report, summary: summary)
+        return Outcome(results: final, report: report, summary: summary)
     }
 
     /// The first directory's manifest and every run's key and result, first directory first.

@@ -22,6 +22,11 @@ public enum SweepDefaults {
     public static let workers = 2
     /// Bytes of trained networks kept so that the best student is saved without training it again.
     public static let keptNetworkBytes = 512 << 20
+    /// The memory budget: half the machine's memory (``SweepMemory/defaultBudget``).
+    public static var memoryBudget: Int { SweepMemory.defaultBudget }
+    /// Successive halving: the cut factor η and the first rung's epochs.
+    public static let eta = 3
+    public static let minEpochs = 1
 }
 
 extension SweepGrid {

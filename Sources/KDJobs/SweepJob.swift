@@ -27,6 +27,12 @@ public struct SweepJob: Sendable {
         public var startOver = false
         public var allowFingerprintMismatch = false
         public var keptNetworkBytes = SweepDefaults.keptNetworkBytes
+        /// Successive halving over the grid (`grid.epochs` is its full budget) instead of the
+        /// whole grid; with `shard`, each shard halves its own points.
+        public var halving: HalvingOptions?
+        /// Bytes the sweep may hold: groups are cut and workers dropped to stay under it
+        /// (``SweepMemory``); nil: no limit.
+        public var memoryBudget: Int? = SweepDefaults.memoryBudget
         /// How the report and the verdict word a ``Hint`` (the CLI passes its flag words).
         public var renderHint: @Sendable (Hint) -> String = { $0.description }
 
@@ -42,6 +48,10 @@ public struct SweepJob: Sendable {
         /// `finished` of `total` runs were done by an earlier run of the job and are kept.
         case resuming(finished: Int, total: Int)
         case progress(SweepProgress)
+        /// How the groups are cut to fit the memory budget, before training.
+        case memory(SweepMemory.Plan)
+        /// A halving sweep starts rung `rung`: `points` grid points for `epochs` epochs each.
+        case rung(rung: Int, points: Int, epochs: Int)
     }
 
     /// A finished sweep.
@@ -52,14 +62,24 @@ public struct SweepJob: Sendable {
         /// `OUT/best-student` (+ `.safetensors`, `.json`), when a configuration was ranked.
         public var bestStudent: String?
         public var seconds: Double
+        /// The memory plan (nil without a budget) and the process's peak resident set at the end (VmHWM).
+        public var memory: SweepMemory.Plan?
+        public var peakResidentBytes: Int?
     }
 
     public var options: Options
     public init(_ options: Options) { self.options = options }
 
-    /// The configurations this job runs.
+    /// The configurations this job runs: with halving, those of its first rung (later rungs follow
+    /// from the results).
     public var configurations: [StudentConfig] {
-        SweepPlan.configurations(options.grid, trials: options.trials, searchSeed: options.searchSeed, shard: options.shard)
+        let configs = SweepPlan.configurations(options.grid, trials: options.trials, searchSeed: options.searchSeed, shard: options.shard)
+        return schedule.map { HalvingSearch.firstRung(configs, schedule: $0) } ?? configs
+    }
+
+    /// The halving schedule of the options, if any.
+    var schedule: HalvingSchedule? {
+        options.halving.map { HalvingSchedule(eta: $0.eta, minEpochs: $0.minEpochs, epochs: options.grid.epochs) }
     }
 
     /// Runs the sweep. Throws ``JobError`` (`.noRankingSplit`, `.allDiverged`, `.bestStudentDiverged`),
@@ -67,29 +87,98 @@ public struct SweepJob: Sendable {
     public func run(events: @escaping @Sendable (Event) -> Void = { _ in }) throws -> Outcome {
         let configs = configurations
         let inputs = try SweepInputs(options)
-        let manifest = inputs.manifest(runs: configs.map(\.key), dataPath: options.data)
+        var manifest = inputs.manifest(runs: configs.map(\.key), dataPath: options.data)
+        manifest.search = schedule?.manifestName
+        // Refuse before anything is written when one configuration alone does not fit.
+        let memory = try options.memoryBudget.map { budget in
+            SweepRunner.MemoryLimit(budget: budget, storeBytes: storeFileBytes(options.data) + storeFileBytes(options.logits),
+                                    keptNetworkBytes: options.keptNetworkBytes)
+        }
+        let plan = try memory.map {
+            try SweepMemory.plan(configs, shape: SweepMemory.DataShape(inputs.training), budget: $0.budget, workers: options.workers,
+                                 keptNetworkBytes: $0.keptNetworkBytes, storeBytes: $0.storeBytes)
+        }
         let removed = options.startOver ? SweepDirectory(path: options.out).existingOutputs : []
         let opened = try SweepDirectory.open(options.out, for: manifest, startOver: options.startOver)
         if options.startOver && !removed.isEmpty && removed != ["sweep.json"] { events(.removedEarlierSweep(files: removed)) }
         events(.splits(valid: inputs.training.valid.count, test: inputs.training.test.count))
+        if let plan { events(.memory(plan)) }
         if opened.resumed {
             let finished = Set(try ResultsFile.read(path: opened.directory.resultsPath).map { $0.0 }).intersection(manifest.runs ?? []).count
             if finished > 0 { events(.resuming(finished: finished, total: configs.count)) }
         }
         let started = Date()
         let firstSeed = configs.map(\.seed).min() ?? 0
-        let kept = KeptNetworks(budgetBytes: options.keptNetworkBytes)
-        let results = try SweepRunner(data: inputs.training, directory: options.out, workers: options.workers)
-            .run(configs, networkSink: { config, net in if config.seed == firstSeed { kept.offer(config.key, net) } },
-                 progress: { events(.progress($0)) })
+        let kept = KeptNetworks(budgetBytes: plan?.keptNetworkBytes ?? options.keptNetworkBytes)
+        let runner = SweepRunner(data: inputs.training, directory: options.out, workers: options.workers, memory: memory)
+        let sink: @Sendable (StudentConfig, Network) -> Void = { config, net in if config.seed == firstSeed { kept.offer(config.key, net) } }
+        let progress: @Sendable (SweepProgress) -> Void = { events(.progress($0)) }
+        var allRuns: [RunResult]?
+        let results: [RunResult]
+        if let schedule {
+            let directory = opened.directory
+            let search = HalvingSearch(schedule: schedule, runner: runner) { rung, rungConfigs in
+                events(.rung(rung: rung, points: Set(rungConfigs.map { HalvingResults.searchPointKey($0) }).count, epochs: rungConfigs.first?.epochs ?? 0))
+                try Self.record(rungConfigs.map(\.key), in: directory)
+            }
+            let all = try search.run(SweepPlan.configurations(options.grid, trials: options.trials, searchSeed: options.searchSeed, shard: options.shard),
+                                     networkSink: sink, progress: progress)
+            try Self.finish(directory)
+            allRuns = all
+            results = HalvingResults.finalRuns(all)
+        } else {
+            results = try runner.run(configs, networkSink: sink, progress: progress)
+        }
         var report = SweepReport(results: results, aggregated: aggregate(results), manifest: manifest)
+        report.allRuns = allRuns
         report.renderHint = options.renderHint
         let summary = try report.write(to: options.out)
         try report.checkNotAllDiverged(out: options.out)
         let best = try BestStudent(inputs: inputs, kept: kept).save(report, to: options.out + "/best-student")
         return Outcome(results: results, report: report, summary: summary, bestStudent: best,
-                       seconds: Date().timeIntervalSince(started))
+                       seconds: Date().timeIntervalSince(started), memory: plan, peakResidentBytes: SweepMemory.peakResidentBytes)
     }
+
+    /// What `plan` prints: the sweep's configurations and grid points, its memory plan (nil without
+    /// a budget) and, for halving, the rungs when nothing diverges. Opens the stores (to know the
+    /// compacted input dimension); trains nothing and writes nothing.
+    public func memoryPlan() throws -> (configurations: Int, points: Int, plan: SweepMemory.Plan?, rungs: [(points: Int, epochs: Int)]) {
+        let configs = configurations
+        let inputs = try SweepInputs(options)
+        let points = Set(configs.map(\.pointKey)).count
+        let plan = try options.memoryBudget.map {
+            try SweepMemory.plan(configs, shape: SweepMemory.DataShape(inputs.training), budget: $0, workers: options.workers,
+                                 keptNetworkBytes: options.keptNetworkBytes,
+                                 storeBytes: storeFileBytes(options.data) + storeFileBytes(options.logits))
+        }
+        return (configs.count, points, plan, schedule?.rungs(points: points) ?? [])
+    }
+
+    /// Adds `keys` (a rung's runs) to the runs sweep.json records, keeping their order.
+    static func record(_ keys: [String], in directory: SweepDirectory) throws {
+        guard var m = try directory.read() else { return }
+        let known = Set(m.runs ?? [])
+        let new = keys.filter { !known.contains($0) }
+        guard !new.isEmpty else { return }
+        m.runs = (m.runs ?? []) + new
+        try directory.write(m)
+    }
+
+    /// Records in sweep.json that the halving search finished.
+    static func finish(_ directory: SweepDirectory) throws {
+        guard var m = try directory.read(), m.searchFinished != true else { return }
+        m.searchFinished = true
+        try directory.write(m)
+    }
+}
+
+/// Bytes of a store at `path`: the file, or the files of a directory (an LMDB environment).
+func storeFileBytes(_ path: String) -> Int {
+    let fm = FileManager.default
+    var isDirectory: ObjCBool = false
+    guard fm.fileExists(atPath: path, isDirectory: &isDirectory) else { return 0 }
+    if !isDirectory.boolValue { return ((try? fm.attributesOfItem(atPath: path))?[.size] as? Int) ?? 0 }
+    return ((try? fm.contentsOfDirectory(atPath: path)) ?? []).reduce(0) { $0 + storeFileBytes(path + "/" + $1) }
 }
 
 /// The stores a sweep trains from, opened and checked.

@@ -5,13 +5,29 @@ import KDTrain
 
 /// Runs configurations in groups that share passes over the data, on `workers` threads, appending
 /// each finished result to `results.jsonl` so that an interrupted sweep resumes where it stopped.
+/// With a ``memory`` limit, groups are cut (and workers dropped) by ``SweepMemory/plan(_:shape:budget:workers:keptNetworkBytes:storeBytes:)``
+/// so that the concurrent groups fit it; results do not depend on the cut.
 public final class SweepRunner {
     public let data: TrainingData
     public let directory: String
     public let workers: Int
+    /// The budget the groups are cut to; nil: every group whole.
+    public var memory: MemoryLimit?
 
-    public init(data: TrainingData, directory: String, workers: Int) {
-        self.data = data; self.directory = directory; self.workers = workers
+    /// A byte budget and what it is spent on besides the groups.
+    public struct MemoryLimit: Sendable {
+        public var budget: Int
+        /// Bytes of the dataset store's and the cache's files.
+        public var storeBytes: Int
+        /// The budget of the networks kept for the best student, as asked for.
+        public var keptNetworkBytes: Int
+        public init(budget: Int, storeBytes: Int, keptNetworkBytes: Int) {
+            self.budget = budget; self.storeBytes = storeBytes; self.keptNetworkBytes = keptNetworkBytes
+        }
+    }
+
+    public init(data: TrainingData, directory: String, workers: Int, memory: MemoryLimit? = nil) {
+        self.data = data; self.directory = directory; self.workers = workers; self.memory = memory
     }
 
     public var resultsPath: String { directory + "/results.jsonl" }
@@ -21,10 +37,20 @@ public final class SweepRunner {
         Dictionary(try ResultsFile.read(path: resultsPath), uniquingKeysWith: { a, _ in a })
     }
 
+    /// The chunks `configs` train in and the workers that train them: every group whole on
+    /// `workers` threads, or cut to fit ``memory``. Throws ``JobError`` `.overMemoryBudget`.
+    public func chunks(_ configs: [StudentConfig]) throws -> (chunks: [[StudentConfig]], workers: Int) {
+        guard let memory else { return (SweepGroups.of(configs), workers) }
+        let plan = try SweepMemory.plan(configs, shape: SweepMemory.DataShape(data), budget: memory.budget, workers: workers,
+                                        keptNetworkBytes: memory.keptNetworkBytes, storeBytes: memory.storeBytes)
+        return (plan.chunks, plan.workers)
+    }
+
     /// Trains every configuration not yet finished; returns all results in `configs` order.
     /// `onProgress` reports (finished runs, total runs); `progress` the same with the grid points
     /// whose every seed has finished. Both are called once before training and after each group.
-    public func run(_ configs: [StudentConfig],
+    /// `rung` is recorded in each new result (successive halving).
+    public func run(_ configs: [StudentConfig], rung: Int? = nil,
                     networkSink: (@Sendable (StudentConfig, Network) -> Void)? = nil,
                     onProgress: (@Sendable (Int, Int) -> Void)? = nil,
                     progress report: (@Sendable (SweepProgress) -> Void)? = nil) throws -> [RunResult] {
@@ -33,16 +59,7 @@ public final class SweepRunner {
         }
         let done = try finishedResults()
         let pending = configs.filter { done[$0.key] == nil }
-        // Groups share a data order: same seed and batch size; split by architecture so that the
-        // two workers get balanced work.
-        var groupsByKey: [String: [StudentConfig]] = [:]
-        var order: [String] = []
-        for c in pending {
-            let k = "\(c.seed)|\(c.batchSize)|\(c.architecture)"
-            if groupsByKey[k] == nil { order.append(k) }
-            groupsByKey[k, default: []].append(c)
-        }
-        let groups = order.map { groupsByKey[$0]! }
+        let (groups, threads) = try chunks(pending)
         let writer = try ResultWriter(path: resultsPath)
         let total = configs.count
         let progress = Progress(done: configs.count - pending.count)
@@ -53,8 +70,9 @@ public final class SweepRunner {
         // Counting and telling happen under one lock, so that progress is told in order and the last
         // line is the final count (two workers finishing together told "6/6" before "3/6").
         let telling = NSLock()
-        _ = try parallelMap(groups.count, workers: workers) { g in
-            let results = try GroupTrainer(data: data).train(groups[g]) { i, net in networkSink?(groups[g][i], net) }
+        _ = try parallelMap(groups.count, workers: threads) { g in
+            var results = try GroupTrainer(data: data).train(groups[g]) { i, net in networkSink?(groups[g][i], net) }
+            if let rung { for i in results.indices { results[i].rung = rung } }
             try writer.append(results)
             telling.lock(); defer { telling.unlock() }
             let runs = progress.add(results.count)

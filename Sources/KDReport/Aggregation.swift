@@ -22,6 +22,8 @@ public struct AggregatedResult: Sendable {
     public var ece: Double
 
     public var isBaseline: Bool { point.loss.alpha == 0 }
+    /// Successive halving: the rung of the runs (a point's last rung); nil outside halving.
+    public var rung: Int? { runs.compactMap(\.rung).max() }
     /// The runs whose numbers stopped being finite.
     public var divergedRuns: [RunResult] { runs.filter(\.diverged) }
     /// Whether any seed of this point diverged: its means would hide that, so it is not ranked.

@@ -23,6 +23,13 @@ public struct SweepManifest: Codable, Equatable, Sendable {
     public var teacher: String?
     public var teacherDescription: String?
     public var testSamples: Int?
+    /// How the runs are chosen when not all of them are known in advance: `halving eta=3
+    /// min-epochs=1` for successive halving; nil for the grid and random search. A halving sweep's
+    /// ``runs`` are those decided so far (the first rung's, then each next rung's as it is chosen),
+    /// and reopening it compares the first rung's.
+    public var search: String?
+    /// A halving sweep: true once its last rung finished (nil or false while it runs).
+    public var searchFinished: Bool?
 
     public init(labels: [String], teacherTestAccuracy: Double? = nil, datasetFingerprint: String? = nil,
                 teachers: [String]? = nil, runs: [String]? = nil) {
@@ -68,11 +75,18 @@ public struct SweepDirectory: Sendable {
             try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         }
         var resumed = false
+        var manifest = manifest
         if startOver {
             try directory.removeOutputs()
         } else if let differences = try directory.differences(from: manifest) {
             guard differences.isEmpty else { throw ReportError.otherSweep(path, differences: differences) }
             resumed = FileManager.default.fileExists(atPath: directory.resultsPath)
+            // A halving sweep keeps the runs its later rungs decided, and whether it finished.
+            if manifest.search != nil, let recorded = try directory.read() {
+                let wanted = manifest.runs ?? []
+                manifest.runs = (recorded.runs ?? []) + wanted.filter { !Set(recorded.runs ?? []).contains($0) }
+                manifest.searchFinished = recorded.searchFinished
+            }
         }
         try directory.write(manifest)
         return (directory, resumed)
@@ -110,7 +124,18 @@ public struct SweepDirectory: Sendable {
                 differences.append("its teacher is \(list(a.map(shortTeacher))), this sweep's \(list(b.map(shortTeacher)))")
             }
         }
-        if let runs = recorded?.runs {
+        if recorded?.search != manifest.search {
+            differences.append("it was searched \(recorded?.search ?? "over the grid"), this sweep \(manifest.search ?? "over the grid")")
+        }
+        if let runs = recorded?.runs, manifest.search != nil {
+            // Halving: the first rung is the grid; later rungs follow from the results.
+            let theirs = Set(runs)
+            if !wanted.isSubset(of: theirs) {
+                differences.append("its first rung has \(theirs.count) runs, this one \(wanted.count) (\(theirs.intersection(wanted).count) in common)")
+            } else if let stray = finished.first(where: { !theirs.contains($0) }) {
+                differences.append("its results.jsonl holds a run of no recorded rung (\(stray))")
+            }
+        } else if let runs = recorded?.runs {
             let theirs = Set(runs)
             if theirs != wanted {
                 differences.append("its grid has \(theirs.count) runs, this one \(wanted.count) (\(theirs.intersection(wanted).count) in common)")
@@ -154,8 +179,15 @@ public struct SweepDirectory: Sendable {
 
     /// The runs the recorded manifest lists that have no result yet (empty for a finished sweep,
     /// and for a directory written before runs were recorded).
+    /// A halving sweep whose last rung has not finished counts its first unfinished rung's runs, or
+    /// the manifest's first run when all its rungs so far are done (the next rung is still to choose).
     public func unfinishedRuns() throws -> [String] {
-        guard let runs = try read()?.runs else { return [] }
+        guard let manifest = try read(), let runs = manifest.runs else { return [] }
+        if manifest.search != nil && manifest.searchFinished != true {
+            let finished = Set(try ResultsFile.read(path: resultsPath).map(\.0))
+            let left = runs.filter { !finished.contains($0) }
+            return left.isEmpty ? Array(runs.prefix(1)) : left
+        }
         let finished = Set(try ResultsFile.read(path: resultsPath).map(\.0))
         return runs.filter { !finished.contains($0) }
     }

@@ -18,6 +18,11 @@ public struct SweepReport {
     public var testSamples: Int?
     /// How the verdict's remedies (``Hint``) read: in words by default; a command line passes its flags.
     public var renderHint: @Sendable (Hint) -> String = { $0.description }
+    /// Successive halving: the runs of every rung (``results`` holds each point's last rung only);
+    /// nil outside halving. `results.csv` lists these, and the page shows their rungs.
+    public var allRuns: [RunResult]?
+    /// The rungs of a halving sweep (empty otherwise).
+    public var rungs: [RungSummary] { RungSummary.of(allRuns ?? results) }
 
     public init(results: [RunResult], aggregated: [AggregatedResult], teacherTestAccuracy: Double?, labels: [String],
                 dataset: String? = nil, teacher: String? = nil, teacherDescription: String? = nil, testSamples: Int? = nil) {
@@ -31,6 +36,8 @@ public struct SweepReport {
     /// Ranked by mean validation accuracy (test accuracy when there is no valid split), ties broken
     /// by mean valid macro-F1, then grid order: test numbers never choose when there is a valid split.
     /// Grid points with a diverged seed are left out: they are never ranked nor chosen as best.
+    /// In a halving sweep a point that reached a later rung ranks above every point stopped before
+    /// it (the last rung's best is the search's choice).
     public var ranked: [AggregatedResult] {
         func validF1(_ a: AggregatedResult) -> Double {
             let f = a.runs.compactMap { $0.valid?.macroF1 ?? $0.test?.macroF1 }
@@ -39,6 +46,7 @@ public struct SweepReport {
         return aggregated.enumerated().filter { !$0.element.isDiverged }
             .map { (a: $0.element, f1: validF1($0.element), order: $0.offset) }
             .sorted { x, y in
+                if x.a.rung != y.a.rung { return (x.a.rung ?? 0) > (y.a.rung ?? 0) }
                 if x.a.validAccuracy.mean != y.a.validAccuracy.mean { return x.a.validAccuracy.mean > y.a.validAccuracy.mean }
                 if x.f1 != y.f1 { return x.f1 > y.f1 }
                 return x.order < y.order
@@ -81,16 +89,21 @@ public struct SweepReport {
     /// The valid accuracy of a grid point, "–" without a valid split (its score is then the test accuracy).
     func validCell(_ a: AggregatedResult) -> String { a.hasValidSplit ? fmt(a.validAccuracy.mean) : "–" }
 
+    /// One row a run; a halving sweep lists every rung's runs, with two more columns: `rung` and
+    /// `stopped_at_epoch` (empty on a rung the point went on from).
     public func csv() -> String {
-        var lines = ["student,loss,temperature,alpha,optimizer,lr,weight_decay,batch_size,epochs,seed,test_accuracy,test_macro_f1,teacher_agreement,teacher_kl,ece,valid_accuracy,epochs_run,best_epoch,wall_seconds,samples_per_second,status"]
-        for r in results {
+        let halving = HalvingResults.isHalving(allRuns ?? results)
+        var lines = ["student,loss,temperature,alpha,optimizer,lr,weight_decay,batch_size,epochs,seed,test_accuracy,test_macro_f1,teacher_agreement,teacher_kl,ece,valid_accuracy,epochs_run,best_epoch,wall_seconds,samples_per_second,status"
+                     + (halving ? ",rung,stopped_at_epoch" : "")]
+        for r in allRuns ?? results {
             let c = r.config
             // A diverged run has no metrics: empty cells, and its status says why.
             lines.append([c.architecture.description, c.loss.kind.rawValue, "\(c.loss.temperature)", "\(c.loss.alpha)", c.optimizer.kind.rawValue,
                           "\(c.optimizer.learningRate)", "\(c.optimizer.weightDecay)", "\(c.batchSize)", "\(c.epochs)", "\(c.seed)",
                           fmt(r.test?.accuracy, 6), fmt(r.test?.macroF1, 6), fmt(r.test?.teacherAgreement, 6), fmt(r.test?.teacherKL, 6),
                           fmt(r.test?.ece, 6), fmt(r.valid?.accuracy, 6), "\(r.epochsRun)", "\(r.bestEpoch)",
-                          fmt(r.wallSeconds, 3), String(format: "%.0f", r.samplesPerSecond), r.status ?? "ok"].joined(separator: ","))
+                          fmt(r.wallSeconds, 3), String(format: "%.0f", r.samplesPerSecond), r.status ?? "ok"].joined(separator: ",")
+                         + (halving ? ",\(r.rung.map(String.init) ?? ""),\(r.stoppedAtEpoch.map(String.init) ?? "")" : ""))
         }
         return lines.joined(separator: "\n") + "\n"
     }

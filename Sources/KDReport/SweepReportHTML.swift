@@ -273,6 +273,7 @@ extension SweepReport {
         \(verdictHTML)
         \(divergedNote())
         <p>Every choice uses the validation split; test accuracy is only reported, as mean ± sd over seeds. The KD gain is the mean of per-seed test differences (same seed, KD minus no-KD) with its 95&nbsp;% t-interval. Classes: \(escape(labels.joined(separator: ", "))).</p>
+        \(rungTable())
         <div class="figures">\(bars())\(curves())</div>
         <h2>Temperature × α</h2>
         <p>Each cell: the mean test accuracy over seeds of the learning rate with the best valid accuracy for that α and T (printed under it). α = 0 trains on the labels alone, so it ignores T.</p>
@@ -292,13 +293,34 @@ extension SweepReport {
         let ok = ranked.enumerated().map { i, a -> String in
             let c = a.point
             let classes = [a.isBaseline ? "base" : nil, c.key == bestKey ? "best" : nil].compactMap { $0 }
-            return "<tr\(classes.isEmpty ? "" : " class='\(classes.joined(separator: " "))'")><td>\(i + 1)</td><td>\(escape(c.architecture.description))</td><td>\(c.optimizer.learningRate)</td><td>\(c.loss.alpha)</td><td>\(a.isBaseline ? "–" : "\(c.loss.temperature)")</td><td>\(fmt(a.validAccuracy.mean))</td><td>\(pm(a.testAccuracy))</td><td>\(fmt(a.macroF1))</td><td>\(fmt(a.agreement, 3))</td><td>\(fmt(a.kl, 3))</td><td>\(fmt(a.ece, 3))</td><td>ok</td></tr>"
+            return "<tr\(classes.isEmpty ? "" : " class='\(classes.joined(separator: " "))'")><td>\(i + 1)</td><td>\(escape(c.architecture.description))</td><td>\(c.optimizer.learningRate)</td><td>\(c.loss.alpha)</td><td>\(a.isBaseline ? "–" : "\(c.loss.temperature)")</td><td>\(fmt(a.validAccuracy.mean))</td><td>\(pm(a.testAccuracy))</td><td>\(fmt(a.macroF1))</td><td>\(fmt(a.agreement, 3))</td><td>\(fmt(a.kl, 3))</td><td>\(fmt(a.ece, 3))</td><td>\(escape(stopStatus(a)))</td></tr>"
         }
         let bad = diverged.map { a -> String in
             let c = a.point
             return "<tr class='diverged'><td>–</td><td>\(escape(c.architecture.description))</td><td>\(c.optimizer.learningRate)</td><td>\(c.loss.alpha)</td><td>\(a.isBaseline ? "–" : "\(c.loss.temperature)")</td><td colspan='6'>–</td><td>\(escape(a.status))</td></tr>"
         }
         return (ok + bad).joined(separator: "\n")
+    }
+
+    /// `ok`, or for a halving point stopped before the last rung `stopped at 3 epochs (rung 1)`.
+    func stopStatus(_ a: AggregatedResult) -> String {
+        guard let rung = a.rung, let last = rungs.last, rung < last.rung else { return "ok" }
+        return "stopped at \(a.point.epochs) epoch\(a.point.epochs == 1 ? "" : "s") (rung \(rung))"
+    }
+
+    /// Successive halving: one row a rung (epochs, points in, points kept, best valid accuracy, epochs
+    /// summed over the rung's runs); empty outside halving.
+    func rungTable() -> String {
+        let rungs = self.rungs
+        guard !rungs.isEmpty else { return "" }
+        let total = rungs.reduce(0) { $0 + $1.epochsTrained }
+        let rows = rungs.map { r in
+            "<tr><td>\(r.rung)</td><td>\(r.epochs)</td><td>\(r.pointsIn)</td><td>\(r.pointsKept)</td><td>\(r.bestValidAccuracy.map { fmt($0) } ?? "–")</td><td>\(r.epochsTrained)</td></tr>"
+        }.joined(separator: "\n")
+        return "<h2>Successive halving</h2><p>Each rung trains the surviving configurations from scratch for its epochs and keeps the best by mean valid accuracy over seeds; "
+            + "the ranking below uses each configuration's last rung, and the status column says where a configuration stopped. "
+            + "A KD against no-KD comparison may pair configurations stopped at different rungs. \(total) epochs trained in all (Σ epochs: over every run of the rung).</p>"
+            + "<div class='rungs'><table><tr><th>rung</th><th>epochs</th><th>points</th><th>kept</th><th>best valid</th><th>Σ epochs</th></tr>\n\(rows)</table></div>"
     }
 
     private func divergedNote() -> String {
@@ -325,6 +347,7 @@ extension SweepReport {
         td:nth-child(2), th:nth-child(2) { text-align: left; }
         tr.base td, .key.base { color: #a33; background: #fdf0f0; } tr.diverged td, .key.diverged { color: #888; background: #f4f4f4; }
         tr.best td, .key.best { font-weight: bold; background: #eaf3e6; } .key.kd { background: #fff; border: 1px solid #ddd; }
+        .rungs { overflow-x: auto; max-width: 100%; } .rungs td:nth-child(2), .rungs th:nth-child(2) { text-align: right; } .rungs table { font-size: 12px; } .rungs td, .rungs th { padding: 3px 4px; }
         .legend { font-size: 13px; } .key { display: inline-block; padding: 1px 8px; margin: 2px 4px 2px 0; border-radius: 3px; }
         """
 }

@@ -78,6 +78,8 @@ public enum Hint: Hashable, Sendable, CustomStringConvertible {
     case checkItIsASweepOutput
     /// A results.jsonl line is unreadable: remove it (its run is done again), or start over elsewhere.
     case removeResultsLineOrStartOver
+    /// A sweep does not fit its memory budget: raise it (to at least `needed` bytes), or train smaller students.
+    case raiseMemoryBudget(needed: Int)
 
     /// The hint in words, without flag names.
     public var description: String {
@@ -119,6 +121,7 @@ public enum Hint: Hashable, Sendable, CustomStringConvertible {
         case .rerunSweepInNewOutput: "rerun the sweep into a new directory"
         case .checkItIsASweepOutput: "is it the output directory of a sweep?"
         case .removeResultsLineOrStartOver: "Remove that line to rerun its configuration, or start the sweep in a new directory"
+        case .raiseMemoryBudget(let needed): "Raise the memory budget to at least \((needed + (1 << 20) - 1) >> 20) MiB, or train smaller students (fewer hidden units or a smaller embedding; fewer classes or hash bits)"
         }
     }
 }

@@ -69,12 +69,20 @@ public struct RunResult: Codable, Sendable {
     public var status: String?
     /// Why training stopped early with non-finite numbers; nil for a run that finished.
     public var divergence: Divergence?
+    /// Successive halving (`sweep --search halving`): the 0-based rung this run belongs to; nil
+    /// for grid and random search (and in results written before halving existed).
+    public var rung: Int?
+    /// Successive halving: set on the runs of a grid point's last rung, the epoch budget the point
+    /// was stopped at (the sweep's `epochs` for a point that reached the last rung); nil on the
+    /// earlier rungs' runs of a point that went on, and outside halving.
+    public var stoppedAtEpoch: Int?
 
     public init(config: StudentConfig, test: Metrics?, valid: Metrics?, epochsRun: Int, bestEpoch: Int, wallSeconds: Double,
-                samplesPerSecond: Double, curve: [Double], trainLoss: [Double], status: String?, divergence: Divergence?) {
+                samplesPerSecond: Double, curve: [Double], trainLoss: [Double], status: String?, divergence: Divergence?,
+                rung: Int? = nil, stoppedAtEpoch: Int? = nil) {
         self.config = config; self.test = test; self.valid = valid; self.epochsRun = epochsRun; self.bestEpoch = bestEpoch
         self.wallSeconds = wallSeconds; self.samplesPerSecond = samplesPerSecond; self.curve = curve; self.trainLoss = trainLoss
-        self.status = status; self.divergence = divergence
+        self.status = status; self.divergence = divergence; self.rung = rung; self.stoppedAtEpoch = stoppedAtEpoch
     }
 
     /// Whether the loss, the parameters or the outputs became NaN or infinite.

@@ -76,5 +76,6 @@ func flagText(_ hint: Hint) -> String {
     case .rerunSweepInNewOutput: "rerun the sweep in a new --out"
     case .checkItIsASweepOutput: "is it the --out of a kdcache sweep?"
     case .removeResultsLineOrStartOver: "Remove that line to rerun its configuration, or start the sweep in a new --out"
+    case .raiseMemoryBudget(let needed): "Raise --memory to at least \((needed + (1 << 20) - 1) >> 20)M, or train smaller students (a smaller fasttext:dim or mlp:hidden; fewer hash bits in prep)"
     }
 }

@@ -22,7 +22,7 @@ struct SweepCollect: ParsableCommand {
         let outcome = try renderingSweepDirectory(out) { try job.run() }
         outcome.report.warnAboutDivergence()
         print(outcome.summary.table)
-        print("\(outcome.results.count) runs from \(directories.count) directories → \(out)/results.csv, \(out)/report.html")
+        print("\(outcome.report.allRuns?.count ?? outcome.results.count) runs from \(directories.count) directories → \(out)/results.csv, \(out)/report.html")
         print(outcome.summary.verdict)
     }
 }
