@@ -6,9 +6,12 @@ import KDTrain
 /// Successive halving over a sweep's grid points, defined so that it is deterministic, resumable and
 /// the same for any number of workers: every choice depends only on finished results.
 ///
-/// Rung r trains the surviving points (each with all its seeds) **from scratch** for
-/// `e_r = min(minEpochs · η^r, epochs)` epochs: a rung's run is exactly the grid run of that
-/// configuration with `epochs = e_r` (its own learning-rate schedule and ``StudentConfig/key``).
+/// Rung r trains the surviving points (each with all its seeds) **from scratch** for the first
+/// `e_r = min(minEpochs · η^r, epochs)` epochs of their full-length runs
+/// (``StudentConfig/stopAfterEpochs``): the learning-rate schedule is the one of `epochs`, so a
+/// rung's result is exactly the grid run's state after e_r epochs, and the last rung's runs are the
+/// grid's runs, key for key. (Rungs run as whole runs of `epochs = e_r`, each with its own short
+/// schedule, ranked low learning rates last and dropped the grid's best on fortunes and digits.)
 /// After rung r the best `⌈n_r / η⌉` points go on, ranked on mean validation accuracy over their
 /// seeds (test accuracy without a valid split), ties by grid order; a point with a diverged seed
 /// never goes on. The search stops after the rung that trained for `epochs`; when a single point
@@ -78,9 +81,10 @@ struct HalvingSearch {
         return points
     }
 
-    /// The configurations of rung `r` of `points`, with `epochs` each.
+    /// The configurations of rung `r` of `points`, each stopped after `epochs` of its full-length
+    /// run (the full run itself, key unchanged, when `epochs` is the grid's).
     static func rungConfigs(_ points: [[StudentConfig]], epochs: Int) -> [StudentConfig] {
-        points.flatMap { $0.map { c in var c = c; c.epochs = epochs; return c } }
+        points.flatMap { $0.map { c in var c = c; c.stopAfterEpochs = epochs < c.epochs ? epochs : nil; return c } }
     }
 
     /// The keys of rung 0 (what sweep.json records before the first run).

@@ -118,7 +118,7 @@ public struct SweepJob: Sendable {
         if let schedule {
             let directory = opened.directory
             let search = HalvingSearch(schedule: schedule, runner: runner) { rung, rungConfigs in
-                events(.rung(rung: rung, points: Set(rungConfigs.map { HalvingResults.searchPointKey($0) }).count, epochs: rungConfigs.first?.epochs ?? 0))
+                events(.rung(rung: rung, points: Set(rungConfigs.map { HalvingResults.searchPointKey($0) }).count, epochs: rungConfigs.first?.trainedEpochs ?? 0))
                 try Self.record(rungConfigs.map(\.key), in: directory)
             }
             let all = try search.run(SweepPlan.configurations(options.grid, trials: options.trials, searchSeed: options.searchSeed, shard: options.shard),

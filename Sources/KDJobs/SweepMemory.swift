@@ -12,15 +12,18 @@ import KDTrain
 ///
 ///     P            = D·w + w + (linear ? 0 : w·C) + C                      parameters
 ///     touched      = min(D, B·n) rows of the input projection a batch updates
-///     packed       = max(64, 64·2^⌈log₂(touched/64)⌉)·w                  (SparseRowGradient rows, doubling)
-///     configuration = 4·[P                        weights
-///                      + (P − D·w) + packed       dense gradients and the sparse gradient rows
+///     configuration = 4·[P                        weights (one member of the fused group's tables, KDTrain's FusedGroup)
+///                      + (P − D·w)                dense gradients
+///                      + B·w                      the batch's factored first-layer gradient
 ///                      + s·P                      optimizer state
 ///                      + (patience > 0 ? P : 0)   the best epoch's snapshot
-///                      + 3w] + 4·D                activations; the gradient's row-slot table (Int32)
+///                      + 5w + 2C]                 activations and logits
 ///     group        = 4·B·C·(2·max(1, T) + 1) + 16·N_train + 12·B·n + 64 KiB
+///                    + 4·D + 4·K·w + 20·B·n + 16·touched + 4·P
 ///                    (teacher rows for T distinct temperatures and the stored logits, the epoch's
-///                    permutation, the batch's feature rows, scratch)
+///                    permutation, the batch's feature rows, scratch; the fused group's row-slot
+///                    table, its row accumulator over K members and the batch's factored features;
+///                    one finished member copied out as a network at the end)
 ///     shared       = runtime + the two stores' files (LMDB map pages count in RSS once touched,
 ///                    and a sweep scans them all) + the record-view tables + 16·N (labels,
 ///                    splits) + 4·2^bits + 4·D (compaction) + 2·16·nnz(views) (replayed views, twice
@@ -89,20 +92,19 @@ public enum SweepMemory {
     public static func configurationBytes(_ c: StudentConfig, _ shape: DataShape) -> Int {
         let w = width(c.architecture, classes: shape.classes), D = shape.inputDim
         let P = parameters(c.architecture, shape)
-        let touched = max(1, min(D, c.batchSize * max(1, shape.maxFeatures)))
-        var rows = 64
-        while rows < touched { rows *= 2 }
         let s = c.optimizer.kind == .adam ? 2 : 1
-        let floats = P + (P - D * w) + rows * w + s * P + (c.patience > 0 ? P : 0) + 3 * w
-        return 4 * floats + 4 * D + 16 * c.epochs + 4096
+        let floats = P + (P - D * w) + c.batchSize * w + s * P + (c.patience > 0 ? P : 0) + 5 * w + 2 * shape.classes
+        return 4 * floats + 16 * c.epochs + 4096
     }
 
     /// Bytes a group (or chunk) shares between its configurations (the `group` line above).
     public static func groupBytes(_ group: [StudentConfig], _ shape: DataShape) -> Int {
         guard let first = group.first else { return 0 }
         let temperatures = Set(group.filter { $0.loss.alpha > 0 }.map(\.loss.temperature)).count
-        let B = first.batchSize, C = shape.classes
-        return 4 * B * C * (2 * max(1, temperatures) + 1) + 16 * shape.trainSamples + 12 * B * max(1, shape.maxFeatures) + (64 << 10)
+        let B = first.batchSize, C = shape.classes, n = max(1, shape.maxFeatures), D = shape.inputDim
+        let w = width(first.architecture, classes: C), touched = max(1, min(D, B * n))
+        let fused = 4 * D + 4 * group.count * w + 20 * B * n + 16 * touched + 4 * parameters(first.architecture, shape)
+        return 4 * B * C * (2 * max(1, temperatures) + 1) + 16 * shape.trainSamples + 12 * B * n + (64 << 10) + fused
     }
 
     /// Bytes the whole sweep shares (the `shared` line above); `storeBytes` is the size of the
@@ -120,10 +122,10 @@ public enum SweepMemory {
     }
 
     /// Bytes a kept network really holds per byte ``KeptNetworks`` counts (4 a parameter): its
-    /// gradients and row-slot table come with it.
+    /// three activation buffers of `w` floats come with it (a network holds no gradients).
     static func keptRatio(_ c: StudentConfig, _ shape: DataShape) -> Double {
         let P = parameters(c.architecture, shape), w = width(c.architecture, classes: shape.classes)
-        let held = 4 * (P + (P - shape.inputDim * w) + 64 * w + 3 * w) + 4 * shape.inputDim
+        let held = 4 * (P + 3 * w)
         return Double(held) / Double(4 * P)
     }
 

@@ -21,7 +21,7 @@ public enum HalvingResults {
     public static func markingStops(_ results: [RunResult], lastRung: [String: Int]) -> [RunResult] {
         results.map { r in
             var r = r
-            if let rung = r.rung { r.stoppedAtEpoch = lastRung[searchPointKey(r.config)] == rung ? r.config.epochs : nil }
+            if let rung = r.rung { r.stoppedAtEpoch = lastRung[searchPointKey(r.config)] == rung ? r.config.trainedEpochs : nil }
             return r
         }
     }
@@ -31,6 +31,7 @@ public enum HalvingResults {
     public static func searchPointKey(_ c: StudentConfig) -> String {
         var k = c
         k.epochs = 0
+        k.stopAfterEpochs = nil
         return k.pointKey
     }
 
@@ -70,7 +71,7 @@ public struct RungSummary: Sendable, Equatable {
             let points = Set(runs.map { HalvingResults.searchPointKey($0.config) })
             let next = Set((byRung[rung + 1] ?? []).map { HalvingResults.searchPointKey($0.config) })
             let best = aggregate(runs).filter { !$0.isDiverged }.map(\.validAccuracy.mean).filter { !$0.isNaN }.max()
-            return RungSummary(rung: rung, epochs: runs.map(\.config.epochs).max() ?? 0, pointsIn: points.count,
+            return RungSummary(rung: rung, epochs: runs.map(\.config.trainedEpochs).max() ?? 0, pointsIn: points.count,
                                pointsKept: points.intersection(next).count, bestValidAccuracy: best,
                                runs: runs.count, epochsTrained: runs.reduce(0) { $0 + $1.epochsRun })
         }

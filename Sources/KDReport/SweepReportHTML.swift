@@ -305,7 +305,8 @@ extension SweepReport {
     /// `ok`, or for a halving point stopped before the last rung `stopped at 3 epochs (rung 1)`.
     func stopStatus(_ a: AggregatedResult) -> String {
         guard let rung = a.rung, let last = rungs.last, rung < last.rung else { return "ok" }
-        return "stopped at \(a.point.epochs) epoch\(a.point.epochs == 1 ? "" : "s") (rung \(rung))"
+        let e = a.point.trainedEpochs
+        return "stopped at \(e) epoch\(e == 1 ? "" : "s") (rung \(rung))"
     }
 
     /// Successive halving: one row a rung (epochs, points in, points kept, best valid accuracy, epochs

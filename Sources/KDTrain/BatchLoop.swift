@@ -49,7 +49,7 @@ final class BatchLoop {
     /// when every configuration has stopped.
     func runEpoch(_ epoch: Int) -> Bool {
         for g in groups {
-            for run in g.runs where run.epochsRun >= run.config.epochs { run.active = false }
+            for run in g.runs where run.epochsRun >= run.config.trainedEpochs { run.active = false }
             g.refreshActivity()
         }
         guard groups.contains(where: { !$0.active.isEmpty }) else { return false }

@@ -11,6 +11,10 @@ public struct StudentConfig: Codable, Hashable, Sendable {
     public var seed: UInt64
     /// Stop after this many epochs without a better validation accuracy (0: never).
     public var patience: Int
+    /// Train only the first N epochs of the `epochs`-long run (its learning-rate schedule unchanged),
+    /// so the result is the full run's state after N epochs: successive halving's early rungs.
+    /// nil (the default, and absent from JSON): all `epochs`.
+    public var stopAfterEpochs: Int?
 
     public init(architecture: Architecture, loss: DistillationLoss, optimizer: OptimizerConfig,
                 batchSize: Int = 32, epochs: Int = 10, seed: UInt64 = 0, patience: Int = 0) {
@@ -28,8 +32,11 @@ public struct StudentConfig: Codable, Hashable, Sendable {
 
     /// A stable, human-readable identity (also the key that lets an interrupted sweep skip it).
     public var key: String {
-        "\(architecture)|\(loss.kind.rawValue)|T=\(loss.temperature)|a=\(loss.alpha)|\(optimizer.kind.rawValue)|lr=\(optimizer.learningRate)|wd=\(optimizer.weightDecay)|\(optimizer.schedule.rawValue)|bs=\(batchSize)|ep=\(epochs)|pat=\(patience)|seed=\(seed)"
+        "\(architecture)|\(loss.kind.rawValue)|T=\(loss.temperature)|a=\(loss.alpha)|\(optimizer.kind.rawValue)|lr=\(optimizer.learningRate)|wd=\(optimizer.weightDecay)|\(optimizer.schedule.rawValue)|bs=\(batchSize)|ep=\(epochs)|pat=\(patience)|seed=\(seed)" + (stopAfterEpochs.map { "|stop=\($0)" } ?? "")
     }
+
+    /// The epochs this configuration trains: `min(stopAfterEpochs, epochs)`, or `epochs`.
+    public var trainedEpochs: Int { stopAfterEpochs.map { min($0, epochs) } ?? epochs }
 }
 
 /// Classification quality of one model on one split.

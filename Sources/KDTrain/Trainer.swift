@@ -28,7 +28,7 @@ public final class GroupTrainer {
         let started = Date()
         let loop = BatchLoop(group: group, data: data)
         let evaluator = Evaluator(data: data)
-        for epoch in 0..<group.map(\.epochs).max()! {
+        for epoch in 0..<group.map(\.trainedEpochs).max()! {
             guard loop.runEpoch(epoch) else { break }
             for fused in loop.groups { fused.finishEpoch(epoch, samples: data.train.count, evaluator: evaluator) }
         }

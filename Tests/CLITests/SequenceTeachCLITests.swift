@@ -23,7 +23,8 @@ import Testing
         var landed = 0
         for (i, point) in [InterruptedWriteCLITests.KillPoint.outAppears, .after(0.5), .after(1.0)].enumerated() {
             let out = dir + "/killed-\(i).lmdb"
-            if try InterruptedWriteCLITests.runAndKill(Self.command(dir, out, sequence: sequence), out: out, at: point) { landed += 1 }
+            // Paced answers (30 batches ≥ 1.5 s) keep the run going past the kill on a fast machine.
+            if try InterruptedWriteCLITests.runAndKill(Self.command(dir, out, sequence: sequence, extra: " --pace 0.05"), out: out, at: point) { landed += 1 }
             let resumed = try kdcache(Self.command(dir, out, sequence: sequence))
             #expect(resumed.status == 0, "killed \(point), the same command fails: \(resumed.output)")
             let got = try InterruptedWriteCLITests.dump(out)

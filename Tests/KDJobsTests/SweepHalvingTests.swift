@@ -50,7 +50,18 @@ import Testing
         #expect(rungs.map(\.epochs) == [1, 2, 4, 6] && rungs.map(\.pointsIn) == [12, 6, 3, 2] && rungs.map(\.pointsKept) == [6, 3, 2, 0])
         #expect(all.count == 2 * (12 + 6 + 3 + 2))
         // Each point is ranked once, on its last rung, which carries the epoch it stopped at.
-        #expect(one.results.count == 2 * 12 && one.results.allSatisfy { $0.stoppedAtEpoch == $0.config.epochs })
+        #expect(one.results.count == 2 * 12 && one.results.allSatisfy { $0.stoppedAtEpoch == $0.config.trainedEpochs })
+        // A rung's run is the full-length run stopped early: its validation accuracy is the full
+        // run's curve at that epoch, its schedule the full one's.
+        let finals = all.filter { $0.config.stopAfterEpochs == nil }
+        #expect(finals.count == 2 * 2)
+        for f in finals {
+            for early in all where early.config.stopAfterEpochs != nil && early.config.key.hasPrefix(f.config.key) {
+                let e = early.config.trainedEpochs
+                #expect(early.valid?.accuracy == f.curve[e - 1], "\(early.config.key) vs epoch \(e) of \(f.config.key)")
+                #expect(early.trainLoss == Array(f.trainLoss.prefix(e)))
+            }
+        }
         #expect(Set(one.results.map { HalvingResults.searchPointKey($0.config) }).count == 12)
         let best = try #require(one.report.ranked.first)
         #expect(best.point.epochs == 6, "the choice is a full-budget run")

@@ -42,9 +42,9 @@ def run(args, **kw):
 
 
 def point_key(config):
-    """A grid point across rungs: the configuration without seed and epochs."""
+    """A grid point across rungs: the configuration without seed, epochs and the rung's early stop."""
     c = json.loads(json.dumps(config))
-    c.pop("seed"), c.pop("epochs")
+    c.pop("seed"), c.pop("epochs"), c.pop("stopAfterEpochs", None)
     return json.dumps(c, sort_keys=True)
 
 

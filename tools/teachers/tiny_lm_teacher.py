@@ -20,6 +20,7 @@ import json
 import os
 import struct
 import sys
+import time
 
 import numpy as np
 
@@ -103,6 +104,7 @@ def main():
     ap.add_argument("--train")
     ap.add_argument("--name", default="tiny-lm")
     ap.add_argument("--die-after", type=int)
+    ap.add_argument("--pace", type=float, default=0.0, help="seconds to wait before each answer (tests that kill a run mid-way)")
     ap.add_argument("--alt-vocab", action="store_true")
     ap.add_argument("--misbehave", choices=["nan", "wrong-vocab", "short-block", "bad-index", "exit", "bad-ready"])
     args = ap.parse_args()
@@ -132,6 +134,8 @@ def main():
         if args.die_after is not None and answered >= args.die_after:
             os._exit(9)
         answered += 1
+        if args.pace > 0:
+            time.sleep(args.pace)
         samples = message["samples"]
         if model is None:
             model = Trigram([s["text"] for s in samples])
