@@ -12,18 +12,20 @@ import KDTrain
 ///
 ///     P            = D·w + w + (linear ? 0 : w·C) + C                      parameters
 ///     touched      = min(D, B·n) rows of the input projection a batch updates
-///     configuration = 4·[P                        weights (one member of the fused group's tables, KDTrain's FusedGroup)
+///     configuration = 1.1·4·[P                    weights (one member of the fused group's tables, KDTrain's FusedGroup)
 ///                      + (P − D·w)                dense gradients
 ///                      + B·w                      the batch's factored first-layer gradient
 ///                      + s·P                      optimizer state
 ///                      + (patience > 0 ? P : 0)   the best epoch's snapshot
 ///                      + 5w + 2C]                 activations and logits
-///     group        = 4·B·C·(2·max(1, T) + 1) + 16·N_train + 12·B·n + 64 KiB
-///                    + 4·D + 4·K·w + 20·B·n + 16·touched + 4·P
+///     group        = 1.1·(4·B·C·(2·max(1, T) + 1) + 16·N_train + 12·B·n + 64 KiB
+///                    + 4·D + 4·K·w + 20·B·n + 16·touched + 4·P)
 ///                    (teacher rows for T distinct temperatures and the stored logits, the epoch's
 ///                    permutation, the batch's feature rows, scratch; the fused group's row-slot
 ///                    table, its row accumulator over K members and the batch's factored features;
-///                    one finished member copied out as a network at the end)
+///                    one finished member copied out as a network at the end; the factor 1.1 is
+///                    the allocator's overhead, measured: without it a 2-worker sweep of fused
+///                    groups peaked 4 % over its estimate)
 ///     shared       = runtime + the two stores' files (LMDB map pages count in RSS once touched,
 ///                    and a sweep scans them all) + the record-view tables + 16·N (labels,
 ///                    splits) + 4·2^bits + 4·D (compaction) + 2·16·nnz(views) (replayed views, twice
@@ -94,7 +96,7 @@ public enum SweepMemory {
         let P = parameters(c.architecture, shape)
         let s = c.optimizer.kind == .adam ? 2 : 1
         let floats = P + (P - D * w) + c.batchSize * w + s * P + (c.patience > 0 ? P : 0) + 5 * w + 2 * shape.classes
-        return 4 * floats + 16 * c.epochs + 4096
+        return (4 * floats + 16 * c.epochs + 4096) * 11 / 10
     }
 
     /// Bytes a group (or chunk) shares between its configurations (the `group` line above).
@@ -104,7 +106,7 @@ public enum SweepMemory {
         let B = first.batchSize, C = shape.classes, n = max(1, shape.maxFeatures), D = shape.inputDim
         let w = width(first.architecture, classes: C), touched = max(1, min(D, B * n))
         let fused = 4 * D + 4 * group.count * w + 20 * B * n + 16 * touched + 4 * parameters(first.architecture, shape)
-        return 4 * B * C * (2 * max(1, temperatures) + 1) + 16 * shape.trainSamples + 12 * B * n + (64 << 10) + fused
+        return (4 * B * C * (2 * max(1, temperatures) + 1) + 16 * shape.trainSamples + 12 * B * n + (64 << 10) + fused) * 11 / 10
     }
 
     /// Bytes the whole sweep shares (the `shared` line above); `storeBytes` is the size of the
