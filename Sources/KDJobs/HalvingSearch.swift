@@ -36,7 +36,7 @@ public struct HalvingSchedule: Sendable, Equatable {
     }
 
     /// How many of `n` points go on after a rung: ⌈n / η⌉.
-    public func kept(_ n: Int) -> Int { (n + eta - 1) / eta }
+    public func kept(_ n: Int) -> Int { n / eta + (n % eta == 0 ? 0 : 1) }
 
     /// The sweep manifest's ``SweepManifest/search`` for this schedule (the epochs are in the run keys).
     public var manifestName: String { "halving eta=\(eta) min-epochs=\(minEpochs)" }

@@ -26,8 +26,9 @@ import KDTrain
 ///                    one finished member copied out as a network at the end; the factor 1.1 is
 ///                    the allocator's overhead, measured: without it a 2-worker sweep of fused
 ///                    groups peaked 4 % over its estimate)
-///     shared       = runtime + the two stores' files (LMDB map pages count in RSS once touched,
-///                    and a sweep scans them all) + the record-view tables + 16·N (labels,
+///     shared       = runtime + the two stores' files, at most half the budget (LMDB map pages
+///                    count in RSS once touched, and a sweep scans them all; clean file pages the
+///                    kernel reclaims under pressure) + the record-view tables + 16·N (labels,
 ///                    splits) + 4·2^bits + 4·D (compaction) + 2·16·nnz(views) (replayed views, twice
 ///                    while they are built)
 ///     kept         = the networks kept for the best student (the first seed's): at most
@@ -167,7 +168,9 @@ public enum SweepMemory {
     public static func plan(_ configs: [StudentConfig], shape: DataShape, budget: Int, workers: Int,
                             keptNetworkBytes: Int, storeBytes: Int) throws -> Plan {
         let groups = SweepGroups.of(configs)
-        let shared = sharedBytes(shape, storeBytes: storeBytes)
+        // The stores' mapped pages count in RSS, but they are clean and the kernel drops them under
+        // pressure: they count up to half the budget, so a cache larger than memory still sweeps.
+        let shared = sharedBytes(shape, storeBytes: min(storeBytes, budget / 2))
         let perConfig = configs.map { configurationBytes($0, shape) }.max() ?? 0
         let ratio = configs.map { keptRatio($0, shape) }.max() ?? 1
         // Kept: the first seed's networks, at most keptNetworkBytes and an eighth of what the
@@ -218,8 +221,8 @@ public enum SweepMemory {
                     savingPeakBytes: shared + kept + saving, budget: budget, unboundedPeakBytes: unbounded)
     }
 
-    /// The default budget: ``defaultFraction`` of the machine's memory (`MemTotal` of
-    /// /proc/meminfo), or 4 GiB when it cannot be read.
+    /// The default budget: ``defaultFraction`` of the memory this process may use
+    /// (``physicalMemory``), or 4 GiB when it cannot be read.
     public static var defaultBudget: Int {
         physicalMemory.map { Int(Double($0) * defaultFraction) } ?? (4 << 30)
     }
@@ -227,13 +230,22 @@ public enum SweepMemory {
     /// The share of physical memory a sweep may use unless told: one half.
     public static let defaultFraction = 0.5
 
-    /// `MemTotal` of /proc/meminfo in bytes, nil when unreadable.
+    /// The memory this process may use: `MemTotal` of /proc/meminfo in bytes, or the cgroup's limit
+    /// when lower (cgroup v2 `memory.max`, v1 `memory.limit_in_bytes`: a Slurm job or a container
+    /// sees the host's MemTotal); nil when unreadable.
     public static var physicalMemory: Int? {
-        guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8),
-              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("MemTotal:") }) else { return nil }
-        let fields = line.split(separator: " ")
-        guard fields.count >= 2, let kib = Int(fields[1]), kib > 0 else { return nil }
-        return kib * 1024
+        var total: Int?
+        if let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8),
+           let line = text.split(separator: "\n").first(where: { $0.hasPrefix("MemTotal:") }) {
+            let fields = line.split(separator: " ")
+            if fields.count >= 2, let kib = Int(fields[1]), kib > 0, kib < Int.max / 1024 { total = kib * 1024 }
+        }
+        for file in ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"] {
+            guard let text = try? String(contentsOfFile: file, encoding: .utf8),
+                  let limit = Int(text.trimmingCharacters(in: .whitespacesAndNewlines)), limit > 0 else { continue }   // "max": none
+            total = min(total ?? limit, limit)
+        }
+        return total
     }
 
     /// The process's peak resident set (VmHWM of /proc/self/status) in bytes, nil when unreadable.

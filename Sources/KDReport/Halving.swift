@@ -1,6 +1,9 @@
 import Foundation
 import KDStore
 import KDTrain
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// What a successive-halving sweep's `results.jsonl` says about its rungs, read from the results
 /// alone (so `sweep collect` and a resumed sweep see the same): each run of rung r carries
@@ -35,15 +38,17 @@ public enum HalvingResults {
         return k.pointKey
     }
 
-    /// Rewrites `path` (a results.jsonl) with ``markingStops(_:lastRung:)`` applied, atomically
-    /// (a temporary file renamed over it), in the same line order and encoding as ``ResultWriter``.
+    /// Rewrites `path` (a results.jsonl) with ``markingStops(_:lastRung:)`` applied, atomically and
+    /// durably (a temporary file written and fsynced, renamed over it, then the directory fsynced),
+    /// in the same line order and encoding as ``ResultWriter``: after a crash or a power loss the
+    /// file is the old one or the new one, never empty.
     public static func rewrite(path: String, lastRung: [String: Int]) throws {
         let results = markingStops(try ResultsFile.read(path: path).map(\.1), lastRung: lastRung)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         var bytes = Data()
         for r in results { bytes += try encoder.encode(r); bytes += Data("\n".utf8) }
-        try renderingFileErrors(.write, path) { try bytes.write(to: URL(fileURLWithPath: path), options: .atomic) }
+        try writeDurably(bytes, to: path)
     }
 }
 
@@ -76,4 +81,28 @@ public struct RungSummary: Sendable, Equatable {
                                runs: runs.count, epochsTrained: runs.reduce(0) { $0 + $1.epochsRun })
         }
     }
+}
+
+/// Writes `bytes` to `path.tmp-PID`, fsyncs it, renames it over `path` and fsyncs the directory;
+/// the temporary is removed on failure.
+func writeDurably(_ bytes: Data, to path: String) throws {
+    let temporary = path + ".tmp-\(getpid())"
+    func fail(_ code: Int32) -> FileSystemError { unlink(temporary); return FileSystemError(path: path, operation: .write, code: code) }
+    let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    guard fd >= 0 else { throw FileSystemError(path: temporary, operation: .write, code: errno) }
+    var failure: Int32?
+    bytes.withUnsafeBytes { b in
+        var done = 0
+        while done < b.count {
+            let n = write(fd, b.baseAddress! + done, b.count - done)
+            if n < 0 { if errno == EINTR { continue }; failure = errno; return }
+            done += n
+        }
+        if fsync(fd) != 0 { failure = errno }
+    }
+    close(fd)
+    if let failure { throw fail(failure) }
+    guard rename(temporary, path) == 0 else { throw fail(errno) }
+    let directory = open((path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent, O_RDONLY | O_CLOEXEC)
+    if directory >= 0 { _ = fsync(directory); close(directory) }
 }

@@ -36,8 +36,9 @@ public struct SweepReport {
     /// Ranked by mean validation accuracy (test accuracy when there is no valid split), ties broken
     /// by mean valid macro-F1, then grid order: test numbers never choose when there is a valid split.
     /// Grid points with a diverged seed are left out: they are never ranked nor chosen as best.
-    /// In a halving sweep a point that reached a later rung ranks above every point stopped before
-    /// it (the last rung's best is the search's choice).
+    /// In a halving sweep a point trained for more epochs ranks above every point stopped earlier
+    /// (the full-budget runs' best is the search's choice, also across collected shards whose
+    /// rungs are numbered differently).
     public var ranked: [AggregatedResult] {
         func validF1(_ a: AggregatedResult) -> Double {
             let f = a.runs.compactMap { $0.valid?.macroF1 ?? $0.test?.macroF1 }
@@ -46,7 +47,11 @@ public struct SweepReport {
         return aggregated.enumerated().filter { !$0.element.isDiverged }
             .map { (a: $0.element, f1: validF1($0.element), order: $0.offset) }
             .sorted { x, y in
-                if x.a.rung != y.a.rung { return (x.a.rung ?? 0) > (y.a.rung ?? 0) }
+                // Halving: a point trained longer ranks first. By epochs, not rung number: shards of
+                // different sizes reach the full budget at different rungs.
+                if x.a.rung != nil || y.a.rung != nil, x.a.point.trainedEpochs != y.a.point.trainedEpochs {
+                    return x.a.point.trainedEpochs > y.a.point.trainedEpochs
+                }
                 if x.a.validAccuracy.mean != y.a.validAccuracy.mean { return x.a.validAccuracy.mean > y.a.validAccuracy.mean }
                 if x.f1 != y.f1 { return x.f1 > y.f1 }
                 return x.order < y.order
@@ -89,12 +94,13 @@ public struct SweepReport {
     /// The valid accuracy of a grid point, "–" without a valid split (its score is then the test accuracy).
     func validCell(_ a: AggregatedResult) -> String { a.hasValidSplit ? fmt(a.validAccuracy.mean) : "–" }
 
-    /// One row a run; a halving sweep lists every rung's runs, with two more columns: `rung` and
-    /// `stopped_at_epoch` (empty on a rung the point went on from).
+    /// One row a run; a halving sweep lists every rung's runs, with three more columns: `rung`,
+    /// `trained_epochs` (the rung's epochs of the `epochs`-long run) and `stopped_at_epoch` (empty on a
+    /// rung the point went on from).
     public func csv() -> String {
         let halving = HalvingResults.isHalving(allRuns ?? results)
         var lines = ["student,loss,temperature,alpha,optimizer,lr,weight_decay,batch_size,epochs,seed,test_accuracy,test_macro_f1,teacher_agreement,teacher_kl,ece,valid_accuracy,epochs_run,best_epoch,wall_seconds,samples_per_second,status"
-                     + (halving ? ",rung,stopped_at_epoch" : "")]
+                     + (halving ? ",rung,trained_epochs,stopped_at_epoch" : "")]
         for r in allRuns ?? results {
             let c = r.config
             // A diverged run has no metrics: empty cells, and its status says why.
@@ -103,7 +109,7 @@ public struct SweepReport {
                           fmt(r.test?.accuracy, 6), fmt(r.test?.macroF1, 6), fmt(r.test?.teacherAgreement, 6), fmt(r.test?.teacherKL, 6),
                           fmt(r.test?.ece, 6), fmt(r.valid?.accuracy, 6), "\(r.epochsRun)", "\(r.bestEpoch)",
                           fmt(r.wallSeconds, 3), String(format: "%.0f", r.samplesPerSecond), r.status ?? "ok"].joined(separator: ",")
-                         + (halving ? ",\(r.rung.map(String.init) ?? ""),\(r.stoppedAtEpoch.map(String.init) ?? "")" : ""))
+                         + (halving ? ",\(r.rung.map(String.init) ?? ""),\(c.trainedEpochs),\(r.stoppedAtEpoch.map(String.init) ?? "")" : ""))
         }
         return lines.joined(separator: "\n") + "\n"
     }

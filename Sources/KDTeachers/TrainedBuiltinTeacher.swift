@@ -118,7 +118,7 @@ public final class TrainedBuiltinTeacher: @unchecked Sendable {
                 let values = (0..<C).map { c in Float(Foundation.log(max(sums[v * C + c] / n, 1e-30))) }
                 if let c = values.firstIndex(where: { !$0.isFinite }) {
                     throw TeacherError(code: .teacherDiverged, sample: s,
-                                       message: "the built-in teacher's probability of class \(c) for sample \(s) view \(v) is not finite: lower its learning rate")
+                                       message: "the built-in teacher's probability of class \(c) for sample \(s) view \(v) is not finite: lower its learning rate and write the new teacher to a new output file (the records committed so far are this teacher's)")
                 }
                 row.append(values)
             }

@@ -38,14 +38,17 @@ public struct Architecture: Codable, Equatable, Hashable, Sendable, CustomString
 
     public init(kind: Kind, width: Int = 0) { self.kind = kind; self.width = width }
 
-    /// Parses `linear`, `fasttext:dim=32`, `mlp:hidden=64`.
+    /// The widest embedding or hidden layer `init(parsing:)` accepts (2^16).
+    public static let maxWidth = 1 << 16
+
+    /// Parses `linear`, `fasttext:dim=32`, `mlp:hidden=64` (width 1…``maxWidth``).
     public init?(parsing text: String) {
         let parts = text.split(separator: ":", maxSplits: 1).map(String.init)
         guard let kind = Kind(rawValue: parts[0]) else { return nil }
         var width = kind == .fasttext ? 32 : kind == .mlp ? 64 : 0
         if parts.count == 2 {
             let kv = parts[1].split(separator: "=").map(String.init)
-            guard kv.count == 2, let w = Int(kv[1]), w > 0,
+            guard kv.count == 2, let w = Int(kv[1]), w > 0, w <= Architecture.maxWidth,
                   (kind == .fasttext && kv[0] == "dim") || (kind == .mlp && kv[0] == "hidden") else { return nil }
             width = w
         }

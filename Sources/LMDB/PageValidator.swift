@@ -115,6 +115,7 @@ public enum PageValidator {
                                       current: () throws -> (txnid: UInt64?, length: Int)) throws -> PageValidationReport {
         var attempt = 0
         var unchangedFailure: (txnid: UInt64, length: Int, problems: [String])?
+        var confirmationWalkUsed = false
         while true {
             attempt += 1
             var (report, length) = try walk()
@@ -132,11 +133,14 @@ public enum PageValidator {
             } else {
                 unchangedFailure = nil
             }
-            // The confirming walk of an unchanged failure is always made, even out of attempts or time.
-            if changed && (attempt >= maxAttempts || !timeLeft()) {
+            // Out of attempts or time: an unchanged failure still gets one walk to confirm it;
+            // otherwise the loop ends, also for unchanged failures that never repeat (a file
+            // rewritten in place, storage that reads differently each time).
+            if attempt >= maxAttempts || !timeLeft() {
+                if !changed && !confirmationWalkUsed { confirmationWalkUsed = true; continue }
                 report.changedDuringEveryWalk = true
-                report.notes.append("a writer committed during each of \(attempt) walks; the last one's problems are listed, "
-                                    + "but they may be the writer's, not damage")
+                report.notes.append("the file changed during, or read differently in, each of \(attempt) walks (a writer "
+                                    + "committing?); the last one's problems are listed, but they may be the writer's, not damage")
                 return report
             }
         }

@@ -84,14 +84,14 @@ func numberList(_ text: String, _ name: String, _ accepted: Accepted) throws -> 
     }
 }
 
-/// A student of `--student`: `linear`, `fasttext:dim=D` or `mlp:hidden=H`, with D, H ≥ 1.
+/// A student of `--student`: `linear`, `fasttext:dim=D` or `mlp:hidden=H`, with D, H in 1…2^16.
 func parseStudent(_ item: String, _ name: String) throws -> Architecture {
     if let architecture = Architecture(parsing: item) { return architecture }
     let parts = item.split(separator: ":", maxSplits: 1).map(String.init)
     let sizeKey = ["fasttext": "dim", "mlp": "hidden"]
     if parts.count == 2, let key = sizeKey[parts[0]] {
         let kv = parts[1].split(separator: "=", maxSplits: 1).map(String.init)
-        if kv.count == 2, kv[0] == key, Int(kv[1]) != nil { throw outOfRange("\(name) \(parts[0]):\(key)", .atLeast(1), got: kv[1]) }
+        if kv.count == 2, kv[0] == key, Int(kv[1]) != nil { throw outOfRange("\(name) \(parts[0]):\(key)", .closed(1, Double(Architecture.maxWidth)), got: kv[1]) }
     }
     throw ValidationError("\(name) must be linear, fasttext:dim=D or mlp:hidden=H, got '\(item)'")
 }

@@ -57,6 +57,7 @@ struct Teach: ParsableCommand {
                               ("--ensemble", ensemble), ("--cross-fit", crossFit), ("--views", views), ("--workers", workers)] {
             try check(name, value, .atLeast(1))
         }
+        try check("--hidden", hidden, .closed(1, Double(Architecture.maxWidth)))
         try check("--seed", seed, .atLeast(0))
         if !(8...24).contains(textBits) { throw ValidationError("--text-bits must be in 8…24, got \(textBits)") }
         if views > 1 && augment == nil { throw ValidationError("--views \(views) needs --augment (e.g. token-dropout:p=0.1).") }

@@ -41,19 +41,23 @@ func storesForFlagTests(valid: Double = 0.2, test: Double = 0.2, name: String = 
         Case(arguments: sweep + ["--lr", "0"], message: "--lr must be > 0, got 0"),
         Case(arguments: sweep + ["--lr", "-0.1"], message: "--lr must be > 0, got -0.1"),
         Case(arguments: sweep + ["--lr", "1e39"], message: "--lr must be > 0 and below 3.4e38 (a 32-bit float), got 1e39"),
-        Case(arguments: sweep + ["--student", "fasttext:dim=0"], message: "--student fasttext:dim must be ≥ 1, got 0"),
-        Case(arguments: sweep + ["--student", "mlp:hidden=-8"], message: "--student mlp:hidden must be ≥ 1, got -8"),
+        Case(arguments: sweep + ["--student", "fasttext:dim=0"], message: "--student fasttext:dim must be in [1, 65536], got 0"),
+        Case(arguments: sweep + ["--student", "mlp:hidden=-8"], message: "--student mlp:hidden must be in [1, 65536], got -8"),
         Case(arguments: sweep + ["--student", "linear,,mlp"], message: "--student: item 2 of 'linear,,mlp' is empty; remove the extra comma"),
         Case(arguments: sweep + ["--student", "transformer"], message: "--student must be linear, fasttext:dim=D or mlp:hidden=H, got 'transformer'"),
         Case(arguments: sweep + ["--ensemble", "a,,b"], message: "--ensemble: item 2 of 'a,,b' is empty; remove the extra comma"),
         // sweep: numbers
-        Case(arguments: sweep + ["--epochs", "0"], message: "--epochs must be ≥ 1, got 0"),
-        Case(arguments: sweep + ["--epochs", "-3"], message: "--epochs must be ≥ 1, got -3"),
-        Case(arguments: sweep + ["--seeds", "0"], message: "--seeds must be ≥ 1, got 0"),
-        Case(arguments: sweep + ["--batch-size", "0"], message: "--batch-size must be ≥ 1, got 0"),
+        Case(arguments: sweep + ["--epochs", "0"], message: "--epochs must be in [1, 1000000], got 0"),
+        Case(arguments: sweep + ["--epochs", "-3"], message: "--epochs must be in [1, 1000000], got -3"),
+        Case(arguments: sweep + ["--seeds", "0"], message: "--seeds must be in [1, 100000], got 0"),
+        Case(arguments: sweep + ["--batch-size", "0"], message: "--batch-size must be in [1, 1048576], got 0"),
         Case(arguments: sweep + ["--workers", "0"], message: "--workers must be ≥ 1, got 0"),
         Case(arguments: sweep + ["--trials", "0"], message: "--trials must be ≥ 1, got 0"),
-        Case(arguments: sweep + ["--patience", "-1"], message: "--patience must be ≥ 0, got -1"),
+        Case(arguments: sweep + ["--student", "mlp:hidden=1000000000000"], message: "--student mlp:hidden must be in [1, 65536], got 1000000000000"),
+        Case(arguments: sweep + ["--epochs", "1000000000000000000"], message: "--epochs must be in [1, 1000000], got 1000000000000000000"),
+        Case(arguments: sweep + ["--batch-size", "4611686018427387904"], message: "--batch-size must be in [1, 1048576], got 4611686018427387904"),
+        Case(arguments: teach + ["--hidden", "70000"], message: "--hidden must be in [1, 65536], got 70000"),
+        Case(arguments: sweep + ["--patience", "-1"], message: "--patience must be in [0, 1000000], got -1"),
         Case(arguments: sweep + ["--weight-decay", "-0.01"], message: "--weight-decay must be ≥ 0, got -0.01"),
         Case(arguments: sweep + ["--search-seed", "-1"], message: "--search-seed must be ≥ 0, got -1"),
         Case(arguments: sweep + ["--optimizer", "lbfgs"], message: "--optimizer must be adam or sgd, got 'lbfgs'"),
@@ -122,7 +126,7 @@ func storesForFlagTests(valid: Double = 0.2, test: Double = 0.2, name: String = 
     @Test func aSweepFileValueNamesTheFileAndKey() throws {
         let dir = try temporaryDirectory()
         for (content, message) in [("alpha: [0, 2]\n", "grid.yaml: 'alpha' must be in [0, 1], got 2"),
-                                   ("epochs: 0\n", "grid.yaml: 'epochs' must be ≥ 1, got 0"),
+                                   ("epochs: 0\n", "grid.yaml: 'epochs' must be in [1, 1000000], got 0"),
                                    ("temperature: \"2,,4\"\n", "grid.yaml: 'temperature': item 2 of '2,,4' is empty; remove the extra comma")] {
             try writeFile(dir + "/grid.yaml", Array(content.utf8))
             let r = try kdcache(Self.sweep + ["--config", dir + "/grid.yaml"], in: dir)

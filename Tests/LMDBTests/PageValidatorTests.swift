@@ -493,6 +493,15 @@ extension Array where Element == UInt8 {
         #expect(walks == 5 && report.attempts == 5)
         #expect(report.changedDuringEveryWalk && !report.isDamaged && !report.isValid)
         #expect(report.notes.contains { $0.contains("each of 5 walks") })
+        // Unchanged failures that never repeat (a file rewritten in place) end too.
+        walks = 0
+        let flaky = try PageValidator.retryingWhileChanging(maxAttempts: 5, timeLeft: { true }, walk: {
+            walks += 1
+            var r = failingWalk(txnid: 7)
+            r.problems = ["page \(walks): torn"]
+            return (r, 4096)
+        }, current: { (7, 4096) })
+        #expect(walks == 6 && flaky.changedDuringEveryWalk && !flaky.isDamaged)
         // Out of time: the same verdict after the first changed walk.
         walks = 0
         let late = try PageValidator.retryingWhileChanging(maxAttempts: 64, timeLeft: { false }, walk: {

@@ -56,7 +56,7 @@ def describe(config):
 
 
 def points(results_path):
-    """Each point's final runs (its last rung in a halving sweep): {key: (config, [valid], [test], order)}."""
+    """Each point's final runs (its last rung in a halving sweep): {key: (config, [valid], [test], epochs trained)}."""
     runs = [json.loads(line) for line in Path(results_path).read_text().splitlines()]
     halving = any("rung" in r for r in runs)
     out = {}
@@ -64,7 +64,7 @@ def points(results_path):
         if halving and "stoppedAtEpoch" not in r:
             continue
         k = point_key(r["config"])
-        cfg, v, t, rung = out.get(k, (r["config"], [], [], r.get("rung", 0)))
+        cfg, v, t, rung = out.get(k, (r["config"], [], [], r.get("stoppedAtEpoch", r["config"]["epochs"])))
         if r.get("valid"):
             v.append(r["valid"]["accuracy"]); t.append(r["test"]["accuracy"])
         out[k] = (cfg, v, t, rung)
@@ -73,7 +73,7 @@ def points(results_path):
 
 
 def best(pts):
-    """The ranking of `kdcache sweep`: later rung first, then mean valid accuracy (ties: file order)."""
+    """The ranking of `kdcache sweep`: more epochs trained first, then mean valid accuracy (ties: file order)."""
     order = {k: i for i, k in enumerate(pts)}
     ok = [k for k, (_, v, _, _) in pts.items() if v]
     return min(ok, key=lambda k: (-pts[k][3], -statistics.mean(pts[k][1]), order[k]))
@@ -102,8 +102,8 @@ def main():
     a = p.parse_args()
     ETA[:] = [str(a.eta), str(a.min_epochs)]
     d = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="halving-bench-"))
-    if d.exists() and a.keep:
-        shutil.rmtree(d)
+    if a.keep and d.exists() and any(d.iterdir()):
+        sys.exit(f"halving_bench: --keep {d} is not empty; name a new or empty directory (nothing is removed)")
     d.mkdir(parents=True, exist_ok=True)
     print(f"81 grid points × {a.seeds} seeds, {a.epochs} epochs; halving η = {a.eta}, min {a.min_epochs} epochs; --workers {a.workers}; {a.bin}")
     for name, spec in DATASETS.items():

@@ -48,13 +48,13 @@ struct GridOptions: ParsableArguments {
         let temperatures = try numberList(t.text, t.name, .positive)
         let alphas = try numberList(a.text, a.name, .closed(0, 1))
         let rates = try numberList(r.text, r.name, .positive)
-        let seeds = try pickInt(self.seeds, "--seeds", "seeds", SweepDefaults.seeds, .atLeast(1))
+        let seeds = try pickInt(self.seeds, "--seeds", "seeds", SweepDefaults.seeds, .closed(1, 100_000))
         var grid = SweepGrid.defaults
         grid.students = students; grid.temperatures = temperatures; grid.alphas = alphas; grid.learningRates = rates
         grid.seeds = (0..<UInt64(seeds)).map { $0 }
-        grid.epochs = try pickInt(self.epochs, "--epochs", "epochs", SweepDefaults.epochs, .atLeast(1))
-        grid.batchSize = try pickInt(self.batchSize, "--batch-size", "batch_size", SweepDefaults.batchSize, .atLeast(1))
-        grid.patience = try pickInt(self.patience, "--patience", "patience", SweepDefaults.patience, .atLeast(0))
+        grid.epochs = try pickInt(self.epochs, "--epochs", "epochs", SweepDefaults.epochs, .closed(1, 1_000_000))
+        grid.batchSize = try pickInt(self.batchSize, "--batch-size", "batch_size", SweepDefaults.batchSize, .closed(1, 1_048_576))
+        grid.patience = try pickInt(self.patience, "--patience", "patience", SweepDefaults.patience, .closed(0, 1_000_000))
         try chooseKinds(&grid, file)
         if let weightDecay {
             try check("--weight-decay", weightDecay, .atLeast(0))
@@ -98,8 +98,8 @@ struct GridOptions: ParsableArguments {
             return nil
         }
         let options = HalvingOptions(eta: eta ?? SweepDefaults.eta, minEpochs: minEpochs ?? SweepDefaults.minEpochs)
-        try check("--eta", options.eta, .atLeast(2))
-        try check("--min-epochs", options.minEpochs, .atLeast(1))
+        try check("--eta", options.eta, .closed(2, 1000))
+        try check("--min-epochs", options.minEpochs, .closed(1, 1_000_000))
         return options
     }
 

@@ -305,8 +305,8 @@ def check_file(path: str) -> None:
     it walks, or commit while it reads the meta pages. So a problem counts only when no commit came
     between the walk's start and its end (same picked txnid, same file length), and is reported
     when two such walks in a row find it. A walk that a commit overlapped is repeated after a pause
-    (1, 2, 4 … ms), up to MAX_ATTEMPTS walks; a file that changed under every one of them is left
-    to liblmdb, which a writer's lock file keeps consistent (kdcache's readers, without one, assume
+    (1, 2, 4 … ms), up to MAX_ATTEMPTS walks; a file that changed under every one of them, or never
+    showed the same problem twice, is left to liblmdb, which a writer's lock file keeps consistent (kdcache's readers, without one, assume
     that no other process writes the file: registry)."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
@@ -326,8 +326,7 @@ def check_file(path: str) -> None:
                 time.sleep(0.001 * 2 ** attempt)
             last = seen
         else:
-            if seen[1] is None:
-                return
+            return                               # never the same problem twice: not shown to be damage
     finally:
         os.close(fd)
     problem = seen[0]
