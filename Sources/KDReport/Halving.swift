@@ -90,16 +90,7 @@ func writeDurably(_ bytes: Data, to path: String) throws {
     func fail(_ code: Int32) -> FileSystemError { unlink(temporary); return FileSystemError(path: path, operation: .write, code: code) }
     let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
     guard fd >= 0 else { throw FileSystemError(path: temporary, operation: .write, code: errno) }
-    var failure: Int32?
-    bytes.withUnsafeBytes { b in
-        var done = 0
-        while done < b.count {
-            let n = write(fd, b.baseAddress! + done, b.count - done)
-            if n < 0 { if errno == EINTR { continue }; failure = errno; return }
-            done += n
-        }
-        if fsync(fd) != 0 { failure = errno }
-    }
+    let failure = writeAllAndSync(fd, bytes)
     close(fd)
     if let failure { throw fail(failure) }
     guard rename(temporary, path) == 0 else { throw fail(errno) }

@@ -79,20 +79,26 @@ package final class ResultWriter: @unchecked Sendable {
         for r in results { bytes += try encoder.encode(r); bytes += Data("\n".utf8) }
         lock.lock(); defer { lock.unlock() }
         let start = lseek(fd, 0, SEEK_CUR)
-        var failure: Int32?
-        bytes.withUnsafeBytes { b in
-            var done = 0
-            while done < b.count {
-                let n = write(fd, b.baseAddress! + done, b.count - done)
-                if n < 0 { if errno == EINTR { continue }; failure = errno; return }
-                done += n
-            }
-            if fsync(fd) != 0 { failure = errno }
-        }
-        if let failure {
+        if let failure = writeAllAndSync(fd, bytes) {
             // Leave no partial line behind: the next run would cut it, but a reader now would not.
             if start >= 0 { _ = ftruncate(fd, start); _ = lseek(fd, start, SEEK_SET) }
             throw FileSystemError(path: path, operation: .write, code: failure)
         }
     }
+}
+
+/// Writes all of `bytes` at `fd`'s offset (retrying short writes and EINTR), then fsyncs it;
+/// the errno of the first failure, nil when everything is on disk.
+func writeAllAndSync(_ fd: Int32, _ bytes: Data) -> Int32? {
+    var failure: Int32?
+    bytes.withUnsafeBytes { b in
+        var done = 0
+        while done < b.count {
+            let n = write(fd, b.baseAddress! + done, b.count - done)
+            if n < 0 { if errno == EINTR { continue }; failure = errno; return }
+            done += n
+        }
+        if fsync(fd) != 0 { failure = errno }
+    }
+    return failure
 }
