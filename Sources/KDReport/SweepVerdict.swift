@@ -93,10 +93,13 @@ public struct SweepVerdict: Sendable {
     /// One student architecture's best KD configuration against its best α = 0 one.
     public struct PerArchitecture: Sendable {
         public var architecture: Architecture
-        /// nil when the architecture has no finished KD or no finished α = 0 configuration.
+        /// nil when the architecture has no finished KD or no finished α = 0 configuration, or when
+        /// successive halving stopped the two at different epochs.
         public var comparison: PairedComparison?
         public var hasKD: Bool
         public var hasBaseline: Bool
+        /// The best KD and α = 0 points of this architecture, when both finished.
+        public var pair: (kd: AggregatedResult, baseline: AggregatedResult)?
     }
 
     public var bestOverall: AggregatedResult?
@@ -124,14 +127,14 @@ public struct SweepVerdict: Sendable {
         bestOverall = ranked.first
         bestDistilled = ranked.first { !$0.isBaseline }
         bestBaseline = ranked.first(where: \.isBaseline)
-        overall = both(bestDistilled, bestBaseline).map(PairedComparison.init)
+        overall = both(bestDistilled, bestBaseline).flatMap(Self.comparable)
         var order: [Architecture] = []
         for a in all where !order.contains(a.point.architecture) { order.append(a.point.architecture) }
         architectures = order.map { arch in
             let kd = ranked.first { $0.point.architecture == arch && !$0.isBaseline }
             let base = ranked.first { $0.point.architecture == arch && $0.isBaseline }
-            return PerArchitecture(architecture: arch, comparison: both(kd, base).map(PairedComparison.init),
-                                   hasKD: kd != nil, hasBaseline: base != nil)
+            return PerArchitecture(architecture: arch, comparison: both(kd, base).flatMap(Self.comparable),
+                                   hasKD: kd != nil, hasBaseline: base != nil, pair: both(kd, base).map { (kd: $0.0, baseline: $0.1) })
         }
         divergedConfigurations = all.filter(\.isDiverged).count
         configurations = all.count
@@ -144,6 +147,19 @@ public struct SweepVerdict: Sendable {
     }
 
     /// `linear α 0.9 T 4.0 lr 0.3` or `fasttext:dim=16 no KD (α 0) lr 0.1`.
+    /// A seed-paired comparison of two points trained for the same epochs; nil for points that
+    /// successive halving stopped at different rungs (a 3-epoch run against a 9-epoch one measures
+    /// the epochs, not KD).
+    static func comparable(_ pair: (AggregatedResult, AggregatedResult)) -> PairedComparison? {
+        pair.0.point.trainedEpochs == pair.1.point.trainedEpochs ? PairedComparison(kd: pair.0, baseline: pair.1) : nil
+    }
+
+    /// `… stopped at different epochs (3 and 9) by successive halving: not compared`.
+    static func notComparable(_ kd: AggregatedResult, _ base: AggregatedResult) -> String {
+        "the best KD configuration (\(describe(kd.point)), \(kd.point.trainedEpochs) epochs) and the best no-KD one "
+            + "(\(describe(base.point)), \(base.point.trainedEpochs) epochs) were stopped at different rungs by successive halving: not compared"
+    }
+
     public static func describe(_ c: StudentConfig) -> String {
         "\(c.architecture) " + (c.loss.alpha > 0 ? "α \(c.loss.alpha) T \(c.loss.temperature)" : "no KD (α 0)") + " lr \(c.optimizer.learningRate)"
     }
@@ -160,7 +176,9 @@ public struct SweepVerdict: Sendable {
         if !gridHasBaseline { return "verdict: no α = 0 configuration in the grid: nothing to measure KD against (\(renderHint(.addBaselineAlpha)))" }
         if bestDistilled == nil { return "verdict: every distilled configuration diverged: nothing to compare with the no-KD students" }
         if bestBaseline == nil { return "verdict: every α = 0 configuration diverged: nothing to measure KD against" }
-        let c = overall!
+        guard let c = overall else {
+            return "verdict: undetermined: " + Self.notComparable(bestDistilled!, bestBaseline!) + " (run the full grid to measure KD)"
+        }
         let kd = Self.describe(c.kd.point), base = Self.describe(c.baseline.point)
         switch c.finding {
         case .helps: return "verdict: KD helps: the best KD student (\(kd)) beats the best no-KD student (\(base)) by \(c.numbers(renderHint: renderHint))"
@@ -183,8 +201,12 @@ public struct SweepVerdict: Sendable {
         if gridHasKD && gridHasBaseline {
             for a in architectures {
                 guard let c = a.comparison else {
-                    out.append("  \(a.architecture): " + (a.hasKD ? "no finished α = 0 configuration to compare with"
-                                                                  : "no finished KD configuration to compare"))
+                    if let pair = a.pair {
+                        out.append("  \(a.architecture): " + Self.notComparable(pair.kd, pair.baseline))
+                    } else {
+                        out.append("  \(a.architecture): " + (a.hasKD ? "no finished α = 0 configuration to compare with"
+                                                                      : "no finished KD configuration to compare"))
+                    }
                     continue
                 }
                 out.append("  \(a.architecture): \(c.finding.rawValue): \(Self.describe(c.kd.point)) vs \(Self.describe(c.baseline.point)): \(c.numbers(renderHint: renderHint))")

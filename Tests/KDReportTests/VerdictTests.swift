@@ -169,6 +169,26 @@ import KDTrain
         #expect(c.finding == .helps)
     }
 
+    /// Successive halving can stop the best KD point and the best α = 0 point at different rungs:
+    /// the verdict then compares nothing, rather than a 3-epoch run with a 9-epoch one.
+    @Test func pointsStoppedAtDifferentRungsAreNotCompared() {
+        var r = Self.results([Point(student: "linear", alpha: 0.5, valid: 0.9, test: [0.9, 0.91]),
+                              Point(student: "linear", alpha: 0, valid: 0.7, test: [0.7, 0.71])])
+        for i in r.indices {
+            r[i].config.epochs = 9
+            r[i].rung = r[i].config.loss.alpha == 0 ? 2 : 1
+            r[i].config.stopAfterEpochs = r[i].config.loss.alpha == 0 ? nil : 3
+            r[i].stoppedAtEpoch = r[i].config.trainedEpochs
+        }
+        let report = SweepReport(results: r, aggregated: aggregate(r), teacherTestAccuracy: 0.8, labels: ["a", "b"])
+        let v = report.verdictDetails
+        #expect(v.overall == nil)
+        #expect(v.headline.hasPrefix("verdict: undetermined: the best KD configuration (linear α 0.5 T 2.0 lr 0.1, 3 epochs)"), "\(v.headline)")
+        #expect(v.details.contains { $0.contains("were stopped at different rungs by successive halving: not compared") }, "\(v.details)")
+        // The 9-epoch point ranks first, whatever its accuracy.
+        #expect(report.ranked.first?.isBaseline == true)
+    }
+
     @Test(arguments: [(1, 12.706), (2, 4.303), (10, 2.228), (30, 2.042), (40, 2.021), (60, 2.000), (120, 1.980), (100_000, 1.960)])
     func tQuantiles(df: Int, expected: Double) {
         #expect(abs(studentTQuantile975(degreesOfFreedom: df) - expected) < 1e-3)
