@@ -28,8 +28,8 @@ branch pages with ≥ 2 nodes (liblmdb asserts it), node offsets even, at or abo
 header, key (≤ 511 bytes) and in-page data inside the page, node flags known (no MDB_DUPSORT,
 which kdcache never writes); every overflow run starting with a P_OVERFLOW page whose count keeps
 the run inside `last_pg` and holds the value; no page reached twice (by a tree or a run). Not
-checked (liblmdb reads them without leaving the file): key order, the MDB_db counters, the free
-list's page lists (only a writer reads them). Levels are walked breadth-first, each level's pages
+checked (liblmdb reads them without leaving the file): key order, the MDB_db counters; the free
+list's page lists only for a file opened for writing (only a writer reads them: `check_file`). Levels are walked breadth-first, each level's pages
 checked together with numpy, so the cost is one `pread` per tree page and per overflow run.
 """
 from __future__ import annotations
@@ -119,8 +119,9 @@ def _picked(fd: int, size: int) -> _Meta:
 class _Walk:
     """One walk of one file: the picked meta, and which pages a tree or overflow run has reached."""
 
-    def __init__(self, fd: int, size: int, meta: _Meta):
-        self.fd, self.size, self.meta = fd, size, meta
+    def __init__(self, fd: int, size: int, meta: _Meta, free_list: bool = False):
+        self.fd, self.size, self.meta, self.free_list = fd, size, meta, free_list
+        self.free_ids: list[np.ndarray] = []       # the free list's page numbers (free_list only)
         self.psize, self.last = meta.psize, meta.last_pg
         self.seen = np.zeros(self.last + 1, dtype=bool)
         self.runs: list[np.ndarray] = []           # (start, count) pairs of overflow runs
@@ -141,6 +142,13 @@ class _Walk:
                               "(unknown, or MDB_DUPSORT, which kdcache never writes)")
             self.tree(f"database '{label}'", db, main=False)
         self.check_runs()
+        if self.free_list and self.free_ids:
+            ids = np.sort(np.concatenate(self.free_ids)).astype(np.int64)
+            if (m := np.r_[False, np.diff(ids) == 0]).any():
+                raise _Damage(f"the free list names page {int(ids[m][0])} twice: a writer would hand it out twice and overwrite a record")
+            if (m := self.cover[ids] > 0).any():
+                raise _Damage(f"the free list names page {int(ids[m][0])}, which a tree or an overflow run uses: "
+                              "a writer would reuse it and overwrite a record")
         return [n for n, _ in names]
 
     def tree(self, label: str, db, main: bool):
@@ -259,6 +267,15 @@ class _Walk:
             for k in range(8):
                 ov |= flat[at + k].astype(np.uint64) << np.uint64(8 * k)
             self.overflow(label, pgnos[pi[bj]], slot[bj], ov, dsize[bj])
+        if self.free_list and label == "<free>":
+            for j in range(base.size):
+                if big[j]:
+                    start = int(sum(int(flat[int(base[j]) + 8 + int(ksize[j]) + k]) << (8 * k) for k in range(8)))
+                    value = _read(self.fd, start * ps + 16, int(dsize[j]))
+                else:
+                    a = int(base[j]) + 8 + int(ksize[j])
+                    value = bytes(flat[a:a + int(dsize[j])])
+                self.free_record(f"page {int(pgnos[pi[j]])} ({label}, leaf): node {int(slot[j])}", value)
         for j in np.flatnonzero(sub).tolist():
             a, k = int(base[j]) + 8, int(ksize[j])
             named.append((bytes(flat[a:a + k]), struct.unpack_from("<IHHQQQQQ", bytes(flat[a + k:a + k + 48]))))
@@ -284,8 +301,22 @@ class _Walk:
             self.runs.append((start, count))
             self.pages += 1
 
+    def free_record(self, where: str, value: bytes):
+        """One free-list record (an IDL: u64 count n, then n u64 page numbers), which a writer trusts:
+        n must fit the value, and every page number lie in 2…last_pg."""
+        if len(value) < 8:
+            raise _Damage(f"{where}: a free-list record of {len(value)} bytes (at least 8)")
+        n = struct.unpack_from("<Q", value)[0]
+        if 8 * (n + 1) > len(value):
+            raise _Damage(f"{where}: a free-list record counts {n} pages in {len(value)} bytes")
+        ids = np.frombuffer(value, dtype="<u8", count=n, offset=8)
+        if (m := (ids < 2) | (ids > self.last)).any():
+            raise _Damage(f"{where}: the free list names page {int(ids[m][0])}, outside 2…{self.last}")
+        self.free_ids.append(ids)
+
     def check_runs(self):
-        """No overflow run overlaps a tree page or another run."""
+        """No overflow run overlaps a tree page or another run (`cover`: how many use each page)."""
+        self.cover = self.seen.astype(np.int32)
         if not self.runs:
             return
         runs = np.array(self.runs, dtype=np.int64)
@@ -293,13 +324,17 @@ class _Walk:
         np.add.at(cover, runs[:, 0], 1)
         np.add.at(cover, runs[:, 0] + runs[:, 1], -1)
         cover = np.cumsum(cover)[:-1] + self.seen
+        self.cover = cover
         if (m := cover > 1).any():
             raise _Damage(f"page {int(np.flatnonzero(m)[0])}: reached twice (by overflow runs or a tree and a run)")
 
 
-def check_file(path: str) -> None:
+def check_file(path: str, free_list: bool = False) -> None:
     """Walks the file's pages (module doc) and raises `FormatError` naming the file and the first
-    problem. A file whose page 0 lacks LMDB's magic is left to lmdb.open to refuse.
+    problem. A file whose page 0 lacks LMDB's magic is left to lmdb.open to refuse. `free_list`
+    (for a file about to be opened for writing, since only a writer reads them): also every
+    free-list record fits its value and names distinct pages in 2…last_pg that no tree or overflow
+    run uses — liblmdb would hand such a page out and overwrite a record.
 
     The walk is not an LMDB reader: a writer in another process may reuse the pages of the snapshot
     it walks, or commit while it reads the meta pages. So a problem counts only when no commit came
@@ -316,7 +351,7 @@ def check_file(path: str) -> None:
         last = None
         for attempt in range(MAX_ATTEMPTS):
             try:
-                _check(fd)
+                _check(fd, free_list)
                 return
             except _Damage as e:
                 seen = (str(e), e.snapshot)
@@ -346,7 +381,7 @@ def _snapshot(fd: int) -> tuple[_Meta, int]:
     return _picked(fd, size), os.fstat(fd).st_size
 
 
-def _check(fd: int) -> None:
+def _check(fd: int, free_list: bool = False) -> None:
     """One walk; a `_Damage` carries `snapshot`: (txnid, length) when the snapshot did not change
     during the walk, else None."""
     try:
@@ -359,7 +394,7 @@ def _check(fd: int) -> None:
     try:
         if meta.last_pg < 1 or (meta.last_pg + 1) * meta.psize > size:
             raise _Damage(f"truncated: its meta page says {meta.last_pg + 1} pages of {meta.psize} bytes, the file holds {size} bytes")
-        _Walk(fd, size, meta).run()
+        _Walk(fd, size, meta, free_list).run()
     except _Damage as e:
         try:
             again, now = _snapshot(fd)

@@ -35,7 +35,7 @@ def _lmdb_open(path: str, writable: bool, map_size: int, walk: bool = True) -> l
     A reopening (`SharedEnvironment._reopen`) does not walk again: the file was walked when this
     process first opened it, and changed since only through liblmdb's own writes."""
     if walk and os.path.exists(path):
-        pages.check_file(path)
+        pages.check_file(path, free_list=writable)
     if writable:
         return lmdb.open(path, subdir=False, map_size=map_size, max_dbs=_MAX_DBS)
     try:

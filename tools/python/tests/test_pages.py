@@ -53,7 +53,7 @@ sys.path.insert(0, sys.argv[1])
 import kdcache, lmdb
 from kdcache import pages
 if sys.argv[2] == "unchecked":
-    pages.check_file = lambda path: None     # what the reader did before pages.py
+    pages.check_file = lambda path, free_list=False: None     # what the reader did before pages.py
 def read(path):
     s = kdcache.open(path)
     try:
@@ -353,3 +353,62 @@ def test_a_file_being_written_by_another_process_is_never_refused(tmp_path):
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+def _free_list_file(path):
+    """An LMDB file whose free list holds records: values written, then half of them deleted and
+    rewritten over several transactions."""
+    env = lmdb.open(str(path), subdir=False, map_size=64 << 20, max_dbs=2)
+    db = env.open_db(b"d")
+    for t in range(6):
+        with env.begin(write=True, db=db) as txn:
+            for i in range(400):
+                if (i + t) % 2:
+                    txn.delete(struct.pack(">Q", i))
+                else:
+                    txn.put(struct.pack(">Q", i), bytes([t]) * 300)
+    env.close()
+    return path
+
+
+def _free_record(path):
+    """(offset of the first free-list record's value in the file, its size): the FREE root of the
+    picked meta, which a small file's free list fits in (one leaf)."""
+    raw = Path(path).read_bytes()
+    metas = [struct.unpack_from("<QQ", raw, p * PAGE + 136) for p in (0, 1)]      # last_pg, txnid (pages.py's layout)
+    page = 0 if metas[0][1] >= metas[1][1] else 1
+    depth, root = struct.unpack_from("<H", raw, page * PAGE + 40 + 6)[0], struct.unpack_from("<Q", raw, page * PAGE + 40 + 40)[0]
+    assert depth == 1, "the fixture's free list should be one leaf"
+    off = struct.unpack_from("<H", raw, root * PAGE + 16)[0]
+    lo, hi, flags, ksize = struct.unpack_from("<HHHH", raw, root * PAGE + off)
+    assert flags == 0, "an inline free-list record"
+    return root * PAGE + off + 8 + ksize, lo | (hi << 16)
+
+
+def test_a_writer_refuses_a_free_list_that_would_overwrite_records(tmp_path):
+    # liblmdb's writer trusts the free list: a count beyond its record, or a live page listed as
+    # free, would read past the record or hand out a page that holds records. Readers never use it.
+    healthy = _free_list_file(tmp_path / "ok.lmdb")
+    pages.check_file(str(healthy), free_list=True)                   # no false alarm on a sound file
+    at, size = _free_record(healthy)
+    raw = bytearray(healthy.read_bytes())
+    n = struct.unpack_from("<Q", raw, at)[0]
+    assert n >= 1 and 8 * (n + 1) <= size
+    for name, edit, message in [
+        ("count", lambda b: struct.pack_into("<Q", b, at, n + 1000), "free-list record counts"),
+        ("live", lambda b: struct.pack_into("<Q", b, at + 8, 0), "outside 2…"),
+    ]:
+        bad = bytearray(raw)
+        edit(bad)
+        path = tmp_path / f"{name}.lmdb"
+        path.write_bytes(bad)
+        pages.check_file(str(path))                                  # a reader does not read the free list
+        with pytest.raises(kdcache.FormatError, match=message):
+            pages.check_file(str(path), free_list=True)
+    # A live page (the FREE root itself) listed as free.
+    bad = bytearray(raw)
+    struct.pack_into("<Q", bad, at + 8, at // PAGE)
+    path = tmp_path / "reused.lmdb"
+    path.write_bytes(bad)
+    with pytest.raises(kdcache.FormatError, match="which a tree or an overflow run uses"):
+        pages.check_file(str(path), free_list=True)
