@@ -80,7 +80,7 @@ demo: system-deps
 	@echo "report: $(CURDIR)/$(DEMO)/sweep/report.html"
 
 ## bench: release-build benchmarks, each printed as a ratio against a baseline run side by side. Section 9
-## (tools/bench/sweep_scale.py; long: 36 configurations x 5 epochs on 128k texts in four systems) fetches Debian's Translation-en lists with apt once (root or sudo)
+## (tools/bench/sweep_scale.py: 36 configurations x 1 epoch on 128k texts in four systems, ~6 min) fetches Debian's Translation-en lists with apt once (root or sudo)
 ## and keeps its dataset and teacher in .build-bench/; BENCH_ONLY=scale runs one section, BENCH_SCALE_QUICK=1
 ## runs section 9 small.
 bench: deps $(VENV)/.bench-installed

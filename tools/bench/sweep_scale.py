@@ -4,7 +4,7 @@
 side by side in one run:
 
   a. a 36-configuration KD sweep (linear student, SGD momentum 0.9, batch 64, T 1,2,4 × α 0.3,0.6,0.9
-     × lr 3,10 × 2 seeds, 5 epochs): `kdcache sweep` with 1 and 2 workers against the same sweep in
+     × lr 3,10 × 2 seeds, 1 epoch by default: 5 take numpy and PyTorch over an hour here): `kdcache sweep` with 1 and 2 workers against the same sweep in
      numpy/scipy (sweep_numpy.py) and PyTorch (sweep_torch.py), each reading the same teacher cache
      through py-lmdb, end to end (process start to results); the mean test accuracies of each;
                                                           target: >= 10x numpy (floor 5x)
@@ -39,7 +39,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT / "tools" / "python"))
 
-FULL = {"epochs": 5, "temperature": "1,2,4", "alpha": "0.3,0.6,0.9", "lr": "3,10", "seeds": 2,
+FULL = {"epochs": 1, "temperature": "1,2,4", "alpha": "0.3,0.6,0.9", "lr": "3,10", "seeds": 2,
         "fused": {"temperature": "1,2,4,8", "alpha": "0.3,0.6,0.9", "lr": "1,3,10"}, "every": 1}
 QUICK = {"epochs": 2, "temperature": "1,4", "alpha": "0.3,0.9", "lr": "10", "seeds": 2,
          "fused": {"temperature": "1,4", "alpha": "0.3,0.9", "lr": "3,10"}, "every": 8}
@@ -307,7 +307,7 @@ def main():
     ap.add_argument("--work", default=str(ROOT / ".build-bench"))
     ap.add_argument("--quick", action="store_true", help="every 8th row, 2 epochs, 8 configurations")
     ap.add_argument("--reps", type=int, default=1, help="interleaved repetitions (median of ratios)")
-    ap.add_argument("--epochs", type=int, help="epochs per run (default 5; 2 with --quick)")
+    ap.add_argument("--epochs", type=int, help="epochs per run (default 1; 2 with --quick)")
     ap.add_argument("--baselines", default="numpy,torch", help="comma-separated: numpy (required), torch")
     a = ap.parse_args()
     if a.reps < 1:
