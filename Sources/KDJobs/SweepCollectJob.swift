@@ -33,6 +33,7 @@ public struct SweepCollectJob: Sendable {
         var (manifest, keys, results) = try merged()
         manifest.runs = keys
         let opened = try SweepDirectory.open(out, for: manifest, startOver: startOver)
+        defer { withExtendedLifetime(opened) {} }  // the directory's lock, until every file is written
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let lines = try results.map { String(decoding: try encoder.encode($0), as: UTF8.self) }.joined(separator: "\n") + "\n"

@@ -100,6 +100,7 @@ public struct SweepJob: Sendable {
         }
         let removed = options.startOver ? SweepDirectory(path: options.out).existingOutputs : []
         let opened = try SweepDirectory.open(options.out, for: manifest, startOver: options.startOver)
+        defer { withExtendedLifetime(opened) {} }  // the directory's lock, until every file is written
         if options.startOver && !removed.isEmpty && removed != ["sweep.json"] { events(.removedEarlierSweep(files: removed)) }
         events(.splits(valid: inputs.training.valid.count, test: inputs.training.test.count))
         if let plan { events(.memory(plan)) }

@@ -29,7 +29,7 @@ public struct ReportError: RenderableError, Equatable, Sendable {
     public func text(renderHint: (Hint) -> String, renderOption: (String) -> String) -> String {
         // A directory's state reads as a sentence about it ("DIR holds another sweep: …"); a file's
         // problem follows its path and a colon ("DIR/sweep.json: unreadable (…)").
-        let joiner = code == .notADirectory || code == .otherSweep ? " " : ": "
+        let joiner = code == .notADirectory || code == .otherSweep || code == .directoryBusy ? " " : ": "
         return path + joiner + message + (hint.map { ". " + renderHint($0) } ?? "")
     }
 

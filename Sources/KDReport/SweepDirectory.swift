@@ -53,6 +53,8 @@ public struct SweepManifest: Codable, Equatable, Sendable {
 /// every run in its `results.jsonl` belongs to the new sweep.
 public struct SweepDirectory: Sendable {
     public let path: String
+    /// Held from ``open(_:for:startOver:)`` until the last copy of this value is gone.
+    private var lock: DirectoryLock?
 
     /// The files a sweep writes; derived ones first, so that a removal stopped half-way never
     /// leaves a report without the results it was made from.
@@ -63,10 +65,11 @@ public struct SweepDirectory: Sendable {
 
     public init(path: String) { self.path = path }
 
-    /// Checks `path` against the rule above, creates or clears it, and records `manifest` in it.
+    /// Checks `path` against the rule above, creates it, takes its lock (``ReportError/Code/directoryBusy``
+    /// while another sweep holds it), clears it or resumes it, and records `manifest` in it.
     /// Returns the directory and whether an earlier sweep of the same runs is resumed.
     public static func open(_ path: String, for manifest: SweepManifest, startOver: Bool) throws -> (directory: SweepDirectory, resumed: Bool) {
-        let directory = SweepDirectory(path: path)
+        var directory = SweepDirectory(path: path)
         var isDirectory: ObjCBool = false
         if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue {
             throw ReportError.notADirectory(path)
@@ -74,6 +77,7 @@ public struct SweepDirectory: Sendable {
         try renderingFileErrors(.createDirectory, path) {
             try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         }
+        directory.lock = try DirectoryLock(directory: path)
         var resumed = false
         var manifest = manifest
         if startOver {
