@@ -93,12 +93,32 @@ class DatasetStore(_Store):
         self.version = self.manifest["schema_version"]
         self._feature_layout = ("dense" if f["kind"] == "dense" else "sparse", f["dimension"])
 
-    def _get(self, db, i: int) -> bytes:
+    def _get(self, db, i: int, what: str = "record") -> bytes:
+        """Sample i's value in `db`: KeyError when i is no sample index of the store, FormatError when
+        it is one and the value is missing (every index below `sample_count` has one: FORMAT.md §2.1)."""
+        if not 0 <= i < len(self):
+            raise KeyError(i)
         with self.env.begin(db=db) as txn:
             v = txn.get(sample_key(i))
         if v is None:
-            raise KeyError(i)
+            raise FormatError(f"{self.path}: sample {i}: no {what}, though the store holds {len(self)} samples: a damaged store")
         return bytes(v)
+
+    def _key(self, key, db: str) -> int:
+        """The sample index of a `u64be` key read from `db`, refused by name when it is not 8 bytes
+        or not below `sample_count`."""
+        if len(key) != 8:
+            raise FormatError(f"{self.path}: database {db} holds a {len(key)}-byte key {bytes(key).hex()} (sample keys are 8 bytes): a damaged store")
+        i = parse_sample_key(key)
+        if i >= len(self):
+            raise FormatError(f"{self.path}: database {db} holds sample {i}, past its {len(self)} samples: a damaged store")
+        return i
+
+    def _utf8(self, raw: bytes, i: int, what: str) -> str:
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise FormatError(f"{self.path}: sample {i}: its {what} is not UTF-8 (byte {e.start}): a damaged store") from e
 
     def _decode(self, record: bytes, i: int) -> dict:
         try:
@@ -125,7 +145,7 @@ class DatasetStore(_Store):
 
     def id(self, i: int) -> str:
         """Sample i's original id."""
-        return self._get(self._index_to_id, i).decode("utf-8")
+        return self._utf8(self._get(self._index_to_id, i, "id"), i, "id")
 
     def index_of(self, sample_id: str) -> int:
         """The index of the sample with this original id."""
@@ -133,29 +153,42 @@ class DatasetStore(_Store):
             v = txn.get(sample_id.encode("utf-8"))
         if v is None:
             raise KeyError(sample_id)
-        return parse_sample_key(v)
+        if len(v) != 8:
+            raise FormatError(f"{self.path}: id {sample_id!r} maps to a {len(v)}-byte index (8 expected): a damaged store")
+        i = parse_sample_key(v)
+        if i >= len(self):
+            raise FormatError(f"{self.path}: id {sample_id!r} maps to sample {i}, past its {len(self)} samples: a damaged store")
+        return i
 
     def text(self, i: int) -> str:
         """Sample i's raw text (text stores only)."""
         try:
-            return decompress_text(self._get(self._texts, i)).decode("utf-8")
+            raw = decompress_text(self._get(self._texts, i, "text"))
         except FormatError as e:
             raise FormatError(f"{self.path}: sample {i}: {e}") from e
+        return self._utf8(raw, i, "text")
 
     def __iter__(self):
         """(index, record) in index order, one cursor pass."""
         with self._shared.reading(db=self._samples) as txn:
             for k, v in txn.cursor():
-                i = parse_sample_key(k)
+                i = self._key(k, "samples")
                 yield i, self._decode(bytes(v), i)
 
     def fingerprint(self) -> str:
         """Recompute the fingerprint of FORMAT.md §2.6 from the content: each record as format v1
         encodes it (version byte 1, the CRC without the key), so v1 and v2 stores of one input agree."""
         has_text = self.manifest["has_text"]
+
+        def value(txn, db, k, what):
+            v = txn.get(k, db=db)
+            if v is None:
+                raise FormatError(f"{self.path}: sample {self._key(k, 'samples')}: no {what}: a damaged store")
+            return bytes(v)
+
         with self._shared.reading() as txn:
-            samples = ((bytes(txn.get(k, db=self._index_to_id)), sample_record_v1(bytes(v), self.version),
-                        decompress_text(txn.get(k, db=self._texts)) if has_text else b"")
+            samples = ((value(txn, self._index_to_id, k, "id"), sample_record_v1(bytes(v), self.version),
+                        decompress_text(value(txn, self._texts, k, "text")) if has_text else b"")
                        for k, v in txn.cursor(db=self._samples))
             return dataset_fingerprint(self.manifest["featurizer"]["signature"], self.manifest["labels"], samples)
 
@@ -218,6 +251,9 @@ class SoftLabelStore(_Store):
         name, entry = self._teacher(None)
         with self._shared.reading(db=self._dbs[name]) as txn:
             for k, v in txn.cursor():
+                if len(k) != 8:
+                    raise FormatError(f"{self.path}: teacher {name} holds a {len(k)}-byte key {bytes(k).hex()} "
+                                      "(soft-label keys are 8 bytes): a damaged cache")
                 sample, view = parse_soft_label_key(k)
                 yield (sample, view), self._decode(bytes(v), name, entry, sample, view)
 
