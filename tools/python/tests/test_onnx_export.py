@@ -68,6 +68,7 @@ def test_text_student_equals_predict(stores, kind):
     featurizer = kdcache.TextFeaturizer(f["bits"], f["ngrams"])      # from the metadata alone
     data = kdcache.open(str(stores / "text.lmdb"))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert session.get_modelmeta().custom_metadata_map == meta and [i.name for i in session.get_inputs()] == ["ids", "weights", "offsets"]
 
     rows = predicted(path.parent / "best-student.json", "--data", stores / "text.lmdb", "--split", "test")
     assert len(rows) > 100
@@ -115,8 +116,10 @@ def test_malformed_bags_give_nan_not_numbers(stores):
                 {"offsets": np.array([0, 2, 1], np.int64)}):      # offsets must ascend
         (p,) = session.run(None, {**ok, **bad})
         assert np.isnan(p).all(), bad
-    with pytest.raises(Exception, match="(?i)out of bounds|invalid|index"):
-        session.run(None, {**ok, "ids": np.array([1, 2, 1 << 14], np.int64)})   # past the 2^14 buckets
+    for bad in ({"ids": np.array([1, 2, 1 << 14], np.int64)},    # past the 2^14 buckets
+                {"offsets": np.array([0, 4], np.int64)}):         # past the N = 3 ids
+        with pytest.raises(Exception, match="(?i)out of (data )?bounds|invalid indice"):
+            session.run(None, {**ok, **bad})
 
 
 def test_export_refuses_to_overwrite_and_bad_cards(stores, tmp_path):
