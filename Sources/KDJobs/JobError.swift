@@ -29,6 +29,8 @@ public struct JobError: Error, CustomStringConvertible, Sendable {
         public static let badSequenceOptions = Code("badSequenceOptions")
         /// One configuration of a sweep alone needs more memory than the budget.
         public static let overMemoryBudget = Code("overMemoryBudget")
+        /// A saved student has no ONNX form (an unknown featurizer, a model over protobuf's 2 GiB).
+        public static let notExportable = Code("notExportable")
     }
 
     public var code: Code

@@ -53,6 +53,7 @@ struct Predict: ParsableCommand {
     @Option(help: "A dataset store whose split to predict.") var data: String?
     @Option(help: "The split of --data.") var split: String = "test"
     @Option(parsing: .unconditional, help: "How many top classes to print.") var top: Int = 1
+    @Flag(help: "Print one JSON object per input instead: its text or id and every class's probability (in the student's label order), at full precision.") var json = false
 
     func validate() throws {
         try check("--top", top, .atLeast(1))
@@ -72,20 +73,25 @@ struct Predict: ParsableCommand {
                                     : try String(contentsOfFile: input, encoding: .utf8)
             lines += text.split(separator: "\n").map(String.init)
         }
-        for line in lines { print("\(show(try student.probabilities(text: line)))\t\(line)") }
+        func showJSON(_ key: String, _ value: String, _ p: [Float]) throws -> String {
+            let object: [String: Any] = [key: value, "probabilities": p.map { Double($0) }]
+            return String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self)
+        }
+        for line in lines { print(json ? try showJSON("text", line, try student.probabilities(text: line)) : "\(show(try student.probabilities(text: line)))\t\(line)") }
         if let data {
             let store = try DatasetStore(path: data)
             guard store.manifest.featurizer.signature == student.card.featurizer.signature else {
                 throw CLIError("\(data): featurizer '\(store.manifest.featurizer.signature)' differs from the student's '\(student.card.featurizer.signature)'")
             }
             let which = Split(parsing: split)!
-            print("id\tlabel\tprediction")
+            if !json { print("id\tlabel\tprediction") }
             try store.scan { i, view in
                 guard view.split == which else { return true }
                 let record = SampleRecord(view)
                 let p = record.kind == .dense ? try student.probabilities(dense: record.values)
                                               : try student.probabilities(text: try store.text(of: i) ?? "")
-                print("\(try store.id(of: i) ?? "")\t\(store.manifest.labels[view.label])\t\(show(p))")
+                let id = try store.id(of: i) ?? ""
+                print(json ? try showJSON("id", id, p) : "\(id)\t\(store.manifest.labels[view.label])\t\(show(p))")
                 return true
             }
         }

@@ -8,7 +8,7 @@ struct KDCache: ParsableCommand {
         commandName: "kdcache",
         abstract: "Run the teacher once: cache its soft labels in LMDB, then distil students from the cache.",
         version: "0.1.0",
-        subcommands: [Prep.self, Plan.self, Teach.self, Import.self, Merge.self, Sweep.self, Info.self, Verify.self, Export.self, Diff.self, Fidelity.self, Eval.self, Predict.self])
+        subcommands: [Prep.self, Plan.self, Teach.self, Import.self, Merge.self, Sweep.self, Info.self, Verify.self, Export.self, Diff.self, Fidelity.self, Eval.self, Predict.self, ExportStudent.self])
 
     /// ArgumentParser's own main, with help requests answered by ``HelpRequest`` first, every
     /// error passed through ``userFacing(_:)`` (so no Foundation error dump ever reaches the user),
