@@ -5,7 +5,10 @@
 #   sbatch --array=0-7 tools/cluster/slurm_teach.sh data.lmdb caches/
 #   sbatch --dependency=afterok:<array job id> --wrap 'kdcache merge caches/shard-*.lmdb --out teacher.lmdb --require-complete'
 #
-# A task that fails or is preempted can simply be resubmitted: it resumes after its committed batches.
+# Flags after OUTDIR go to `kdcache teach` (e.g. --teacher linear --temperature 2, or --exec '…').
+# sbatch's own flags override the #SBATCH lines below (e.g. --cpus-per-task=1 --mem=1G); the task
+# uses the CPUs it was given. A task that fails or is preempted can simply be resubmitted: it
+# resumes after its committed batches. `make test-slurm` runs these two lines on a one-node cluster.
 #SBATCH --job-name=kdcache-teach
 #SBATCH --cpus-per-task=2
 #SBATCH --mem=8G
@@ -14,5 +17,7 @@ set -euo pipefail
 data=${1:?usage: slurm_teach.sh DATA.lmdb OUTDIR [extra kdcache teach flags]}
 outdir=${2:?usage: slurm_teach.sh DATA.lmdb OUTDIR [extra kdcache teach flags]}
 shift 2
+: "${SLURM_ARRAY_TASK_ID:?slurm_teach.sh is a job array script: submit it with sbatch --array=0-N}"
 mkdir -p "$outdir"
-exec kdcache teach --data "$data" --out "$outdir/shard-${SLURM_ARRAY_TASK_ID}.lmdb" --quiet "$@"
+exec kdcache teach --data "$data" --out "$outdir/shard-${SLURM_ARRAY_TASK_ID}.lmdb" \
+  --workers "${SLURM_CPUS_PER_TASK:-2}" --quiet "$@"
