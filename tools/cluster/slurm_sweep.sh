@@ -21,7 +21,15 @@ data=${1:?$usage}
 logits=${2:?$usage}
 outdir=${3:?$usage}
 shift 3
-: "${SLURM_ARRAY_TASK_ID:?slurm_sweep.sh is a job array script: submit it with sbatch --array=0-N}"
+for v in SLURM_ARRAY_TASK_ID SLURM_ARRAY_TASK_COUNT SLURM_ARRAY_TASK_MIN SLURM_ARRAY_TASK_MAX; do
+  [ -n "${!v:-}" ] || { echo "slurm_sweep.sh: $v is not set: submit this job array script with sbatch --array=0-N" >&2; exit 2; }
+done
+# kdcache takes shard ID − MIN of COUNT: only a contiguous array (no :step, no list with gaps) covers every shard.
+if [ $((SLURM_ARRAY_TASK_MAX - SLURM_ARRAY_TASK_MIN + 1)) != "$SLURM_ARRAY_TASK_COUNT" ]; then
+  echo "slurm_sweep.sh: array task ids $SLURM_ARRAY_TASK_MIN…$SLURM_ARRAY_TASK_MAX with gaps ($SLURM_ARRAY_TASK_COUNT tasks):" \
+    "submit a contiguous --array=0-N (a throttle such as %4 is fine)" >&2
+  exit 2
+fi
 mkdir -p "$outdir"
 exec kdcache sweep --data "$data" --logits "$logits" --out "$outdir/shard-${SLURM_ARRAY_TASK_ID}" \
   --workers "${SLURM_CPUS_PER_TASK:-2}" --quiet "$@"

@@ -17,7 +17,15 @@ set -euo pipefail
 data=${1:?usage: slurm_teach.sh DATA.lmdb OUTDIR [extra kdcache teach flags]}
 outdir=${2:?usage: slurm_teach.sh DATA.lmdb OUTDIR [extra kdcache teach flags]}
 shift 2
-: "${SLURM_ARRAY_TASK_ID:?slurm_teach.sh is a job array script: submit it with sbatch --array=0-N}"
+for v in SLURM_ARRAY_TASK_ID SLURM_ARRAY_TASK_COUNT SLURM_ARRAY_TASK_MIN SLURM_ARRAY_TASK_MAX; do
+  [ -n "${!v:-}" ] || { echo "slurm_teach.sh: $v is not set: submit this job array script with sbatch --array=0-N" >&2; exit 2; }
+done
+# kdcache takes shard ID − MIN of COUNT: only a contiguous array (no :step, no list with gaps) covers every shard.
+if [ $((SLURM_ARRAY_TASK_MAX - SLURM_ARRAY_TASK_MIN + 1)) != "$SLURM_ARRAY_TASK_COUNT" ]; then
+  echo "slurm_teach.sh: array task ids $SLURM_ARRAY_TASK_MIN…$SLURM_ARRAY_TASK_MAX with gaps ($SLURM_ARRAY_TASK_COUNT tasks):" \
+    "submit a contiguous --array=0-N (a throttle such as %4 is fine)" >&2
+  exit 2
+fi
 mkdir -p "$outdir"
 exec kdcache teach --data "$data" --out "$outdir/shard-${SLURM_ARRAY_TASK_ID}.lmdb" \
   --workers "${SLURM_CPUS_PER_TASK:-2}" --quiet "$@"

@@ -185,3 +185,17 @@ def test_same_as_single_notices_differences(tmp_path):
     (tmp_path / "s2/results.jsonl").write_text((tmp_path / "s1/results.jsonl").read_text())
     problems, _ = same_as_single.compare_sweeps(tmp_path / "s1", tmp_path / "s2")
     assert any("best student" in p for p in problems), problems
+
+
+@pytest.mark.parametrize("script,args", [("slurm_teach.sh", ["d.lmdb"]), ("slurm_sweep.sh", ["d.lmdb", "t.lmdb"])])
+def test_the_slurm_scripts_refuse_what_would_leave_shards_out(tmp_path, script, args):
+    """kdcache takes shard ID − MIN of COUNT, so an array with gaps (--array=0-4:2: ids 0, 2, 4 of 3)
+    would ask for shards 2/3 and 4/3 and never 1/3; and outside an array there is no shard at all."""
+    out = tmp_path / "out"
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    stepped = dict(base, SLURM_ARRAY_TASK_ID="2", SLURM_ARRAY_TASK_MIN="0", SLURM_ARRAY_TASK_MAX="4", SLURM_ARRAY_TASK_COUNT="3")
+    r = subprocess.run(["bash", HERE / script, *args, out], env=stepped, capture_output=True, text=True)
+    assert r.returncode == 2 and f"{script}: array task ids 0…4 with gaps (3 tasks): submit a contiguous --array=0-N" in r.stderr, r.stderr
+    r = subprocess.run(["bash", HERE / script, *args, out], env=dict(base, SLURM_ARRAY_TASK_ID="1"), capture_output=True, text=True)
+    assert r.returncode == 2 and f"{script}: SLURM_ARRAY_TASK_COUNT is not set" in r.stderr, r.stderr
+    assert not out.exists(), "nothing is written before the checks"
