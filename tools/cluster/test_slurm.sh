@@ -78,7 +78,7 @@ free_port() {  # the first port from $1 on that nothing listens on (a system Slu
 ctld_port=$(free_port 16817)
 slurmd_port=$(free_port $((ctld_port + 1)))
 
-# munge: a fresh key, its own socket; Slurm finds the socket through AuthInfo / AuthAltParameters.
+# munge: a fresh key, its own socket (slurm.conf's AuthInfo tells Slurm where it is).
 dd if=/dev/urandom of="$work/munge/munge.key" bs=1024 count=1 status=none
 chmod 400 "$work/munge/munge.key"
 munged --foreground --force --key-file="$work/munge/munge.key" --socket="$work/munge/munge.socket" \
@@ -171,6 +171,7 @@ while [ -n "$(squeue -h -o %i)" ]; do
 done
 # Every job and array task must have completed (no accounting: the controller keeps them MinJobAge).
 failed=0
+checked=0
 for id in "${jobs_submitted[@]}"; do
   while read -r line; do
     [ -n "$line" ] || continue
@@ -178,10 +179,21 @@ for id in "${jobs_submitted[@]}"; do
     name=$id
     [[ $line =~ ArrayTaskId=([0-9,-]+) ]] && name="$id, array task ${BASH_REMATCH[1]}"
     [ "$st" = COMPLETED ] || { echo "test-slurm: job $name is $st, not COMPLETED" >&2; failed=1; }
+    checked=$((checked + 1))
   done < <(scontrol -o show job "$id")
 done
 [ "$failed" = 0 ] || exit 1     # the jobs' outputs are in the logs printed on exit
-echo "test-slurm: all 8 jobs completed ($(ls "$work"/log/*.out | wc -l) job outputs)"
+[ "$checked" = 8 ] || { echo "test-slurm: the controller lists $checked jobs and array tasks, not 3 + 1 + 3 + 1" >&2; exit 1; }
+echo "test-slurm: all 8 jobs and array tasks completed"
+# Each task did its own part: the shards overlap nowhere, and together they hold everything.
+merged="teacher builtin: 1919 records from 3 shards (0 identical duplicates), complete"
+grep -qxF "$merged" log/wrap-"$merge".out || { echo "test-slurm: the merge did not say '$merged':" >&2; cat log/wrap-"$merge".out >&2; exit 1; }
+for i in 0 1 2; do
+  n=$(wc -l <"sweeps/shard-$i/results.jsonl")
+  [ "$n" -gt 0 ] && [ "$n" -lt 20 ] || { echo "test-slurm: sweep shard $i holds $n of the 20 runs" >&2; exit 1; }
+done
+[ "$(cat sweeps/shard-*/results.jsonl | wc -l)" = 20 ] || { echo "test-slurm: the sweep shards hold $(cat sweeps/shard-*/results.jsonl | wc -l) runs, not 20" >&2; exit 1; }
+echo "test-slurm: the 3 teach shards hold disjoint parts of the 1919 samples, the sweep shards $(wc -l sweeps/shard-*/results.jsonl | head -3 | awk '{printf "%s%s", s, $1; s=" + "}') of the 20 runs"
 
 "$py" "$root/tools/cluster/same_as_single.py" cache single.lmdb teacher.lmdb
 "$py" "$root/tools/cluster/same_as_single.py" sweep single-sweep sweep sweeps/shard-*
