@@ -12,7 +12,7 @@ DEMO := .build-demo
 QUIET := $(if $(V),,--quiet)
 SAY := @echo
 
-.PHONY: deps system-deps venv build test test-readme test-report demo bench bench-scale bench-lm clean fixtures fuzz teacher-lm
+.PHONY: deps system-deps venv build test test-readme test-report test-slurm demo bench bench-scale bench-lm clean fixtures fuzz teacher-lm
 
 ## deps: Debian packages (only the missing ones) and the Python venv for interop tests and benchmarks.
 deps: system-deps venv
@@ -60,6 +60,21 @@ test-report: deps
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 	$(SWIFT) build $(QUIET)
 	KDCACHE_BIN=$(CURDIR)/$(BIN) $(PY) -m pytest -q tools/report
+
+## test-slurm: the shipped cluster examples, run. tools/cluster/test_slurm.sh starts a one-node Slurm cluster
+## in a temporary directory (installs slurm-wlm and munge when missing), submits slurm_teach.sh and
+## slurm_sweep.sh as 3-task arrays with the dependent merge and `sweep collect`, and checks both against one
+## process; tools/cluster/test_cluster_files.py checks k8s_teach_job.yaml against the batch/v1 Job schema
+## offline and runs its pods' command as processes (about a minute after the release build).
+test-slurm: deps $(VENV)/.cluster-installed
+	$(SAY) "building kdcache (release; a first build takes a few minutes, V=1 shows the compiler)"
+	$(SWIFT) build -c release --product kdcache $(QUIET)
+	KDCACHE_BIN=$(CURDIR)/$(RELEASE_BIN) $(PY) -m pytest -q -p no:cacheprovider tools/cluster
+	KDCACHE_BIN=$(CURDIR)/$(RELEASE_BIN) PYTHON=$(CURDIR)/$(PY) tools/cluster/test_slurm.sh
+
+$(VENV)/.cluster-installed: $(VENV)/.installed tools/cluster/requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check -r tools/cluster/requirements.txt
+	touch $@
 
 ## demo: the main job on the bundled fortunes dataset: prep → built-in teacher (4 views, token
 ## dropout, 3-fold cross-fitted) → a 60-run sweep → report. Cross-fitting: the teacher labels each
