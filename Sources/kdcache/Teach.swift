@@ -78,7 +78,7 @@ struct Teach: ParsableCommand {
         var options = TeachJob.Options(data: data, out: out)
         options.layout = SoftLabelLayout(writeTemperature: temperature, dtype: layout.storedType, topK: layout.topK, views: views,
                                          augmentation: augmentation, augmentationSeed: UInt64(seed))
-        options.shard = try parseShard(shard) ?? Shard.fromEnvironment()
+        options.shard = try parseShard(shard) ?? shardFromEnvironment()
         options.commitEvery = commitEvery
         options.name = name
         options.sequence = try sequenceOptions.parsed()

@@ -105,6 +105,6 @@ struct GridOptions: ParsableArguments {
 
     /// The configurations these flags choose (the first rung's for halving), and the shard.
     func configurations() throws -> (grid: SweepGrid, halving: HalvingOptions?, shard: Shard?) {
-        (try makeGrid(), try halving(), try parseShard(shard) ?? Shard.fromEnvironment())
+        (try makeGrid(), try halving(), try parseShard(shard) ?? shardFromEnvironment())
     }
 }
