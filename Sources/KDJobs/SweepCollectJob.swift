@@ -5,7 +5,8 @@ import KDTrain
 
 /// Merges finished sweeps of one dataset and teacher (shards of one grid, or reruns) into one
 /// output directory: `results.jsonl` (each run once, first directory first), `results.csv`,
-/// `report.html` and `sweep.json`.
+/// `report.html`, `sweep.json`, and the best student, copied from the directory whose own best it
+/// is (each shard saves its best; the best of all is the best of its shard).
 public struct SweepCollectJob: Sendable {
     public var directories: [String]
     public var out: String
@@ -25,6 +26,10 @@ public struct SweepCollectJob: Sendable {
         public var results: [RunResult]
         public var report: SweepReport
         public var summary: SweepReport.Summary
+        /// `out/best-student` (`.json`, `.safetensors`), or nil when no directory held it.
+        public var bestStudent: String?
+        /// The directory it came from.
+        public var bestStudentSource: String?
     }
 
     /// Throws ``JobError`` (`.notASweep`, `.unreadableSweep`, `.unfinishedSweep`, `.differentSweeps`,
@@ -47,7 +52,23 @@ public struct SweepCollectJob: Sendable {
         report.renderHint = renderHint
         let summary = try report.write(to: out)
         try report.checkNotAllDiverged(out: out)
-        return Outcome(results: final, report: report, summary: summary)
+        let best = try copyBestStudent(report)
+        return Outcome(results: final, report: report, summary: summary, bestStudent: best.path, bestStudentSource: best.source)
+    }
+
+    /// Saves the best configuration's student (its first seed, as `sweep` saves it) into `out`
+    /// from the directory that holds it; (nil, nil) when none does (its shard kept another
+    /// configuration, or the files were removed).
+    func copyBestStudent(_ report: SweepReport) throws -> (path: String?, source: String?) {
+        guard let best = report.ranked.first, let first = best.runs.min(by: { $0.config.seed < $1.config.seed }) else { return (nil, nil) }
+        for dir in directories where FileManager.default.fileExists(atPath: dir + "/best-student.json") {
+            let model = try StudentModel.load(dir + "/best-student.json")
+            guard model.card.config.key == first.config.key else { continue }
+            let path = out + "/best-student"
+            if URL(fileURLWithPath: dir).standardizedFileURL != URL(fileURLWithPath: out).standardizedFileURL { try model.save(to: path) }
+            return (path, dir)
+        }
+        return (nil, nil)
     }
 
     /// The first directory's manifest and every run's key and result, first directory first.

@@ -13,7 +13,7 @@ struct SweepCollect: ParsableCommand {
         """)
 
     @Argument(help: "The --out directories of the shards.") var directories: [String]
-    @Option(help: "Where to write the merged results.csv, results.jsonl and report.html.") var out: String
+    @Option(help: "Where to write the merged results.csv, results.jsonl, report.html and the best student.") var out: String
     @Flag(help: "Start over: remove the sweep files already in --out before writing.") var force = false
 
     func run() throws {
@@ -24,5 +24,11 @@ struct SweepCollect: ParsableCommand {
         print(outcome.summary.table)
         print("\(outcome.report.allRuns?.count ?? outcome.results.count) runs from \(directories.count) directories → \(out)/results.csv, \(out)/report.html")
         print(outcome.summary.verdict)
+        if let best = outcome.bestStudent, let source = outcome.bestStudentSource {
+            print("best student: \(best).json + .safetensors (from \(source))")
+        } else {
+            printError("warning: no directory holds the best configuration's student (best-student.json); "
+                       + "rerun that configuration with `kdcache sweep` to get it")
+        }
     }
 }

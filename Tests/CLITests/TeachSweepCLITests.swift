@@ -89,6 +89,11 @@ import KDTestSupport
         #expect(collected.stdout.contains("8 runs from 2 directories"))
         let table = { (s: String) in s.split(separator: "\n").filter { ($0.contains("linear") || $0.contains("fasttext")) && !$0.hasPrefix("best student") }.map { String($0) } }
         #expect(table(collected.stdout) == table(whole.stdout), "sharded and collected equals the whole sweep")
+        // The collected best student is the whole sweep's, byte for byte.
+        #expect(collected.stdout.contains("best student: \(dir)/all/best-student.json"), "\(collected.stdout)")
+        for ext in ["json", "safetensors"] {
+            #expect(FileManager.default.contents(atPath: dir + "/all/best-student." + ext) == FileManager.default.contents(atPath: dir + "/whole/best-student." + ext))
+        }
         try writeFile(dir + "/bad.yaml", Array("alpah: [0]\n".utf8))
         let bad = try kdcache(base.dropLast(3) + ["--config", dir + "/bad.yaml", "--out", dir + "/x"])
         #expect(bad.status == 64 && bad.stderr.contains("bad.yaml: unknown key 'alpah'"), "\(bad.stderr)")
