@@ -9,6 +9,7 @@
 //   KDStore        every byte layout: records, manifests, featurizers, both stores, npy / safetensors
 //   KDTrain        students, losses, optimizers, group training, grids
 //   KDTeachers     the built-in teacher, the external-teacher protocol, importers
+//   KDProto        protobuf messages generated once by protoc-gen-swift and committed (TensorBoard events)
 //   KDReport       aggregation, the verdict, results.jsonl / CSV / HTML, the sweep directory
 //   KDJobs         the jobs the CLI runs (teach, import, sweep, collect, fidelity), usable without the CLI
 //   kdcache        the command-line tool: one file per subcommand, no library logic
@@ -27,6 +28,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-protobuf", exact: "1.39.0"),
     ],
     targets: [
         .systemLibrary(name: "CLMDB", pkgConfig: "lmdb",
@@ -41,7 +43,9 @@ let package = Package(
         .target(name: "CPrefetch"),
         .target(name: "KDTrain", dependencies: ["KDStore", "LMDB", "CPrefetch"]),
         .target(name: "KDTeachers", dependencies: ["KDStore", "KDTrain"]),
-        .target(name: "KDReport", dependencies: ["KDStore", "KDTrain"]),
+        // Generated code only (tools/proto/tensorboard.sh regenerates Sources/KDProto/TensorBoard/).
+        .target(name: "KDProto", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]),
+        .target(name: "KDReport", dependencies: ["KDStore", "KDTrain", "KDProto"]),
         .target(name: "KDJobs", dependencies: ["KDStore", "KDTrain", "KDTeachers", "KDReport"]),
         .executableTarget(name: "kdcache", dependencies: [
             "KDStore", "KDTrain", "KDTeachers", "KDReport", "KDJobs",
@@ -60,7 +64,7 @@ let package = Package(
         .testTarget(name: "KDStoreTests", dependencies: ["KDStore", "KDTestSupport", "KDTrain"]),
         .testTarget(name: "KDTrainTests", dependencies: ["KDTrain", "KDTestSupport"]),
         .testTarget(name: "KDTeachersTests", dependencies: ["KDTeachers", "KDTestSupport"]),
-        .testTarget(name: "KDReportTests", dependencies: ["KDReport", "KDTrain", "KDTestSupport"]),
+        .testTarget(name: "KDReportTests", dependencies: ["KDReport", "KDTrain", "KDTestSupport", "KDProto"]),
         .testTarget(name: "KDJobsTests", dependencies: ["KDJobs", "KDReport", "KDTestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["KDStore", "KDTrain", "KDTestSupport"]),
         .testTarget(name: "KDFuzzTests", dependencies: ["KDFuzz"]),
