@@ -29,7 +29,7 @@ import KDTestSupport
         let dir = try storesForFlagTests(), out = dir + "/runs"
         #expect(try sweep(dir, ["--alpha", "0,0.5"], out: out).status == 0)
         let before = snapshot(out)
-        #expect(before.keys.sorted() == ["best-student.json", "best-student.safetensors", "report.html", "results.csv", "results.jsonl", "sweep.json"])
+        #expect(before.keys.sorted() == ["best-student.json", "best-student.safetensors", "report.html", "results.csv", "results.jsonl", "sweep.json", "tensorboard"])
         let r = try sweep(dir, ["--alpha", "0,0.9"], out: out)
         #expect(r.status == 1, "\(r.output)")
         #expect(r.stderr.contains("Error: \(out) holds another sweep: its grid has 4 runs, this one 4 (2 in common). A directory holds one sweep, "

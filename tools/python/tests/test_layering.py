@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
-EXTERNAL = {"Foundation", "Testing", "Glibc", "Darwin", "Dispatch", "Crypto", "ArgumentParser", "Yams", "XCTest"}
+EXTERNAL = {"Foundation", "Testing", "Glibc", "Darwin", "Dispatch", "Crypto", "ArgumentParser", "Yams", "XCTest", "SwiftProtobuf", "FoundationEssentials"}
 
 
 def layer_rows():
