@@ -91,13 +91,14 @@ public struct TensorBoardLog: Sendable {
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         }
         let temporary = dir + "/.events.tmp", file = dir + "/" + name
+        // Errors name the file being written, not its temporary.
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw FileSystemError(path: temporary, operation: .write, code: errno) }
+        guard fd >= 0 else { throw FileSystemError(path: file, operation: .write, code: errno) }
         let failure = writeAllAndSync(fd, bytes)
         close(fd)
         if let failure {
             unlink(temporary)
-            throw FileSystemError(path: temporary, operation: .write, code: failure)
+            throw FileSystemError(path: file, operation: .write, code: failure)
         }
         guard rename(temporary, file) == 0 else { throw FileSystemError(path: file, operation: .write, code: errno) }
     }

@@ -77,7 +77,7 @@ struct SweepRun: ParsableCommand {
         report.warnAboutDivergence()
         print(summary.table)
         let runs = outcome.report.allRuns?.count ?? outcome.results.count
-        print("\(runs) runs in \(String(format: "%.1f", outcome.seconds)) s → \(out)/results.csv, \(out)/results.jsonl, \(out)/report.html")
+        print("\(runs) runs in \(String(format: "%.1f", outcome.seconds)) s → \(out)/results.csv, \(out)/results.jsonl, \(out)/report.html" + (tensorboard ? ", \(out)/tensorboard/" : ""))
         if !progress.quiet, let peak = outcome.peakResidentBytes {
             printError("memory: peak resident \(SweepMemory.bytes(peak))" + (outcome.memory.map { ", estimated \(SweepMemory.bytes($0.peakBytes)), budget \(SweepMemory.bytes($0.budget))" } ?? ""))
         }

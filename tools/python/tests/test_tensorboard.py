@@ -224,12 +224,14 @@ def test_a_kill_leaves_no_torn_event_file_and_the_rerun_completes_it(stores, tmp
     args = [BIN, "sweep", "--data", stores / "d.lmdb", "--logits", stores / "t.lmdb", *grid, "--workers", "1", "--out", out]
     p = subprocess.Popen([str(a) for a in args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
+    # Killed once the first group's events are there (while the next group trains, most likely).
     while p.poll() is None and time.time() < deadline:
-        if (out / "results.jsonl").exists() and (out / "results.jsonl").read_bytes().count(b"\n") >= 1:
+        if (out / "tensorboard").exists() and any(event_files(d) for d in (out / "tensorboard").iterdir() if d.is_dir()):
             break
-        time.sleep(0.01)
+        time.sleep(0.005)
     p.kill()
     p.wait()
+    assert p.returncode == -9, "the sweep ended before it was killed: make the grid larger"
     done = {run_name(key(r["config"])) for r in results(out)}
     tb = out / "tensorboard"
     if tb.exists():
