@@ -6,7 +6,7 @@
 //   CLMDB, CZlib   system-library shims (Debian liblmdb-dev, zlib1g-dev)
 //   CPrefetch      a cache-prefetch hint Swift does not expose (one inline C function)
 //   LMDB           a safe LMDB wrapper that knows nothing about distillation
-//   KDProto        generated protobuf messages (ONNX; swift-protobuf), no logic
+//   KDProto        protobuf messages generated once by protoc-gen-swift and committed (ONNX, TensorBoard), no logic
 //   KDStore        every byte layout: records, manifests, featurizers, both stores, npy / safetensors
 //   KDTrain        students, losses, optimizers, group training, grids
 //   KDTeachers     the built-in teacher, the external-teacher protocol, importers
@@ -45,7 +45,7 @@ let package = Package(
         .target(name: "CPrefetch"),
         .target(name: "KDTrain", dependencies: ["KDStore", "LMDB", "CPrefetch"]),
         .target(name: "KDTeachers", dependencies: ["KDStore", "KDTrain"]),
-        .target(name: "KDReport", dependencies: ["KDStore", "KDTrain"]),
+        .target(name: "KDReport", dependencies: ["KDStore", "KDTrain", "KDProto"]),
         .target(name: "KDJobs", dependencies: ["KDStore", "KDTrain", "KDTeachers", "KDReport", "KDProto"]),
         .executableTarget(name: "kdcache", dependencies: [
             "KDStore", "KDTrain", "KDTeachers", "KDReport", "KDJobs",
@@ -64,7 +64,7 @@ let package = Package(
         .testTarget(name: "KDStoreTests", dependencies: ["KDStore", "KDTestSupport", "KDTrain"]),
         .testTarget(name: "KDTrainTests", dependencies: ["KDTrain", "KDTestSupport"]),
         .testTarget(name: "KDTeachersTests", dependencies: ["KDTeachers", "KDTestSupport"]),
-        .testTarget(name: "KDReportTests", dependencies: ["KDReport", "KDTrain", "KDTestSupport"]),
+        .testTarget(name: "KDReportTests", dependencies: ["KDReport", "KDTrain", "KDTestSupport", "KDProto"]),
         .testTarget(name: "KDJobsTests", dependencies: ["KDJobs", "KDReport", "KDTestSupport", "KDProto",
                                                        .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         .testTarget(name: "CLITests", dependencies: ["KDStore", "KDTrain", "KDTestSupport"]),

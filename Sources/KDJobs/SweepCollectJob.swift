@@ -15,6 +15,10 @@ public struct SweepCollectJob: Sendable {
     public var startOver = false
     /// How the report and the verdict word a ``Hint`` (the CLI passes its flag words).
     public var renderHint: @Sendable (Hint) -> String = { $0.description }
+    /// Write `out/tensorboard/` (``TensorBoardLog``) for the runs whose events it lacks, and the
+    /// experiment of all of them. Whether the curves are validation accuracy is read from the
+    /// results: some run has valid-split metrics.
+    public var tensorboard = true
 
     public init(directories: [String], out: String, startOver: Bool = false) {
         self.directories = directories; self.out = out; self.startOver = startOver
@@ -51,6 +55,7 @@ public struct SweepCollectJob: Sendable {
         if HalvingResults.isHalving(results) { report.allRuns = results }
         report.renderHint = renderHint
         let summary = try report.write(to: out)
+        if tensorboard { try TensorBoardLog(sweep: out).finish(results, validCurve: results.contains { $0.valid != nil }) }
         try report.checkNotAllDiverged(out: out)
         let best = try copyBestStudent(report)
         return Outcome(results: final, report: report, summary: summary, bestStudent: best.path, bestStudentSource: best.source)

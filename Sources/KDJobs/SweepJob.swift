@@ -35,6 +35,8 @@ public struct SweepJob: Sendable {
         public var memoryBudget: Int? = SweepDefaults.memoryBudget
         /// How the report and the verdict word a ``Hint`` (the CLI passes its flag words).
         public var renderHint: @Sendable (Hint) -> String = { $0.description }
+        /// Write `out/tensorboard/` (``TensorBoardLog``): each run's events as its group finishes.
+        public var tensorboard = true
 
         public init(data: String, logits: String, out: String) { self.data = data; self.logits = logits; self.out = out }
     }
@@ -112,6 +114,8 @@ public struct SweepJob: Sendable {
         let firstSeed = configs.map(\.seed).min() ?? 0
         let kept = KeptNetworks(budgetBytes: plan?.keptNetworkBytes ?? options.keptNetworkBytes)
         let runner = SweepRunner(data: inputs.training, directory: options.out, workers: options.workers, memory: memory)
+        let tensorboard = options.tensorboard ? TensorBoardLog(sweep: options.out) : nil, validCurve = !inputs.training.valid.isEmpty
+        if let tensorboard { runner.onResults = { results in try tensorboard.write(results, validCurve: validCurve) } }
         let sink: @Sendable (StudentConfig, Network) -> Void = { config, net in if config.seed == firstSeed { kept.offer(config.key, net) } }
         let progress: @Sendable (SweepProgress) -> Void = { events(.progress($0)) }
         var allRuns: [RunResult]?
@@ -134,6 +138,7 @@ public struct SweepJob: Sendable {
         report.allRuns = allRuns
         report.renderHint = options.renderHint
         let summary = try report.write(to: options.out)
+        try tensorboard?.finish(allRuns ?? results, validCurve: validCurve)
         try report.checkNotAllDiverged(out: options.out)
         let best = try BestStudent(inputs: inputs, kept: kept).save(report, to: options.out + "/best-student")
         return Outcome(results: results, report: report, summary: summary, bestStudent: best,

@@ -13,6 +13,8 @@ public final class SweepRunner {
     public let workers: Int
     /// The budget the groups are cut to; nil: every group whole.
     public var memory: MemoryLimit?
+    /// Called with each group's results once they are in results.jsonl (TensorBoard's events).
+    public var onResults: (@Sendable ([RunResult]) throws -> Void)?
 
     /// A byte budget and what it is spent on besides the groups.
     public struct MemoryLimit: Sendable {
@@ -64,7 +66,7 @@ public final class SweepRunner {
         let total = configs.count
         let progress = Progress(done: configs.count - pending.count)
         let points = PointProgress(configs, finished: Set(done.keys))
-        let data = self.data
+        let data = self.data, onResults = self.onResults
         onProgress?(progress.value, total)
         report?(points.snapshot(runs: progress.value))
         // Counting and telling happen under one lock, so that progress is told in order and the last
@@ -74,6 +76,7 @@ public final class SweepRunner {
             var results = try GroupTrainer(data: data).train(groups[g]) { i, net in networkSink?(groups[g][i], net) }
             if let rung { for i in results.indices { results[i].rung = rung } }
             try writer.append(results)
+            try onResults?(results)
             telling.lock(); defer { telling.unlock() }
             let runs = progress.add(results.count)
             onProgress?(runs, total)

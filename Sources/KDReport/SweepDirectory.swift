@@ -58,7 +58,8 @@ public struct SweepDirectory: Sendable {
 
     /// The files a sweep writes; derived ones first, so that a removal stopped half-way never
     /// leaves a report without the results it was made from.
-    public static let outputs = ["best-student.safetensors", "best-student.json", "report.html", "results.csv", "results.jsonl", "sweep.json"]
+    /// `tensorboard` is a directory (``TensorBoardLog``).
+    public static let outputs = ["tensorboard", "best-student.safetensors", "best-student.json", "report.html", "results.csv", "results.jsonl", "sweep.json"]
 
     public var manifestPath: String { path + "/sweep.json" }
     public var resultsPath: String { path + "/results.jsonl" }
@@ -177,6 +178,10 @@ public struct SweepDirectory: Sendable {
     public func removeOutputs() throws {
         for name in Self.outputs {
             let file = path + "/" + name
+            if name == "tensorboard" {
+                if FileManager.default.fileExists(atPath: file) { try renderingFileErrors(.write, file) { try FileManager.default.removeItem(atPath: file) } }
+                continue
+            }
             if unlink(file) != 0 && errno != ENOENT { throw FileSystemError(path: file, operation: .write, code: errno) }
         }
     }

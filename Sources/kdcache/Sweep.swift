@@ -25,8 +25,13 @@ struct SweepRun: ParsableCommand {
         --out holds one sweep. Results are appended to OUT/results.jsonl as groups finish, and rerunning \
         the same command resumes: finished runs are kept and skipped. A sweep of another grid, dataset or \
         teacher into the same --out is refused; --force removes the earlier sweep's files (results.jsonl, \
-        results.csv, report.html, best-student.*, sweep.json; nothing else) and starts over. So every file \
-        in --out describes the runs of its results.jsonl.
+        results.csv, report.html, best-student.*, sweep.json, tensorboard/; nothing else) and starts over. \
+        So every file in --out describes the runs of its results.jsonl.
+
+        TensorBoard: OUT/tensorboard/ holds one run directory per configuration (its training loss and \
+        validation accuracy per epoch, its final metrics) and the grid as the HParams tab's \
+        hyper-parameters: `tensorboard --logdir OUT/tensorboard`. Each run's events are written whole \
+        when its result is, and a resumed sweep does not write them twice. --no-tensorboard skips them.
 
         `kdcache sweep` runs this command; `kdcache sweep collect` merges the --out directories of \
         sharded sweeps (kdcache help sweep collect).
@@ -42,6 +47,7 @@ struct SweepRun: ParsableCommand {
     @Option(help: "Output directory (created when missing). It holds one sweep: the same command resumes it; another grid, dataset or teacher is refused.") var out: String
     @Flag(help: "Start over: remove the sweep files already in --out (results, report, best student) before running.") var force = false
     @Flag(help: "Train even if the cache was written for another dataset fingerprint (experts).") var allowFingerprintMismatch = false
+    @Flag(inversion: .prefixedNo, help: "Write TensorBoard events (curves and hyper-parameters) into OUT/tensorboard/.") var tensorboard = true
     @OptionGroup var progress: ProgressOptions
 
     func validate() throws {
@@ -59,6 +65,7 @@ struct SweepRun: ParsableCommand {
         options.workers = resources.workers
         options.startOver = force
         options.allowFingerprintMismatch = allowFingerprintMismatch
+        options.tensorboard = tensorboard
         options.renderHint = { flagText($0) }
         return options
     }
@@ -70,7 +77,7 @@ struct SweepRun: ParsableCommand {
         report.warnAboutDivergence()
         print(summary.table)
         let runs = outcome.report.allRuns?.count ?? outcome.results.count
-        print("\(runs) runs in \(String(format: "%.1f", outcome.seconds)) s → \(out)/results.csv, \(out)/results.jsonl, \(out)/report.html")
+        print("\(runs) runs in \(String(format: "%.1f", outcome.seconds)) s → \(out)/results.csv, \(out)/results.jsonl, \(out)/report.html" + (tensorboard ? ", \(out)/tensorboard/" : ""))
         if !progress.quiet, let peak = outcome.peakResidentBytes {
             printError("memory: peak resident \(SweepMemory.bytes(peak))" + (outcome.memory.map { ", estimated \(SweepMemory.bytes($0.peakBytes)), budget \(SweepMemory.bytes($0.budget))" } ?? ""))
         }

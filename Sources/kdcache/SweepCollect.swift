@@ -15,10 +15,12 @@ struct SweepCollect: ParsableCommand {
     @Argument(help: "The --out directories of the shards.") var directories: [String]
     @Option(help: "Where to write the merged results.csv, results.jsonl, report.html and the best student.") var out: String
     @Flag(help: "Start over: remove the sweep files already in --out before writing.") var force = false
+    @Flag(inversion: .prefixedNo, help: "Write OUT/tensorboard/: the events of each run the shards' tensorboard/ directories do not already hold there, and the experiment of all.") var tensorboard = true
 
     func run() throws {
         var job = SweepCollectJob(directories: directories, out: out, startOver: force)
         job.renderHint = { flagText($0) }
+        job.tensorboard = tensorboard
         let outcome = try renderingSweepDirectory(out) { try job.run() }
         outcome.report.warnAboutDivergence()
         print(outcome.summary.table)

@@ -29,7 +29,7 @@ import KDTestSupport
         let dir = try storesForFlagTests(), out = dir + "/runs"
         #expect(try sweep(dir, ["--alpha", "0,0.5"], out: out).status == 0)
         let before = snapshot(out)
-        #expect(before.keys.sorted() == ["best-student.json", "best-student.safetensors", "report.html", "results.csv", "results.jsonl", "sweep.json"])
+        #expect(before.keys.sorted() == ["best-student.json", "best-student.safetensors", "report.html", "results.csv", "results.jsonl", "sweep.json", "tensorboard"])
         let r = try sweep(dir, ["--alpha", "0,0.9"], out: out)
         #expect(r.status == 1, "\(r.output)")
         #expect(r.stderr.contains("Error: \(out) holds another sweep: its grid has 4 runs, this one 4 (2 in common). A directory holds one sweep, "
@@ -81,11 +81,13 @@ import KDTestSupport
         try writeFile(out + "/notes.txt", Array("mine\n".utf8))
         let r = try sweep(dir, ["--alpha", "0.9", "--lr", "0.3"], out: out, ["--force"])
         #expect(r.status == 0, "\(r.output)")
-        #expect(r.stderr.contains("note: --force: removed best-student.safetensors, best-student.json, report.html, results.csv, results.jsonl, sweep.json of the earlier sweep in \(out)"),
+        #expect(r.stderr.contains("note: --force: removed tensorboard, best-student.safetensors, best-student.json, report.html, results.csv, results.jsonl, sweep.json of the earlier sweep in \(out)"),
                 "\(r.stderr)")
         let results = try lines(out + "/results.jsonl")
         #expect(results.count == 2 && results.allSatisfy { $0.contains("\"alpha\":0.9") && $0.contains("\"learningRate\":0.3") }, "\(results)")
         #expect(try alphas(out) == ["0.9", "0.9"])
+        let runs = try FileManager.default.contentsOfDirectory(atPath: out + "/tensorboard").filter { !$0.hasPrefix("events.out.tfevents.") }
+        #expect(runs.count == 2 && runs.allSatisfy { $0.contains(",a=0.9,") }, "tensorboard/ holds the new runs only: \(runs)")
         let card = try String(contentsOfFile: out + "/best-student.json", encoding: .utf8)
         #expect(card.contains("\"alpha\":0.9") || card.contains("\"alpha\" : 0.9"), "the best student is one of the new runs: \(card)")
         let manifest = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/sweep.json"))) as? [String: Any]
