@@ -41,6 +41,13 @@ public struct SweepCollectJob: Sendable {
     public func run() throws -> Outcome {
         var (manifest, keys, results) = try merged()
         manifest.runs = keys
+        // A halving sweep ranks each point's last rung; its page shows every rung.
+        let final = HalvingResults.finalRuns(results)
+        var report = SweepReport(results: final, aggregated: aggregate(final), manifest: manifest)
+        if HalvingResults.isHalving(results) { report.allRuns = results }
+        report.renderHint = renderHint
+        // Read before `out` is opened: with `startOver`, `out` may be a shard whose files go.
+        let best = try bestStudent(report)
         let opened = try SweepDirectory.open(out, for: manifest, startOver: startOver)
         defer { withExtendedLifetime(opened) {} }  // the directory's lock, until every file is written
         let encoder = JSONEncoder()
@@ -49,31 +56,23 @@ public struct SweepCollectJob: Sendable {
         try renderingFileErrors(.write, opened.directory.resultsPath) {
             try lines.write(toFile: opened.directory.resultsPath, atomically: true, encoding: .utf8)
         }
-        // A halving sweep ranks each point's last rung; its page shows every rung.
-        let final = HalvingResults.finalRuns(results)
-        var report = SweepReport(results: final, aggregated: aggregate(final), manifest: manifest)
-        if HalvingResults.isHalving(results) { report.allRuns = results }
-        report.renderHint = renderHint
         let summary = try report.write(to: out)
         if tensorboard { try TensorBoardLog(sweep: out).finish(results, validCurve: results.contains { $0.valid != nil }) }
         try report.checkNotAllDiverged(out: out)
-        let best = try copyBestStudent(report)
-        return Outcome(results: final, report: report, summary: summary, bestStudent: best.path, bestStudentSource: best.source)
+        let path = out + "/best-student"
+        try best?.model.save(to: path)
+        return Outcome(results: final, report: report, summary: summary, bestStudent: best.map { _ in path }, bestStudentSource: best?.source)
     }
 
-    /// Saves the best configuration's student (its first seed, as `sweep` saves it) into `out`
-    /// from the directory that holds it; (nil, nil) when none does (its shard kept another
-    /// configuration, or the files were removed).
-    func copyBestStudent(_ report: SweepReport) throws -> (path: String?, source: String?) {
-        guard let best = report.ranked.first, let first = best.runs.min(by: { $0.config.seed < $1.config.seed }) else { return (nil, nil) }
+    /// The best configuration's student (its first seed, as `sweep` saves it) and the directory
+    /// holding it; nil when none does (its shard kept another configuration, or the files were removed).
+    func bestStudent(_ report: SweepReport) throws -> (model: StudentModel, source: String)? {
+        guard let best = report.ranked.first, let first = best.runs.min(by: { $0.config.seed < $1.config.seed }) else { return nil }
         for dir in directories where FileManager.default.fileExists(atPath: dir + "/best-student.json") {
             let model = try StudentModel.load(dir + "/best-student.json")
-            guard model.card.config.key == first.config.key else { continue }
-            let path = out + "/best-student"
-            if URL(fileURLWithPath: dir).standardizedFileURL != URL(fileURLWithPath: out).standardizedFileURL { try model.save(to: path) }
-            return (path, dir)
+            if model.card.config.key == first.config.key { return (model, dir) }
         }
-        return (nil, nil)
+        return nil
     }
 
     /// The first directory's manifest and every run's key and result, first directory first.

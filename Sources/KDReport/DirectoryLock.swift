@@ -1,3 +1,4 @@
+import KDStore
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -22,7 +23,7 @@ final class DirectoryLock: Sendable {
     init(directory: String) throws {
         let path = directory + "/" + Self.fileName
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw ReportError.unlockable(path, errno: errno) }
+        guard fd >= 0 else { throw FileSystemError(path: path, operation: .write, code: errno) }
         while flock(fd, LOCK_EX | LOCK_NB) != 0 {
             let code = errno
             if code == EINTR { continue }
@@ -44,7 +45,7 @@ extension ReportError {
                         + "wait for it to finish, or give this sweep another directory")
     }
 
-    /// The lock file cannot be created or locked (permissions, a file system without locks).
+    /// The lock file cannot be locked (a file system without locks).
     static func unlockable(_ path: String, errno code: Int32) -> ReportError {
         ReportError(code: .directoryBusy, path: path,
                     message: "cannot be locked (\(String(cString: strerror(code)))): a sweep locks its directory so that no two write it at once")

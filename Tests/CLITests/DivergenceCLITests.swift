@@ -116,7 +116,7 @@ import KDTestSupport
         try FileManager.default.createDirectory(atPath: locked, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o555])
         // root writes anywhere: run as nobody then (the stores are world-readable).
         let asNobody = getuid() == 0 ? ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] : []
-        for (out, expected) in [(locked, "Error: cannot write \(locked)/sweep.json: permission denied"),
+        for (out, expected) in [(locked, "Error: cannot write \(locked)/sweep.lock: permission denied"),
                                 (locked + "/sub", "Error: cannot create directory \(locked)/sub: permission denied")] {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: asNobody.first ?? kdcacheBinary)

@@ -29,7 +29,7 @@ import KDTestSupport
         let dir = try storesForFlagTests(), out = dir + "/runs"
         #expect(try sweep(dir, ["--alpha", "0,0.5"], out: out).status == 0)
         let before = snapshot(out)
-        #expect(before.keys.sorted() == ["best-student.json", "best-student.safetensors", "report.html", "results.csv", "results.jsonl", "sweep.json", "tensorboard"])
+        #expect(before.keys.sorted() == ["best-student.json", "best-student.safetensors", "report.html", "results.csv", "results.jsonl", "sweep.json", "sweep.lock", "tensorboard"])
         let r = try sweep(dir, ["--alpha", "0,0.9"], out: out)
         #expect(r.status == 1, "\(r.output)")
         #expect(r.stderr.contains("Error: \(out) holds another sweep: its grid has 4 runs, this one 4 (2 in common). A directory holds one sweep, "
@@ -184,7 +184,13 @@ import KDTestSupport
         #expect(forced.status == 0 && forced.stdout.contains("6 runs from 2 directories"), "\(forced.output)")
         #expect(try lines(dir + "/b/results.jsonl").count == 6)
         #expect(try alphas(dir + "/b").count == 6)
-        #expect(!FileManager.default.fileExists(atPath: dir + "/b/best-student.json"), "no best student of the old sweep is left beside the collected results")
+        // The best student beside the collected results is the collection's best, the same as the
+        // one collected into all/ before b was replaced (read from b before --force removed its files).
+        #expect(forced.stdout.contains("best student: \(dir)/b/best-student.json"), "\(forced.output)")
+        for ext in ["json", "safetensors"] {
+            let collected = FileManager.default.contents(atPath: dir + "/b/best-student." + ext)
+            #expect(collected != nil && collected == FileManager.default.contents(atPath: dir + "/all/best-student." + ext))
+        }
         // An unfinished sweep is not collected.
         let partial = try lines(dir + "/a/results.jsonl")
         try writeFile(dir + "/a/results.jsonl", Array((partial[0] + "\n").utf8))
