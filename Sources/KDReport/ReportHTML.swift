@@ -58,7 +58,8 @@ enum ReportHTML {
 
     /// A heatmap's geometry in pixels: cells of `cellW` × `cellH`, the grid at (`left`, `top`).
     private struct HeatGrid {
-        let cellW = 96, cellH = 44, left = 64, top = 30
+        let cellH = 44, left = 64, top = 30
+        let cellW: Int
         let columns: Int, rows: Int
         var gridW: Int { columns * cellW }
         var legendY: Int { top + rows * cellH + 54 }
@@ -66,10 +67,10 @@ enum ReportHTML {
 
     /// A T × α heatmap as a `<figure>`: `columns` (temperatures) across, `rows` (α) down, every cell
     /// coloured on the shared scale [`lo`, `hi`] (green at `hi`, or at `lo` when `lowerIsBetter`).
-    /// `index` keeps gradient ids unique on a page.
+    /// `index` keeps gradient ids unique on a page; a cell is `cellWidth` px wide.
     static func heatmap(heading: String, ariaLabel: String, columns: [String], rows: [String], cells: [HeatCell],
-                        lo: Double, hi: Double, lowerIsBetter: Bool, legend: String, index: Int, digits: Int) -> String {
-        let g = HeatGrid(columns: max(1, columns.count), rows: rows.count)
+                        lo: Double, hi: Double, lowerIsBetter: Bool, legend: String, index: Int, digits: Int, cellWidth: Int = 96) -> String {
+        let g = HeatGrid(cellW: cellWidth, columns: max(1, columns.count), rows: rows.count)
         // Room for the heading (bold 13 px: about 8 px a character) and the legend.
         let width = max(g.left + g.gridW + 16, 16 + heading.count * 8, g.left + 290, g.left + legend.count * 11 / 2 + 8)
         var svg = svgOpen(width, g.legendY + 40, ariaLabel)

@@ -76,7 +76,7 @@ extension TokenSweepReport {
         if let b = baseline {
             let by = y(b.validPerplexity.mean)
             svg += String(format: "<line x1='%d' x2='%d' y1='%.1f' y2='%.1f' stroke='%@' stroke-width='1.5' stroke-dasharray='6 4'/>", l, w - r, by, by, Self.colour(.none))
-            legend.append((Self.colour(.none), "CE only (α = 0, \(b.describe)): \(Self.fmt(b.validPerplexity.mean))", true))
+            legend.append((Self.colour(.none), "CE only (α = 0, lr \(b.config.lr)): \(Self.fmt(b.validPerplexity.mean))", true))
         }
         for k in kinds {
             let pts = ranked.filter { $0.cache.record == k }.sorted { $0.cache.bytesPerToken < $1.cache.bytesPerToken }
@@ -90,10 +90,12 @@ extension TokenSweepReport {
                 svg += String(format: "<line x1='%.1f' x2='%.1f' y1='%.1f' y2='%.1f' stroke='%@'/>", px, px, y(s.max), y(s.min), c)
                 svg += String(format: "<circle cx='%.1f' cy='%.1f' r='4' fill='%@'><title>%@</title></circle>", px, y(s.mean), c,
                               H.escape(TokenSweepVerdict.describe(p.cache, p.best) + " · seeds \(Self.range(s))"))
-                // The cache's label above its whisker, kept inside the plot.
+                // The cache's label kept inside the plot: top-k's under its whisker, the others' above,
+                // so the two lines' labels do not overlap where they cross.
                 let text = p.cache.label, half = Double(text.count) * 3.3
                 let tx = min(max(px, Double(l) + half + 2), Double(w - r) - half - 2)
-                svg += String(format: "<text x='%.1f' y='%.1f' text-anchor='middle' font-size='11' fill='%@'>%@</text>", tx, max(Double(top) + 10, y(s.max) - 6), c, H.escape(text))
+                let ty = k == .topK ? min(Double(plotBottom) - 4, y(s.min) + 14) : max(Double(top) + 10, y(s.max) - 6)
+                svg += String(format: "<text x='%.1f' y='%.1f' text-anchor='middle' font-size='11' fill='%@'>%@</text>", tx, ty, c, H.escape(text))
             }
             legend.append((c, "\(TokenSweepVerdict.kind(k)) (\(pts.count) cache\(pts.count == 1 ? "" : "s"))", false))
         }
@@ -188,7 +190,7 @@ extension TokenSweepReport {
             }
             return ReportHTML.heatmap(heading: "\(c.label): validation perplexity", ariaLabel: "\(c.label): validation perplexity by temperature and alpha",
                                       columns: temps.map { "\($0)" }, rows: alphas.map { "\($0)" }, cells: out, lo: lo, hi: hi, lowerIsBetter: true,
-                                      legend: "colour scale: validation perplexity, same for every cache", index: index, digits: 2)
+                                      legend: "colour scale: validation perplexity, same for every cache", index: index, digits: 2, cellWidth: 124)
         }.joined()
     }
 

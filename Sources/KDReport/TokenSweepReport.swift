@@ -236,13 +236,15 @@ public struct TokenSweepVerdict: Sendable {
     }
 
     /// For each distinct bytes/token B of the sweep's caches (ascending): the cache with the lowest
-    /// mean validation perplexity among those costing at most B.
+    /// mean validation perplexity among those costing at most B; a budget whose winner is the
+    /// previous budget's is left out (that cache wins up to the next budget listed).
     public var winners: [(budget: Double, cache: TokenCache, best: TokenPoint)] {
         let r = rankable
         var out: [(budget: Double, cache: TokenCache, best: TokenPoint)] = []
         for b in Array(Set(r.map(\.cache.bytesPerToken))).sorted() {
             // `rankable` is cheapest first, so ties keep the cheaper (then earlier) cache.
-            if let w = r.filter({ $0.cache.bytesPerToken <= b }).min(by: { $0.best.validPerplexity.mean < $1.best.validPerplexity.mean }) {
+            if let w = r.filter({ $0.cache.bytesPerToken <= b }).min(by: { $0.best.validPerplexity.mean < $1.best.validPerplexity.mean }),
+               w.cache.key != out.last?.cache.key {
                 out.append((b, w.cache, w.best))
             }
         }
@@ -283,7 +285,7 @@ public struct TokenSweepVerdict: Sendable {
         }
         if let base = caches.first(where: \.isBaseline) {
             if let b = base.best {
-                out.append("CE only (α = 0, \(b.describe)): valid ppl \(TokenSweepReport.fmt(b.validPerplexity.mean)), test \(TokenSweepReport.fmt(b.testPerplexity.mean))")
+                out.append("CE only (α = 0, lr \(b.config.lr)): valid ppl \(TokenSweepReport.fmt(b.validPerplexity.mean)), test \(TokenSweepReport.fmt(b.testPerplexity.mean))")
             } else {
                 out.append("every CE-only (α = 0) configuration diverged")
             }

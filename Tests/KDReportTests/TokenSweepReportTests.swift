@@ -64,7 +64,7 @@ import Testing
                      "budget ≤ 60.0 B/token: sampled wins with sampled:12",
                      "budget ≤ 170.0 B/token: top-k wins with top-k:32",
                      "budget ≤ 98304.0 B/token: dense wins with dense",
-                     "CE only (α = 0, α 0 (CE only) lr 0.1): valid ppl 131.00, test 132.00"],
+                     "CE only (α = 0, lr 0.1): valid ppl 131.00, test 132.00"],
              absent: ["undetermined", "diverged"]),
         Case(name: "a cache exactly at the bar is within",
              caches: [Cache(label: "sampled:32", record: .sampled, bytes: 120, points: [Point(valid: [105, 106, 107])]), dense],
@@ -77,7 +77,7 @@ import Testing
         Case(name: "a cache better than dense KD is within",
              caches: [Cache(label: "top-k:128", record: .topK, bytes: 600, points: [Point(valid: [90, 91, 92])]), dense],
              headline: "verdict: the cheapest cache within dense KD's seed spread is top-k:128",
-             lines: ["budget ≤ 98304.0 B/token: top-k wins with top-k:128"]),
+             lines: ["budget ≤ 600.0 B/token: top-k wins with top-k:128"], absent: ["budget ≤ 98304.0"]),
         Case(name: "no dense cache",
              caches: [Cache(label: "top-k:8", record: .topK, bytes: 40, points: [Point(valid: [110, 111, 112])]), baseline],
              headline: "verdict: undetermined: the sweep has no dense cache",
@@ -229,12 +229,32 @@ import Testing
         #expect(row.contains(",\"/data/a,\"\"b\"\".lmdb\","))
     }
 
+    /// A demo-sized grid: six caches and dense × T 1, 2, 4 × α 0.5, 1 × lr 0.1, 0.3 × 3 seeds, and
+    /// the CE-only runs; perplexity falls with the cache's size and varies with T, α, lr and seed.
+    static var demoGrid: [Cache] {
+        let caches: [(String, TokenRunSummary.Record, Double, Double)] = [
+            ("top-k:8", .topK, 44, 118), ("top-k:32", .topK, 171, 109), ("top-k:128", .topK, 683, 104),
+            ("sampled:12", .sampled, 50, 121), ("sampled:32", .sampled, 130, 113), ("sampled:64", .sampled, 258, 108),
+            ("dense", .dense, 98_304, 103)]
+        var out: [Cache] = []
+        for (label, record, bytes, base) in caches {
+            var points: [Point] = []
+            for T in [1.0, 2, 4] { for a in [0.5, 1.0] { for lr in [0.1, 0.3] {
+                let shift: Double = abs(T - 2) * 1.5 + a * 2 + (lr == 0.3 ? 3 : 0)
+                points.append(Point(T: T, alpha: a, lr: lr, valid: (0..<3).map { (s: Int) -> Double? in base + shift + Double(s) * 1.2 }))
+            } } }
+            out.append(Cache(label: label, record: record, bytes: bytes, points: points))
+        }
+        out.append(Cache(label: "none", record: .none, bytes: 0, points: [0.1, 0.3].map { lr in Point(T: 1, alpha: 0, lr: lr, valid: [135, 136.5, 137]) }))
+        return out
+    }
+
     @Test func thePageShowsEveryCacheTheChartsAndTheVerdict() throws {
-        let report = TokenSweepReport(runs: Self.runs(Self.cases[0].caches), dataset: "corpus <docs>.jsonl")
+        let report = TokenSweepReport(runs: Self.runs(Self.demoGrid), dataset: "corpus <docs>.jsonl")
         let dir = try temporaryDirectory("token-report")
         let summary = try report.write(to: dir)
         let html = try String(contentsOfFile: dir + "/report.html", encoding: .utf8)
-        for label in ["top-k:8", "sampled:12", "top-k:32", "dense"] {
+        for label in ["top-k:8", "top-k:32", "top-k:128", "sampled:12", "sampled:32", "sampled:64", "dense"] {
             #expect(html.contains("aria-label='\(label): validation perplexity by temperature and alpha'"), "no heatmap of \(label)")
             #expect(html.contains("<td>\(label)"), "no table row of \(label)")
         }
@@ -243,6 +263,8 @@ import Testing
         #expect(html.contains(ReportHTML.escape(report.verdictDetails.headline)))
         #expect(html.contains("corpus &lt;docs&gt;.jsonl") && !html.contains("<docs>"))
         #expect(summary.verdict == report.verdict())
+        // top-k:8 wins at 44 and at 50 B/token: one line, from its own budget.
+        #expect(summary.verdict.contains("budget ≤ 44.0 B/token: top-k wins with top-k:8") && !summary.verdict.contains("budget ≤ 50.0"))
         #expect(summary.table.contains("top-k:32") && summary.table.contains("CE only (α = 0)"))
         #expect(try String(contentsOfFile: dir + "/results.csv", encoding: .utf8) == report.csv())
     }
