@@ -6,7 +6,7 @@ at least --positions positions (issue 13's speed comparison; tools/bench/token_s
 
 DIR/d.lmdb: `kdcache prep` of n = ceil(positions / (length − 1)) rows (token_read_bench.prep,
 prep's default 80/10/10 split). DIR/topk32.lmdb: the Python SequenceWriter (f16, T_w = 1,
---retemper-at 1,2,4), records of `length` tokens from token_read_bench.synthetic (seed 0: random
+retemper_at [1]: top-k input gives the tail sums at T_w only), records of `length` tokens from token_read_bench.synthetic (seed 0: random
 ids, k distinct kept ids per position with Zipf-like log-probabilities and a tail mass), written
 in chunks of 256. Same arguments → the same records. Prints the two paths and the positions.
 """
@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT / "tools/bench"))
 import kdcache  # noqa: E402
 from token_read_bench import VOCAB, prep, synthetic  # noqa: E402
 
-RETEMPER_AT = [1.0, 2.0, 4.0]
+RETEMPER_AT = [1.0]   # top-k input carries its tail sums at T_w only, so T_w = 1 is the one exact temperature
 
 
 def make(binary: str, out: Path, positions: int, k: int, length: int) -> tuple[Path, Path, int]:
