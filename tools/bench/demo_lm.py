@@ -75,11 +75,22 @@ def teach_all(args, data: Path, layouts: list) -> list:
         command = [args.kdcache, "teach", "--data", str(data), "--out", str(out), "--exec", client, "--sequence", layout,
                    "--retemper-at", "1,2,4", "--temperature", "1", "--dtype", "f16", "--batch-size", "32",
                    "--timeout", "3600", "--quiet"] + (["--sample-seed", "0"] if layout.startswith("sampled") else [])
-        runs.append((layout, command, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)))
+        log = open(args.work / f"teach-{cache_name(layout)[:-5]}.log", "w+")   # a file, not a pipe nobody reads meanwhile
+        runs.append((layout, command, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True), log))
         caches.append(out)
+    # One run that fails (before connecting, say) would leave the others waiting on the relay: stop
+    # the relay then, which ends every other run with an error instead of a hang.
+    while any(p.poll() is None for _, _, p, _ in runs):
+        if any(p.returncode not in (None, 0) for _, _, p, _ in runs) or server.poll() not in (None, 0):
+            server.terminate()
+            break
+        time.sleep(0.5)
     failed = []
-    for layout, command, proc in runs:
-        output = proc.communicate()[0]
+    for layout, command, proc, log in runs:
+        proc.wait()
+        log.seek(0)
+        output = log.read()
+        log.close()
         if proc.returncode != 0:
             failed.append(f"teach {layout} failed (status {proc.returncode}):\n  {shlex.join(command)}\n{output}")
     if server.wait() != 0 and not failed:
