@@ -90,7 +90,7 @@ public struct TokenRunSummary: Codable, Sendable, Equatable {
 
     /// What is wrong with a decoded line's values, or nil when they are in range: `sweep` must be
     /// `"token"`; sizes, epochs, width, context and positions ≥ 0 (hashBits 1…32); bytes/token,
-    /// T, α, lr and times finite and ≥ 0 (α ≤ 1, T > 0); a finished run has a validation
+    /// T, α, lr and times finite and ≥ 0 (α ≤ 1; T > 0 unless α = 0, which ignores T); a finished run has a validation
     /// perplexity; every present perplexity is finite and ≥ 1, every agreement in [0, 1], every KL finite and ≥ 0.
     public var problem: String? {
         func finite(_ x: Double, _ name: String, min: Double = 0) -> String? { x.isFinite && x >= min ? nil : "\(name) \(x) is not a finite number ≥ \(min)" }
@@ -104,7 +104,7 @@ public struct TokenRunSummary: Codable, Sendable, Equatable {
             if let p = finite(v, name) { return p }
         }
         if alpha > 1 { return "alpha \(alpha) is above 1" }
-        if temperature == 0 { return "temperature is 0" }
+        if temperature == 0 && record != .none && alpha > 0 { return "temperature is 0 in a distilled run" }
         if !diverged && validPerplexity == nil { return "a finished run without validPerplexity" }
         for (v, name) in [(validPerplexity, "validPerplexity"), (testPerplexity, "testPerplexity")] {
             if let v, let p = finite(v, name, min: 1) { return p }

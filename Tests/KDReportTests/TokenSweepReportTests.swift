@@ -166,6 +166,14 @@ import Testing
         #expect(Set(object.keys).count == 26)
     }
 
+    /// α = 0 ignores T, so a trainer may write any T there, 0 included.
+    @Test func aCrossEntropyRunMayNameTemperatureZero() throws {
+        var run = Self.runs([Self.baseline])[0]
+        run.temperature = 0
+        #expect(run.problem == nil)
+        #expect(try TokenResultsFile.read(path: try Self.write([run])) == [run])
+    }
+
     @Test func aMissingFileHoldsNoRunsAndIsNotATokenSweep() throws {
         let path = try temporaryDirectory("token-results") + "/results.jsonl"
         #expect(try TokenResultsFile.read(path: path).isEmpty)
@@ -191,6 +199,7 @@ import Testing
         (try! line { $0["alpha"] = 2 }, "alpha 2.0 is above 1"),
         (try! line { $0["hashBits"] = 0 }, "hashBits 0 is not in 1…32"),
         (try! line { $0["size"] = -1 }, "size -1 is negative"),
+        (try! line { $0["temperature"] = 0 }, "temperature is 0 in a distilled run"),
     ]
 
     @Test(arguments: badLines) func aBadLineIsNamedWithItsNumber(_ bad: (String, String)) throws {
