@@ -39,7 +39,7 @@ extension TokenSweepReport {
         let ranked = verdictDetails.rankable.filter { $0.cache.bytesPerToken > 0 }
         let baseline = caches.first(where: \.isBaseline)?.best
         guard !ranked.isEmpty else { return "" }
-        let w = 600, l = 64, r = 20, top = 34, plotBottom = 280
+        let w = 520, l = 64, r = 20, top = 48, plotBottom = 290
         let kinds = TokenRunSummary.Record.allCases.filter { k in ranked.contains { $0.cache.record == k } }
         let h = plotBottom + 50 + (kinds.count + (baseline == nil ? 0 : 1)) * 18
         var xlo = log10(ranked.map(\.cache.bytesPerToken).min()!), xhi = log10(ranked.map(\.cache.bytesPerToken).max()!)
@@ -55,7 +55,8 @@ extension TokenSweepReport {
         func x(_ bytes: Double) -> Double { Double(l) + (log10(bytes) - xlo) / (xhi - xlo) * Double(w - l - r) }
         func y(_ v: Double) -> Double { Double(plotBottom) - (v - lo) / (hi - lo) * Double(plotBottom - top) }
         var svg = H.svgOpen(w, h, "validation perplexity against bytes per token")
-        svg += "<text x='8' y='18' font-weight='bold' font-size='13'>validation perplexity against bytes per token (best configuration per cache)</text>"
+        svg += "<text x='8' y='18' font-weight='bold' font-size='13'>validation perplexity against bytes per token</text>"
+        svg += "<text x='8' y='34' font-size='11' fill='#555'>each cache's best configuration: mean over seeds, whiskers min–max</text>"
         for v in yt where v >= lo && v <= hi {
             svg += String(format: "<line x1='%d' x2='%d' y1='%.1f' y2='%.1f' stroke='#e4e4e4'/>", l, w - r, y(v), y(v))
             svg += String(format: "<text x='%d' y='%.1f' text-anchor='end'>%@</text>", l - 6, y(v) + 4, H.label(v, step: step))
