@@ -12,7 +12,7 @@ DEMO := .build-demo
 QUIET := $(if $(V),,--quiet)
 SAY := @echo
 
-.PHONY: deps system-deps venv build test test-readme test-report test-slurm demo bench bench-scale bench-lm clean fixtures fuzz teacher-lm
+.PHONY: deps system-deps venv build test test-readme test-report test-slurm demo demo-lm bench bench-scale bench-lm clean fixtures fuzz teacher-lm
 
 ## deps: Debian packages (only the missing ones) and the Python venv for interop tests and benchmarks.
 deps: system-deps venv
@@ -97,7 +97,8 @@ demo: system-deps
 ## bench: release-build benchmarks, each printed as a ratio against a baseline run side by side. Section 9
 ## (tools/bench/sweep_scale.py: 36 configurations x 1 epoch on 128k texts in four systems, ~6 min) fetches Debian's Translation-en lists with apt once (root or sudo)
 ## and keeps its dataset and teacher in .build-bench/; BENCH_ONLY=scale runs one section, BENCH_SCALE_QUICK=1
-## runs section 9 small.
+## runs section 9 small. Section 10 (BENCH_ONLY=token, tools/bench/token_sweep_torch.py): the token-level
+## student's positions/s, kdcache sweep vs PyTorch at 1 and 2 threads on a synthetic V = 49,152 top-k:32 cache.
 bench: deps $(VENV)/.bench-installed
 	$(SWIFT) build -c release $(QUIET)
 	gcc -O2 -o .build/lmdb-c-bench tools/bench/lmdb_c_bench.c -llmdb
@@ -155,12 +156,26 @@ bench-lm: deps teacher-lm
 	  --exec '$(LM_VENV)/bin/python tools/teachers/smollm2_teacher.py' --json $(BENCH_LM)/table.json && \
 	echo "bench-lm: $$(( $$(date +%s) - start )) s (load average now $$(cut -d' ' -f1-3 /proc/loadavg))"
 
+## demo-lm: the token-level demo (issue 13; not part of `make demo`): SmolLM2-135M (make teacher-lm) over
+## fixtures/python-docs (224k tokens) in ONE pass of the model, fanned out to six `teach --sequence` runs
+## (top-k 8/32/128, sampled 12/32/64; tools/bench/lm_fanout_teacher.py), each verified, then a token sweep
+## (report.html and the verdict). The model is the cost: ~15 min at 244 tokens/s on a quiet machine, up to
+## 30x slower under load. DEMO_LM_TEXTS=20 runs a slice; DEMO_LM_ARGS passes grid flags (see demo_lm.py).
+DEMO_LM := .build-demo-lm
+demo-lm: system-deps teacher-lm
+	$(SAY) "building kdcache (release; a first build takes a few minutes, V=1 shows the compiler)"
+	$(SWIFT) build -c release --product kdcache $(QUIET)
+	python3 -u tools/bench/demo_lm.py --kdcache $(RELEASE_BIN) --work $(DEMO_LM) \
+	  --teacher '$(CURDIR)/$(LM_VENV)/bin/python $(CURDIR)/tools/teachers/smollm2_teacher.py' \
+	  $(if $(DEMO_LM_TEXTS),--texts $(DEMO_LM_TEXTS)) $(DEMO_LM_ARGS)
+
 ## fixtures: regenerate the bundled datasets from their sources (see fixtures/*/SOURCE.md).
 fixtures:
 	$(SUDO) apt-get install -y -qq fortunes >/dev/null
 	python3 tools/fixtures/make_fortunes.py fixtures/fortunes/fortunes.csv
 	python3 -m venv .build-fixtures && .build-fixtures/bin/pip install -q scikit-learn
 	.build-fixtures/bin/python tools/fixtures/make_digits.py fixtures/digits/digits.csv
+	python3 tools/fixtures/make_python_docs.py fixtures/python-docs/python-docs.jsonl.gz --fetch
 
 clean:
-	rm -rf .build $(VENV) $(DEMO) .build-fixtures $(LM_VENV) $(BENCH_LM)
+	rm -rf .build $(VENV) $(DEMO) .build-fixtures $(LM_VENV) $(BENCH_LM) $(DEMO_LM)

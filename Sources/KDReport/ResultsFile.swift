@@ -14,27 +14,33 @@ public enum ResultsFile {
     /// again). Blank lines are skipped. Any other line that does not decode as a ``RunResult`` is
     /// refused: a ``ReportError`` `.badResultsLine` naming the file and its 1-based ``ReportError/line``.
     public static func read(path: String) throws -> [(String, RunResult)] {
+        let decoder = JSONDecoder()
+        return try lines(path: path).map { n, line in
+            do {
+                let r = try decoder.decode(RunResult.self, from: line)
+                return (r.config.key, r)
+            } catch {
+                throw ReportError.badResultsLine(path, line: n, reason: reason(error))
+            }
+        }
+    }
+
+    /// The complete, non-blank lines of a JSON-lines file with their 1-based numbers: none for a
+    /// missing file; a last line without its newline (a torn write) is left out.
+    static func lines(path: String) throws -> [(number: Int, bytes: Data)] {
         guard FileManager.default.fileExists(atPath: path) else { return [] }
         let bytes = try renderingFileErrors(.read, path) { try Data(contentsOf: URL(fileURLWithPath: path)) }
         var lines = bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
         lines.removeLast()  // after the last newline: empty, or a torn write
-        let decoder = JSONDecoder()
-        var results: [(String, RunResult)] = []
-        for (n, line) in lines.enumerated() where line.contains(where: { $0 != UInt8(ascii: " ") && $0 != UInt8(ascii: "\r") && $0 != UInt8(ascii: "\t") }) {
-            do {
-                let r = try decoder.decode(RunResult.self, from: Data(line))
-                results.append((r.config.key, r))
-            } catch {
-                throw ReportError.badResultsLine(path, line: n + 1, reason: reason(error))
-            }
-        }
-        return results
+        return lines.enumerated()
+            .filter { $0.element.contains(where: { $0 != UInt8(ascii: " ") && $0 != UInt8(ascii: "\r") && $0 != UInt8(ascii: "\t") }) }
+            .map { (number: $0.offset + 1, bytes: Data($0.element)) }
     }
 
     /// Why a line did not decode, in one short phrase.
-    private static func reason(_ error: Error) -> String {
+    static func reason(_ error: Error) -> String {
         switch error as? DecodingError {
-        case .dataCorrupted: "not JSON"
+        case .dataCorrupted(let c): c.codingPath.isEmpty ? "not JSON" : "a wrong value at \(c.codingPath.map(\.stringValue).joined(separator: "."))"
         case .keyNotFound(let key, _): "no \(key.stringValue)"
         case .typeMismatch(_, let c), .valueNotFound(_, let c): "a wrong value at \(c.codingPath.map(\.stringValue).joined(separator: "."))"
         default: "not a run result"

@@ -6,16 +6,10 @@ import KDTrain
 /// `viewBox`, is drawn at its own size where it fits and scales down where it does not; the wide table scrolls inside its own box, so the page
 /// never scrolls sideways at 480 px and up.
 extension SweepReport {
-    func escape(_ s: String) -> String {
-        s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
-            .replacingOccurrences(of: ">", with: "&gt;").replacingOccurrences(of: "'", with: "&#39;")
-    }
+    func escape(_ s: String) -> String { ReportHTML.escape(s) }
 
     /// Heat colour from red (low) to green (high) for t in [0, 1].
-    func color(_ t: Double) -> String {
-        let x = max(0, min(1, t))
-        return String(format: "hsl(%.0f, 65%%, %.0f%%)", 10 + 110 * x, 88 - 30 * x)
-    }
+    func color(_ t: Double) -> String { ReportHTML.color(t) }
 
     /// `0.1, 0.3`: the distinct values, sorted.
     private func list<T: Comparable & Hashable>(_ xs: [T]) -> String {
@@ -55,23 +49,11 @@ extension SweepReport {
     }
 
     /// Round steps (1, 2, 5 × 10^k) covering [lo, hi] with about `count` ticks.
-    func ticks(_ lo: Double, _ hi: Double, count: Int = 5) -> [Double] {
-        guard hi > lo, lo.isFinite, hi.isFinite else { return [lo] }
-        let raw = (hi - lo) / Double(count)
-        let magnitude = pow(10, floor(log10(raw)))
-        let step = [1.0, 2, 5, 10].map { $0 * magnitude }.first { $0 >= raw } ?? 10 * magnitude
-        let first = ceil(lo / step - 1e-9) * step
-        return stride(from: first, through: hi + step * 1e-9, by: step).map { ($0 / step).rounded() * step }
-    }
+    func ticks(_ lo: Double, _ hi: Double, count: Int = 5) -> [Double] { ReportHTML.ticks(lo, hi, count: count) }
 
-    func label(_ v: Double, step: Double) -> String {
-        let digits = max(0, min(4, Int(-floor(log10(step)))))
-        return String(format: "%.\(digits)f", v)
-    }
+    func label(_ v: Double, step: Double) -> String { ReportHTML.label(v, step: step) }
 
-    private func svgOpen(_ w: Int, _ h: Int, _ label: String) -> String {
-        "<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 \(w) \(h)' width='\(w)' height='\(h)' role='img' aria-label='\(escape(label))' font-family='system-ui, sans-serif' font-size='12'>"
-    }
+    private func svgOpen(_ w: Int, _ h: Int, _ label: String) -> String { ReportHTML.svgOpen(w, h, label) }
 
     // MARK: heatmaps
 
@@ -80,14 +62,6 @@ extension SweepReport {
     private struct HeatCell {
         var student: Architecture, alpha: Float, temperature: Float?
         var best: AggregatedResult?, diverged: AggregatedResult?
-    }
-
-    /// A heatmap's geometry in pixels: cells of `cellW` × `cellH`, the grid at (`left`, `top`).
-    private struct HeatGrid {
-        let cellW = 96, cellH = 44, left = 64, top = 30
-        let columns: Int, rows: Int
-        var gridW: Int { columns * cellW }
-        var legendY: Int { top + rows * cellH + 54 }
     }
 
     /// One SVG per student: test accuracy by temperature and α, on one colour scale for all.
@@ -122,52 +96,20 @@ extension SweepReport {
     private func heatmap(of student: Architecture, index: Int, cells mine: [HeatCell], lo: Double, hi: Double) -> String {
         let temps = Array(Set(mine.compactMap(\.temperature))).sorted()
         let alphas = Array(Set(mine.map(\.alpha))).sorted()
-        let g = HeatGrid(columns: max(1, temps.count), rows: alphas.count)
-        let heading = "\(student): test accuracy"
-        // Room for the heading (bold 13 px: about 8 px a character) and the legend.
-        let width = max(g.left + g.gridW + 16, 16 + heading.count * 8, g.left + 290)
-        var svg = svgOpen(width, g.legendY + 40, "\(student): test accuracy by temperature and alpha")
-        svg += "<text x='8' y='18' font-weight='bold' font-size='13'>\(escape(heading))</text>"
-        for (j, T) in temps.enumerated() {
-            svg += "<text x='\(g.left + j * g.cellW + g.cellW / 2)' y='\(g.top + alphas.count * g.cellH + 14)' text-anchor='middle'>T = \(T)</text>"
-        }
-        svg += "<text x='\(g.left + g.gridW / 2)' y='\(g.top + alphas.count * g.cellH + 30)' text-anchor='middle' fill='#555'>distillation temperature</text>"
-        for (i, a) in alphas.enumerated() {
-            let y = g.top + i * g.cellH
-            svg += "<text x='\(g.left - 8)' y='\(y + g.cellH / 2 + 4)' text-anchor='end'>α = \(a)</text>"
-            for (j, T) in (a == 0 ? [nil] : temps.map(Optional.some)).enumerated() {
-                guard let cell = mine.first(where: { $0.alpha == a && $0.temperature == T }) else { continue }
-                // α = 0 ignores T: one cell across every column.
-                svg += heatCell(cell, x: g.left + j * g.cellW, y: y, w: (a == 0 ? g.gridW : g.cellW) - 2, h: g.cellH - 2,
-                                shade: { hi > lo ? ($0 - lo) / (hi - lo) : 1 })
+        let cells = mine.compactMap { cell -> ReportHTML.HeatCell? in
+            guard let row = alphas.firstIndex(of: cell.alpha) else { return nil }
+            // α = 0 ignores T: one cell across every column.
+            let column = cell.temperature.flatMap { temps.firstIndex(of: $0) }
+            guard let best = cell.best else {
+                return cell.diverged.map { ReportHTML.HeatCell(row: row, column: column, value: nil, text: "", note: "", tooltip: "", diverged: $0.status) }
             }
+            return ReportHTML.HeatCell(row: row, column: column, value: best.testAccuracy.mean, text: fmt(best.testAccuracy.mean, 3),
+                                       note: "lr \(best.point.optimizer.learningRate)\(cell.alpha == 0 ? " · no KD, any T" : "")",
+                                       tooltip: "\(describe(best.point)): test \(pm(best.testAccuracy)), valid \(fmt(best.validAccuracy.mean))", diverged: nil)
         }
-        svg += heatLegend(index: index, grid: g, lo: lo, hi: hi)
-        return "<figure>\(svg)</svg></figure>"
-    }
-
-    private func heatCell(_ cell: HeatCell, x: Int, y: Int, w: Int, h: Int, shade: (Double) -> Double) -> String {
-        if let best = cell.best {
-            return "<rect x='\(x)' y='\(y)' width='\(w)' height='\(h)' fill='\(color(shade(best.testAccuracy.mean)))'>"
-                + "<title>\(escape(describe(best.point))): test \(pm(best.testAccuracy)), valid \(fmt(best.validAccuracy.mean))</title></rect>"
-                + "<text x='\(x + w / 2)' y='\(y + 18)' text-anchor='middle' font-weight='bold'>\(fmt(best.testAccuracy.mean, 3))</text>"
-                + "<text x='\(x + w / 2)' y='\(y + 34)' text-anchor='middle' font-size='11'>lr \(best.point.optimizer.learningRate)\(cell.alpha == 0 ? " · no KD, any T" : "")</text>"
-        }
-        if let d = cell.diverged {
-            return "<rect x='\(x)' y='\(y)' width='\(w)' height='\(h)' fill='#ddd'><title>\(escape(d.status))</title></rect>"
-                + "<text x='\(x + w / 2)' y='\(y + 26)' text-anchor='middle' fill='#a00'>diverged</text>"
-        }
-        return ""
-    }
-
-    /// Colour-scale legend: the gradient from the lowest to the highest cell value.
-    private func heatLegend(index: Int, grid g: HeatGrid, lo: Double, hi: Double) -> String {
-        let barW = max(160, min(g.gridW, 240)), barX = g.left, legendY = g.legendY
-        return "<text x='\(barX)' y='\(legendY)' font-size='11' fill='#555'>colour scale: test accuracy, same for every student</text>"
-            + "<defs><linearGradient id='heat\(index)'>" + (0...4).map { "<stop offset='\($0 * 25)%' stop-color='\(color(Double($0) / 4))'/>" }.joined() + "</linearGradient></defs>"
-            + "<rect x='\(barX)' y='\(legendY + 6)' width='\(barW)' height='12' fill='url(#heat\(index))' stroke='#999' stroke-width='0.5'/>"
-            + "<text x='\(barX)' y='\(legendY + 32)' font-size='11'>\(fmt(lo, 3))</text>"
-            + "<text x='\(barX + barW)' y='\(legendY + 32)' font-size='11' text-anchor='end'>\(fmt(hi, 3))</text>"
+        return ReportHTML.heatmap(heading: "\(student): test accuracy", ariaLabel: "\(student): test accuracy by temperature and alpha",
+                                  columns: temps.map { "\($0)" }, rows: alphas.map { "\($0)" }, cells: cells, lo: lo, hi: hi, lowerIsBetter: false,
+                                  legend: "colour scale: test accuracy, same for every student", index: index, digits: 3)
     }
 
     // MARK: curves
@@ -332,23 +274,5 @@ extension SweepReport {
         + "<span class='key base'>α = 0: no-KD baseline</span> <span class='key kd'>α &gt; 0: distilled</span> "
         + "<span class='key diverged'>diverged: not ranked</span></p>"
 
-    private static let styleSheet = """
-        * { box-sizing: border-box; }
-        body { font-family: system-ui, sans-serif; max-width: 1120px; margin: 0 auto; padding: 16px 20px 32px; color: #222; line-height: 1.45; }
-        h1 { font-size: 1.45em; margin: .4em 0 .2em; overflow-wrap: anywhere; } h2 { font-size: 1.15em; margin-top: 1.6em; }
-        p, li { overflow-wrap: anywhere; } .grid { color: #444; margin-top: 0; }
-        .verdict { background: #f3f6fa; padding: .6em 1em; border-left: 4px solid #1f77b4; } .verdict ul { margin: .3em 0; padding-left: 1.2em; }
-        .warn { background: #fdf3e7; padding: .6em 1em; border-left: 4px solid #d62728; }
-        .figures { display: flex; flex-wrap: wrap; gap: 16px; }
-        figure { margin: 0; flex: 0 1 auto; min-width: 0; max-width: 100%; }
-        figure svg { display: block; max-width: 100%; height: auto; }
-        .scroll { overflow-x: auto; max-width: 100%; border: 1px solid #eee; }
-        table { border-collapse: collapse; font-size: 13px; white-space: nowrap; }
-        td, th { padding: 3px 8px; border-bottom: 1px solid #ddd; text-align: right; } th { background: #f6f6f6; position: sticky; top: 0; }
-        td:nth-child(2), th:nth-child(2) { text-align: left; }
-        tr.base td, .key.base { color: #a33; background: #fdf0f0; } tr.diverged td, .key.diverged { color: #888; background: #f4f4f4; }
-        tr.best td, .key.best { font-weight: bold; background: #eaf3e6; } .key.kd { background: #fff; border: 1px solid #ddd; }
-        .rungs { overflow-x: auto; max-width: 100%; } .rungs td:nth-child(2), .rungs th:nth-child(2) { text-align: right; } .rungs table { font-size: 12px; } .rungs td, .rungs th { padding: 3px 4px; }
-        .legend { font-size: 13px; } .key { display: inline-block; padding: 1px 8px; margin: 2px 4px 2px 0; border-radius: 3px; }
-        """
+    private static let styleSheet = ReportHTML.styleSheet
 }

@@ -24,6 +24,10 @@ per-repetition ratios (PERF-NOTES.md: absolute numbers drift up to 1.5x between 
      (target >= 10x numpy, floor 5x); 36 configurations in one run vs 36 runs of one (target <= 0.25x);
      µs per sample-step per configuration against a memory-latency estimate (tools/bench/latency.c).
      Its stores are kept in .build-bench/ keyed by their inputs; --scale-quick runs it small.
+ 10. Token-level student (tools/bench/token_sweep_torch.py): positions/s of `kdcache sweep` (one
+     configuration, 1 worker) against the same student and loss in PyTorch at 1 and 2 threads, on a
+     synthetic V = 49,152 top-k:32 cache of 100k positions kept in .build-bench/token-sweep
+     (target >= 5x PyTorch at 1 thread); skipped with a message while kdcache has no token sweep.
 """
 import argparse
 import os
@@ -427,6 +431,16 @@ def scale_section(args, tmp):
     return sweep_scale.run(args.kdcache, args.latency, HERE.parents[1] / ".build-bench", quick=args.scale_quick)
 
 
+def token_section(args, tmp):
+    import token_sweep_torch
+    print("10. Token-level student: kdcache sweep vs PyTorch, positions/s")
+    r = token_sweep_torch.run(token_sweep_torch.parse(["--kdcache", args.kdcache, "--work", str(HERE.parents[1] / ".build-bench" / "token-sweep")]))
+    if r["kdcache"] is None:
+        return []
+    return [(f"token student positions/s, kdcache / PyTorch {t['threads']} thread{'s' if t['threads'] > 1 else ''}", t["ratio"],
+             -5 if t["threads"] == 1 else None) for t in r["torch"]]
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--swift", required=True)
@@ -434,11 +448,11 @@ def main():
     p.add_argument("--kdcache", required=True)
     p.add_argument("--latency", help="tools/bench/latency.c built (section 9; default: built by sweep_scale.py)")
     p.add_argument("--scale-quick", action="store_true", help="section 9 on every 8th text, 2 epochs, 8 configurations")
-    p.add_argument("--only", choices=["lmdb", "softlabels", "prep", "memory", "sweep", "teach", "python", "protocol", "scale"])
+    p.add_argument("--only", choices=["lmdb", "softlabels", "prep", "memory", "sweep", "teach", "python", "protocol", "scale", "token"])
     args = p.parse_args()
     sections = {"lmdb": lmdb_section, "softlabels": softlabel_section, "prep": prep_section, "memory": memory_section,
                 "sweep": sweep_section, "teach": teach_overhead_section, "python": python_reader_section,
-                "protocol": protocol_section, "scale": scale_section}
+                "protocol": protocol_section, "scale": scale_section, "token": token_section}
     verdicts = []
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as d:
         for name, section in sections.items():
