@@ -122,7 +122,7 @@ public struct TokenSweepJob: Sendable {
         for (i, s) in try dataset.table().samples.enumerated() {
             switch s.split { case .train: train.append(i); case .valid: valid.append(i); case .test: test.append(i) }
         }
-        let tokens = tables[refIndex]
+        let tokens = tables[refIndex].records
         let trainPositions = TokenPositions.of(tokens, samples: train, limit: o.maxPositions)
         let validPositions = TokenPositions.of(tokens, samples: valid), testPositions = TokenPositions.of(tokens, samples: test)
         guard !trainPositions.isEmpty else {
@@ -310,7 +310,7 @@ extension String {
 /// What every run reads, shared read-only across the workers.
 struct TokenSweepShared: @unchecked Sendable {
     let teachers: [String: TokenTeacher]
-    let tokens: SequenceTable
+    let tokens: [SequenceRecordView]
     let reference: TokenReference
     let train: [UInt64], valid: [UInt64], test: [UInt64]
 }

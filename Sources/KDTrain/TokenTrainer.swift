@@ -10,7 +10,9 @@ import KDStore
 /// ``SequenceRetemper/exact(logProbs:logTailSum:a:)`` (16 bytes per position); sampled:
 /// `ĉ_i = c_i · w_T(x_i) / N` with ``SequenceRetemper/weight(logProb:logSum:a:)`` (1 at T_w).
 public final class TokenTeacher: @unchecked Sendable {
-    public let table: SequenceTable
+    /// `records[sample]`, zero-copy views (kept alive by their owner, e.g. a ``SequenceTable``'s snapshot).
+    public let records: [SequenceRecordView]
+    public let shape: SequenceRecordShape
     public let temperature: Double
     /// a = T_w / T.
     public let exponent: Double
@@ -21,32 +23,40 @@ public final class TokenTeacher: @unchecked Sendable {
     let logNormalizer: [Double]
     let logTailMass: [Double]
     /// The most entries of one position: k or N.
-    public var capacity: Int { table.shape.width }
+    public var capacity: Int { shape.width }
 
-    /// Whether T is exact for this cache's records: T_w, a declared T_r, or any T when k = V.
-    public static func isExact(_ T: Double, for table: SequenceTable) -> Bool { index(of: T, in: table) != nil }
+    /// Whether T is exact for a cache's records: T_w, a declared T_r, or any T when k = V.
+    public static func isExact(_ T: Double, for table: SequenceTable) -> Bool {
+        index(of: T, shape: table.shape, writeTemperature: table.teacher.writeTemperature, retemperAt: table.teacher.sequence?.retemperAt ?? []) != nil
+    }
 
     /// `.some(nil)` at T_w (or k = V), `.some(r)` at declared T_r, nil when T is not exact.
-    static func index(of T: Double, in table: SequenceTable) -> Int?? {
-        let Tw = table.teacher.writeTemperature
+    static func index(of T: Double, shape: SequenceRecordShape, writeTemperature Tw: Double, retemperAt: [Double]) -> Int?? {
         if abs(T - Tw) <= 1e-9 * Tw { return .some(nil) }
-        if let s = table.teacher.sequence, let r = s.retemperAt.firstIndex(where: { abs($0 - T) <= 1e-9 * T }) { return .some(r) }
-        if table.shape.kind == .topK, table.shape.width == table.shape.vocabSize { return .some(nil) }
+        if let r = retemperAt.firstIndex(where: { abs($0 - T) <= 1e-9 * T }) { return .some(r) }
+        if shape.kind == .topK, shape.width == shape.vocabSize { return .some(nil) }
         return nil
     }
 
-    public init(table: SequenceTable, temperature T: Double) throws {
-        guard let index = Self.index(of: T, in: table) else {
-            let declared = (table.teacher.sequence?.retemperAt ?? []).map { "\($0)" }.joined(separator: ", ")
-            throw TrainingError(.invalidHyperparameter, path: table.store.path,
-                                message: "T = \(T) is not exact for this cache: it declares T_w = \(table.teacher.writeTemperature) and retemper_at [\(declared)]")
+    /// The teacher of a cache's table at T.
+    public convenience init(table: SequenceTable, temperature T: Double) throws {
+        try self.init(records: table.records, shape: table.shape, writeTemperature: table.teacher.writeTemperature,
+                      retemperAt: table.teacher.sequence?.retemperAt ?? [], temperature: T, path: table.store.path)
+    }
+
+    /// The teacher of records of `shape` written at T_w declaring `retemperAt`, at T.
+    public init(records: [SequenceRecordView], shape: SequenceRecordShape, writeTemperature Tw: Double, retemperAt: [Double],
+                temperature T: Double, path: String? = nil) throws {
+        guard let index = Self.index(of: T, shape: shape, writeTemperature: Tw, retemperAt: retemperAt) else {
+            throw TrainingError(.invalidHyperparameter, path: path,
+                                message: "T = \(T) is not exact for this cache: it declares T_w = \(Tw) and retemper_at \(retemperAt)")
         }
-        self.table = table; temperature = T; exponent = table.teacher.writeTemperature / T; sumIndex = index
-        guard table.shape.kind == .topK else { base = []; logNormalizer = []; logTailMass = []; return }
+        self.records = records; self.shape = shape; temperature = T; exponent = Tw / T; sumIndex = index
+        guard shape.kind == .topK else { base = []; logNormalizer = []; logTailMass = []; return }
         var base: [Int] = [], logZ: [Double] = [], logTail: [Double] = []
-        base.reserveCapacity(table.records.count)
-        let a = exponent, full = table.shape.width == table.shape.vocabSize
-        for view in table.records {
+        base.reserveCapacity(records.count)
+        let a = exponent, full = shape.width == shape.vocabSize
+        for view in records {
             base.append(logZ.count)
             for j in 0..<view.positions {
                 let logProbs = view.logProbs(at: j)
@@ -61,9 +71,9 @@ public final class TokenTeacher: @unchecked Sendable {
     /// Writes the signal of position j of `sample` at T into `target`, reading the record in place.
     @inline(__always)
     public func fill(_ target: inout TokenTarget, sample: Int, position j: Int) {
-        let view = table.records[sample], range = view.entries(at: j)
+        let view = records[sample], range = view.entries(at: j)
         target.count = range.count
-        switch table.shape.kind {
+        switch shape.kind {
         case .topK:
             let p = base[sample] + j, logZ = logNormalizer[p], a = exponent
             var i = 0
@@ -74,7 +84,7 @@ public final class TokenTeacher: @unchecked Sendable {
             }
             target.kind = .topK; target.logTail = logTailMass[p]; target.tail = Foundation.exp(target.logTail)
         case .sampled:
-            let invN = 1 / Double(table.shape.width)
+            let invN = 1 / Double(shape.width)
             let logSum = sumIndex.map { view.logSum(at: j, temperature: $0) }
             var i = 0
             for e in range {
@@ -103,10 +113,10 @@ public final class TokenTeacher: @unchecked Sendable {
 /// Positions of a corpus, packed `sample << 32 | j`.
 public enum TokenPositions {
     /// Every position j < P of the samples in `samples` (ascending), the first `limit` when given.
-    public static func of(_ table: SequenceTable, samples: [Int], limit: Int? = nil) -> [UInt64] {
+    public static func of(_ records: [SequenceRecordView], samples: [Int], limit: Int? = nil) -> [UInt64] {
         var out: [UInt64] = []
         for s in samples {
-            for j in 0..<table.records[s].positions {
+            for j in 0..<records[s].positions {
                 if let limit, out.count >= limit { return out }
                 out.append(UInt64(s) << 32 | UInt64(j))
             }
@@ -131,16 +141,24 @@ public struct TokenRunConfig: Hashable, Sendable {
 
 /// What the metrics compare against: the reference teacher's records (tokens and top ids), and,
 /// when its distribution at T = 1 is known exactly, that distribution for the KL.
-public struct TokenReference: Sendable {
+public struct TokenReference: @unchecked Sendable {
     public enum KLKind: String, Sendable { case dense, tailBucket = "tail-bucket" }
-    public let table: SequenceTable
+    public let records: [SequenceRecordView]
+    public let shape: SequenceRecordShape
     /// The reference at T = 1 (nil when T = 1 is not exact for it, or it is sampled).
     public let atOne: TokenTeacher?
-    public var klKind: KLKind { table.shape.width == table.shape.vocabSize ? .dense : .tailBucket }
+    public var klKind: KLKind { shape.width == shape.vocabSize ? .dense : .tailBucket }
 
     public init(table: SequenceTable) throws {
-        self.table = table
-        atOne = table.shape.kind == .topK && TokenTeacher.isExact(1, for: table) ? try TokenTeacher(table: table, temperature: 1) : nil
+        try self.init(records: table.records, shape: table.shape, writeTemperature: table.teacher.writeTemperature,
+                      retemperAt: table.teacher.sequence?.retemperAt ?? [])
+    }
+
+    public init(records: [SequenceRecordView], shape: SequenceRecordShape, writeTemperature: Double, retemperAt: [Double]) throws {
+        self.records = records; self.shape = shape
+        let exact = TokenTeacher.index(of: 1, shape: shape, writeTemperature: writeTemperature, retemperAt: retemperAt) != nil
+        atOne = shape.kind == .topK && exact
+            ? try TokenTeacher(records: records, shape: shape, writeTemperature: writeTemperature, retemperAt: retemperAt, temperature: 1) : nil
     }
 }
 
@@ -169,7 +187,7 @@ public struct TokenRunOutcome: Sendable {
 public enum TokenTrainer {
     /// Trains on `train` positions of the `tokens` table (the true next tokens) with `teacher`'s
     /// signal at the loss's T (nil: α = 0), then evaluates on `valid` and `test`.
-    public static func run(_ config: TokenRunConfig, tokens: SequenceTable, teacher: TokenTeacher?, train: [UInt64],
+    public static func run(_ config: TokenRunConfig, tokens: [SequenceRecordView], teacher: TokenTeacher?, train: [UInt64],
                            valid: [UInt64], test: [UInt64], reference: TokenReference) throws -> TokenRunOutcome {
         let student = try TokenStudent(config: config.student, seed: config.seed)
         guard config.batchSize >= 1, config.epochs >= 1, config.learningRate > 0, config.learningRate.isFinite else {
@@ -205,19 +223,19 @@ public enum TokenTrainer {
 
     /// One minibatch: embed, forward, the loss of each row (∂L/∂z in place, scaled by 1/B),
     /// backward with the Adagrad step of W and c, then the embedding rows. Returns the mean loss.
-    static func step(_ student: TokenStudent, loss: TokenLoss, tokens: SequenceTable, teacher: TokenTeacher?, positions: [UInt64],
+    static func step(_ student: TokenStudent, loss: TokenLoss, tokens: [SequenceRecordView], teacher: TokenTeacher?, positions: [UInt64],
                      order: ArraySlice<Int>, learningRate: Float, workspace w: TokenWorkspace) -> Double {
         let B = order.count, d = student.d, vp = student.vp, n = student.config.context, V = student.config.vocabSize
         var total = 0.0
         for (b, i) in order.enumerated() {
             let (sample, j) = unpack(positions[i])
-            student.contextBuckets(tokens.records[sample], position: j, into: w.buckets + b * n)
+            student.contextBuckets(tokens[sample], position: j, into: w.buckets + b * n)
             student.embed(w.buckets + b * n, into: w.hidden + b * d)
         }
         student.forward(w.hidden, count: B, into: w.logits)
         for (b, i) in order.enumerated() {
             let (sample, j) = unpack(positions[i])
-            let y = Int(tokens.records[sample].token(j + 1))
+            let y = Int(tokens[sample].token(j + 1))
             if let teacher { teacher.fill(&w.target, sample: sample, position: j) } else { w.target.kind = .none; w.target.count = 0 }
             total += loss.evaluate(logits: w.logits + b * vp, vocabSize: V, paddedVocab: vp, label: y, target: w.target,
                                    scale: 1 / Float(B), gradient: true, scratch: w.scratch).loss
@@ -229,7 +247,7 @@ public enum TokenTrainer {
     }
 
     /// The metrics of `positions` (batches of the workspace's size).
-    static func evaluate(_ student: TokenStudent, positions: [UInt64], tokens: SequenceTable, reference: TokenReference, workspace w: TokenWorkspace) -> TokenSplitMetrics {
+    static func evaluate(_ student: TokenStudent, positions: [UInt64], tokens: [SequenceRecordView], reference: TokenReference, workspace w: TokenWorkspace) -> TokenSplitMetrics {
         let d = student.d, vp = student.vp, n = student.config.context, V = student.config.vocabSize
         let klLoss = TokenLoss(alpha: 1, temperature: 1)
         var ce = 0.0, kl = 0.0, agree = 0
@@ -238,7 +256,7 @@ public enum TokenTrainer {
             let B = min(w.batch, positions.count - b0)
             for b in 0..<B {
                 let (sample, j) = unpack(positions[b0 + b])
-                student.contextBuckets(tokens.records[sample], position: j, into: w.buckets + b * n)
+                student.contextBuckets(tokens[sample], position: j, into: w.buckets + b * n)
                 student.embed(w.buckets + b * n, into: w.hidden + b * d)
             }
             student.forward(w.hidden, count: B, into: w.logits)
@@ -247,9 +265,9 @@ public enum TokenTrainer {
                 let z = w.logits + b * vp
                 var best = 0
                 for v in 1..<V where z[v] > z[best] { best = v }
-                if best == TokenTeacher.topID(reference.table.records[sample], position: j) { agree += 1 }
+                if best == TokenTeacher.topID(reference.records[sample], position: j) { agree += 1 }
                 if let atOne = reference.atOne { atOne.fill(&w.target, sample: sample, position: j) } else { w.target.kind = .none; w.target.count = 0 }
-                let value = klLoss.evaluate(logits: z, vocabSize: V, paddedVocab: vp, label: Int(tokens.records[sample].token(j + 1)),
+                let value = klLoss.evaluate(logits: z, vocabSize: V, paddedVocab: vp, label: Int(tokens[sample].token(j + 1)),
                                             target: w.target, scale: 1, gradient: false, scratch: w.scratch)
                 ce += value.crossEntropy; kl += value.distillation
             }
