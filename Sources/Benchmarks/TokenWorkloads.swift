@@ -39,7 +39,7 @@ extension Workloads {
                 ids.append(tokens[j + 1])
                 while seen.count < k { let id = UInt32(g.next() % UInt64(V)); if seen.insert(id).inserted { ids.append(id) } }
                 var mass = 0.0
-                for e in 0..<k { let p = 0.5 * pow(0.8, Double(e)) * 0.9; mass += p; logProbs.append(Float(log(p))) }
+                for e in 0..<k { let p = 0.18 * pow(0.8, Double(e)); mass += p; logProbs.append(Float(log(p))) }   // Σ p ≈ 0.9
                 let r = 1 - mass
                 logTail.append(Float(log(r)))
                 logSums.append(Float(0.5 * log(r) + 0.5 * log(Double(V - k))))   // the flat tail at a = 1/2
