@@ -222,8 +222,8 @@ public struct TokenSweepJob: Sendable {
         for path in options.logits {
             let store = try SoftLabelStore(path: path)
             guard store.isSequenceCache else {
-                throw JobError(.incompatibleCaches, "\(path) is a class-label cache; a token sweep reads sequence caches only (every --logits)", path: path,
-                               hint: .advice("Sweep class caches one at a time, or write a sequence cache with kdcache teach --sequence"))
+                throw JobError(.incompatibleCaches, "\(path) is a class-label cache; a token sweep reads sequence caches only (every cache of the sweep)", path: path,
+                               hint: .advice("Sweep class caches one at a time, or write a sequence cache (a sequence teacher)"))
             }
             try store.checkCompatible(with: dataset.manifest)
             let table = try store.sequenceTable()
@@ -275,7 +275,7 @@ public struct TokenSweepJob: Sendable {
                     let t = tables[c].teacher
                     let declared = (t.sequence?.retemperAt ?? []).map { "\($0)" }.joined(separator: ", ")
                     throw JobError(.undeclaredTemperature, "T = \(T) is not declared by \(options.logits[c]): its T_w is \(t.writeTemperature) and its retemper_at is [\(declared)]; only those temperatures are exact",
-                                   path: options.logits[c], hint: .advice("Sweep only those temperatures, or write the cache again declaring \(T) (kdcache teach --retemper-at)"))
+                                   path: options.logits[c], hint: .advice("Sweep only those temperatures, or write the cache again declaring \(T) among its re-tempering temperatures"))
                 }
             }
         }
