@@ -32,6 +32,8 @@ enum Workloads {
         case "softlabel-table": try softlabelTable(path: path, args)
         case "sequence-math": try sequenceMath(args)
         case "fused": try fused(path: path, args)
+        case "token-train": try tokenTrain(args)
+        case "token-loss": try tokenLoss(args)
         default:
             FileHandle.standardError.write(Data("unknown mode \(mode)\n".utf8)); exit(2)
         }

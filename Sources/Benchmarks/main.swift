@@ -8,6 +8,8 @@
 //   kdcache-bench softlabels PATH N C       write N dense f16 C-class soft-label records (SoftLabelWriter)
 //   kdcache-bench softlabel-table PATH      open the cache's table: every record's CRC and value checks
 //   kdcache-bench fused DATA TEACHER K EPOCHS [ALONE]  K linear KD students fused in one group vs ALONE of them run one by one
+//   kdcache-bench token-train V d B POSITIONS   the token student (issue 13) on synthetic records: "token-train positions/s: N"
+//   kdcache-bench token-loss INPUT.json         one position's token loss and gradient (tools/python/tests/test_token_loss.py)
 //
 // Prints "<seconds> <checksum>"; tools/bench/run_bench.py compares it with the C and Python runs.
 import Foundation

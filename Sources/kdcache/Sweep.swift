@@ -39,8 +39,9 @@ struct SweepRun: ParsableCommand {
 
     @OptionGroup var dataset: DatasetOption
     var data: String { dataset.data }
-    @Option(help: "The soft-label cache.") var logits: String
+    @Option(help: "The soft-label cache; for a token sweep, one or more sequence caches (repeat --logits).") var logits: [String]
     @OptionGroup var grid: GridOptions
+    @OptionGroup var token: TokenSweepOptions
     @Option(help: "Teacher to distil from, when the cache holds several.") var teacher: String?
     @Option(help: "Average several teachers' probabilities, e.g. A,B.") var ensemble: String?
     @OptionGroup var resources: MemoryOptions
@@ -55,7 +56,9 @@ struct SweepRun: ParsableCommand {
     }
 
     func options() throws -> SweepJob.Options {
-        var options = SweepJob.Options(data: data, logits: logits, out: out)
+        guard logits.count == 1 else { throw ValidationError("--logits is given \(logits.count) times: a class-label sweep reads one cache (several --logits are for sequence caches)") }
+        guard !token.anyGiven else { throw ValidationError("--width, --context, --hash-bits, --reference and --max-positions are for token sweeps (sequence caches); \(logits[0]) is a class-label cache") }
+        var options = SweepJob.Options(data: data, logits: logits[0], out: out)
         (options.grid, options.halving, options.shard) = try grid.configurations()
         options.trials = grid.trials
         options.searchSeed = UInt64(grid.searchSeed)
@@ -71,6 +74,7 @@ struct SweepRun: ParsableCommand {
     }
 
     func run() throws {
+        if TokenSweepCommand.isTokenSweep(logits) { return try TokenSweepCommand(run: self).execute() }
         let job = SweepJob(try options())
         let outcome = try renderingSweepDirectory(out) { try job.run(events: eventPrinter()) }
         let (report, summary) = (outcome.report, outcome.summary)
