@@ -1,5 +1,6 @@
 import Foundation
 import KDStore
+import KDReport
 import KDTrain
 
 extension JobError.Code {
@@ -13,7 +14,8 @@ extension JobError.Code {
 
 /// A token-level sweep (issue 13): trains the token student of ``TokenTrainer`` on every grid point
 /// (cache, T, α, lr, seed) of one or more sequence caches of one dataset and writes
-/// `OUT/results.jsonl` (``TokenRunResult``, in grid order) and `OUT/results.csv`.
+/// `OUT/results.jsonl` (``TokenRunResult``, in grid order), then, from that file alone,
+/// `OUT/results.csv`, `OUT/report.html` and the verdict (``TokenSweepReport``).
 ///
 /// Grid order: the α = 0 runs first (they read no cache: once per (lr, seed), `"record": "none"`),
 /// then per cache as given, per T, per α > 0, per lr, per seed. Workers split the runs, never the
@@ -41,8 +43,10 @@ public struct TokenSweepJob: Sendable {
         public var reference: String?
         /// Train on the first N training positions (sample order) only.
         public var maxPositions: Int?
-        /// Remove results.jsonl, results.csv and token-sweep.json of an earlier sweep in `out` first.
+        /// Remove the files of an earlier sweep in `out` first (``TokenSweepFiles/outputs``).
         public var startOver = false
+        /// How the report and the verdict word a ``Hint`` (the CLI passes its flag words).
+        public var renderHint: @Sendable (Hint) -> String = { $0.description }
 
         public init(data: String, logits: [String], out: String) { self.data = data; self.logits = logits; self.out = out }
     }
@@ -73,8 +77,10 @@ public struct TokenSweepJob: Sendable {
         public var results: [TokenRunResult]
         public var reference: String
         public var seconds: Double
-        /// Best run (lowest valid perplexity, else test) per cache label, the α = 0 baseline first.
-        public var summary: String
+        /// The report's table (best configuration per cache) and its verdict.
+        public var summary: TokenSweepReport.Summary
+        /// `OUT/report.html`.
+        public var reportPath: String
     }
 
     public var options: Options
@@ -166,9 +172,11 @@ public struct TokenSweepJob: Sendable {
         var all: [TokenRunResult] = []
         let fresh = Dictionary(uniqueKeysWithValues: writer.results.compactMap { $0 }.map { ($0.key, $0) })
         for k in keys { if let r = finished[k] ?? fresh[k] { all.append(r) } }
-        try files.writeCSV(all)
+        var report = try TokenSweepReport(resultsPath: files.resultsPath, dataset: o.data)
+        report.renderHint = o.renderHint
+        let summary = try report.write(to: o.out)
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-        return Outcome(results: all, reference: o.logits[refIndex], seconds: seconds, summary: Self.summary(all))
+        return Outcome(results: all, reference: o.logits[refIndex], seconds: seconds, summary: summary, reportPath: o.out + "/report.html")
     }
 
     /// The result line of one run.
@@ -191,10 +199,11 @@ public struct TokenSweepJob: Sendable {
                               diverged: outcome.diverged)
     }
 
-    /// `top-k` or `sampled` (the dense kind 5 of helper `dense` is wired in by the lead: `dense`).
+    /// `top-k`, `sampled`, or `dense` for a top-k record that keeps every id (k = V: the full
+    /// distribution, exact at any T).
     static func recordKind(_ shape: SequenceRecordShape) -> String {
         switch shape.kind {
-        case .topK: "top-k"
+        case .topK: shape.width == shape.vocabSize ? "dense" : "top-k"
         case .sampled: "sampled"
         }
     }
@@ -281,26 +290,6 @@ public struct TokenSweepJob: Sendable {
         }
     }
 
-    /// Best run per cache label (lowest valid perplexity, else test), the α = 0 baseline first.
-    public static func summary(_ results: [TokenRunResult]) -> String {
-        var labels: [String] = []
-        for r in results where !labels.contains(r.cacheLabel) { labels.append(r.cacheLabel) }
-        func score(_ r: TokenRunResult) -> Double? { r.diverged ? nil : r.validPerplexity ?? r.testPerplexity }
-        func f(_ x: Double?, _ digits: Int = 2) -> String { x.map { String(format: "%.\(digits)f", $0) } ?? "-" }
-        var lines = ["best run per cache (lowest valid perplexity):",
-                     "cache            bytes/token       T     α      lr   valid ppl   test ppl   valid top-1   valid KL"]
-        for label in labels {
-            let runs = results.filter { $0.cacheLabel == label }
-            guard let best = runs.filter({ score($0) != nil }).min(by: { score($0)! < score($1)! }) else {
-                lines.append(label.padding(toLength: 16, withPad: " ", startingAt: 0) + " every run diverged"); continue
-            }
-            lines.append([label.padding(toLength: 16, withPad: " ", startingAt: 0), String(format: "%11.1f", best.bytesPerToken),
-                          String(format: "%7g", best.temperature), String(format: "%5g", best.alpha), String(format: "%7g", best.lr),
-                          f(best.validPerplexity).leftPadded(11), f(best.testPerplexity).leftPadded(10),
-                          f(best.validTop1Agreement, 3).leftPadded(13), f(best.validKL, 3).leftPadded(10)].joined(separator: " "))
-        }
-        return lines.joined(separator: "\n")
-    }
 }
 
 extension String {
@@ -344,15 +333,22 @@ struct TokenSweepFiles: Sendable {
     let out: String
     var settingsPath: String { out + "/token-sweep.json" }
     var resultsPath: String { out + "/results.jsonl" }
-    var csvPath: String { out + "/results.csv" }
+
+    /// Held while the sweep writes: a second sweep into `out` is refused (``DirectoryLock``).
+    let lock: DirectoryLock
+
+    /// What a token sweep writes, derived files first (a removal cut short never leaves a report
+    /// without its results).
+    static let outputs = ["report.html", "results.csv", "results.jsonl", "token-sweep.json"]
 
     init(out: String, settings: TokenSweepJob.Settings, startOver: Bool, events: (TokenSweepJob.Event) -> Void) throws {
         self.out = out
         let fm = FileManager.default
-        try fm.createDirectory(atPath: out, withIntermediateDirectories: true)
+        try renderingFileErrors(.createDirectory, out) { try fm.createDirectory(atPath: out, withIntermediateDirectories: true) }
+        lock = try DirectoryLock(directory: out)
         if startOver {
-            let removed = [settingsPath, resultsPath, csvPath].filter { fm.fileExists(atPath: $0) }
-            for p in removed { try fm.removeItem(atPath: p) }
+            let removed = Self.outputs.map { out + "/" + $0 }.filter { fm.fileExists(atPath: $0) }
+            for p in removed { try renderingFileErrors(.write, p) { try fm.removeItem(atPath: p) } }
             if !removed.isEmpty { events(.removedEarlierSweep(files: removed.map { ($0 as NSString).lastPathComponent })) }
         }
         let encoder = JSONEncoder(); encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
@@ -413,8 +409,4 @@ struct TokenSweepFiles: Sendable {
         try handle.synchronize()
     }
 
-    func writeCSV(_ results: [TokenRunResult]) throws {
-        let text = ([TokenRunResult.columns.joined(separator: ",")] + results.map(\.csvRow)).joined(separator: "\n") + "\n"
-        try Data(text.utf8).write(to: URL(fileURLWithPath: csvPath), options: .atomic)
-    }
 }

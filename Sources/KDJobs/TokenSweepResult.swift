@@ -58,16 +58,6 @@ public struct TokenRunResult: Codable, Equatable, Sendable {
         "{" + zip(Self.columns, jsonValues).map { "\"\($0)\": \($1)" }.joined(separator: ", ") + "}"
     }
 
-    /// One CSV row: strings quoted when they hold a comma, quote or newline; null as empty.
-    public var csvRow: String {
-        jsonValues.map { v -> String in
-            if v == "null" { return "" }
-            guard v.hasPrefix("\"") else { return v }
-            let text = (try? JSONDecoder().decode(String.self, from: Data(v.utf8))) ?? ""
-            return text.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" }) ? "\"" + text.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : text
-        }.joined(separator: ",")
-    }
-
     /// The line without its timing fields (`trainSeconds`, `positionsPerSecond`): what must be
     /// the same for any number of workers and after a resume.
     public var withoutTiming: TokenRunResult { var r = self; r.trainSeconds = 0; r.positionsPerSecond = 0; return r }

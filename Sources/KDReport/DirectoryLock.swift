@@ -12,15 +12,15 @@ import Darwin
 /// Two sweeps appending to one `results.jsonl` at once would interleave their lines; the second
 /// one to open the directory is refused instead. `flock` locks belong to the open file, so a second
 /// open in the same process is refused too.
-final class DirectoryLock: Sendable {
+public final class DirectoryLock: Sendable {
     /// The lock file inside a sweep directory. It stays after the sweep; it holds no data.
-    static let fileName = "sweep.lock"
+    public static let fileName = "sweep.lock"
 
     private let fd: Int32
 
     /// Takes the lock on `directory`, or throws ``ReportError/Code/directoryBusy`` when another
     /// process (or another open in this one) holds it.
-    init(directory: String) throws {
+    public init(directory: String) throws {
         let path = directory + "/" + Self.fileName
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw FileSystemError(path: path, operation: .write, code: errno) }

@@ -53,7 +53,9 @@ struct TokenSweepCommand {
     }
 
     func execute() throws {
-        let job = TokenSweepJob(try options())
+        var jobOptions = try self.options()
+        jobOptions.renderHint = { flagText($0) }
+        let job = TokenSweepJob(jobOptions)
         let quiet = run.progress.quiet, out = run.out
         let outcome = try job.run { event in
             switch event {
@@ -64,8 +66,9 @@ struct TokenSweepCommand {
             case let .progress(done, total): if !quiet { printError("token sweep: \(done)/\(total) runs") }
             }
         }
-        print(outcome.summary)
+        print(outcome.summary.table)
         print("reference teacher: \(outcome.reference)")
-        print("\(outcome.results.count) runs in \(String(format: "%.1f", outcome.seconds)) s → \(out)/results.jsonl, \(out)/results.csv")
+        print("\(outcome.results.count) runs in \(String(format: "%.1f", outcome.seconds)) s → \(out)/results.jsonl, \(out)/results.csv, \(outcome.reportPath)")
+        print(outcome.summary.verdict)
     }
 }
