@@ -4,7 +4,7 @@ import KDTeachers
 
 /// What `teach --exec … --sequence` makes of a language-model teacher (FORMAT.md §3.6–3.7).
 public struct SequenceTeachOptions: Sendable {
-    /// `top-k:K` or `sampled:N` with its run seed.
+    /// `top-k:K`, `sampled:N` with its run seed, or `dense`.
     public var sampling: SequenceSampling
     /// The declared temperatures T_r (nil: T_w only).
     public var retemperAt: [Double]?
@@ -113,7 +113,11 @@ extension TeachJob {
 
     private func sampling(_ layout: SoftLabelLayout) -> SequenceSampling {
         let s = layout.sequence!
-        return s.mode == .topK ? .topK(layout.topK) : .sampled(draws: s.samples, seed: s.sampleSeed)
+        switch s.mode {
+        case .topK: return .topK(layout.topK)
+        case .sampled: return .sampled(draws: s.samples, seed: s.sampleSeed)
+        case .dense: return .dense
+        }
     }
 
     /// The cache layout of this run: the teacher's V and tokenizer, the mode, the declared T_r.
@@ -125,7 +129,11 @@ extension TeachJob {
         if ready.outputs == .topK {
             guard abs(ready.temperature - tw) <= 1e-9 * tw else { throw JobError(.badSequenceOptions, "the teacher gives top-k log-probabilities at temperature \(ready.temperature), not at the write temperature \(tw)", hint: .advice("Write at the teacher's temperature \(ready.temperature)")) }
             guard retemper.allSatisfy({ $0 == tw }) else { throw JobError(.badSequenceOptions, "a top-k teacher gives tail sums at the write temperature \(tw) only, not at \(retemper)", hint: .advice("Declare no other temperature")) }
-            guard case .topK = sequence.sampling else { throw JobError(.badSequenceOptions, "a top-k teacher cannot be sampled: its answers lack the full distribution", hint: .advice("Keep top-k entries instead")) }
+            guard case .topK = sequence.sampling else {
+                let what = sequence.sampling == .dense ? "write a dense record" : "be sampled"
+                throw JobError(.badSequenceOptions, "a top-k teacher cannot \(what): its answers lack the full distribution",
+                               hint: .advice("Keep top-k entries instead (--sequence top-k:K), or run a teacher that outputs logits"))
+            }
         }
         let tokenizer = TokenizerFingerprint(vocabSize: ready.vocabSize, vocabSHA256: ready.vocabSHA256, mergesSHA256: ready.mergesSHA256,
                                              modelSHA256: ready.modelSHA256, name: ready.tokenizerName)
@@ -136,6 +144,9 @@ extension TeachJob {
         case .sampled(let n, let seed):
             layout.topK = 0
             layout.sequence = SequenceLayout(mode: .sampled, samples: n, sampleSeed: seed, retemperAt: retemper, vocabSize: ready.vocabSize, tokenizer: tokenizer)
+        case .dense:
+            layout.topK = 0
+            layout.sequence = SequenceLayout(mode: .dense, retemperAt: retemper, vocabSize: ready.vocabSize, tokenizer: tokenizer)
         }
         layout.views = 1; layout.augmentation = nil
         return layout

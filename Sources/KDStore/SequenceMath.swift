@@ -61,7 +61,8 @@ public enum SequenceMathError: Error, Equatable, CustomStringConvertible {
 ///   tail ids only, shifted by the tail's own maximum, so `log r = log Σ_{i∉S} p` has no
 ///   cancellation: `log Σ_{i∉S} p^{a} = log Σ_{i∉S} exp(a·(z_i − M_tail)/T) + a·(log r − log Σ_{i∉S} exp((z_i − M_tail)/T))`;
 /// - sampled: draw n at position j of sample i is the smallest v with `F(v) > u(s, i, j, n)`,
-///   F the float64 CDF in id order (ties with rounding: the last id of positive p).
+///   F the float64 CDF in id order (ties with rounding: the last id of positive p);
+/// - dense: all V values `log p(v)` in id order and `log Σ_V p^{a_r} = log Σ_V exp(a_r·(z_i − M)/T) − a_r·log Σ_V exp((z_i − M)/T)`.
 /// Stored values that would be −∞ while k < V become `floor`, the dtype's most negative finite value.
 public struct SequenceMath: Sendable {
     public let vocabSize: Int
@@ -215,6 +216,25 @@ extension SequenceMath {
                 }
             }
         }
+    }
+}
+
+// MARK: - Dense from logits
+
+extension SequenceMath {
+    /// Appends one position of a dense record (FORMAT.md §3.7 kind 5) from the logits `z` (V values):
+    /// one log-softmax at T_w, `log p(v) = (z_v − M)/T_w − log Σ_u exp((z_u − M)/T_w)` for every v
+    /// in id order (an underflow stored as `floor`, never −∞), then the R normalizers
+    /// `log Σ_V p^{a_r}`, all from one pass of sums (Float `exp`, Double sums, as top-k's tail).
+    public mutating func appendDense(logits z: UnsafeBufferPointer<Float>, to out: inout SequenceEntries) throws(SequenceMathError) {
+        guard z.count == vocabSize else { throw .badConfiguration("a dense row of \(z.count) logits (V = \(vocabSize))") }
+        try select(count: 1, from: z)
+        let zMax = Double(topValues[0]), invT = 1 / writeTemperature
+        for e in sums.indices { sums[e] = 0 }
+        accumulate(z, 0..<z.count, shift: zMax)
+        let logZ = Foundation.log(sums[0])
+        for v in 0..<z.count { out.logProbs.append(stored((Double(z[v]) - zMax) * invT - logZ)) }
+        for (r, a) in exponents.enumerated() { out.logSums.append(storedSum(Foundation.log(sums[r + 1]) - a * logZ)) }
     }
 }
 

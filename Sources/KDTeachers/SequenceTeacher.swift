@@ -8,6 +8,13 @@ public enum SequenceSampling: Sendable, Equatable {
     case topK(Int)
     /// N inverse-CDF draws per position under run seed `seed`.
     case sampled(draws: Int, seed: UInt64)
+    /// All V log-probabilities per position (record kind 5); needs a logits teacher.
+    case dense
+
+    /// Entries per position of the record: k, N or V.
+    public func entriesPerPosition(vocabSize: Int) -> Int {
+        switch self { case .topK(let k): k; case .sampled(let n, _): n; case .dense: vocabSize }
+    }
 }
 
 /// A language-model teacher process (tools/teachers/TEACHERS.md "Sequence teachers"): texts in,
@@ -179,7 +186,7 @@ extension SequenceTeacher {
                            math: inout SequenceMath, into entries: inout SequenceEntries) throws {
         // Bounded before anything is allocated: what the teacher sends for the row, and the entries
         // its record will hold (FORMAT.md §1.2: D ≤ 2^26; a record must stay far below LMDB's 4 GiB).
-        let kept = switch sampling { case .topK(let k): k; case .sampled(let n, _): n }
+        let kept = sampling.entriesPerPosition(vocabSize: ready.vocabSize)
         for (what, count) in [("the teacher's top-k answer", ready.outputs == .topK ? length * answerK : 0),
                               ("the record", max(length - 1, 0) * kept)] where count > SequenceLimits.maxEntries {
             throw violation(index, "\(length) tokens make \(count) entries in \(what), more than 2^26 per sample: have the teacher truncate long texts")
@@ -187,7 +194,9 @@ extension SequenceTeacher {
         if ready.outputs == .topK {
             var ids: [Int32] = []
             try fill(&ids, count: length * answerK, context: "the ids of sample \(index)")
-            guard case .topK(let k) = sampling else { throw violation(index, "a top-k teacher cannot be sampled: its answers lack the full distribution") }
+            guard case .topK(let k) = sampling else {
+                throw violation(index, "a top-k teacher cannot write a \(sampling == .dense ? "dense" : "sampled") record: its answers lack the full distribution")
+            }
             for j in 0..<length {
                 try fill(&floats, count: answerK, context: "the log-probabilities of sample \(index) position \(j)")
                 guard j < length - 1 else { continue }
@@ -207,6 +216,7 @@ extension SequenceTeacher {
                     switch sampling {
                     case .topK(let k): try math.appendTopK(k: k, logits: z, to: &entries)
                     case .sampled(let n, let seed): try math.appendSampled(draws: n, seed: seed, sample: index, position: j, logits: z, to: &entries)
+                    case .dense: try math.appendDense(logits: z, to: &entries)
                     }
                 }
             } catch let e as SequenceMathError { throw violation(index, "position \(j): \(e)") }
