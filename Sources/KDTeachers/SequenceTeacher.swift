@@ -232,15 +232,20 @@ extension SequenceTeacher {
             }
             return
         }
+        // Sampled layouts of one T_w and one set of T_r share each position's CDF and normalizers.
+        var shared = SampledPosition()
         for j in 0..<length {
             try fill(&floats, count: ready.vocabSize, context: "the logits of sample \(index) position \(j)")
             guard j < length - 1 else { continue }
             do {
                 try floats.withUnsafeBufferPointer { z in
+                    var prepared = false
                     for i in samplings.indices where active[i] {
                         switch samplings[i] {
                         case .topK(let k): try maths[i].appendTopK(k: k, logits: z, to: &entries[i])
-                        case .sampled(let n, let seed): try maths[i].appendSampled(draws: n, seed: seed, sample: index, position: j, logits: z, to: &entries[i])
+                        case .sampled(let n, let seed):
+                            if !prepared || !shared.fits(maths[i]) { try maths[i].prepareSampled(logits: z, into: &shared); prepared = true }
+                            try maths[i].appendSampled(draws: n, seed: seed, sample: index, position: j, prepared: shared, logits: z, to: &entries[i])
                         case .dense: try maths[i].appendDense(logits: z, to: &entries[i])
                         }
                     }
