@@ -188,7 +188,7 @@ extension TeachJob {
             guard case .topK = sampling else {
                 let what = sampling == .dense ? "write a dense record" : "be sampled"
                 throw JobError(.badSequenceOptions, "a top-k teacher cannot \(what): its answers lack the full distribution",
-                               hint: .advice("Keep top-k entries instead (--sequence top-k:K), or run a teacher that outputs logits"))
+                               hint: .advice("Keep top-k entries instead, or run a teacher that outputs logits"))
             }
         }
         let tokenizer = TokenizerFingerprint(vocabSize: ready.vocabSize, vocabSHA256: ready.vocabSHA256, mergesSHA256: ready.mergesSHA256,

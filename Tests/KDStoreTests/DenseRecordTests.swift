@@ -39,12 +39,24 @@ import KDTrain
         var worst = 0.0
         for i in 0..<200_000 {
             let x = Float(-87 + 175 * Double(i) / 200_000)
-            let got = Double(DenseRow.exp(DenseRow.Lanes(repeating: x))[0]), truth = Foundation.exp(Double(x))
+            let got = Double(DenseRow.exp(x)), truth = Foundation.exp(Double(x))
             worst = max(worst, abs(got - truth) / truth)
         }
         #expect(worst < 3e-7)
-        #expect(DenseRow.exp(DenseRow.Lanes(repeating: -88))[3] == 0)
-        #expect(DenseRow.exp(DenseRow.Lanes(repeating: -.infinity))[0] == 0)
+        #expect(DenseRow.exp(-88) == 0 && DenseRow.exp(-.infinity) == 0)
+        let row: [Float] = (0..<1001).map { -Float($0) / 100 }   // 125 groups of 8 and a tail of 1
+        let truth = row.reduce(0.0) { $0 + Foundation.exp(Double($1)) }
+        #expect(abs(row.withUnsafeBufferPointer { DenseRow.logSumExpOfValidRow($0) } - Foundation.log(truth)) < 1e-6)
+    }
+
+    @Test func firstInvalidFindsTheFirstBadValue() {
+        for (bad, at) in [(Float.nan, 17), (.infinity, 0), (-.infinity, 63), (0.01, 40)] {
+            var row = [Float](repeating: -1, count: 64)
+            row[at] = bad
+            row[min(at + 1, 63)] = at == 63 ? bad : .nan
+            #expect(row.withUnsafeBufferPointer { DenseRow.firstInvalid($0, upper: 1.0 / 1024) } == at)
+        }
+        #expect([Float](repeating: 0, count: 9).withUnsafeBufferPointer { DenseRow.firstInvalid($0, upper: 1.0 / 1024) } == nil)
     }
 
     @Test(arguments: [LogProbDType.float32, .float16])
