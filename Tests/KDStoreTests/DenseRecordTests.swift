@@ -139,6 +139,25 @@ import KDTrain
         #expect(mathError { try [Float](repeating: -.infinity, count: V).withUnsafeBufferPointer { try math.appendDense(logits: $0, to: &e) } } == .allMinusInfinity)
     }
 
+    /// `verify` checks every stored log-sum of a dense cache against the row's own `log Σ p^a`: a
+    /// log-sum forged within the record check's bound (at a = 0.5 up to 0.5·ln 40) is named.
+    @Test func verifyComparesEveryStoredLogSumWithTheRow() throws {
+        let dataset = try makeTextStore(rows: 4)
+        let layout = Self.layout(.float16)
+        var records = (0..<4).map { testSequenceRecord(layout, tokens: 6, seed: UInt64($0)) }
+        let good = try temporaryPath()
+        try writeSequenceCache(good, dataset: dataset.manifest, layout: layout, records: records)
+        let report = try StoreVerifier.verify(path: good)
+        #expect(report.isValid, "\(report.problems)")
+        #expect(report.checked.contains { $0.contains("Σ p = 1 and every log-sum equal to the row's log Σ p^a") })
+        records[2].logSums[5] = 0.1                                 // position 2 at T_2 = 4 (a = 0.5): truly ≈ 1.0
+        let bad = try temporaryPath()
+        try writeSequenceCache(bad, dataset: dataset.manifest, layout: layout, records: records)
+        let forged = try StoreVerifier.verify(path: bad)
+        #expect(!forged.isValid && forged.problems.contains { $0.contains("sample 2") && $0.contains("position 2: the stored log-sum at T_2 is 0.0999") },
+                "\(forged.problems)")
+    }
+
     /// A dense record and a top-k:V record of the same logits hold the same distribution: every
     /// log p equal to f16 rounding, the dense log-sums the normalizers at T_r.
     @Test func aDenseRecordAndATopVRecordAgreeToRounding() throws {
