@@ -61,8 +61,9 @@ public enum StoreExporter {
 
 /// `kdcache export --jsonl`: a sequence teacher's records as JSON lines, one per sample in key order:
 /// `{"index": i, "tokens": [t_0 …], "positions": [P objects]}`, each position
-/// `{"ids", "logprobs", "log_tail", "log_sums"}` (top-k) or `{"ids", "counts", "logprobs", "log_sums"}`
-/// (sampled). Values are the stored `log p_{T_w}` as decimal floats; −∞ (a tail when k = V) is `null`.
+/// `{"ids", "logprobs", "log_tail", "log_sums"}` (top-k), `{"ids", "counts", "logprobs", "log_sums"}`
+/// (sampled) or `{"logprobs", "log_sums"}` (dense: V values in id order, no ids). Values are the
+/// stored `log p_{T_w}` as decimal floats; −∞ (a tail when k = V) is `null`.
 public enum SequenceExporter {
     /// Writes the JSONL of `teacher` (the only one when nil) of the sequence cache at `path` to
     /// `output` (through a temporary, renamed when complete); returns the number of lines.
@@ -96,9 +97,10 @@ public enum SequenceExporter {
         var out = "{\"index\":\(index),\"tokens\":[" + v.tokens.map(String.init).joined(separator: ",") + "],\"positions\":["
         for j in 0..<v.positions {
             if j > 0 { out += "," }
-            out += "{\"ids\":[" + v.ids(at: j).map(String.init).joined(separator: ",") + "]"
-            if v.kind == .sampled { out += ",\"counts\":[" + v.counts(at: j).map(String.init).joined(separator: ",") + "]" }
-            out += ",\"logprobs\":[" + v.logProbs(at: j).map(number).joined(separator: ",") + "]"
+            out += "{"
+            if v.kind != .dense { out += "\"ids\":[" + v.ids(at: j).map(String.init).joined(separator: ",") + "]," }
+            if v.kind == .sampled { out += "\"counts\":[" + v.counts(at: j).map(String.init).joined(separator: ",") + "]," }
+            out += "\"logprobs\":[" + v.logProbs(at: j).map(number).joined(separator: ",") + "]"
             if v.kind == .topK { out += ",\"log_tail\":" + number(v.logTail(at: j)) }
             out += ",\"log_sums\":[" + v.logSums(at: j).map(number).joined(separator: ",") + "]}"
         }

@@ -99,10 +99,11 @@ func sha256Name(_ bytes: [UInt8]) -> String {
 /// A sequence teacher's `sequence` object (FORMAT.md §3.6): how its records store a next-token
 /// distribution at every position. Part of the layout two writers or two shards must share.
 public struct SequenceLayout: Codable, Equatable, Sendable {
-    /// `top-k`: the k most probable ids, their tail mass and tail sums; `sampled`: N draws from p_{T_w}.
-    public enum Mode: String, Codable, Sendable { case topK = "top-k", sampled }
+    /// `top-k`: the k most probable ids, their tail mass and tail sums; `sampled`: N draws from p_{T_w};
+    /// `dense`: all V log-probabilities in id order and the normalizers at T_r (record kind 5).
+    public enum Mode: String, Codable, Sendable { case topK = "top-k", sampled, dense }
     public var mode: Mode
-    /// N draws per position (1…255) when sampled; 0 for top-k.
+    /// N draws per position (1…255) when sampled; 0 for top-k and dense.
     public var samples: Int
     /// The run seed of the draws (sampled); 0 for top-k.
     public var sampleSeed: UInt64
@@ -118,7 +119,9 @@ public struct SequenceLayout: Codable, Equatable, Sendable {
     }
 
     /// The record kind this mode writes.
-    public var recordKind: SequenceRecord.Kind { mode == .topK ? .topK : .sampled }
+    public var recordKind: SequenceRecord.Kind {
+        switch mode { case .topK: .topK; case .sampled: .sampled; case .dense: .dense }
+    }
 }
 
 /// The limits of FORMAT.md §1.1's "sequence teachers" row.
@@ -134,7 +137,8 @@ public enum SequenceLimits {
     /// L, tokens per record.
     public static let maxTokens = 1 << 20
     /// D, entries per record: 2^26 keeps the largest record (f32: 2^26 × 7 B ≈ 470 MB) far inside
-    /// LMDB's 4 GiB value limit and bounds what a writer or reader holds for one sample.
+    /// LMDB's 4 GiB value limit and bounds what a writer or reader holds for one sample. A dense
+    /// record has D = P·V: at most ⌊2^26 / V⌋ positions (V = 49,152: 1,365).
     public static let maxEntries = 1 << 26
 }
 
@@ -145,11 +149,11 @@ extension SequenceLayout {
         let s = "\(f).sequence"
         let sampled = mode == .sampled
         c.check(sampled ? FieldChecker.within(samples, 1, SequenceLimits.maxSamples) : samples == 0, "\(s).samples",
-                "\(samples) is not \(sampled ? "in 1…\(SequenceLimits.maxSamples) (sampled)" : "0 (top-k)")")
-        c.check(sampled || sampleSeed == 0, "\(s).sample_seed", "\(sampleSeed) is not 0 (top-k)")
+                "\(samples) is not \(sampled ? "in 1…\(SequenceLimits.maxSamples) (sampled)" : "0 (\(mode.rawValue))")")
+        c.check(sampled || sampleSeed == 0, "\(s).sample_seed", "\(sampleSeed) is not 0 (\(mode.rawValue))")
         let maxK = min(vocabSize, SequenceLimits.maxTopK)
-        c.check(sampled ? topK == 0 : FieldChecker.within(topK, 1, maxK), "\(f).top_k",
-                "\(topK) is not \(sampled ? "0 (sampled)" : "in 1…\(maxK) (top-k, V = \(vocabSize))")")
+        c.check(mode != .topK ? topK == 0 : FieldChecker.within(topK, 1, maxK), "\(f).top_k",
+                "\(topK) is not \(mode != .topK ? "0 (\(mode.rawValue))" : "in 1…\(maxK) (top-k, V = \(vocabSize))")")
         c.check(retemperAt.count <= SequenceLimits.maxRetemperatures, "\(s).retemper_at", "\(retemperAt.count) temperatures, more than \(SequenceLimits.maxRetemperatures)")
         if let bad = retemperAt.firstIndex(where: { !($0.isFinite && $0 > 0 && $0 <= ManifestLimits.maxWriteTemperature) }) {
             c.fail("\(s).retemper_at[\(bad)]", "\(retemperAt[bad]) is not in (0, \(Int(ManifestLimits.maxWriteTemperature))]")

@@ -61,7 +61,8 @@ public enum SequenceMathError: Error, Equatable, CustomStringConvertible {
 ///   tail ids only, shifted by the tail's own maximum, so `log r = log Σ_{i∉S} p` has no
 ///   cancellation: `log Σ_{i∉S} p^{a} = log Σ_{i∉S} exp(a·(z_i − M_tail)/T) + a·(log r − log Σ_{i∉S} exp((z_i − M_tail)/T))`;
 /// - sampled: draw n at position j of sample i is the smallest v with `F(v) > u(s, i, j, n)`,
-///   F the float64 CDF in id order (ties with rounding: the last id of positive p).
+///   F the float64 CDF in id order (ties with rounding: the last id of positive p);
+/// - dense: all V values `log p(v)` in id order and `log Σ_V p^{a_r} = log Σ_V exp(a_r·(z_i − M)/T) − a_r·log Σ_V exp((z_i − M)/T)`.
 /// Stored values that would be −∞ while k < V become `floor`, the dtype's most negative finite value.
 public struct SequenceMath: Sendable {
     public let vocabSize: Int
@@ -77,6 +78,8 @@ public struct SequenceMath: Sendable {
     private var sums: [Double]
     private var uniforms: [Double] = []
     private var order: [Int] = []
+    /// The prepared position of a single sampled layout's ``appendSampled(draws:seed:sample:position:logits:to:)``.
+    private var ownSampled = SampledPosition()
 
     /// `retemperAt` must be strictly ascending, finite in (0, 10⁴]; T_w likewise; V ≥ 2.
     public init(vocabSize: Int, writeTemperature: Double, retemperAt: [Double], dtype: LogProbDType) throws(SequenceMathError) {
@@ -218,41 +221,113 @@ extension SequenceMath {
     }
 }
 
+// MARK: - Dense from logits
+
+extension SequenceMath {
+    /// Appends one position of a dense record (FORMAT.md §3.7 kind 5) from the logits `z` (V values):
+    /// one log-softmax at T_w, `log p(v) = (z_v − M)/T_w − log Σ_u exp((z_u − M)/T_w)` for every v
+    /// in id order (an underflow stored as `floor`, never −∞), then the R normalizers
+    /// `log Σ_V p^{a_r}`, all from one pass of sums (Float `exp`, Double sums, as top-k's tail).
+    public mutating func appendDense(logits z: UnsafeBufferPointer<Float>, to out: inout SequenceEntries) throws(SequenceMathError) {
+        guard z.count == vocabSize else { throw .badConfiguration("a dense row of \(z.count) logits (V = \(vocabSize))") }
+        try select(count: 1, from: z)
+        let zMax = Double(topValues[0]), invT = 1 / writeTemperature
+        for e in sums.indices { sums[e] = 0 }
+        accumulate(z, 0..<z.count, shift: zMax)
+        let logZ = Foundation.log(sums[0])
+        for v in 0..<z.count { out.logProbs.append(stored((Double(z[v]) - zMax) * invT - logZ)) }
+        for (r, a) in exponents.enumerated() { out.logSums.append(storedSum(Foundation.log(sums[r + 1]) - a * logZ)) }
+    }
+}
+
 // MARK: - Sampled from logits
+
+/// One position's shared work for sampled draws (``SequenceMath/prepareSampled(logits:into:)``):
+/// the logits' maximum, the float64 normalizers at T_w and every declared T_r, and the float64 CDF
+/// in id order. A pass over several sampled layouts (several N) computes it once per position.
+public struct SampledPosition: Sendable {
+    var zMax = 0.0, logZ = 0.0, lastPositive = 0
+    var sums: [Double] = [], cdf: [Double] = []
+    var writeTemperature = 0.0, exponents: [Double] = []
+    public init() {}
+
+    /// Whether `math` may draw from this position: the same V, T_w and declared temperatures.
+    public func fits(_ math: SequenceMath) -> Bool {
+        cdf.count == math.vocabSize && writeTemperature == math.writeTemperature && exponents == math.exponents
+    }
+}
 
 extension SequenceMath {
     /// Appends one position's N inverse-CDF draws (FORMAT.md §3.7 "The draws") from the logits `z`:
     /// `d_j`, the distinct ids ascending with their counts and `log p_{T_w}`, and `log Σ_V p^{a_r}`.
+    /// ``prepareSampled(logits:into:)`` then ``appendSampled(draws:seed:sample:position:prepared:logits:to:)``:
+    /// the same steps a pass over several sampled layouts shares.
     public mutating func appendSampled(draws n: Int, seed: UInt64, sample: Int, position: Int,
                                        logits z: UnsafeBufferPointer<Float>, to out: inout SequenceEntries) throws(SequenceMathError) {
         guard z.count == vocabSize, n >= 1, n <= 255 else { throw .badConfiguration("\(n) draws from \(z.count) logits (V = \(vocabSize))") }
+        var p = ownSampled
+        ownSampled = SampledPosition()
+        defer { ownSampled = p }
+        try prepareSampled(logits: z, into: &p)
+        try appendSampled(draws: n, seed: seed, sample: sample, position: position, prepared: p, logits: z, to: &out)
+    }
+
+    /// The part of one position's draws that does not depend on N or the seed, computed once and
+    /// shared by every sampled layout of one teacher pass with this T_w and these T_r:
+    /// `M = max z`, the float64 sums `Σ_V exp(a_e·(z − M)/T_w)` (a_0 = 1, then each a_r), and the
+    /// float64 CDF `F(v) = Σ_{x ≤ v} exp((z_x − M)/T_w − log Σ)` accumulated in id order (FORMAT.md §3.7),
+    /// reusing `p`'s storage (no allocation once it holds V values).
+    public mutating func prepareSampled(logits z: UnsafeBufferPointer<Float>, into p: inout SampledPosition) throws(SequenceMathError) {
+        guard z.count == vocabSize else { throw .badConfiguration("\(z.count) logits (V = \(vocabSize))") }
         try select(count: 1, from: z)
         let zMax = Double(topValues[0]), invT = 1 / writeTemperature
         for e in sums.indices { sums[e] = 0 }
         accumulate(z, 0..<z.count, shift: zMax, precise: true)
         let logZ = Foundation.log(sums[0])
+        if p.cdf.count != z.count { p.cdf = [Double](repeating: 0, count: z.count) }
+        if p.sums.count != sums.count { p.sums = [Double](repeating: 0, count: sums.count) }
+        var cdf = 0.0, lastPositive = 0
+        p.cdf.withUnsafeMutableBufferPointer { F in
+            for id in 0..<z.count {
+                let q = Foundation.exp((Double(z[id]) - zMax) * invT - logZ)
+                if q > 0 { lastPositive = id }
+                cdf += q
+                F[id] = cdf
+            }
+        }
+        for e in sums.indices { p.sums[e] = sums[e] }
+        p.zMax = zMax; p.logZ = logZ; p.lastPositive = lastPositive
+        p.writeTemperature = writeTemperature; p.exponents = exponents
+    }
+
+    /// Appends one position's N draws from a ``prepareSampled(logits:into:)`` of the same logits:
+    /// draw n is the smallest v with `F(v) > u(s, i, j, n)` (a binary search), or the last id of
+    /// positive p when rounding leaves `F(V−1) ≤ u`; then as ``appendSampled(draws:seed:sample:position:logits:to:)``.
+    public mutating func appendSampled(draws n: Int, seed: UInt64, sample: Int, position: Int, prepared p: SampledPosition,
+                                       logits z: UnsafeBufferPointer<Float>, to out: inout SequenceEntries) throws(SequenceMathError) {
+        guard z.count == vocabSize, n >= 1, n <= 255 else { throw .badConfiguration("\(n) draws from \(z.count) logits (V = \(vocabSize))") }
+        guard p.fits(self) else { throw .badConfiguration("the prepared position is of another vocabulary, T_w or declared temperatures") }
+        let invT = 1 / writeTemperature
         uniforms.removeAll(keepingCapacity: true)
         for draw in 0..<n { uniforms.append(SequenceMath.uniform(seed: seed, sample: sample, position: position, draw: draw)) }
         uniforms.sort()
-        var cdf = 0.0, id = -1, lastPositive = 0, drawn = 0, distinct = 0
-        for u in uniforms {
-            while cdf <= u && id < z.count - 1 {
-                id += 1
-                let p = Foundation.exp((Double(z[id]) - zMax) * invT - logZ)
-                if p > 0 { lastPositive = id }
-                cdf += p
+        var drawn = 0, distinct = 0
+        p.cdf.withUnsafeBufferPointer { F in
+            for u in uniforms {
+                var lo = 0, hi = F.count          // the first v with F(v) > u, F.count when none
+                while lo < hi { let mid = (lo + hi) / 2; if F[mid] > u { hi = mid } else { lo = mid + 1 } }
+                let v = lo < F.count ? lo : p.lastPositive
+                if let last = out.ids.last, drawn > 0, Int(last) == v {
+                    out.counts[out.counts.count - 1] += 1
+                } else {
+                    out.ids.append(UInt32(v)); out.counts.append(1); distinct += 1
+                    out.logProbs.append(stored((Double(z[v]) - p.zMax) * invT - p.logZ))
+                }
+                drawn += 1
             }
-            let v = cdf > u ? id : lastPositive
-            if let last = out.ids.last, drawn > 0, Int(last) == v {
-                out.counts[out.counts.count - 1] += 1
-            } else {
-                out.ids.append(UInt32(v)); out.counts.append(1); distinct += 1
-                out.logProbs.append(stored((Double(z[v]) - zMax) * invT - logZ))
-            }
-            drawn += 1
         }
         out.distinct.append(UInt8(distinct))
-        for (r, a) in exponents.enumerated() { out.logSums.append(storedSum(Foundation.log(sums[r + 1]) - a * logZ)) }
+        for (r, a) in exponents.enumerated() { out.logSums.append(storedSum(Foundation.log(p.sums[r + 1]) - a * p.logZ)) }
     }
 
     /// FORMAT.md §3.5's uniform `u(s, i, j, n)` (``Augmentation/uniform(seed:sample:view:position:)``

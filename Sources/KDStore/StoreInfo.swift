@@ -170,7 +170,11 @@ extension StoreInfo {
     /// The layout lines of a sequence teacher: mode and k/N, V, T_w and the declared T, the
     /// tokenizer, tokens, positions and bytes per token.
     func sequenceLines(_ t: TeacherManifest, _ s: SequenceLayout, totals: SequenceTotals) -> [String] {
-        let mode = s.mode == .topK ? "top-k, k = \(t.topK)" : "sampled, N = \(s.samples) draws (seed \(s.sampleSeed))"
+        let mode = switch s.mode {
+        case .topK: "top-k, k = \(t.topK)"
+        case .sampled: "sampled, N = \(s.samples) draws (seed \(s.sampleSeed))"
+        case .dense: "dense, all V log-probabilities per position"
+        }
         let declared = s.retemperAt.isEmpty ? "none" : s.retemperAt.map { "\($0)" }.joined(separator: ", ")
         return ["    layout:    sequence \(mode), V = \(s.vocabSize), T_w \(t.writeTemperature), \(t.dtype)",
                 "    retemper:  declared T = \(declared)",

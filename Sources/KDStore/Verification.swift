@@ -182,7 +182,8 @@ public enum StoreVerifier {
     }
 
     /// Checks every record of sequence teacher `name` (FORMAT.md §1.2: every record check, then per
-    /// position Σ_S p + r = 1 for top-k, and the log-sum at a declared T_r = T_w ≈ 0 for sampled),
+    /// position Σ_S p + r = 1 for top-k, the log-sum at a declared T_r = T_w ≈ 0 for sampled, and for
+    /// dense Σ p = 1 (in every record check) and every stored log-sum equal to the row's own),
     /// its coverage, and measures how often the teacher's most probable id is the next token.
     private static func verifySequenceTeacher(_ name: String, of store: SoftLabelStore, againstDataset: Bool,
                                               report: inout VerificationReport) throws {
@@ -199,7 +200,7 @@ public enum StoreVerifier {
             case .success(let v):
                 guard sample < m.sampleCount, view == 0 else { report.fail("\(at): outside \(m.sampleCount) samples × view 0"); return true }
                 runs.viewsInSample += 1
-                if let problem = stats.add(v, logSumAtWrite: atWrite) { report.fail("\(at): \(problem)") }
+                if let problem = stats.add(v, logSumAtWrite: atWrite, exponents: v.shape.exponents) { report.fail("\(at): \(problem)") }
             }
             return true
         }
@@ -209,7 +210,9 @@ public enum StoreVerifier {
         report.sequenceStats[name] = stats
         if report.problems.count + report.unlistedProblems == problemsAtStart {
             report.checked.append("teacher \(name): \(stats.records) sequence records (\(sequence.mode.rawValue), T_w \(t.writeTemperature), \(t.dtype)), \(stats.tokens) tokens, \(stats.positions) positions: structure, ids, values and CRC-32 over key and record, "
-                                  + (sequence.mode == .topK ? "Σ p + tail = 1 at every position" : atWrite != nil ? "log-sum at T_w = 0 at every position" : "no declared T_r = T_w to check the log-sums at")
+                                  + (sequence.mode == .topK ? "Σ p + tail = 1 at every position"
+                                     : sequence.mode == .dense ? "Σ p = 1 and every log-sum equal to the row's log Σ p^a at every position"
+                                     : atWrite != nil ? "log-sum at T_w = 0 at every position" : "no declared T_r = T_w to check the log-sums at")
                                   + "; \(covered)/\(m.sampleCount) samples")
         }
         report.checked.append("teacher \(name): the most probable id is the next token at \(stats.alignmentText(vocabSize: sequence.vocabSize))")
@@ -337,13 +340,26 @@ public struct SequenceStats: Equatable, Sendable {
     }
 
     /// Counts record `v` and checks each position: Σ_S p + r = 1 (top-k) or the log-sum at
-    /// T_r = T_w (index `logSumAtWrite`) = 0 (sampled), within the dtype's rounding. Returns the
-    /// first position that fails, in words.
-    mutating func add(_ v: SequenceRecordView, logSumAtWrite: Int?) -> String? {
+    /// T_r = T_w (index `logSumAtWrite`) = 0 (sampled, dense), within the dtype's rounding; dense:
+    /// each stored log-sum at `a_r` (`exponents`) equals the row's `log Σ_v exp(a_r·log p(v))` within
+    /// `tolerance·max(1, a_r) + 2⁻¹⁰·|stored|` (the rows' rounding magnified by a_r, the sum's own).
+    /// Returns the first position that fails, in words.
+    mutating func add(_ v: SequenceRecordView, logSumAtWrite: Int?, exponents: [Double] = []) -> String? {
         records += 1; tokens += v.tokenCount; positions += v.positions
-        let tolerance = v.shape.dtype == .float16 ? 0.02 : 1e-3
+        let tolerance = SequenceRecordView.sumTolerance(v.shape.dtype)
         var problem: String? = nil
+        var row = v.kind == .dense ? [Float](repeating: 0, count: v.shape.vocabSize) : []
         for j in 0..<v.positions {
+            if v.kind == .dense, problem == nil {
+                for (r, a) in exponents.enumerated() where r < v.shape.temperatureCount {
+                    let computed = row.withUnsafeMutableBufferPointer { v.denseLogProbs(at: j, a: a, into: $0) }
+                    let stored = Double(v.logSum(at: j, temperature: r)), expected = computed
+                    if abs(stored - expected) > tolerance * max(1, a) + abs(stored) / 1024 {
+                        problem = "position \(j): the stored log-sum at T_\(r + 1) is \(stored), the row's log Σ p^a is \(expected)"
+                        break
+                    }
+                }
+            }
             let entries = v.entries(at: j)
             var best = entries.lowerBound
             for e in entries where v.logProb(entry: e) > v.logProb(entry: best) { best = e }

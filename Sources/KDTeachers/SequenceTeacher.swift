@@ -8,6 +8,13 @@ public enum SequenceSampling: Sendable, Equatable {
     case topK(Int)
     /// N inverse-CDF draws per position under run seed `seed`.
     case sampled(draws: Int, seed: UInt64)
+    /// All V log-probabilities per position (record kind 5); needs a logits teacher.
+    case dense
+
+    /// Entries per position of the record: k, N or V.
+    public func entriesPerPosition(vocabSize: Int) -> Int {
+        switch self { case .topK(let k): k; case .sampled(let n, _): n; case .dense: vocabSize }
+    }
 }
 
 /// A language-model teacher process (tools/teachers/TEACHERS.md "Sequence teachers"): texts in,
@@ -122,17 +129,34 @@ extension SequenceTeacher {
     /// must be answered once.
     public func answer(_ indices: [Int], store: DatasetStore, sampling: SequenceSampling, math: inout SequenceMath,
                        row: (_ index: Int, _ tokens: [UInt32], _ entries: SequenceEntries) throws -> Void) throws {
+        var maths = [math]
+        defer { math = maths[0] }
+        try answer(indices, store: store, samplings: [sampling], maths: &maths, wants: { _ in [true] }) { index, tokens, all in
+            try row(index, tokens, all[0]!)
+        }
+    }
+
+    /// One teacher pass for several layouts: as ``answer(_:store:sampling:math:row:)``, but every
+    /// position's logits (or top-k answer) feed the layouts `wants(index)` selects, each with its own
+    /// `maths[i]` (so each layout's entries are those a single-layout pass makes, byte for byte);
+    /// `row` gets one entry set per layout, nil for a layout not wanted for that sample.
+    public func answer(_ indices: [Int], store: DatasetStore, samplings: [SequenceSampling], maths: inout [SequenceMath],
+                       wants: (_ index: Int) -> [Bool],
+                       row: (_ index: Int, _ tokens: [UInt32], _ entries: [SequenceEntries?]) throws -> Void) throws {
+        precondition(samplings.count == maths.count && !samplings.isEmpty, "one SequenceMath per layout")
         let samples = try indices.map { BatchRequest.Sample(index: $0, id: try store.id(of: $0) ?? "", text: try store.text(of: $0) ?? "") }
         try io.send(JSONEncoder().encode(BatchRequest(samples: samples)))
         let context = "the batch of \(indices.count) samples starting with sample \(indices.first ?? 0)"
         let (rows, k) = try header(batchSize: indices.count, context: context)
         var pending = Set(indices)
-        var entries = SequenceEntries()
+        var entries = [SequenceEntries](repeating: SequenceEntries(), count: samplings.count)
         for _ in 0..<rows {
             let (index, tokens) = try rowStart(pending: &pending, context: context)
-            entries.removeAll()
-            try positions(of: index, length: tokens.count, k: k, sampling: sampling, math: &math, into: &entries)
-            try row(index, tokens, entries)
+            let active = wants(index)
+            precondition(active.count == samplings.count, "wants gives one flag per layout")
+            for i in entries.indices { entries[i].removeAll() }
+            try positions(of: index, length: tokens.count, k: k, samplings: samplings, active: active, maths: &maths, into: &entries)
+            try row(index, tokens, entries.indices.map { active[$0] ? entries[$0] : nil })
         }
         if let missing = indices.first(where: pending.contains) {
             throw io.failure("sample \(missing) is missing from the teacher's answer to \(context)", hint: ExternalTeacher.ProtocolHint.answerEachOnce, code: .teacherProtocolViolation, sample: missing)
@@ -174,12 +198,13 @@ extension SequenceTeacher {
         return (index, tokens)
     }
 
-    /// Reads the L distributions of a row, turning positions 0 … L−2 into entries (L−1 is dropped).
-    private func positions(of index: Int, length: Int, k answerK: Int, sampling: SequenceSampling,
-                           math: inout SequenceMath, into entries: inout SequenceEntries) throws {
+    /// Reads the L distributions of a row, turning positions 0 … L−2 into entries of every active
+    /// layout (L−1 is dropped).
+    private func positions(of index: Int, length: Int, k answerK: Int, samplings: [SequenceSampling], active: [Bool],
+                           maths: inout [SequenceMath], into entries: inout [SequenceEntries]) throws {
         // Bounded before anything is allocated: what the teacher sends for the row, and the entries
-        // its record will hold (FORMAT.md §1.2: D ≤ 2^26; a record must stay far below LMDB's 4 GiB).
-        let kept = switch sampling { case .topK(let k): k; case .sampled(let n, _): n }
+        // its records will hold (FORMAT.md §1.2: D ≤ 2^26; a record must stay far below LMDB's 4 GiB).
+        let kept = samplings.indices.filter { active[$0] }.map { samplings[$0].entriesPerPosition(vocabSize: ready.vocabSize) }.max() ?? 0
         for (what, count) in [("the teacher's top-k answer", ready.outputs == .topK ? length * answerK : 0),
                               ("the record", max(length - 1, 0) * kept)] where count > SequenceLimits.maxEntries {
             throw violation(index, "\(length) tokens make \(count) entries in \(what), more than 2^26 per sample: have the teacher truncate long texts")
@@ -187,26 +212,42 @@ extension SequenceTeacher {
         if ready.outputs == .topK {
             var ids: [Int32] = []
             try fill(&ids, count: length * answerK, context: "the ids of sample \(index)")
-            guard case .topK(let k) = sampling else { throw violation(index, "a top-k teacher cannot be sampled: its answers lack the full distribution") }
+            let ks = try samplings.map { sampling -> Int in
+                guard case .topK(let k) = sampling else {
+                    throw violation(index, "a top-k teacher cannot write a \(sampling == .dense ? "dense" : "sampled") record: its answers lack the full distribution")
+                }
+                return k
+            }
             for j in 0..<length {
                 try fill(&floats, count: answerK, context: "the log-probabilities of sample \(index) position \(j)")
                 guard j < length - 1 else { continue }
                 do {
                     try ids.withUnsafeBufferPointer { all in
-                        try floats.withUnsafeBufferPointer { try math.appendTeacherTopK(k: k, ids: UnsafeBufferPointer(rebasing: all[(j * answerK)..<((j + 1) * answerK)]), logProbs: $0, to: &entries) }
+                        try floats.withUnsafeBufferPointer { lp in
+                            let row = UnsafeBufferPointer(rebasing: all[(j * answerK)..<((j + 1) * answerK)])
+                            for i in ks.indices where active[i] { try maths[i].appendTeacherTopK(k: ks[i], ids: row, logProbs: lp, to: &entries[i]) }
+                        }
                     }
                 } catch let e as SequenceMathError { throw violation(index, "position \(j): \(e)") }
             }
             return
         }
+        // Sampled layouts of one T_w and one set of T_r share each position's CDF and normalizers.
+        var shared = SampledPosition()
         for j in 0..<length {
             try fill(&floats, count: ready.vocabSize, context: "the logits of sample \(index) position \(j)")
             guard j < length - 1 else { continue }
             do {
                 try floats.withUnsafeBufferPointer { z in
-                    switch sampling {
-                    case .topK(let k): try math.appendTopK(k: k, logits: z, to: &entries)
-                    case .sampled(let n, let seed): try math.appendSampled(draws: n, seed: seed, sample: index, position: j, logits: z, to: &entries)
+                    var prepared = false
+                    for i in samplings.indices where active[i] {
+                        switch samplings[i] {
+                        case .topK(let k): try maths[i].appendTopK(k: k, logits: z, to: &entries[i])
+                        case .sampled(let n, let seed):
+                            if !prepared || !shared.fits(maths[i]) { try maths[i].prepareSampled(logits: z, into: &shared); prepared = true }
+                            try maths[i].appendSampled(draws: n, seed: seed, sample: index, position: j, prepared: shared, logits: z, to: &entries[i])
+                        case .dense: try maths[i].appendDense(logits: z, to: &entries[i])
+                        }
                     }
                 }
             } catch let e as SequenceMathError { throw violation(index, "position \(j): \(e)") }

@@ -23,7 +23,7 @@ struct Teach: ParsableCommand {
         """)
 
     @Option(help: "The dataset store (from kdcache prep).") var data: String
-    @Option(help: "The soft-label cache to write or resume.") var out: String
+    @Option(help: "The soft-label cache to write or resume (several, comma-separated, for several --sequence layouts).") var out: String
     @Option(help: "An external teacher command speaking the protocol of tools/teachers/TEACHERS.md.") var exec: String?
     @Option(parsing: .unconditional, help: "Samples per request to an external teacher.") var batchSize = TeachDefaults.requestSize
     @Option(parsing: .unconditional, help: "Samples per committed transaction (work lost at most on a crash).") var commitEvery = TeachDefaults.commitEvery
@@ -75,13 +75,15 @@ struct Teach: ParsableCommand {
         if let augmentation, augmentation.isForText != store.manifest.hasText {
             throw ValidationError("--augment \(augmentation) does not fit \(data): use token-dropout for text stores, gaussian for dense ones.")
         }
-        var options = TeachJob.Options(data: data, out: out)
+        // Several --sequence layouts write one comma-separated --out cache each (one teacher pass).
+        let outs = sequenceOptions.layoutCount > 1 ? out.split(separator: ",", omittingEmptySubsequences: false).map(String.init) : [out]
+        var options = TeachJob.Options(data: data, out: outs[0])
         options.layout = SoftLabelLayout(writeTemperature: temperature, dtype: layout.storedType, topK: layout.topK, views: views,
                                          augmentation: augmentation, augmentationSeed: UInt64(seed))
         options.shard = try parseShard(shard) ?? shardFromEnvironment()
         options.commitEvery = commitEvery
         options.name = name
-        options.sequence = try sequenceOptions.parsed()
+        options.sequence = try sequenceOptions.parsed(outs: Array(outs.dropFirst()))
         if let exec {
             var external = TeachJob.External(command: exec)
             external.batchSize = batchSize; external.timeout = timeout

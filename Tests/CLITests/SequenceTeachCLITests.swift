@@ -13,7 +13,7 @@ import Testing
          "--retemper-at", "0.5,1,2", "--temperature", "1", "--commit-every", "20", "--batch-size", "10", "--quiet"]
     }
 
-    @Test(arguments: ["top-k:16", "sampled:8"])
+    @Test(arguments: ["top-k:16", "sampled:8", "dense"])
     func killedRunsResumeToTheSameBytes(_ sequence: String) throws {
         let dir = try InterruptedWriteCLITests.prepared(rows: 300)
         let reference = try kdcache(Self.command(dir, dir + "/reference.lmdb", sequence: sequence))
@@ -58,9 +58,54 @@ import Testing
         #expect(r.stderr.contains(expected), "\(mode): \(r.stderr)")
     }
 
+    /// `--sequence dense` with the tiny LM (V = 260): verify passes and names the dense checks, info
+    /// says dense, and every row equals the top-k:260 cache of the same teacher to f16 rounding
+    /// (the dense log-sums at T_r are the normalizers the top-k:V record cannot hold: −∞ there).
+    @Test func aDenseCacheVerifiesAndAgreesWithTopV() throws {
+        let dir = try InterruptedWriteCLITests.prepared(rows: 30)
+        let dense = try kdcache(Self.command(dir, dir + "/dense.lmdb", sequence: "dense"))
+        #expect(dense.status == 0, "\(dense.output)")
+        let full = try kdcache(Self.command(dir, dir + "/top260.lmdb", sequence: "top-k:260"))
+        #expect(full.status == 0, "\(full.output)")
+        let verify = try kdcache(["verify", dir + "/dense.lmdb", "--data", dir + "/d.lmdb"])
+        #expect(verify.status == 0 && verify.output.contains("Σ p = 1 and every log-sum equal to the row's log Σ p^a"), "\(verify.output)")
+        let info = try kdcache(["info", dir + "/dense.lmdb"])
+        #expect(info.output.contains("sequence dense, all V log-probabilities per position, V = 260"), "\(info.output)")
+        let a = try SoftLabelStore(path: dir + "/dense.lmdb"), b = try SoftLabelStore(path: dir + "/top260.lmdb")
+        #expect(a.manifest.teachers["tiny-lm"]?.sequence?.mode == .dense && a.manifest.teachers["tiny-lm"]?.topK == 0)
+        var positions = 0, worst: Float = 0
+        var row = [Float](repeating: 0, count: 260)
+        for sample in 0..<30 {
+            _ = try a.withSequenceRecord(sample: sample) { d in
+                try b.withSequenceRecord(sample: sample) { t in
+                    #expect(d.tokens == t.tokens)
+                    for j in 0..<d.positions {
+                        row.withUnsafeMutableBufferPointer { d.denseLogProbs(at: j, into: $0) }
+                        for e in t.entries(at: j) {
+                            let x = row[Int(t.id(entry: e))], y = t.logProb(entry: e)
+                            worst = max(worst, abs(x - y) / max(abs(y), 1))
+                        }
+                        #expect(abs(d.logSum(at: j, temperature: 1)) < 0.02, "the log-sum at T_w = 1 is 0")
+                        positions += 1
+                    }
+                }
+            }
+        }
+        #expect(positions > 100)
+        #expect(worst <= 0x1p-10, "dense and top-k:V differ by \(worst) (relative), more than f16 rounding")
+    }
+
+    @Test func aTopKTeacherIsRefusedForADenseCache() throws {
+        let dir = try InterruptedWriteCLITests.prepared(rows: 6)
+        let r = try kdcache(Self.command(dir, dir + "/c.lmdb", sequence: "dense", extra: " --outputs top-k --k 8").map { $0 == "0.5,1,2" ? "1" : $0 })
+        #expect(r.status != 0 && r.stderr.contains("a top-k teacher cannot write a dense record: its answers lack the full distribution"), "\(r.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/c.lmdb"), "nothing is written")
+    }
+
     @Test func flagsAreChecked() throws {
         let dir = try InterruptedWriteCLITests.prepared(rows: 6)
         for (args, expected) in [(["--sequence", "top-k:0"], "top-k:K with K in 1…1024"), (["--sequence", "sampled:256"], "sampled:N with N in 1…255"),
+                                 (["--sequence", "dense:4"], "or dense, got 'dense:4'"),
                                  (["--retemper-at", "2,1"], "strictly ascending"), (["--top-k", "2"], "leave out --views, --augment and --top-k")] {
             var command = Self.command(dir, dir + "/c.lmdb")
             for (flag, value) in zip(args, args.dropFirst()).enumerated().filter({ $0.offset % 2 == 0 }).map(\.element) {

@@ -31,6 +31,10 @@ import KDTestSupport
             m.teachers["lm"]!.sequence!.mode = .sampled; m.teachers["lm"]!.topK = 0; m.teachers["lm"]!.sequence!.samples = 256
         },
         Case(description: "teachers.lm.top_k: 4 is not 0 (sampled)") { m in m.teachers["lm"]!.sequence!.mode = .sampled; m.teachers["lm"]!.sequence!.samples = 4 },
+        Case(description: "teachers.lm.top_k: 4 is not 0 (dense)") { m in m.teachers["lm"]!.sequence!.mode = .dense },
+        Case(description: "teachers.lm.sequence.samples: 3 is not 0 (dense)") { m in
+            m.teachers["lm"]!.sequence!.mode = .dense; m.teachers["lm"]!.topK = 0; m.teachers["lm"]!.sequence!.samples = 3
+        },
         Case(description: "teachers.lm.sequence.retemper_at[1]: 1.0 does not follow 4.0") { $0.teachers["lm"]!.sequence!.retemperAt = [4, 1] },
         Case(description: "teachers.lm.sequence.retemper_at[0]: 0.0 is not in (0, 10000]") { $0.teachers["lm"]!.sequence!.retemperAt = [0] },
         Case(description: "teachers.lm.sequence.retemper_at: 17 temperatures") { $0.teachers["lm"]!.sequence!.retemperAt = (1...17).map(Double.init) },

@@ -226,6 +226,29 @@ private func close(_ x: Double, _ y: Double, _ tol: Double = 2e-5) -> Bool {
         for (r, t) in [0.5, 1, 2].enumerated() { #expect(close(Double(out.logSums[r]), BruteForce.logSumExp(brute.logP.map { $0 / t })), "T_r \(t)") }
     }
 
+    /// One prepared position (CDF and normalizers) shared by layouts of several N gives each the
+    /// entries its own appendSampled makes; a math of other declared temperatures is refused.
+    @Test func aSharedPreparedPositionGivesEachNItsOwnDraws() throws {
+        let z = zipfLogits(500, seed: 8)
+        var shared = SampledPosition()
+        var first = try SequenceMath(vocabSize: 500, writeTemperature: 1.5, retemperAt: [0.5, 3], dtype: .float16)
+        try z.withUnsafeBufferPointer { try first.prepareSampled(logits: $0, into: &shared) }
+        for n in [1, 12, 32, 255] {
+            var mine = try SequenceMath(vocabSize: 500, writeTemperature: 1.5, retemperAt: [0.5, 3], dtype: .float16)
+            var alone = SequenceEntries(), fromShared = SequenceEntries()
+            try z.withUnsafeBufferPointer { zs in
+                try mine.appendSampled(draws: n, seed: 5, sample: 2, position: 9, logits: zs, to: &alone)
+                try mine.appendSampled(draws: n, seed: 5, sample: 2, position: 9, prepared: shared, logits: zs, to: &fromShared)
+            }
+            #expect(alone == fromShared, "N = \(n)")
+            #expect(alone.counts.reduce(0) { $0 + Int($1) } == n)
+        }
+        var other = try SequenceMath(vocabSize: 500, writeTemperature: 1.5, retemperAt: [0.5], dtype: .float16)
+        var out = SequenceEntries()
+        #expect(!shared.fits(other))
+        #expect(throws: SequenceMathError.self) { try z.withUnsafeBufferPointer { try other.appendSampled(draws: 4, seed: 5, sample: 2, position: 9, prepared: shared, logits: $0, to: &out) } }
+    }
+
     @Test func drawsFitTheDistribution() throws {
         let z: [Float] = [0, -0.5, -1, 1, -2, 0.3, -0.2, -3]
         let p = BruteForce(z, temperature: 1).logP.map(exp)

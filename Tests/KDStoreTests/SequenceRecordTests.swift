@@ -30,13 +30,16 @@ private func resealed(_ bytes: [UInt8]) -> [UInt8] {
 }
 
 @Suite struct SequenceRecordTests {
-    @Test(arguments: [SequenceLayout.Mode.topK, .sampled], [LogProbDType.float32, .float16])
+    @Test(arguments: [SequenceLayout.Mode.topK, .sampled, .dense], [LogProbDType.float32, .float16])
     func encodeThenDecodeGivesTheRecord(mode: SequenceLayout.Mode, dtype: LogProbDType) throws {
         let l = layout(mode, dtype)
         for L in [0, 1, 2, 9] {
             var record = testSequenceRecord(l, tokens: L, seed: UInt64(L))
             let bytes = record.encoded(sample: 3, view: 0, dtype: dtype)
-            #expect(bytes.count == SequenceRecord.size(kind: record.kind, dtype: dtype, tokens: L, entries: record.ids.count, temperatureCount: 2))
+            let D = mode == .dense ? record.logProbs.count : record.ids.count
+            if mode == .dense { #expect(D == max(L - 1, 0) * 40 && record.ids.isEmpty) }
+            #expect(bytes.count == SequenceRecord.size(kind: record.kind, dtype: dtype, tokens: L, entries: D, temperatureCount: 2))
+            if mode == .dense { #expect(bytes.count == 20 + 3 * L + max(L - 1, 0) * 40 * dtype.byteWidth + max(L - 1, 0) * 2 * dtype.byteWidth) }
             let decoded = try SequenceRecord.decode(bytes, sample: 3, view: 0, shape: shape(l))
             if dtype == .float16 {
                 for k in [\SequenceRecord.logProbs, \.logTail, \.logSums] { record[keyPath: k] = record[keyPath: k].map { Float(Float16($0)) } }
@@ -126,6 +129,27 @@ private func resealed(_ bytes: [UInt8]) -> [UInt8] {
         BadRecord(description: "log-sum -inf with k < V", mode: .topK, edit: { $0.logSums[0] = -.infinity }, expected: value(.logSum, 0, 0)),
         BadRecord(description: "log-sum at T_1 < T_w above 0", mode: .sampled, edit: { $0.logSums[0] = 0.5 }, expected: value(.logSum, 0, 0)),
         BadRecord(description: "log-sum at T_2 > T_w above (1 − a)·ln V", mode: .sampled, edit: { $0.logSums[1] = 2 }, expected: value(.logSum, 0, 1)),
+        // Dense (kind 5): V = 40, L = 5, so D = 4 · 40 = 160 values in id order.
+        BadRecord(description: "dense truncated", mode: .dense, editBytes: { $0.removeLast(3) }, expected: { if case .badLength = $0 { true } else { false } }),
+        BadRecord(description: "dense length of another D", mode: .dense, editBytes: { $0.replaceSubrange(12..<16, with: [159, 0, 0, 0]) },
+                  expected: { if case .badLength = $0 { true } else { false } }),
+        BadRecord(description: "dense D is not P·V", mode: .dense, edit: { $0.logProbs.removeLast(40) }, expected: problem(.denseEntryCount(stored: 120, expected: 160))),
+        BadRecord(description: "dense D above 2^26", mode: .dense, editBytes: { $0.replaceSubrange(12..<16, with: [1, 0, 0, 4]) }, expected: problem(.tooManyEntries((1 << 26) + 1))),
+        BadRecord(description: "dense k field not 0", mode: .dense, editBytes: { $0[16] = 40 }, expected: problem(.width(stored: 40, teacher: 0))),
+        BadRecord(description: "dense read as top-k", mode: .dense, editShape: { $0.kind = .topK; $0.width = 4 }, expected: problem(.kind(stored: 5, teacher: 3))),
+        BadRecord(description: "dense V of another teacher", mode: .dense, editShape: { $0.vocabSize = 41 }, expected: problem(.denseEntryCount(stored: 160, expected: 164))),
+        BadRecord(description: "dense V that overflows P·V", mode: .dense, editShape: { $0.vocabSize = .max }, expected: problem(.denseEntryCount(stored: 160, expected: .max))),
+        BadRecord(description: "dense log p NaN", mode: .dense, edit: { $0.logProbs[45] = .nan }, expected: value(.logProb, 1, 5)),
+        BadRecord(description: "dense log p +inf", mode: .dense, edit: { $0.logProbs[159] = .infinity }, expected: value(.logProb, 3, 39)),
+        BadRecord(description: "dense log p -inf", mode: .dense, edit: { $0.logProbs[80] = -.infinity }, expected: value(.logProb, 2, 0)),
+        BadRecord(description: "dense log p above 2^-10", mode: .dense, edit: { $0.logProbs[3] = 0.01 }, expected: value(.logProb, 0, 3)),
+        BadRecord(description: "dense row summing to 2", mode: .dense, edit: { r in for v in 40..<80 { r.logProbs[v] += Float(log(2.0)) } },
+                  expected: { if case .sequence(.rowSum(1, let l, _)) = $0 { abs(l - log(2.0)) < 1e-4 } else { false } }),
+        BadRecord(description: "dense row summing to 0.9", mode: .dense, edit: { r in for v in 120..<160 { r.logProbs[v] += Float(log(0.9)) } },
+                  expected: { if case .sequence(.rowSum(3, let l, _)) = $0 { abs(l - log(0.9)) < 1e-4 } else { false } }),
+        BadRecord(description: "dense log-sum NaN", mode: .dense, edit: { $0.logSums[3] = .nan }, expected: value(.logSum, 1, 1)),
+        BadRecord(description: "dense log-sum at T_1 < T_w above 0", mode: .dense, edit: { $0.logSums[0] = 0.5 }, expected: value(.logSum, 0, 0)),
+        BadRecord(description: "dense log-sum -inf", mode: .dense, edit: { $0.logSums[2] = -.infinity }, expected: value(.logSum, 1, 0)),
     ]
 
     @Test(arguments: badRecords)
@@ -152,7 +176,7 @@ private func resealed(_ bytes: [UInt8]) -> [UInt8] {
 
     /// Every single-byte change of an encoded record (each byte xor each of 8 patterns) throws a
     /// RecordError: no trap, and nothing passes.
-    @Test(arguments: [SequenceLayout.Mode.topK, .sampled])
+    @Test(arguments: [SequenceLayout.Mode.topK, .sampled, .dense])
     func everyByteFlipIsRejected(mode: SequenceLayout.Mode) {
         let l = layout(mode, .float16)
         let bytes = testSequenceRecord(l, tokens: 6, seed: 4).encoded(sample: 3, view: 0, dtype: .float16)

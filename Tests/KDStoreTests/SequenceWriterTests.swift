@@ -4,7 +4,7 @@ import Testing
 import KDTestSupport
 
 @Suite struct SequenceWriterTests {
-    @Test(arguments: [SequenceLayout.Mode.topK, .sampled], [LogProbDType.float32, .float16])
+    @Test(arguments: [SequenceLayout.Mode.topK, .sampled, .dense], [LogProbDType.float32, .float16])
     func recordsComeBackFromTheStore(mode: SequenceLayout.Mode, dtype: LogProbDType) throws {
         let dataset = try makeTextStore(rows: 6)
         let layout = testSequenceLayout(mode, dtype: dtype)

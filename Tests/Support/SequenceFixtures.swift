@@ -8,7 +8,7 @@ public func testTokenizer(vocabSize: Int, name: String = "test-tokenizer") -> To
                          mergesSHA256: nil, modelSHA256: nil, name: name)
 }
 
-/// A sequence layout for tests: top-k (k) or sampled (N draws, seed 7) over V ids, with R declared temperatures.
+/// A sequence layout for tests: top-k (k), sampled (N draws, seed 7) or dense (`width` unused) over V ids, with R declared temperatures.
 public func testSequenceLayout(_ mode: SequenceLayout.Mode, vocabSize: Int = 40, width: Int = 4, retemperAt: [Double] = [1, 4],
                                writeTemperature: Double = 2, dtype: LogProbDType = .float32) -> SoftLabelLayout {
     let sequence = SequenceLayout(mode: mode, samples: mode == .sampled ? width : 0, sampleSeed: mode == .sampled ? 7 : 0,
@@ -37,10 +37,12 @@ public func testSequenceRecord(_ layout: SoftLabelLayout, tokens L: Int, seed: U
         if aligned { logits[Int(tokens[j + 1])] = 20 }
         let z = logSumExpD(logits.map { $0 / Tw })
         let logp = logits.map { $0 / Tw - z }
-        if s.mode == .topK {
-            appendTopK(logp, k: layout.topK, exponents: exponents, to: &record)
-        } else {
-            appendSampled(logp, draws: s.samples, exponents: exponents, rng: &rng, to: &record)
+        switch s.mode {
+        case .topK: appendTopK(logp, k: layout.topK, exponents: exponents, to: &record)
+        case .sampled: appendSampled(logp, draws: s.samples, exponents: exponents, rng: &rng, to: &record)
+        case .dense:
+            record.logProbs += logp.map { Float($0) }
+            record.logSums += exponents.map { a in Float(logSumExpD(logp.map { a * $0 })) }
         }
     }
     return record

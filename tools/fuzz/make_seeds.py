@@ -77,8 +77,9 @@ def floats(values, dtype):
 
 
 def sequence_record(kind, dtype, tokens, width, entries, temperatures=(1.0, 4.0), write_temperature=2.0, seed=0):
-    """A valid FORMAT.md §3.7 record for sample 0 view 0: kind 3 (top-k, width k) or 4 (sampled,
-    width N), over V = 40 ids, with `entries` distinct ids per position, from seeded logits."""
+    """A valid FORMAT.md §3.7 record for sample 0 view 0: kind 3 (top-k, width k), 4 (sampled,
+    width N) or 5 (dense, width 0: every id), over V = 40 ids, with `entries` distinct ids per
+    position, from seeded logits."""
     rng = np.random.default_rng(seed)
     L, P, V = len(tokens), max(len(tokens) - 1, 0), 40
     alphas = [write_temperature / t for t in temperatures]
@@ -86,7 +87,10 @@ def sequence_record(kind, dtype, tokens, width, entries, temperatures=(1.0, 4.0)
     for _ in range(P):
         z = rng.normal(size=V) * 2 / write_temperature
         lp = z - np.logaddexp.reduce(z)
-        if kind == 3:
+        if kind == 5:
+            lps += lp.tolist()
+            sums += [np.logaddexp.reduce(a * lp) for a in alphas]
+        elif kind == 3:
             order = np.argsort(-lp, kind="stable")
             kept, rest = order[:width], lp[order[width:]]
             ids += kept.tolist(); lps += lp[kept].tolist()
@@ -97,9 +101,11 @@ def sequence_record(kind, dtype, tokens, width, entries, temperatures=(1.0, 4.0)
             c = [1] * entries; c[0] += width - entries
             distinct.append(entries); ids += kept.tolist(); counts += c; lps += lp[kept].tolist()
             sums += [np.logaddexp.reduce(a * lp) for a in alphas]
-    D = len(ids)
+    D = len(lps) if kind == 5 else len(ids)
     body = u24(tokens)
-    if kind == 3:
+    if kind == 5:
+        body += floats(lps + sums, dtype)
+    elif kind == 3:
         body += u24(ids) + floats(lps + tails + sums, dtype)
     else:
         body += bytes(distinct) + u24(ids) + bytes(counts) + floats(lps + sums, dtype)
@@ -181,6 +187,7 @@ def main():
     for dtype, dname in ((1, "f32"), (2, "f16")):
         write("sequence-record", f"topk4-{dname}", sequence_record(3, dtype, [1, 7, 3, 39, 0], 4, 4, seed=dtype))
         write("sequence-record", f"sampled4-{dname}", sequence_record(4, dtype, [2, 5, 5, 11], 4, 3, seed=dtype))
+        write("sequence-record", f"dense-{dname}", sequence_record(5, dtype, [3, 1, 4, 1, 5], 0, 40, seed=dtype))
     write("sequence-record", "topk-one-token", sequence_record(3, 1, [9], 4, 4))
     write("sequence-record", "sampled-empty", sequence_record(4, 2, [], 4, 1, temperatures=()))
     write("sequence-record", "topk-no-temperatures", sequence_record(3, 2, [4, 8, 15], 2, 2, temperatures=()))

@@ -347,15 +347,15 @@ def _check_sequence(c: _Checker, f: str, t: dict) -> None:
         c.fail(f"{f}.sequence", f"not an object with {', '.join(_SEQUENCE_KEYS)}")
         return
     f2, mode, vocab = f"{f}.sequence", s["mode"], s["vocab_size"]
-    c.check(mode in ("top-k", "sampled"), f"{f2}.mode", f"{str(mode)[:40]!r} is not top-k or sampled")
+    c.check(mode in ("top-k", "sampled", "dense"), f"{f2}.mode", f"{str(mode)[:40]!r} is not top-k, sampled or dense")
     vocab_ok = _is_int(vocab) and 2 <= vocab <= 1 << 24
     c.check(vocab_ok, f"{f2}.vocab_size", f"{vocab!r} is not in 2…{1 << 24}")
     n, k, seed = s["samples"], t.get("top_k"), s["sample_seed"]
-    sampled = mode == "sampled"
-    c.check(_is_int(n) and (1 <= n <= 255 if sampled else n == 0), f"{f2}.samples", f"{n!r} is not {'in 1…255' if sampled else '0 for top-k'}")
-    c.check(_is_int(seed) and (0 <= seed < 1 << 64 if sampled else seed == 0), f"{f2}.sample_seed", f"{seed!r} is not {'a u64' if sampled else '0 for top-k'}")
+    sampled, top_k = mode == "sampled", mode == "top-k"
+    c.check(_is_int(n) and (1 <= n <= 255 if sampled else n == 0), f"{f2}.samples", f"{n!r} is not {'in 1…255' if sampled else f'0 for {mode}'}")
+    c.check(_is_int(seed) and (0 <= seed < 1 << 64 if sampled else seed == 0), f"{f2}.sample_seed", f"{seed!r} is not {'a u64' if sampled else f'0 for {mode}'}")
     max_k = min(vocab, 1024) if vocab_ok else 1024
-    c.check(_is_int(k) and (k == 0 if sampled else 1 <= k <= max_k), f"{f}.top_k", f"{k!r} is not {'0 for sampled' if sampled else f'in 1…{max_k}'}")
+    c.check(_is_int(k) and (1 <= k <= max_k if top_k else k == 0), f"{f}.top_k", f"{k!r} is not {f'in 1…{max_k}' if top_k else f'0 for {mode}'}")
     _check_retemper(c, f2, s["retemper_at"])
     if vocab_ok:
         _check_tokenizer(c, f2, s["tokenizer"], vocab)

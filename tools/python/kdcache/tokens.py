@@ -1,6 +1,6 @@
 """Sequence records (FORMAT.md §3.7): encoding, decoding with every check of §1.2, and the math of
 §3.8 (exact re-tempering at T_w and at declared temperatures, the interval elsewhere, sampled-record
-weights). numpy only; every routine is vectorised over positions (no Python loop per token).
+weights, dense rows at any T). numpy only; every routine is vectorised over positions (no Python loop per token).
 
 Decoding takes any buffer (`bytes`, a `memoryview`, py-lmdb's `txn.get(key, buffers=True)`) and
 returns numpy views on it: copy them (`SequenceRecord.copy()`) before the transaction ends."""
@@ -16,7 +16,7 @@ import numpy as np
 
 from .format import LOG_PROB_TOLERANCE, FormatError, soft_label_key
 
-KIND_TOP_K, KIND_SAMPLED = 3, 4
+KIND_TOP_K, KIND_SAMPLED, KIND_DENSE = 3, 4, 5
 RECORD_VERSION = 3
 MAX_TOKENS = 1 << 20
 MAX_ENTRIES = 1 << 26   # D per record (FORMAT.md §1.2)
@@ -26,6 +26,12 @@ MAX_SAMPLES = 255
 MAX_RETEMPER = 16
 _HEAD = struct.Struct("<BBBBIIIHH")   # version, kind, dtype, R, crc, L, D, k|N, reserved
 _DTYPE_CODE = {"f32": 1, "f16": 2}
+_MODE_KIND = {"top-k": KIND_TOP_K, "sampled": KIND_SAMPLED, "dense": KIND_DENSE}
+
+
+def sum_tolerance(dtype: str) -> float:
+    """The largest |log Σ_v p(v)| of a dense row (FORMAT.md §1.2): 0.02 for f16, 1e-3 for f32."""
+    return 0.02 if dtype == "f16" else 1e-3
 
 
 def sequence_key(sample: int) -> bytes:
@@ -55,10 +61,11 @@ def encode_u24(ids) -> bytes:
 class SequenceRecord:
     """A decoded sequence record (FORMAT.md §3.7). top-k: `ids`/`log_p` [P, k], `log_tail` [P],
     `sums` [P, R] = `log Σ_tail p^{a_r}`. sampled: `ids`/`counts`/`log_p` flat [D], `distinct` [P]
-    (d_j), `sums` [P, R] = `log Σ_v p^{a_r}`; `log_tail` None."""
+    (d_j), `sums` [P, R] = `log Σ_v p^{a_r}`; `log_tail` None. dense: `log_p` [P, V] in id order,
+    `sums` [P, R] = `log Σ_v p^{a_r}`; `ids`, `log_tail` None."""
     kind: int
     tokens: np.ndarray
-    ids: np.ndarray
+    ids: np.ndarray | None
     log_p: np.ndarray
     sums: np.ndarray
     log_tail: np.ndarray | None = None
@@ -81,7 +88,7 @@ class SequenceLayout:
     """What a teacher's manifest entry says its records hold (FORMAT.md §3.6)."""
     kind: int
     dtype: str
-    width: int        # k (top-k) or N (sampled)
+    width: int        # k (top-k) or N (sampled); 0 (dense)
     retemper: int     # R
     vocab: int        # V
     alphas: tuple = ()   # a_r = T_w / T_r
@@ -96,17 +103,20 @@ class SequenceLayout:
     def of(entry: dict) -> "SequenceLayout":
         """The layout of a checked teacher entry with a `sequence` object."""
         s = entry["sequence"]
-        top_k = s["mode"] == "top-k"
-        return SequenceLayout(KIND_TOP_K if top_k else KIND_SAMPLED, entry["dtype"], entry["top_k"] if top_k else s["samples"],
-                              len(s["retemper_at"]), s["vocab_size"], tuple(entry["write_temperature"] / t for t in s["retemper_at"]))
+        kind = _MODE_KIND[s["mode"]]
+        width = {KIND_TOP_K: entry["top_k"], KIND_SAMPLED: s["samples"], KIND_DENSE: 0}[kind]
+        return SequenceLayout(kind, entry["dtype"], width, len(s["retemper_at"]), s["vocab_size"],
+                              tuple(entry["write_temperature"] / t for t in s["retemper_at"]))
 
 
 def record_length(kind: int, w: int, L: int, D: int, R: int) -> int:
     """FORMAT.md §3.7's exact length: top-k `20 + 3L + D(3 + w) + P·w + P·R·w`, sampled
-    `20 + 3L + P + D(4 + w) + P·R·w`."""
+    `20 + 3L + P + D(4 + w) + P·R·w`, dense `20 + 3L + D·w + P·R·w` (D = P·V)."""
     P = max(L - 1, 0)
     if kind == KIND_TOP_K:
         return 20 + 3 * L + D * (3 + w) + P * w + P * R * w
+    if kind == KIND_DENSE:
+        return 20 + 3 * L + D * w + P * R * w
     return 20 + 3 * L + P + D * (4 + w) + P * R * w
 
 
@@ -133,6 +143,8 @@ def _header(buf, key: bytes, layout: SequenceLayout) -> tuple[int, int, int]:
     P, w = max(L - 1, 0), 4 if code == 1 else 2
     if kind == KIND_TOP_K and D != P * kn:
         raise FormatError(f"D = {D} entries, expected P·k = {P}·{kn}")
+    if kind == KIND_DENSE and D != P * layout.vocab:   # Python ints: no overflow
+        raise FormatError(f"D = {D} entries, expected P·V = {P}·{layout.vocab} (a dense record stores every id at every position)")
     expected = record_length(kind, w, L, D, R)
     if len(buf) != expected:
         raise FormatError(f"record length {len(buf)}, expected {expected} for L = {L}, D = {D}")
@@ -226,16 +238,44 @@ def _decode_sampled(buf, layout: SequenceLayout, w: int, L: int, D: int, tokens:
     return SequenceRecord(KIND_SAMPLED, tokens, ids, lp, sums.reshape(P, R), counts=counts, distinct=d)
 
 
+def _check_dense_rows(lp32: np.ndarray, dtype: str, first_position: int = 0) -> None:
+    """Every row of a dense [P, V] float32 array sums to 1 within the dtype's tolerance:
+    |log Σ_v exp(log p(v))| ≤ `sum_tolerance(dtype)` (values already checked ≤ 2^-10 and finite)."""
+    if not lp32.size:
+        return
+    lse = np.log(np.exp(lp32.astype(np.float64)).sum(axis=1))
+    bad = np.flatnonzero(~(np.abs(lse) <= sum_tolerance(dtype)))
+    if len(bad):
+        j = int(bad[0])
+        raise FormatError(f"position {first_position + j}: the probabilities sum to exp({lse[j]:.6g}), not 1 "
+                          f"(|log Σ p| must be at most {sum_tolerance(dtype)})")
+
+
+def _decode_dense(buf, layout: SequenceLayout, w: int, L: int, D: int, tokens: np.ndarray) -> SequenceRecord:
+    P, V, R = max(L - 1, 0), layout.vocab, layout.retemper
+    lp, off = _floats(buf, 20 + 3 * L, D, w)
+    sums, _ = _floats(buf, off, P * R, w)
+    lp, sums = lp.reshape(P, V), sums.reshape(P, R)
+    lp32 = lp.astype(np.float32)
+    _check_floats(lp32, "dense log p at (position, id)", False)
+    _check_dense_rows(lp32, layout.dtype)
+    _check_floats(sums, "log-sum at (position, r)", False, layout.sum_bounds())
+    return SequenceRecord(KIND_DENSE, tokens, None, lp, sums)
+
+
 def decode_sequence(buf, sample: int, layout: SequenceLayout) -> SequenceRecord:
     """Decode and check sample `sample`'s record (FORMAT.md §3.7, every check of §1.2) as numpy
     views on `buf`: header against the teacher's layout, exact length, CRC over key ‖ record, ids
     < V, top-k ids distinct and log p non-increasing per position, sampled d_j / ascending ids /
-    counts, and no NaN, +inf or value above 2^-10 (−inf only in tails and tail sums when k = V)."""
+    counts, dense D = P·V and every row summing to 1, and no NaN, +inf or value above 2^-10 (−inf
+    only in tails and tail sums when k = V)."""
     w, L, D = _header(buf, sequence_key(sample), layout)
     tokens = decode_u24(buf, 20, L)
     _check_ids(tokens, layout.vocab, "token")
     if layout.kind == KIND_TOP_K:
         return _decode_top_k(buf, layout, w, L, D, tokens)
+    if layout.kind == KIND_DENSE:
+        return _decode_dense(buf, layout, w, L, D, tokens)
     return _decode_sampled(buf, layout, w, L, D, tokens)
 
 
@@ -246,11 +286,12 @@ class SequenceBatch:
     """B checked records decoded together (`decode_sequence_batch`): each array is the records'
     arrays concatenated in batch order, floats as float32 (exact for f16). `lengths` [B] = L_b,
     positions P_b = max(L_b − 1, 0). top-k: `ids` / `log_p` [ΣP, k], `log_tail` [ΣP], `sums`
-    [ΣP, R]; sampled: `distinct` [ΣP] (d_j), `ids` / `counts` / `log_p` [ΣD], `sums` [ΣP, R]."""
+    [ΣP, R]; sampled: `distinct` [ΣP] (d_j), `ids` / `counts` / `log_p` [ΣD], `sums` [ΣP, R];
+    dense: `log_p` [ΣP, V], `sums` [ΣP, R], `ids` None."""
     kind: int
     lengths: np.ndarray
     tokens: np.ndarray
-    ids: np.ndarray
+    ids: np.ndarray | None
     log_p: np.ndarray
     sums: np.ndarray
     log_tail: np.ndarray | None = None
@@ -268,6 +309,8 @@ def _section_sizes(layout: SequenceLayout, w: int, L: np.ndarray, D: np.ndarray)
     P, R = np.maximum(L - 1, 0), layout.retemper
     if layout.kind == KIND_TOP_K:
         return [3 * L, 3 * D, w * D, w * P, w * P * R]
+    if layout.kind == KIND_DENSE:
+        return [3 * L, w * D, w * P * R]
     return [3 * L, P, 3 * D, D, w * D, w * P * R]
 
 
@@ -364,6 +407,15 @@ def decode_sequence_batch(bufs, samples, layout: SequenceLayout) -> SequenceBatc
         tail, sums = _batch_floats(raw[3], nP, w), _batch_floats(raw[4], nP * R, w).reshape(nP, R)
         _check_top_k_batch(layout, ids, lp, tail, sums)
         return SequenceBatch(KIND_TOP_K, L, tokens, ids, lp, sums, log_tail=tail)
+    if layout.kind == KIND_DENSE:
+        lp = _batch_floats(raw[1], nD, w).reshape(nP, layout.vocab)
+        sums = _batch_floats(raw[2], nP * R, w).reshape(nP, R)
+        _refuse_if(_floats_fail(lp, False) or _floats_fail(sums, False, layout.sum_bounds()), "dense log p or log-sum")
+        try:
+            _check_dense_rows(lp, layout.dtype)
+        except FormatError:
+            _refuse_if(True, "a dense row does not sum to 1")
+        return SequenceBatch(KIND_DENSE, L, tokens, None, lp, sums)
     d = np.frombuffer(raw[1], dtype=np.uint8, count=nP)
     ids, counts = decode_u24(raw[2], 0, nD), np.frombuffer(raw[3], dtype=np.uint8, count=nD)
     lp, sums = _batch_floats(raw[4], nD, w), _batch_floats(raw[5], nP * R, w).reshape(nP, R)
@@ -408,7 +460,39 @@ def encode_sampled(tokens, distinct, ids, counts, log_p, sums, samples: int, dty
     return _pack(KIND_SAMPLED, dtype, sums.shape[1], len(tokens), len(ids), samples, sample, body)
 
 
+def encode_dense(tokens, log_p, sums, dtype: str, sample: int) -> bytes:
+    """The kind-5 record of `sample` (FORMAT.md §3.7): header (k field 0, D = P·V), L × u24 tokens,
+    P·V log p in id order (`log_p` [P, V]), P·R log-sums `log Σ_v p^{a_r}`, in `dtype`."""
+    tokens, log_p = np.asarray(tokens), np.asarray(log_p)
+    P = max(len(tokens) - 1, 0)
+    log_p = log_p if log_p.ndim == 2 else log_p.reshape(P, -1)
+    if log_p.shape[0] != P:
+        raise ValueError(f"{log_p.shape[0]} rows of log p for {len(tokens)} tokens (P = {P})")
+    sums = _rows(sums, P)
+    body = encode_u24(tokens) + _float_bytes(log_p, dtype) + _float_bytes(sums, dtype)
+    return _pack(KIND_DENSE, dtype, sums.shape[1], len(tokens), log_p.size, 0, sample, body)
+
+
+def dense_from_logits(logits, write_temperature: float, retemper_at, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """A dense record's values from logits [P, V] (FORMAT.md §3.7): one log-softmax at T_w in float64,
+    `log p(v) = (z_v − M)/T_w − log Σ exp((z − M)/T_w)`, values below the dtype's range stored as its
+    most negative finite value; and `log Σ_v p^{a_r}` [P, R]."""
+    z = np.asarray(logits, dtype=np.float64)
+    lp = z / write_temperature
+    lp = lp - _logsumexp(lp)[:, None]
+    floor = -65504.0 if dtype == "f16" else -float(np.finfo(np.float32).max)
+    sums = np.stack([_logsumexp((write_temperature / t) * lp) for t in retemper_at], axis=1) if len(retemper_at) else np.zeros((len(z), 0))
+    return np.maximum(np.minimum(lp, 0.0), floor), sums
+
+
 # ---- §3.8: re-tempering -------------------------------------------------------------------------
+
+def retemper_dense(log_p: np.ndarray, a: float) -> np.ndarray:
+    """A dense record's rows [P, V] at any T, exact (FORMAT.md §3.8), a = T_w / T:
+    `log p_T(v) = a·log p(v) − log Σ_u p(u)^a` (the normalizer a max-shifted log-sum-exp of the row)."""
+    lp = np.asarray(log_p, dtype=np.float64) * a
+    return lp - _logsumexp(lp)[..., None]
+
 
 def _logsumexp(x: np.ndarray, axis=-1) -> np.ndarray:
     m = np.max(x, axis=axis, keepdims=True)

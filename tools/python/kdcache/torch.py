@@ -79,9 +79,9 @@ class _Tempering:
         s = entry["sequence"]
         self.t_w = entry["write_temperature"]
         self.t = float(temperature) if temperature is not None else self.t_w
-        self.a, self.vocab, self.sampled = self.t_w / self.t, s["vocab_size"], s["mode"] == "sampled"
+        self.a, self.vocab, self.sampled, self.dense = self.t_w / self.t, s["vocab_size"], s["mode"] == "sampled", s["mode"] == "dense"
         self.index = declared_index(self.t, self.t_w, s["retemper_at"])
-        self.exact = self.index is not None
+        self.exact = self.index is not None or self.dense      # a dense row re-tempers exactly at any T (§3.8)
         if not self.exact and not allow_approximate:
             raise ValueError(f"{where}: T = {self.t} is neither T_w = {self.t_w} nor declared (retemper_at {s['retemper_at']}): "
                              f"only an interval is known (FORMAT.md §3.8). Declare it when writing, or pass allow_approximate=True "
@@ -103,6 +103,11 @@ class _Tempering:
         lo, hi = tail_sum_interval(lp, log_tail.astype(np.float64), self.vocab, self.a)
         with np.errstate(divide="ignore"):
             return retemper_exact(lp, np.log((lo + hi) / 2), self.a)
+
+    def dense_rows(self, log_p: np.ndarray) -> np.ndarray:
+        """log p_T [P, V] of dense rows, exact at any T: `a·log p − log Σ p^a` (the stored rows at T_w)."""
+        from .tokens import retemper_dense
+        return log_p if self.index == -1 else retemper_dense(log_p, self.a)
 
     def weights(self, rec, pos: np.ndarray, entries: np.ndarray, N: int) -> np.ndarray:
         """w_r of the drawn entries of a record or a batch (`entries` index its flat arrays, `pos`
@@ -129,8 +134,9 @@ class TokenDistillationDataset:
     each `batch_size` slice of `indices` (`prefetch` threads decoding ahead). Batch keys: `input_ids` [B, L] (int64),
     `attention_mask` [B, L], `position_mask` [B, L − 1] (bool), then top-k: `target_ids` [B, L − 1, k],
     `target_logprobs` (log p_T, −inf padding), `log_tail` [B, L − 1]; sampled: `target_ids`,
-    `target_counts`, `target_weights` [B, L − 1, N] (count 0 padding). Values are exact at T_w and at
-    declared temperatures; elsewhere refused unless `allow_approximate` (`self.exact` says which)."""
+    `target_counts`, `target_weights` [B, L − 1, N] (count 0 padding); dense: `target_logprobs`
+    [B, L − 1, V] (log p_T in id order, −inf padding). Values are exact at T_w and at declared
+    temperatures (dense: at any T); elsewhere refused unless `allow_approximate` (`self.exact` says which)."""
 
     def __init__(self, cache, teacher=None, temperature=None, max_length: int = 2048, tokenizer_fingerprint=None,
                  allow_approximate: bool = False, batch_size: int = 8, indices=None, as_torch: bool = True, prefetch: int = 0):
@@ -142,8 +148,8 @@ class TokenDistillationDataset:
             if diff is not None:
                 raise ValueError(f"{where}: written with another tokenizer ({diff}); a student must use the teacher's token ids")
         self.tempering = _Tempering(entry, temperature, allow_approximate, where)
-        self.exact, self.sampled = self.tempering.exact, self.tempering.sampled
-        self.width = entry["sequence"]["samples"] if self.sampled else entry["top_k"]
+        self.exact, self.sampled, self.dense = self.tempering.exact, self.tempering.sampled, self.tempering.dense
+        self.width = entry["sequence"]["samples"] if self.sampled else entry["sequence"]["vocab_size"] if self.dense else entry["top_k"]
         self.max_length, self.batch_size, self.as_torch, self.prefetch = int(max_length), int(batch_size), as_torch, int(prefetch)
         self.indices = list(range(len(cache))) if indices is None else list(indices)
 
@@ -154,6 +160,9 @@ class TokenDistillationDataset:
         L = min(len(rec.tokens), self.max_length)
         P = max(L - 1, 0)
         out = {"input_ids": rec.tokens[:L].astype(np.int64)}
+        if self.dense:
+            out["target_logprobs"] = self.tempering.dense_rows(rec.log_p[:P].astype(np.float64))
+            return out
         if not self.sampled:
             out["target_ids"] = rec.ids[:P].astype(np.int64)
             out["target_logprobs"], out["log_tail"] = self.tempering.top_k(rec.log_p[:P].astype(np.float64),
@@ -196,6 +205,8 @@ class TokenDistillationDataset:
         return batch
 
     def _target_keys(self):
+        if self.dense:
+            return (("target_logprobs", -np.inf, np.float32),)
         if self.sampled:
             return (("target_ids", 0, np.int64), ("target_counts", 0, np.int64), ("target_weights", 0.0, np.float32))
         return (("target_ids", 0, np.int64), ("target_logprobs", -np.inf, np.float32), ("log_tail", -np.inf, np.float32))
@@ -209,7 +220,10 @@ class TokenDistillationDataset:
         L = np.minimum(b.lengths, self.max_length)
         tok, pos = _Scatter(L, b.lengths), _Scatter(np.maximum(L - 1, 0), b.positions)
         batch = {"input_ids": tok.pad(b.tokens, 0, np.int64), "attention_mask": tok.mask.astype(np.int64), "position_mask": pos.mask}
-        batch.update(self._sampled_targets(b, pos) if self.sampled else self._top_k_targets(b, pos))
+        if self.dense:
+            batch["target_logprobs"] = pos.pad(self.tempering.dense_rows(b.log_p), -np.inf, np.float32)
+        else:
+            batch.update(self._sampled_targets(b, pos) if self.sampled else self._top_k_targets(b, pos))
         return self._tensors(batch)
 
     def _top_k_targets(self, b, pos: "_Scatter") -> dict:
@@ -295,6 +309,20 @@ def tail_bucket_kl(student_logits, target_ids, target_logprobs, log_tail, mask, 
     tail_term = torch.where(r > 0, r * torch.where(r > 0, lt, torch.zeros_like(lt)), torch.zeros_like(r)) - r * log_q_tail
     per_position = torch.where(valid, kept_term + tail_term, torch.zeros_like(r))
     return per_position.sum() / valid.sum().clamp(min=1)
+
+
+def dense_kl(student_logits, target_logprobs, mask, temperature: float = 1.0):
+    """Full forward KL to a dense teacher, averaged over positions where `mask`:
+    `Σ_v p_T(v) (log p_T(v) − log q_T(v))`, q_T = softmax(student_logits / T), with 0·log 0 = 0
+    (p = 0 for −inf padding and for the dtype floor a writer stores for an underflow). Gradient in
+    the logits: `(Σ_u p_T(u)·q_T − p_T) / T` at every id, `(q_T − p_T) / T` for a normalized row."""
+    import torch
+    logq = torch.log_softmax(student_logits.float() / temperature, dim=-1)
+    valid = mask.bool()
+    lp = torch.where(valid[..., None], target_logprobs.float(), torch.full_like(logq, -float("inf")))
+    p = lp.exp()
+    per_position = (p * (torch.where(p > 0, lp, torch.zeros_like(lp)) - logq)).sum(-1)
+    return torch.where(valid, per_position, torch.zeros_like(per_position)).sum() / valid.sum().clamp(min=1)
 
 
 def sampled_kd_loss(student_logits, target_ids, counts, weights, mask, samples: int, temperature: float = 1.0):

@@ -140,6 +140,8 @@ MANIFEST_CASES = [
     ("mode", lambda m: _seq(m).update(mode="beam"), "teachers.lm.sequence.mode"),
     ("samples", lambda m: _seq(m).update(samples=3), "teachers.lm.sequence.samples: 3 is not 0 for top-k"),
     ("top_k 0", lambda m: m["teachers"]["lm"].update(top_k=0), "teachers.lm.top_k: 0 is not in 1…50"),
+    ("dense top_k", lambda m: _seq(m).update(mode="dense"), "teachers.lm.top_k: 8 is not 0 for dense"),
+    ("dense samples", lambda m: (_seq(m).update(mode="dense", samples=3), m["teachers"]["lm"].update(top_k=0)), "teachers.lm.sequence.samples: 3 is not 0 for dense"),
     ("top_k > V", lambda m: m["teachers"]["lm"].update(top_k=51), "teachers.lm.top_k: 51 is not in 1…50"),
     ("retemper order", lambda m: _seq(m).update(retemper_at=[2.0, 0.5]), "teachers.lm.sequence.retemper_at: [2.0, 0.5] is not strictly ascending"),
     ("retemper count", lambda m: _seq(m).update(retemper_at=[float(i + 1) for i in range(17)]), "at most 16"),
