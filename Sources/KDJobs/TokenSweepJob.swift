@@ -184,8 +184,8 @@ public struct TokenSweepJob: Sendable {
         let o = options
         let (record, label, size, bytes): (String, String, Int, Double) = p.cache.map { c in
             let t = tables[c]
-            let kind = Self.recordKind(t.shape)
-            return (kind, "\(kind):\(t.shape.width)", t.shape.width, Double(t.recordBytes) / Double(max(t.tokenCount, 1)))
+            let kind = Self.recordKind(t.shape), size = kind == "dense" ? t.shape.vocabSize : t.shape.width
+            return (kind, kind == "dense" ? "dense" : "\(kind):\(size)", size, Double(t.recordBytes) / Double(max(t.tokenCount, 1)))
         } ?? ("none", "none", 0, 0)
         let m = outcome.diverged ? nil : outcome
         return TokenRunResult(key: key, cache: p.cache.map { o.logits[$0] } ?? "none", cacheLabel: label, record: record, size: size, bytesPerToken: bytes,
@@ -205,6 +205,7 @@ public struct TokenSweepJob: Sendable {
         switch shape.kind {
         case .topK: shape.width == shape.vocabSize ? "dense" : "top-k"
         case .sampled: "sampled"
+        case .dense: "dense"
         }
     }
 
@@ -255,7 +256,7 @@ public struct TokenSweepJob: Sendable {
     /// The reference: the one named, else a dense cache, else the largest-k top-k, else the largest-N sampled.
     func referenceIndex(_ tables: [SequenceTable]) throws -> Int {
         if let r = options.reference { return options.logits.firstIndex(of: r)! }
-        let dense = tables.indices.filter { tables[$0].shape.kind == .topK && tables[$0].shape.width == tables[$0].shape.vocabSize }
+        let dense = tables.indices.filter { Self.recordKind(tables[$0].shape) == "dense" }
         if let d = dense.first { return d }
         let topK = tables.indices.filter { tables[$0].shape.kind == .topK }
         let pool = topK.isEmpty ? Array(tables.indices) : topK

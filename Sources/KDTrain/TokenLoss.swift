@@ -31,12 +31,15 @@ public struct TokenTarget {
     public let logWeights: UnsafeMutablePointer<Double>
     /// Top-k: r_T, the tail mass at T, and log r_T (0 and −∞ when k = V).
     public var tail = 0.0, logTail = -Double.infinity
+    /// Scratch for a dense record's row (its V log p_T, widened from the map).
+    public let row: UnsafeMutablePointer<Float>
 
     public init(capacity: Int) {
         ids = .allocate(capacity: max(capacity, 1)); weights = .allocate(capacity: max(capacity, 1)); logWeights = .allocate(capacity: max(capacity, 1))
+        row = .allocate(capacity: max(capacity, 1))
     }
 
-    public func deallocate() { ids.deallocate(); weights.deallocate(); logWeights.deallocate() }
+    public func deallocate() { ids.deallocate(); weights.deallocate(); logWeights.deallocate(); row.deallocate() }
 }
 
 /// Scratch of one row of the token loss: the tempered exponentials and the gathered sparse logits.

@@ -22,10 +22,11 @@ public final class TokenTeacher: @unchecked Sendable {
     let base: [Int]
     let logNormalizer: [Double]
     let logTailMass: [Double]
-    /// The most entries of one position: k or N.
-    public var capacity: Int { shape.width }
+    /// The most entries of one position: k, N, or V for a dense record.
+    public var capacity: Int { shape.kind == .dense ? shape.vocabSize : shape.width }
 
-    /// Whether T is exact for a cache's records: T_w, a declared T_r, or any T when k = V.
+    /// Whether T is exact for a cache's records: T_w, a declared T_r, or any T when the record
+    /// holds the whole distribution (dense, or top-k with k = V).
     public static func isExact(_ T: Double, for table: SequenceTable) -> Bool {
         index(of: T, shape: table.shape, writeTemperature: table.teacher.writeTemperature, retemperAt: table.teacher.sequence?.retemperAt ?? []) != nil
     }
@@ -34,7 +35,7 @@ public final class TokenTeacher: @unchecked Sendable {
     static func index(of T: Double, shape: SequenceRecordShape, writeTemperature Tw: Double, retemperAt: [Double]) -> Int?? {
         if abs(T - Tw) <= 1e-9 * Tw { return .some(nil) }
         if let r = retemperAt.firstIndex(where: { abs($0 - T) <= 1e-9 * T }) { return .some(r) }
-        if shape.kind == .topK, shape.width == shape.vocabSize { return .some(nil) }
+        if shape.kind == .dense || (shape.kind == .topK && shape.width == shape.vocabSize) { return .some(nil) }
         return nil
     }
 
@@ -93,13 +94,20 @@ public final class TokenTeacher: @unchecked Sendable {
                 i += 1
             }
             target.kind = .sampled; target.tail = 0; target.logTail = -.infinity
-        // Dense records (kind 5, helper `dense`): the lead wires the full distribution in here after
-        // the merge, as a top-k target with count = V and no tail.
+        case .dense:
+            // The whole row, re-tempered exactly (its own normalizer): a top-k target with k = V, no tail.
+            let V = shape.vocabSize
+            view.denseLogProbs(at: j, a: exponent, into: UnsafeMutableBufferPointer(start: target.row, count: V))
+            for v in 0..<V {
+                let lw = Double(target.row[v])
+                target.ids[v] = Int32(v); target.logWeights[v] = lw; target.weights[v] = Foundation.exp(lw)
+            }
+            target.count = V; target.kind = .topK; target.tail = 0; target.logTail = -.infinity
         }
     }
 
     /// The teacher's most probable id at position j: top-k entry 0; sampled, the drawn id of
-    /// largest log p (lower id on ties).
+    /// largest log p; dense, the id of largest log p (lower id on ties).
     @inline(__always)
     public static func topID(_ view: SequenceRecordView, position j: Int) -> Int {
         let range = view.entries(at: j)
@@ -147,7 +155,7 @@ public struct TokenReference: @unchecked Sendable {
     public let shape: SequenceRecordShape
     /// The reference at T = 1 (nil when T = 1 is not exact for it, or it is sampled).
     public let atOne: TokenTeacher?
-    public var klKind: KLKind { shape.width == shape.vocabSize ? .dense : .tailBucket }
+    public var klKind: KLKind { shape.kind == .dense || shape.width == shape.vocabSize ? .dense : .tailBucket }
 
     public init(table: SequenceTable) throws {
         try self.init(records: table.records, shape: table.shape, writeTemperature: table.teacher.writeTemperature,
@@ -157,7 +165,7 @@ public struct TokenReference: @unchecked Sendable {
     public init(records: [SequenceRecordView], shape: SequenceRecordShape, writeTemperature: Double, retemperAt: [Double]) throws {
         self.records = records; self.shape = shape
         let exact = TokenTeacher.index(of: 1, shape: shape, writeTemperature: writeTemperature, retemperAt: retemperAt) != nil
-        atOne = shape.kind == .topK && exact
+        atOne = shape.kind != .sampled && exact
             ? try TokenTeacher(records: records, shape: shape, writeTemperature: writeTemperature, retemperAt: retemperAt, temperature: 1) : nil
     }
 }

@@ -68,4 +68,33 @@ import Testing
         #expect(undeclared.status != 0 && undeclared.output.contains("T = 3.0 is not declared by \(caches[0])"), "\(undeclared.output)")
         #expect(undeclared.output.contains("retemper_at is [2.0]"), "\(undeclared.output)")
     }
+
+    /// A dense cache (record kind 5) in a token sweep: the verdict's bar. Its runs equal a top-k:260
+    /// cache's (k = V, the same distribution to f16 rounding), and the verdict names a cheapest cache.
+    @Test func aDenseCacheIsTheVerdictsBar() throws {
+        let (dir, data, caches) = try Self.caches()
+        var extra: [String] = []
+        for sequence in ["dense", "top-k:260"] {
+            let out = dir + "/\(sequence.replacingOccurrences(of: ":", with: "")).lmdb"
+            let r = try kdcache(["teach", "--data", data, "--out", out, "--exec", SequenceTeachCLITests.teacher, "--sequence", sequence,
+                                 "--retemper-at", "2", "--temperature", "1", "--quiet"])
+            #expect(r.status == 0, "\(r.output)")
+            extra.append(out)
+        }
+        let r = try kdcache(Self.sweep(data, caches + extra, out: dir + "/dense", extra: ["--seeds", "2"]))
+        #expect(r.status == 0, "\(r.output)")
+        let lines = try String(contentsOfFile: dir + "/dense/results.jsonl", encoding: .utf8).split(separator: "\n")
+        let runs = try lines.map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        let dense = runs.filter { ($0["cache"] as? String) == extra[0] }, full = runs.filter { ($0["cache"] as? String) == extra[1] }
+        #expect(dense.count == 4 && full.count == 4, "2 T × 2 seeds each")
+        #expect(dense.allSatisfy { $0["record"] as? String == "dense" && $0["size"] as? Int == 260 && $0["cacheLabel"] as? String == "dense" })
+        // The reference is the dense cache (the first dense one given): KL is exact there.
+        #expect(r.stdout.contains("reference teacher: \(extra[0])"), "\(r.stdout)")
+        #expect(runs.allSatisfy { ($0["diverged"] as? Bool) == true || $0["klKind"] as? String == "dense" })
+        for (a, b) in zip(dense, full) {
+            let pa = a["validPerplexity"] as! Double, pb = b["validPerplexity"] as! Double
+            #expect(abs(pa - pb) / pb < 1e-3, "dense \(pa) against top-k:260 \(pb)")
+        }
+        #expect(!r.stdout.contains("undetermined"), "\(r.stdout)")
+    }
 }
