@@ -12,8 +12,10 @@ tokens), six sequence caches from ONE pass of the model, then a token sweep and 
 3. `kdcache sweep` over the six caches (a token sweep: --temperature, --alpha, --lr, --seeds,
    --epochs, --workers below), which writes results.jsonl, results.csv and report.html and prints
    the verdict; then the report's path. Wall time of each step and the load average are printed.
-Dense KD (record kind 5) is not written yet: at V = 49,152 a dense f16 position is 96 KB, so the
-whole corpus would be ~21 GB; see --dense.
+Dense KD (record kind 5, `--dense`) is off by default: at V = 49,152 a dense f16 position is 96 KB,
+so the whole corpus would be ~21 GB. With --texts N (a slice) it is cheap: `--texts 300 --dense`.
+The default grid (T 1,2 × α 0,0.5 × 2 seeds, the first --max-positions 60,000 training positions)
+keeps the sweep to minutes; pass the flags below for more.
 """
 import argparse
 import gzip
@@ -106,11 +108,12 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path(".build-demo-lm"))
     ap.add_argument("--texts", type=int, default=0, help="a slice of this many texts (0: the whole corpus)")
     ap.add_argument("--teacher", default=f"{ROOT / '.build-venv-lm/bin/python'} {ROOT / 'tools/teachers/smollm2_teacher.py'}")
-    ap.add_argument("--dense", action="store_true", help="also a dense cache (needs record kind 5: not in this kdcache yet)")
-    ap.add_argument("--temperature", default="1,2,4")
-    ap.add_argument("--alpha", default="0,0.5,0.9")
+    ap.add_argument("--dense", action="store_true", help="also a dense cache (record kind 5; 96 KB per position at V = 49,152)")
+    ap.add_argument("--temperature", default="1,2")
+    ap.add_argument("--alpha", default="0,0.5")
     ap.add_argument("--lr", default="0.1")
-    ap.add_argument("--seeds", default="3")
+    ap.add_argument("--seeds", default="2")
+    ap.add_argument("--max-positions", default="60000", help="train on the first N training positions (0: all)")
     ap.add_argument("--epochs", default="1")
     ap.add_argument("--workers", default="2")
     args = ap.parse_args()
@@ -139,7 +142,8 @@ def main() -> None:
     sweep = args.work / "sweep"
     command = [args.kdcache, "sweep", "--data", str(data)] + [a for c in caches for a in ("--logits", str(c))] + [
         "--out", str(sweep), "--temperature", args.temperature, "--alpha", args.alpha, "--lr", args.lr,
-        "--seeds", args.seeds, "--epochs", args.epochs, "--workers", args.workers]
+        "--seeds", args.seeds, "--epochs", args.epochs, "--workers", args.workers] + (
+        ["--max-positions", args.max_positions] if int(args.max_positions) > 0 else [])
     proc = subprocess.run(command, text=True)
     if proc.returncode != 0:
         sys.exit(f"demo-lm: the token sweep failed (status {proc.returncode}): {shlex.join(command)}\n"
