@@ -32,13 +32,13 @@ public struct Shard: Equatable, Sendable, CustomStringConvertible {
             }
             let minID = try number("SLURM_ARRAY_TASK_MIN") ?? 0
             if let step = try number("SLURM_ARRAY_TASK_STEP"), step != 1 {
-                throw EnvironmentError("the job array steps by \(step) (SLURM_ARRAY_TASK_STEP): shards need every task id of a contiguous array, e.g. --array=0-\(max(n - 1, 0))")
+                throw EnvironmentError("the job array steps by \(step) (SLURM_ARRAY_TASK_STEP): shards need every task id of a contiguous array, e.g. ids 0 to \(max(n - 1, 0))")
             }
             if let maxID = try number("SLURM_ARRAY_TASK_MAX"), maxID - minID + 1 != n {
-                throw EnvironmentError("the job array's ids \(minID)…\(maxID) are not \(n) contiguous ids (SLURM_ARRAY_TASK_COUNT=\(n)): submit a contiguous --array, e.g. --array=0-\(max(n - 1, 0))")
+                throw EnvironmentError("the job array's ids \(minID)…\(maxID) are not \(n) contiguous ids (SLURM_ARRAY_TASK_COUNT=\(n)): submit a contiguous job array, e.g. ids 0 to \(max(n - 1, 0))")
             }
             guard n >= 1, (0..<n).contains(id - minID) else {
-                throw EnvironmentError("SLURM_ARRAY_TASK_ID=\(id) (minimum \(minID)) is not one of \(n) tasks (SLURM_ARRAY_TASK_COUNT): submit a contiguous --array, e.g. --array=0-\(max(n - 1, 0))")
+                throw EnvironmentError("SLURM_ARRAY_TASK_ID=\(id) (minimum \(minID)) is not one of \(n) tasks (SLURM_ARRAY_TASK_COUNT): submit a contiguous job array, e.g. ids 0 to \(max(n - 1, 0))")
             }
             return Shard(index: id - minID, count: n)
         }
@@ -57,7 +57,7 @@ public struct Shard: Equatable, Sendable, CustomStringConvertible {
     /// Why the environment names no valid shard; the text says which variable and what to do.
     public struct EnvironmentError: Error, Equatable, Sendable, CustomStringConvertible {
         public var description: String
-        init(_ description: String) { self.description = description + " (or pass --shard i/N)" }
+        init(_ description: String) { self.description = description }
     }
 
     public func range(of total: Int) -> Range<Int> { (index * total / count)..<((index + 1) * total / count) }

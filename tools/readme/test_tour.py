@@ -193,3 +193,15 @@ def test_the_sequence_caches_verify_and_say_what_they_hold(lm_tour):
     assert r.returncode == 0 and "lm-sampled.lmdb: valid" in r.stdout, r.stdout + r.stderr
     first = json.loads((lm_tour["dir"] / "lm.jsonl").open().readline())
     assert len(first["positions"]) == len(first["tokens"]) - 1, "one distribution per position with a next token"
+
+
+def test_the_token_sweep_compares_the_caches_against_dense(lm_tour):
+    out = output_of(lm_tour, "sweep --data data.lmdb --logits lm-8.lmdb")
+    assert "reference teacher: lm-dense.lmdb" in out, out
+    for label in ("top-k:8", "top-k:16", "sampled:32", "dense", "CE only"):
+        assert label in out, (label, out)
+    assert "undetermined" not in out, out                     # two seeds of dense KD: the bar exists
+    runs = [json.loads(line) for line in (lm_tour["dir"] / "runs/lm/results.jsonl").read_text().splitlines()]
+    assert len(runs) == 2 + 4 * 2 * 2, len(runs)              # α = 0 once per seed, then 4 caches × 2 T × 2 seeds
+    assert {r["record"] for r in runs} == {"none", "top-k", "sampled", "dense"}
+    assert (lm_tour["dir"] / "runs/lm/report.html").is_file()

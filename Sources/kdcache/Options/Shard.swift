@@ -10,5 +10,5 @@ func parseShard(_ text: String?) throws -> Shard? {
 
 /// ``Shard/fromEnvironment(_:)``, its refusal as a usage error.
 func shardFromEnvironment() throws -> Shard? {
-    do { return try Shard.fromEnvironment() } catch { throw ValidationError("\(error)") }
+    do { return try Shard.fromEnvironment() } catch { throw ValidationError("\(error) (or pass --shard i/N)") }
 }
