@@ -43,6 +43,8 @@ def run(command: list, what: str) -> str:
 
 
 def cache_name(layout: str) -> str:
+    if layout == "dense":
+        return "dense.lmdb"
     mode, n = layout.split(":")
     return f"{'topk' if mode == 'top-k' else 'sampled'}{n}.lmdb"
 
