@@ -155,6 +155,8 @@ public struct TokenSweepJob: Sendable {
             teachers["\(c)|\(points[i].temperature)"] = try TokenTeacher(table: tables[c], temperature: points[i].temperature)
         } }
         let student = TokenStudentConfig(vocabSize: tables[0].shape.vocabSize, width: o.width, context: o.context, hashBits: o.hashBits)
+        try checkMemory(student, capacity: ([reference.atOne].compactMap { $0 } + Array(teachers.values)).map(\.capacity).max() ?? 0,
+                        workers: min(o.workers, max(todo.count, 1)))
         let shared = TokenSweepShared(teachers: teachers, tokens: tokens, reference: reference, train: trainPositions,
                                       valid: validPositions, test: testPositions)
         let writer = OrderedAppender(count: todo.count) { (r: TokenRunResult) in try files.append(r) }
@@ -223,6 +225,21 @@ public struct TokenSweepJob: Sendable {
         if let r = o.reference, !o.logits.contains(r) {
             throw bad("the reference \(r) is not one of the sweep's caches (\(o.logits.joined(separator: ", ")))")
         }
+    }
+
+    /// Refuses, before anything trains, a sweep whose concurrent runs would not fit in the memory
+    /// the class-level sweep allows itself by default (``SweepMemory/defaultBudget``): the student
+    /// grows with V (from the cache), its width, its hash bits and the batch size.
+    func checkMemory(_ student: TokenStudentConfig, capacity: Int, workers: Int) throws {
+        let run = TokenRunConfig.estimatedBytes(student: student, batch: options.batchSize, capacity: capacity)
+        let (all, overflow) = run.multipliedReportingOverflow(by: workers)
+        let budget = SweepMemory.defaultBudget
+        guard overflow || all > budget else { return }
+        let need = overflow || run == .max ? "more than 2^63 bytes" : SweepMemory.bytes(run)
+        throw JobError(.overMemoryBudget, "a token-sweep run needs \(need) (V = \(student.vocabSize), width \(student.width), "
+                       + "2^\(student.hashBits) buckets, batch \(options.batchSize)) and \(workers) run at once, over the \(SweepMemory.bytes(budget)) "
+                       + "a sweep may use here (half of this machine's memory)", path: options.out,
+                       hint: .advice("Lower the width, the hash bits, the batch size or the number of workers"))
     }
 
     /// Opens every cache: a sequence cache of the dataset with one teacher; all share the dataset

@@ -135,6 +135,33 @@ public enum TokenPositions {
 
 /// One token-level run: the student, the loss, its optimizer settings.
 public struct TokenRunConfig: Hashable, Sendable {
+    /// Bytes one run allocates (Float32 = 4 B, Int32 = 4, Int64 / Double = 8), with B_e = 2^b
+    /// buckets, V̄ = V rounded up to 8, K = `capacity` entries a position, B = batch:
+    /// `4·2·(B_e·d + d·V̄ + V̄)` (parameters and Adagrad state) `+ 4·(2·B·d + B·V̄ + V̄ + d)` (hidden,
+    /// ∂h, logits, tempered row) `+ B·n·(4 + 8)` (buckets) `+ K·(4 + 8 + 8 + 4 + 4 + 4)` (target and
+    /// loss scratch). Saturates instead of overflowing, so absurd shapes compare as huge.
+    public static func estimatedBytes(student s: TokenStudentConfig, batch B: Int, capacity K: Int) -> Int {
+        func times(_ factors: Int...) -> Int {
+            var p = 1
+            for f in factors {
+                let (q, overflow) = p.multipliedReportingOverflow(by: f)
+                if overflow { return .max }
+                p = q
+            }
+            return p
+        }
+        let d = s.width, vp = s.paddedVocab, buckets = 1 << min(max(s.hashBits, 0), 62)
+        let terms = [times(8, buckets, d), times(8, d, vp), times(8, vp), times(8, B, d), times(4, B, vp), times(4, vp + d),
+                     times(12, B, s.context), times(32, max(K, 1))]
+        var total = 0
+        for t in terms {
+            let (sum, overflow) = total.addingReportingOverflow(t)
+            if overflow { return .max }
+            total = sum
+        }
+        return total
+    }
+
     public var student: TokenStudentConfig
     public var loss: TokenLoss
     public var learningRate: Float

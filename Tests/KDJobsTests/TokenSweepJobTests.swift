@@ -116,4 +116,23 @@ import Testing
         o.alphas = [0]
         #expect(try TokenSweepJob(o).run().results.count == 1)
     }
+
+    /// A student too large for the machine (width × 2^hash-bits, or a huge V from the cache) is
+    /// refused before anything trains, never an allocation that kills the process.
+    @Test func aStudentThatCannotFitIsRefusedBeforeTraining() throws {
+        let (data, caches, dir) = try Self.caches([Self.topK])
+        var o = Self.options(data, caches, out: dir + "/big")
+        o.width = 1024; o.hashBits = 26
+        #expect {
+            try TokenSweepJob(o).run()
+        } throws: { error in
+            guard let e = error as? JobError, e.code == .overMemoryBudget else { return false }
+            return e.message.contains("width 1024") && e.message.contains("2^26 buckets")
+        }
+        #expect(!FileManager.default.fileExists(atPath: dir + "/big/results.jsonl"))
+        // The estimate saturates instead of overflowing.
+        let huge = TokenStudentConfig(vocabSize: 1 << 24, width: 1024, hashBits: 26)
+        #expect(TokenRunConfig.estimatedBytes(student: huge, batch: 1 << 40, capacity: 1 << 24) == .max)
+        #expect(TokenRunConfig.estimatedBytes(student: TokenStudentConfig(vocabSize: 260), batch: 64, capacity: 8) < 200 << 20)
+    }
 }
