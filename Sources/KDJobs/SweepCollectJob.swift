@@ -68,9 +68,11 @@ public struct SweepCollectJob: Sendable {
     /// holding it; nil when none does (its shard kept another configuration, or the files were removed).
     func bestStudent(_ report: SweepReport) throws -> (model: StudentModel, source: String)? {
         guard let best = report.ranked.first, let first = best.runs.min(by: { $0.config.seed < $1.config.seed }) else { return nil }
-        for dir in directories where FileManager.default.fileExists(atPath: dir + "/best-student.json") {
-            let model = try StudentModel.load(dir + "/best-student.json")
-            if model.card.config.key == first.config.key { return (model, dir) }
+        for dir in directories {
+            // The card alone says whose student it is; only the match's weights are read.
+            guard let data = FileManager.default.contents(atPath: dir + "/best-student.json"),
+                  let card = try? JSONDecoder().decode(StudentModel.Card.self, from: data), card.config.key == first.config.key else { continue }
+            return (try StudentModel.load(dir + "/best-student.json"), dir)
         }
         return nil
     }
